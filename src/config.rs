@@ -1,0 +1,388 @@
+//! Configuration: the TOML file, its defaults, and its validation.
+//!
+//! What the operator configured lives here and only here; what the monitor
+//! observes lives in [`crate::topology`]. The two are never mixed (a lesson
+//! from ProxySQL #5540, where monitor edits leaked into cluster config).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Errors found while loading or validating a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for our schema (the message names the field).
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: String,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// A value parsed but makes no sense; `field` names it.
+    #[error("invalid value for `{field}`: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The role a server is configured with. The monitor may later observe a
+/// different one (after a promotion); the configured role is only the
+/// starting assumption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Primary,
+    Replica,
+}
+
+/// What to do with a read when no replica may serve it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicaFallback {
+    /// Send the read to the primary (always fresh, costs primary capacity).
+    #[default]
+    Primary,
+    /// Answer the client with an error.
+    Error,
+}
+
+/// One backend MariaDB/MySQL server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Unique name used in logs, metrics and admin commands.
+    pub name: String,
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port.
+    #[serde(default = "default_mysql_port")]
+    pub port: u16,
+    /// Configured role; the monitor's observation wins once it has one.
+    #[serde(default = "default_role")]
+    pub role: Role,
+    /// Relative share of reads among replicas (0 = never read from it).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+impl ServerConfig {
+    /// `host:port`, as used to connect.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// A client account known to rwproxy. Exactly one of `password` and
+/// `password_hash` is set; only the native hash (`*HEX` of
+/// SHA1(SHA1(password))) is ever needed at run time.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// Account name, the same on rwproxy and on every server.
+    pub name: String,
+    /// Cleartext password (convenient for demos; prefer `password_hash`).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// `mysql_native_password` hash as `SELECT PASSWORD('x')` prints it.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+}
+
+impl std::fmt::Debug for UserConfig {
+    // Never print secrets, not even in debug logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserConfig")
+            .field("name", &self.name)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field(
+                "password_hash",
+                &self.password_hash.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// The account the monitor uses to poll servers.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    pub user: String,
+    #[serde(default)]
+    pub password: String,
+}
+
+impl std::fmt::Debug for MonitorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MonitorConfig")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where applications connect (MySQL protocol).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Largest packet payload accepted from a client or a server, in bytes;
+    /// checked before anything is buffered.
+    #[serde(default = "default_max_allowed_packet")]
+    pub max_allowed_packet: usize,
+    /// Bound on connecting + authenticating to a backend server.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Bound on a client's handshake (slow or silent clients are cut).
+    #[serde(default = "default_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+    /// Where plain reads go when no replica qualifies.
+    #[serde(default)]
+    pub replica_fallback: ReplicaFallback,
+    /// Idle backend connections kept per (server, user) pool.
+    #[serde(default = "default_pool_max_idle")]
+    pub pool_max_idle: usize,
+    /// Idle pooled connections older than this are pinged before reuse, so a
+    /// connection killed by the server's `wait_timeout` is never handed out.
+    #[serde(default = "default_pool_ping_after_ms")]
+    pub pool_ping_after_ms: u64,
+    /// Server version string announced to clients; defaults to the version
+    /// of the configured primary, learned at start-up.
+    #[serde(default)]
+    pub server_version: Option<String>,
+    /// The monitor account.
+    pub monitor: MonitorConfig,
+    /// Backend servers; exactly one is configured as primary.
+    pub servers: Vec<ServerConfig>,
+    /// Client accounts.
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:6033".into()
+}
+fn default_max_allowed_packet() -> usize {
+    64 * 1024 * 1024
+}
+fn default_connect_timeout_ms() -> u64 {
+    2000
+}
+fn default_handshake_timeout_ms() -> u64 {
+    10_000
+}
+fn default_pool_max_idle() -> usize {
+    64
+}
+fn default_pool_ping_after_ms() -> u64 {
+    10_000
+}
+fn default_mysql_port() -> u16 {
+    3306
+}
+fn default_role() -> Role {
+    Role::Replica
+}
+fn default_weight() -> u32 {
+    1
+}
+
+impl Config {
+    /// Reads, parses and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<text>".into(),
+            source: Box::new(e),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: cross-field rules and value ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("listen", format!("{:?}: {e}", self.listen)))?;
+        if self.max_allowed_packet < 1024 || self.max_allowed_packet > 1 << 30 {
+            return Err(invalid(
+                "max_allowed_packet",
+                "must be between 1024 and 1073741824 bytes",
+            ));
+        }
+        if self.connect_timeout_ms == 0 {
+            return Err(invalid("connect_timeout_ms", "must be greater than 0"));
+        }
+        if self.handshake_timeout_ms == 0 {
+            return Err(invalid("handshake_timeout_ms", "must be greater than 0"));
+        }
+        if self.servers.is_empty() {
+            return Err(invalid("servers", "at least one server is required"));
+        }
+        let mut names = HashSet::new();
+        for (i, s) in self.servers.iter().enumerate() {
+            if s.name.is_empty() {
+                return Err(invalid(format!("servers[{i}].name"), "must not be empty"));
+            }
+            if !names.insert(s.name.as_str()) {
+                return Err(invalid(
+                    format!("servers[{i}].name"),
+                    format!("duplicate server name {:?}", s.name),
+                ));
+            }
+            if s.host.is_empty() {
+                return Err(invalid(format!("servers[{i}].host"), "must not be empty"));
+            }
+            if s.port == 0 {
+                return Err(invalid(format!("servers[{i}].port"), "must not be 0"));
+            }
+        }
+        let primaries = self
+            .servers
+            .iter()
+            .filter(|s| s.role == Role::Primary)
+            .count();
+        if primaries != 1 {
+            return Err(invalid(
+                "servers.role",
+                format!("exactly one server must have role = \"primary\", found {primaries}"),
+            ));
+        }
+        let mut users = HashSet::new();
+        for (i, u) in self.users.iter().enumerate() {
+            if u.name.is_empty() {
+                return Err(invalid(format!("users[{i}].name"), "must not be empty"));
+            }
+            if !users.insert(u.name.as_str()) {
+                return Err(invalid(
+                    format!("users[{i}].name"),
+                    format!("duplicate user {:?}", u.name),
+                ));
+            }
+            match (&u.password, &u.password_hash) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        format!("users[{i}]"),
+                        "set either `password` or `password_hash`, not both",
+                    ));
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        format!("users[{i}]"),
+                        "one of `password` or `password_hash` is required",
+                    ));
+                }
+                (None, Some(h)) => {
+                    if crate::protocol::auth::parse_native_hash(h).is_none() {
+                        return Err(invalid(
+                            format!("users[{i}].password_hash"),
+                            "must be '*' followed by 40 hex digits, as PASSWORD() prints",
+                        ));
+                    }
+                }
+                (Some(_), None) => {}
+            }
+        }
+        Ok(())
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+    pub fn pool_ping_after(&self) -> Duration {
+        Duration::from_millis(self.pool_ping_after_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:6033"
+[monitor]
+user = "mon"
+password = "m"
+[[servers]]
+name = "p"
+host = "127.0.0.1"
+port = 3306
+role = "primary"
+[[servers]]
+name = "r1"
+host = "127.0.0.1"
+port = 3307
+[[users]]
+name = "app"
+password = "secret"
+"#;
+
+    #[test]
+    fn parses_with_defaults() {
+        let c = Config::parse(GOOD).expect("valid");
+        assert_eq!(c.servers.len(), 2);
+        assert_eq!(c.servers[1].role, Role::Replica);
+        assert_eq!(c.servers[1].weight, 1);
+        assert_eq!(c.replica_fallback, ReplicaFallback::Primary);
+        assert_eq!(c.max_allowed_packet, 64 * 1024 * 1024);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let bad = GOOD.replace("port = 3307", "port = \"x\"");
+        let e = Config::parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("port"), "{e}");
+        let bad = GOOD.replace("role = \"primary\"", "");
+        let e = Config::parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("servers.role"), "{e}");
+        let bad = GOOD.replace("listen = \"127.0.0.1:6033\"", "listen = \"nope\"");
+        let e = Config::parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("`listen`"), "{e}");
+        let bad = GOOD.replace("password = \"secret\"", "password_hash = \"*12\"");
+        let e = Config::parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("users[0].password_hash"), "{e}");
+        let bad = format!("{GOOD}\nbogus = 1\n");
+        let e = Config::parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn debug_never_prints_secrets() {
+        let c = Config::parse(GOOD).expect("valid");
+        let s = format!("{c:?}");
+        assert!(!s.contains("secret"));
+        assert!(!s.contains("\"m\""));
+    }
+}

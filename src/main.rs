@@ -1,0 +1,94 @@
+//! The `rwproxy` command: CLI parsing and logging set-up only; the work is
+//! in the library.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "rwproxy", version, about = "Read/write-splitting MySQL/MariaDB proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+    /// Log format: human or json.
+    #[arg(long, global = true, default_value = "human")]
+    log_format: String,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the proxy.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Override `listen` from the file.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Validate a configuration file and print what it sets.
+    CheckConfig { config: PathBuf },
+    /// Manage a local MariaDB primary + replicas.
+    #[command(subcommand)]
+    Sandbox(rwproxy::sandbox::SandboxCommand),
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    match cli.command {
+        Cmd::Run { config, listen } => {
+            let mut cfg = rwproxy::config::Config::load(&config)?;
+            if let Some(l) = listen {
+                cfg.listen = l;
+                cfg.validate()?;
+            }
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(&cfg.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+                let shutdown = CancellationToken::new();
+                let signal_token = shutdown.clone();
+                tokio::spawn(async move {
+                    let mut term =
+                        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                            Ok(s) => s,
+                            Err(_) => return,
+                        };
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                    signal_token.cancel();
+                });
+                rwproxy::server::run(listener, cfg, shutdown).await?;
+                Ok::<_, anyhow::Error>(())
+            })?;
+        }
+        Cmd::CheckConfig { config } => {
+            let cfg = rwproxy::config::Config::load(&config)?;
+            println!(
+                "{}: OK ({} servers, {} users, listen {})",
+                config.display(),
+                cfg.servers.len(),
+                cfg.users.len(),
+                cfg.listen
+            );
+        }
+        Cmd::Sandbox(cmd) => rwproxy::sandbox::run_cli(cmd)?,
+    }
+    Ok(())
+}

@@ -1,0 +1,317 @@
+//! Connection phase, in both directions: rwproxy as a server to clients
+//! (greeting, handshake response, auth switch) and as a client to backend
+//! servers (login with the client's `SHA1(password)`).
+
+use std::collections::HashMap;
+
+use mysql_common::constants::{CapabilityFlags, StatusFlags};
+use mysql_common::io::ParseBuf;
+use mysql_common::packets::{
+    AuthPlugin, AuthSwitchRequest, ErrPacket, HandshakePacket, HandshakeResponse,
+};
+use mysql_common::proto::MySerialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::ClientError;
+use super::auth::{self, Stage1};
+use super::packet::{FrameError, PacketStream};
+
+const NATIVE: &[u8] = b"mysql_native_password";
+
+/// Handshake failures.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The peer's packet could not be parsed.
+    #[error("malformed handshake packet: {0}")]
+    Malformed(String),
+    /// The server refused the login (its own ERR, code and message kept).
+    #[error("server refused login: {} ({})", .0.message, .0.code)]
+    Refused(ClientError),
+    /// The server wants an authentication method rwproxy cannot perform.
+    #[error("server requires unsupported authentication plugin {0}")]
+    UnsupportedPlugin(String),
+}
+
+/// What a client said in its handshake response.
+#[derive(Debug, Clone)]
+pub struct ClientHello {
+    pub user: String,
+    pub db: Option<String>,
+    pub caps: CapabilityFlags,
+    pub collation: u8,
+    /// The scramble reply for the plugin named in `plugin`.
+    pub auth_reply: Vec<u8>,
+    pub plugin: Option<String>,
+    /// Connection attributes (program name etc.), kept for SHOW SESSIONS.
+    pub attrs: HashMap<String, String>,
+    /// Sequence id of the handshake response (the next packet uses +1).
+    pub seq: u8,
+}
+
+/// Sends the initial greeting.
+pub async fn send_greeting<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut PacketStream<S>,
+    server_version: &str,
+    conn_id: u32,
+    scramble: &[u8; auth::SCRAMBLE_LEN],
+    caps: CapabilityFlags,
+    collation: u8,
+) -> Result<(), FrameError> {
+    let mut s1 = [0u8; 8];
+    s1.copy_from_slice(&scramble[..8]);
+    // Part 2 is sent NUL-terminated (13 bytes), as servers do.
+    let mut s2 = scramble[8..].to_vec();
+    s2.push(0);
+    let hs = HandshakePacket::new(
+        10,
+        server_version.as_bytes(),
+        conn_id,
+        s1,
+        Some(s2),
+        caps,
+        collation,
+        StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+        Some(NATIVE),
+    );
+    let mut buf = Vec::with_capacity(128);
+    hs.serialize(&mut buf);
+    stream.queue_payload(0, &buf);
+    stream.flush().await
+}
+
+/// Reads and parses the client's handshake response.
+pub async fn read_client_hello<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut PacketStream<S>,
+    limit: usize,
+) -> Result<ClientHello, HandshakeError> {
+    let p = stream.read_packet(limit.min(64 * 1024), Some(1)).await?;
+    if p.payload.len() < 32 {
+        // An SSLRequest is exactly 32 bytes; rwproxy does not offer TLS on
+        // this listener, so a client asking for it anyway is refused here.
+        return Err(HandshakeError::Malformed(format!(
+            "handshake response of {} bytes (TLS requested but not offered?)",
+            p.payload.len()
+        )));
+    }
+    let hr: HandshakeResponse<'_> = ParseBuf(&p.payload)
+        .parse(())
+        .map_err(|e| HandshakeError::Malformed(e.to_string()))?;
+    let caps = hr.capabilities();
+    if !caps.contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
+        return Err(HandshakeError::Malformed(
+            "client does not speak protocol 4.1".into(),
+        ));
+    }
+    Ok(ClientHello {
+        user: String::from_utf8_lossy(hr.user()).into_owned(),
+        db: hr
+            .db_name()
+            .filter(|d| !d.is_empty())
+            .map(|d| String::from_utf8_lossy(d).into_owned()),
+        caps,
+        collation: hr.collation(),
+        auth_reply: hr.scramble_buf().to_vec(),
+        plugin: hr
+            .auth_plugin()
+            .map(|p| String::from_utf8_lossy(p.as_bytes()).into_owned()),
+        attrs: hr.connect_attributes().unwrap_or_default(),
+        seq: p.last_seq,
+    })
+}
+
+/// Asks the client to answer `scramble` with `mysql_native_password`
+/// (used when it started with another plugin, e.g. caching_sha2_password).
+/// Returns the reply and its sequence id.
+pub async fn switch_to_native<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut PacketStream<S>,
+    seq: u8,
+    scramble: &[u8; auth::SCRAMBLE_LEN],
+) -> Result<(Vec<u8>, u8), HandshakeError> {
+    let mut data = scramble.to_vec();
+    data.push(0);
+    let req = AuthSwitchRequest::new(NATIVE, data);
+    let mut buf = Vec::with_capacity(48);
+    req.serialize(&mut buf);
+    stream.queue_payload(seq, &buf);
+    stream.flush().await?;
+    let p = stream
+        .read_packet(1024, Some(seq.wrapping_add(1)))
+        .await?;
+    Ok((p.payload.to_vec(), p.last_seq))
+}
+
+/// What a backend server told about itself when rwproxy logged in.
+#[derive(Debug, Clone)]
+pub struct ServerHello {
+    pub version: String,
+    pub connection_id: u32,
+    pub caps: CapabilityFlags,
+    pub collation: u8,
+}
+
+/// Parameters of a backend login.
+pub struct Login<'a> {
+    pub user: &'a str,
+    /// `SHA1(password)`, or `None` for an account without password.
+    pub stage1: Option<&'a Stage1>,
+    pub db: Option<&'a str>,
+    /// Capabilities the client negotiated with rwproxy (masked further by
+    /// what the server offers).
+    pub caps: CapabilityFlags,
+    pub collation: u8,
+    pub max_packet: u32,
+}
+
+/// Logs into a backend server.
+pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut PacketStream<S>,
+    params: &Login<'_>,
+) -> Result<ServerHello, HandshakeError> {
+    let p = stream.read_packet(64 * 1024, Some(0)).await?;
+    if p.payload.first() == Some(&0xff) {
+        return Err(HandshakeError::Refused(parse_err(&p.payload)));
+    }
+    let hs: HandshakePacket<'_> = ParseBuf(&p.payload)
+        .parse(())
+        .map_err(|e| HandshakeError::Malformed(e.to_string()))?;
+    let server_caps = hs.capabilities();
+    let mut caps = params.caps & server_caps & super::supported_capabilities();
+    caps |= CapabilityFlags::CLIENT_PROTOCOL_41
+        | CapabilityFlags::CLIENT_SECURE_CONNECTION
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH
+        | CapabilityFlags::CLIENT_LONG_PASSWORD;
+    if params.db.is_some() {
+        caps |= CapabilityFlags::CLIENT_CONNECT_WITH_DB;
+    } else {
+        caps.remove(CapabilityFlags::CLIENT_CONNECT_WITH_DB);
+    }
+    let nonce = hs.nonce();
+    let reply = params.stage1.map(|s| auth::reply(&nonce, s).to_vec());
+    let version = hs
+        .server_version_parsed()
+        .or_else(|| hs.maria_db_server_version_parsed())
+        .unwrap_or((5, 7, 0));
+    let mut attrs = HashMap::new();
+    attrs.insert("program_name".to_string(), "rwproxy".to_string());
+    let resp = HandshakeResponse::new(
+        Some(reply.clone().unwrap_or_default()),
+        version,
+        Some(params.user.as_bytes()),
+        params.db.map(str::as_bytes),
+        Some(AuthPlugin::MysqlNativePassword),
+        caps,
+        Some(attrs),
+        params.max_packet,
+    );
+    let mut buf = Vec::with_capacity(128);
+    resp.serialize(&mut buf);
+    stream.queue_payload(p.last_seq.wrapping_add(1), &buf);
+    stream.flush().await?;
+    let hello = ServerHello {
+        version: hs.server_version_str().into_owned(),
+        connection_id: hs.connection_id(),
+        caps,
+        collation: hs.default_collation(),
+    };
+    loop {
+        let r = stream.read_packet(64 * 1024, None).await?;
+        match r.payload.first() {
+            Some(0x00) => return Ok(hello),
+            Some(0xff) => return Err(HandshakeError::Refused(parse_err(&r.payload))),
+            Some(0xfe) => {
+                let sw: AuthSwitchRequest<'_> = ParseBuf(&r.payload)
+                    .parse(())
+                    .map_err(|e| HandshakeError::Malformed(e.to_string()))?;
+                if sw.auth_plugin().as_bytes() != NATIVE {
+                    return Err(HandshakeError::UnsupportedPlugin(
+                        String::from_utf8_lossy(sw.auth_plugin().as_bytes()).into_owned(),
+                    ));
+                }
+                let answer = params
+                    .stage1
+                    .map(|s| auth::reply(sw.plugin_data(), s).to_vec())
+                    .unwrap_or_default();
+                stream.queue_payload(r.last_seq.wrapping_add(1), &answer);
+                stream.flush().await?;
+            }
+            _ => {
+                return Err(HandshakeError::Malformed(
+                    "unexpected packet during login".into(),
+                ));
+            }
+        }
+    }
+}
+
+/// Turns an ERR payload into a [`ClientError`] (server's code, state, text).
+pub fn parse_err(payload: &[u8]) -> ClientError {
+    match ParseBuf(payload).parse::<ErrPacket<'_>>(CapabilityFlags::CLIENT_PROTOCOL_41) {
+        Ok(e) if e.is_error() => {
+            let se = e.server_error();
+            let state = se
+                .sql_state_ref()
+                .map(|s| s.as_bytes())
+                .unwrap_or(*b"HY000");
+            ClientError::new(se.error_code(), &state, se.message_str().into_owned())
+        }
+        _ => ClientError::new(1105, b"HY000", "malformed error packet from server"),
+    }
+}
+
+/// A parsed COM_CHANGE_USER (payload after the command byte).
+///
+/// Parsed by hand: mysql_common's `ComChangeUser` can be deserialized but
+/// exposes no accessors for its fields.
+#[derive(Debug, Clone)]
+pub struct ChangeUser {
+    pub user: String,
+    pub auth_reply: Vec<u8>,
+    pub db: Option<String>,
+    pub collation: Option<u16>,
+    pub plugin: Option<String>,
+}
+
+/// Parses COM_CHANGE_USER; `None` if malformed.
+pub fn parse_change_user(rest: &[u8]) -> Option<ChangeUser> {
+    let mut b = ParseBuf(rest);
+    if b.is_empty() {
+        return None;
+    }
+    let user = b.eat_null_str();
+    let auth = b.checked_eat_u8_str()?;
+    let db = if b.is_empty() {
+        &[][..]
+    } else {
+        b.eat_null_str()
+    };
+    let mut collation = None;
+    let mut plugin = None;
+    if b.len() >= 2 {
+        let c = b.checked_eat(2)?;
+        collation = Some(u16::from_le_bytes([c[0], c[1]]));
+        if !b.is_empty() {
+            let p = b.eat_null_str();
+            plugin = Some(String::from_utf8_lossy(p).into_owned());
+        }
+    }
+    Some(ChangeUser {
+        user: String::from_utf8_lossy(user).into_owned(),
+        auth_reply: auth.to_vec(),
+        db: (!db.is_empty()).then(|| String::from_utf8_lossy(db).into_owned()),
+        collation,
+        plugin,
+    })
+}
+
+/// Reads a COM_STMT_PREPARE OK header: (statement id, columns, params).
+pub fn parse_prepare_ok(payload: &[u8]) -> Option<(u32, u16, u16)> {
+    if payload.first() != Some(&0x00) || payload.len() < 12 {
+        return None;
+    }
+    let id = u32::from_le_bytes([payload[1], payload[2], payload[3], payload[4]]);
+    let cols = u16::from_le_bytes([payload[5], payload[6]]);
+    let params = u16::from_le_bytes([payload[7], payload[8]]);
+    Some((id, cols, params))
+}

@@ -1,0 +1,433 @@
+//! Forwarding a server's response to a client, frame by frame.
+//!
+//! Only the headers are read: the first byte of each logical packet (OK,
+//! ERR, EOF, LOCAL INFILE request or column count) and the status flags of
+//! terminators, to know where a response ends and what it changed. Rows are
+//! never decoded and never buffered beyond the output buffer's flush
+//! threshold, so a result of any size streams in bounded memory.
+
+use mysql_common::constants::{CapabilityFlags, StatusFlags};
+use mysql_common::io::ParseBuf;
+use mysql_common::packets::{
+    CommonOkPacket, OkPacket, OkPacketDeserializer, OldEofPacket, ResultSetTerminator,
+};
+use mysql_common::packets::session_state_change::SessionStateChange;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::get_lenenc_int;
+use super::packet::{Frame, FrameError, MAX_FRAME_PAYLOAD, PacketStream};
+
+/// The shape of response a command produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// COM_QUERY: OK / ERR / LOCAL INFILE / text result sets, possibly several.
+    Query,
+    /// COM_STMT_EXECUTE: OK / ERR / binary result sets; may open a cursor.
+    Execute,
+    /// COM_STMT_FETCH: rows then a terminator, or ERR.
+    Fetch,
+    /// COM_FIELD_LIST: column definitions then a terminator, or ERR.
+    FieldList,
+    /// A single OK / ERR / EOF packet (PING, INIT_DB, RESET…).
+    Simple,
+    /// COM_STATISTICS: one packet of plain text.
+    Statistics,
+}
+
+/// What rwproxy learned from a response it forwarded.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Status flags of the last OK/EOF (the truth about transactions).
+    pub status: Option<StatusFlags>,
+    /// Error code if the response (or its last result) was an ERR.
+    pub error: Option<u16>,
+    /// Rows forwarded (all result sets).
+    pub rows: u64,
+    /// Affected rows of the last OK.
+    pub affected_rows: u64,
+    /// Schema announced by session tracking (`USE` inside a statement).
+    pub schema: Option<String>,
+    /// GTID announced by session tracking.
+    pub gtid: Option<String>,
+    /// Whether any OK carried a last-insert id (LAST_INSERT_ID() changed).
+    pub inserted_id: bool,
+    /// The last ERR in full (code, state, message).
+    pub err: Option<super::ClientError>,
+}
+
+/// Why forwarding stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// The server failed. `started` tells whether some of its answer was
+    /// already written to the client (then the statement cannot be retried).
+    #[error("backend failed: {source}")]
+    Backend {
+        #[source]
+        source: FrameError,
+        started: bool,
+    },
+    /// The server sent something that is not a valid response.
+    #[error("malformed response from backend: {0}")]
+    Malformed(&'static str),
+    /// The client failed or went away.
+    #[error("client failed: {0}")]
+    Client(#[source] FrameError),
+}
+
+/// Reads a server response to the command just sent and forwards it to
+/// `client`. With `client = None` the response is consumed silently (for
+/// statements rwproxy sends on its own, like state replay).
+pub async fn forward<B, C>(
+    backend: &mut PacketStream<B>,
+    mut client: Option<&mut PacketStream<C>>,
+    expect: Expect,
+    caps: CapabilityFlags,
+) -> Result<Summary, ForwardError>
+where
+    B: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut fw = Forwarder {
+        caps,
+        summary: Summary::default(),
+        flushed: false,
+    };
+    let deprecate_eof = caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+    let r = fw
+        .run(backend, &mut client, expect, deprecate_eof)
+        .await;
+    match r {
+        Ok(()) => {
+            if let Some(c) = client {
+                c.flush().await.map_err(ForwardError::Client)?;
+            }
+            Ok(fw.summary)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+struct Forwarder {
+    caps: CapabilityFlags,
+    summary: Summary,
+    /// Whether output has already left for the client.
+    flushed: bool,
+}
+
+impl Forwarder {
+    async fn next<B: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        backend: &mut PacketStream<B>,
+    ) -> Result<Frame, ForwardError> {
+        backend.read_frame().await.map_err(|source| ForwardError::Backend {
+            source,
+            started: self.flushed,
+        })
+    }
+
+    async fn out<C: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut Option<&mut PacketStream<C>>,
+        frame: &Frame,
+    ) -> Result<(), ForwardError> {
+        if let Some(c) = client {
+            c.queue_raw(frame.raw());
+            if c.queued() >= 64 * 1024 {
+                self.flushed = true;
+                c.flush().await.map_err(ForwardError::Client)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forwards a packet's continuation frames (a logical packet ≥ 16 MiB).
+    async fn rest_of_packet<B, C>(
+        &mut self,
+        backend: &mut PacketStream<B>,
+        client: &mut Option<&mut PacketStream<C>>,
+        mut frame: Frame,
+    ) -> Result<(), ForwardError>
+    where
+        B: AsyncRead + AsyncWrite + Unpin,
+        C: AsyncRead + AsyncWrite + Unpin,
+    {
+        while frame.continues() {
+            frame = self.next(backend).await?;
+            self.out(client, &frame).await?;
+        }
+        Ok(())
+    }
+
+    fn record_ok(&mut self, frame: &Frame, terminator: bool) -> Result<StatusFlags, ForwardError> {
+        let payload = frame.payload();
+        let ok: OkPacket<'_> = if terminator && !self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF) {
+            ParseBuf(payload)
+                .parse::<OkPacketDeserializer<'_, OldEofPacket>>(self.caps)
+                .map_err(|_| ForwardError::Malformed("bad EOF packet"))?
+                .into_inner()
+        } else if terminator {
+            ParseBuf(payload)
+                .parse::<OkPacketDeserializer<'_, ResultSetTerminator>>(self.caps)
+                .map_err(|_| ForwardError::Malformed("bad terminating OK packet"))?
+                .into_inner()
+        } else {
+            ParseBuf(payload)
+                .parse::<OkPacketDeserializer<'_, CommonOkPacket>>(self.caps)
+                .map_err(|_| ForwardError::Malformed("bad OK packet"))?
+                .into_inner()
+        };
+        let status = ok.status_flags();
+        self.summary.status = Some(status);
+        self.summary.error = None;
+        self.summary.err = None;
+        if !terminator {
+            self.summary.affected_rows = ok.affected_rows();
+            if ok.last_insert_id().is_some_and(|id| id != 0) {
+                self.summary.inserted_id = true;
+            }
+        }
+        if status.contains(StatusFlags::SERVER_SESSION_STATE_CHANGED)
+            && let Ok(infos) = ok.session_state_info()
+        {
+            for info in infos {
+                match info.decode() {
+                    Ok(SessionStateChange::Schema(s)) => {
+                        self.summary.schema = Some(s.as_str().into_owned());
+                    }
+                    Ok(SessionStateChange::Gtids(g)) => {
+                        self.summary.gtid = Some(g.as_str().into_owned());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(status)
+    }
+
+    fn record_err(&mut self, frame: &Frame) {
+        let err = super::handshake::parse_err(frame.payload());
+        self.summary.error = Some(err.code);
+        self.summary.err = Some(err);
+    }
+
+    /// Whether a frame is a terminator (EOF, or OK with the 0xFE header).
+    fn is_terminator(frame: &Frame) -> bool {
+        frame.first() == Some(0xfe) && frame.payload().len() < MAX_FRAME_PAYLOAD
+    }
+
+    async fn run<B, C>(
+        &mut self,
+        backend: &mut PacketStream<B>,
+        client: &mut Option<&mut PacketStream<C>>,
+        expect: Expect,
+        deprecate_eof: bool,
+    ) -> Result<(), ForwardError>
+    where
+        B: AsyncRead + AsyncWrite + Unpin,
+        C: AsyncRead + AsyncWrite + Unpin,
+    {
+        match expect {
+            Expect::Statistics => {
+                let f = self.next(backend).await?;
+                self.out(client, &f).await?;
+                return self.rest_of_packet(backend, client, f).await;
+            }
+            Expect::Simple => {
+                let f = self.next(backend).await?;
+                self.out(client, &f).await?;
+                match f.first() {
+                    Some(0x00) => {
+                        self.record_ok(&f, false)?;
+                    }
+                    Some(0xfe) => {
+                        self.record_ok(&f, true)?;
+                    }
+                    Some(0xff) => self.record_err(&f),
+                    _ => return Err(ForwardError::Malformed("unexpected reply to a simple command")),
+                }
+                return Ok(());
+            }
+            Expect::Fetch | Expect::FieldList => {
+                return self.rows(backend, client).await.map(|_| ());
+            }
+            Expect::Query | Expect::Execute => {}
+        }
+        loop {
+            let f = self.next(backend).await?;
+            self.out(client, &f).await?;
+            let more = match f.first() {
+                Some(0x00) => {
+                    let st = self.record_ok(&f, false)?;
+                    st.contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS)
+                }
+                Some(0xff) => {
+                    self.record_err(&f);
+                    false
+                }
+                Some(0xfe) => {
+                    let st = self.record_ok(&f, true)?;
+                    st.contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS)
+                }
+                Some(0xfb) if expect == Expect::Query => {
+                    // LOCAL INFILE: the client streams the file, ending with
+                    // an empty packet; then the server answers OK or ERR.
+                    self.local_infile(backend, client).await?;
+                    continue;
+                }
+                Some(_) => {
+                    let (columns, _) = get_lenenc_int(f.payload())
+                        .ok_or(ForwardError::Malformed("bad column count"))?;
+                    self.rest_of_packet(backend, client, f).await?;
+                    for _ in 0..columns {
+                        let c = self.next(backend).await?;
+                        self.out(client, &c).await?;
+                        self.rest_of_packet(backend, client, c).await?;
+                    }
+                    if !deprecate_eof {
+                        let eof = self.next(backend).await?;
+                        self.out(client, &eof).await?;
+                        if !Self::is_terminator(&eof) {
+                            return Err(ForwardError::Malformed("missing EOF after columns"));
+                        }
+                        let st = self.record_ok(&eof, true)?;
+                        if expect == Expect::Execute
+                            && st.contains(StatusFlags::SERVER_STATUS_CURSOR_EXISTS)
+                        {
+                            // A cursor was opened: rows come with COM_STMT_FETCH.
+                            return Ok(());
+                        }
+                    }
+                    self.rows(backend, client).await?
+                }
+                None => return Err(ForwardError::Malformed("empty packet")),
+            };
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Forwards rows until the terminator; returns whether more results follow.
+    async fn rows<B, C>(
+        &mut self,
+        backend: &mut PacketStream<B>,
+        client: &mut Option<&mut PacketStream<C>>,
+    ) -> Result<bool, ForwardError>
+    where
+        B: AsyncRead + AsyncWrite + Unpin,
+        C: AsyncRead + AsyncWrite + Unpin,
+    {
+        loop {
+            let f = self.next(backend).await?;
+            self.out(client, &f).await?;
+            if Self::is_terminator(&f) {
+                let st = self.record_ok(&f, true)?;
+                return Ok(st.contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS));
+            }
+            if f.first() == Some(0xff) {
+                self.record_err(&f);
+                return Ok(false);
+            }
+            self.summary.rows += 1;
+            self.rest_of_packet(backend, client, f).await?;
+        }
+    }
+
+    async fn local_infile<B, C>(
+        &mut self,
+        backend: &mut PacketStream<B>,
+        client: &mut Option<&mut PacketStream<C>>,
+    ) -> Result<(), ForwardError>
+    where
+        B: AsyncRead + AsyncWrite + Unpin,
+        C: AsyncRead + AsyncWrite + Unpin,
+    {
+        let Some(c) = client else {
+            return Err(ForwardError::Malformed("LOCAL INFILE request to an internal statement"));
+        };
+        c.flush().await.map_err(ForwardError::Client)?;
+        self.flushed = true;
+        // The file ends with an empty packet; an empty frame that continues
+        // a full one is part of the previous packet, not the end.
+        let mut continuing = false;
+        loop {
+            let f = c.read_frame().await.map_err(ForwardError::Client)?;
+            backend.queue_raw(f.raw());
+            let end = f.payload().is_empty() && !continuing;
+            continuing = f.continues();
+            if backend.queued() >= 64 * 1024 || end {
+                backend.flush().await.map_err(|source| ForwardError::Backend {
+                    source,
+                    started: true,
+                })?;
+            }
+            if end {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// A statement prepared on a backend connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prepared {
+    /// The id the backend assigned (never shown to the client).
+    pub backend_id: u32,
+    pub columns: u16,
+    pub params: u16,
+}
+
+/// Reads a COM_STMT_PREPARE response. With a client, forwards it with the
+/// statement id replaced by `client_id` (rwproxy owns client-visible ids).
+/// Returns the backend's statement, or the server's ERR payload.
+pub async fn forward_prepare<B, C>(
+    backend: &mut PacketStream<B>,
+    mut client: Option<&mut PacketStream<C>>,
+    caps: CapabilityFlags,
+    client_id: u32,
+) -> Result<Result<Prepared, Vec<u8>>, ForwardError>
+where
+    B: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut fw = Forwarder {
+        caps,
+        summary: Summary::default(),
+        flushed: false,
+    };
+    let mut first = fw.next(backend).await?;
+    if first.first() == Some(0xff) {
+        fw.out(&mut client, &first).await?;
+        if let Some(c) = client {
+            c.flush().await.map_err(ForwardError::Client)?;
+        }
+        return Ok(Err(first.payload().to_vec()));
+    }
+    let (backend_id, columns, params) = super::handshake::parse_prepare_ok(first.payload())
+        .ok_or(ForwardError::Malformed("bad COM_STMT_PREPARE response"))?;
+    first.payload_mut()[1..5].copy_from_slice(&client_id.to_le_bytes());
+    fw.out(&mut client, &first).await?;
+    let deprecate_eof = caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+    for count in [params, columns] {
+        if count == 0 {
+            continue;
+        }
+        for _ in 0..count {
+            let f = fw.next(backend).await?;
+            fw.out(&mut client, &f).await?;
+            fw.rest_of_packet(backend, &mut client, f).await?;
+        }
+        if !deprecate_eof {
+            let eof = fw.next(backend).await?;
+            fw.out(&mut client, &eof).await?;
+        }
+    }
+    if let Some(c) = client {
+        c.flush().await.map_err(ForwardError::Client)?;
+    }
+    Ok(Ok(Prepared {
+        backend_id,
+        columns,
+        params,
+    }))
+}

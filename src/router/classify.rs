@@ -1,0 +1,1533 @@
+//! Statement classification: SQL text in, [`Classified`] out.
+//!
+//! Every COM_QUERY goes through [`classify`], so it is built to be cheap: one
+//! pass of a hand-written lexer over the raw bytes, no allocation, no
+//! recursion (a client may send 10,000 nested parentheses or megabytes of
+//! garbage), and no regex or SQL parser. The lexer knows just enough SQL to
+//! not be fooled: comments (including MySQL/MariaDB *executable* comments
+//! `/*! … */` and `/*M! … */`, whose content the server runs and so is lexed
+//! as code), quoted strings and identifiers, user and system variables, and
+//! `;` between statements.
+//!
+//! Anything the classifier does not recognise is a [`StatementKind::Write`]:
+//! sending an unknown statement to the primary is always correct, sending it
+//! to a replica may not be.
+//!
+//! The same lexer ([`Lexer`]) is used by [`super::set`] to take `SET`
+//! statements apart.
+
+use std::time::Duration;
+
+/// What a statement is, as far as routing cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementKind {
+    /// A plain read that any up-to-date server may answer (replica-eligible).
+    Read,
+    /// A read that must run on the primary: locking reads, `SELECT … INTO`,
+    /// reads of per-connection results (`LAST_INSERT_ID()`, `FOUND_ROWS()`,
+    /// `ROW_COUNT()`), sequences, `SQL_CALC_FOUND_ROWS`, `SHOW`.
+    ReadPrimary,
+    /// Writes, DDL, `CALL`, `LOAD DATA`, and anything unknown or unparseable.
+    Write,
+    /// `BEGIN`, `START TRANSACTION`, `COMMIT`, `ROLLBACK`, `SAVEPOINT`, `XA …`.
+    Transaction,
+    /// A `SET` statement: see [`super::set::parse_set`] for what it sets.
+    Set,
+    /// `USE db`.
+    Use,
+}
+
+/// A routing hint written in a comment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hint {
+    /// `/* rwproxy:primary */`
+    Primary,
+    /// `/* rwproxy:replica */`
+    Replica,
+}
+
+/// The result of classifying one COM_QUERY text (which may hold several
+/// statements when multi-statements are enabled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Classified {
+    /// The combined kind of every statement in the text (see [`classify`]).
+    pub kind: StatementKind,
+    /// Routing override from a `rwproxy:` comment. When both `primary` and
+    /// `replica` hints appear, `primary` wins (the safe choice).
+    pub hint: Option<Hint>,
+    /// Per-statement lag bound from `/* rwproxy:max_lag=2s */`. When several
+    /// appear, the smallest wins.
+    pub max_lag: Option<Duration>,
+    /// The statement creates connection state that cannot be replayed on
+    /// another connection (temporary table, `GET_LOCK`, `LOCK TABLES`, user
+    /// variable assigned by a query, SQL `PREPARE`, `HANDLER`…): the session
+    /// must stay on the primary connection from now on.
+    pub pins_session: bool,
+}
+
+/// Classifies one COM_QUERY text. Never panics, never allocates on the fast path.
+///
+/// Each statement of a multi-statement text is classified and the results
+/// combined: the strongest kind wins (`Write` > `Transaction` >
+/// `ReadPrimary` > `Read`) and `pins_session` is OR-ed. A batch that holds a
+/// `SET` or `USE` next to anything else is a pinning `Write`, because the
+/// session layer cannot follow session changes made inside a batch. Empty
+/// text, comment-only text and text with an unterminated string or comment
+/// are `Write`.
+pub fn classify(sql: &[u8]) -> Classified {
+    let mut lx = Lexer::new(sql);
+    let mut count: u32 = 0;
+    let mut first = StatementKind::Write;
+    let mut strongest = StatementKind::Read;
+    let mut changes_session = false;
+    let mut pins = false;
+    loop {
+        let mut st = Stmt {
+            lx: &mut lx,
+            done: false,
+            more: false,
+        };
+        let one = classify_one(&mut st);
+        // Arms that decide early leave tokens behind; they may hold hints
+        // or an unterminated string, so the statement is always read to
+        // its end.
+        st.drain();
+        let more = st.more;
+        if let Some(one) = one {
+            count = count.saturating_add(1);
+            if count == 1 {
+                first = one.kind;
+            }
+            pins |= one.pins;
+            changes_session |= matches!(one.kind, StatementKind::Set | StatementKind::Use);
+            if rank(one.kind) > rank(strongest) {
+                strongest = one.kind;
+            }
+        }
+        if !more {
+            break;
+        }
+    }
+    let (kind, pins_session) = if lx.error || count == 0 {
+        (StatementKind::Write, pins)
+    } else if count == 1 {
+        (first, pins)
+    } else if changes_session {
+        (StatementKind::Write, true)
+    } else {
+        (strongest, pins)
+    };
+    Classified {
+        kind,
+        hint: lx.hint,
+        max_lag: lx.max_lag,
+        pins_session,
+    }
+}
+
+/// How strongly a kind binds a statement to the primary, for combining the
+/// statements of a batch.
+fn rank(kind: StatementKind) -> u8 {
+    match kind {
+        StatementKind::Read => 0,
+        StatementKind::ReadPrimary => 1,
+        StatementKind::Transaction => 2,
+        StatementKind::Write | StatementKind::Set | StatementKind::Use => 3,
+    }
+}
+
+/// The classification of one statement of a batch.
+struct One {
+    kind: StatementKind,
+    pins: bool,
+}
+
+impl One {
+    fn new(kind: StatementKind, pins: bool) -> Self {
+        One { kind, pins }
+    }
+}
+
+/// The tokens of one statement: stops at `;` (remembering that more may
+/// follow) or at the end of the text.
+struct Stmt<'l, 'a> {
+    lx: &'l mut Lexer<'a>,
+    /// `;` or the end was reached: no more tokens for this statement.
+    done: bool,
+    /// The statement ended at `;`, so another may follow.
+    more: bool,
+}
+
+impl<'a> Stmt<'_, 'a> {
+    fn next(&mut self) -> Option<Token<'a>> {
+        if self.done {
+            return None;
+        }
+        match self.lx.next_token() {
+            Some(t) if t.kind == TokenKind::Punct(b';') => {
+                self.done = true;
+                self.more = true;
+                None
+            }
+            Some(t) => Some(t),
+            None => {
+                self.done = true;
+                None
+            }
+        }
+    }
+
+    /// The keyword of the next token (`Kw::End` at the end of the statement).
+    fn next_kw(&mut self) -> Kw {
+        self.next().map_or(Kw::End, |t| t.keyword())
+    }
+
+    fn drain(&mut self) {
+        while self.next().is_some() {}
+    }
+}
+
+/// Classifies the statement at the front of `st`; `None` for an empty one.
+/// Iterative: `EXPLAIN` and leading parentheses loop instead of recursing.
+fn classify_one(st: &mut Stmt<'_, '_>) -> Option<One> {
+    use StatementKind as K;
+    let mut tok = st.next()?;
+    // Set once an EXPLAIN/DESCRIBE/ANALYZE prefix has been consumed.
+    let mut explained = false;
+    // `EXPLAIN … INTO @var` (MySQL 8.3+) assigns a user variable.
+    let mut explain_into = false;
+    loop {
+        let mut parenthesised = false;
+        while tok.is_punct(b'(') {
+            parenthesised = true;
+            tok = match st.next() {
+                Some(t) => t,
+                None => return Some(One::new(K::Write, false)),
+            };
+        }
+        let kw = tok.keyword();
+        if parenthesised && !matches!(kw, Kw::Select | Kw::Values | Kw::With | Kw::Table) {
+            return Some(One::new(K::Write, false));
+        }
+        let one = match kw {
+            Kw::Select | Kw::Values | Kw::Table | Kw::With => {
+                let s = scan(st, Mode::Read, kw == Kw::With);
+                let kind = if s.write {
+                    K::Write
+                } else if s.primary || explain_into {
+                    K::ReadPrimary
+                } else {
+                    K::Read
+                };
+                One::new(kind, s.pins || explain_into)
+            }
+            Kw::Explain | Kw::Describe | Kw::Desc | Kw::Analyze if !explained => {
+                explained = true;
+                match explain_target(st, kw == Kw::Analyze, &mut explain_into) {
+                    Target::Statement(t) => {
+                        tok = t;
+                        continue;
+                    }
+                    Target::Done(kind) => One::new(kind, explain_into),
+                }
+            }
+            Kw::Begin => {
+                // `BEGIN NOT ATOMIC` opens a MariaDB compound statement.
+                let kind = if st.next_kw() == Kw::Not {
+                    K::Write
+                } else {
+                    K::Transaction
+                };
+                One::new(kind, false)
+            }
+            Kw::Start => {
+                let kind = if st.next_kw() == Kw::Transaction {
+                    K::Transaction
+                } else {
+                    K::Write
+                };
+                One::new(kind, false)
+            }
+            Kw::Commit | Kw::Rollback | Kw::Savepoint | Kw::Xa => One::new(K::Transaction, false),
+            Kw::Release => {
+                let kind = if st.next_kw() == Kw::Savepoint {
+                    K::Transaction
+                } else {
+                    K::Write
+                };
+                One::new(kind, false)
+            }
+            Kw::Set => {
+                // `SET STATEMENT var=val FOR stmt` runs `stmt`; a variable
+                // named `statement` would be followed by `=`.
+                let set_statement = match st.next() {
+                    Some(t) if t.keyword() == Kw::Statement => {
+                        !st.next().is_some_and(|t| t.is_assign())
+                    }
+                    _ => false,
+                };
+                if set_statement {
+                    let s = scan(st, Mode::Write, false);
+                    One::new(K::Write, s.pins)
+                } else {
+                    let s = scan(st, Mode::Set, false);
+                    One::new(K::Set, s.pins)
+                }
+            }
+            Kw::Use => One::new(K::Use, false),
+            Kw::Show | Kw::Help => One::new(K::ReadPrimary, false),
+            Kw::Create => {
+                let mut next = st.next_kw();
+                if next == Kw::Or {
+                    // CREATE OR REPLACE TEMPORARY TABLE (MariaDB)
+                    st.next();
+                    next = st.next_kw();
+                }
+                One::new(K::Write, next == Kw::Temporary)
+            }
+            Kw::Drop => {
+                let next = st.next_kw();
+                One::new(K::Write, matches!(next, Kw::Temporary | Kw::Prepare))
+            }
+            Kw::Lock
+            | Kw::Unlock
+            | Kw::Prepare
+            | Kw::Execute
+            | Kw::Deallocate
+            | Kw::Handler => One::new(K::Write, true),
+            Kw::Insert
+            | Kw::Update
+            | Kw::Delete
+            | Kw::Replace
+            | Kw::Do
+            | Kw::Call
+            | Kw::Load => {
+                let s = scan(st, Mode::Write, false);
+                One::new(K::Write, s.pins)
+            }
+            _ => One::new(K::Write, false),
+        };
+        return Some(one);
+    }
+}
+
+/// What follows an `EXPLAIN`/`DESCRIBE`/`ANALYZE` prefix.
+enum Target<'a> {
+    /// A statement to classify as if it stood alone, starting at this token.
+    Statement(Token<'a>),
+    /// Settled without looking at a statement.
+    Done(StatementKind),
+}
+
+/// Skips the options of `EXPLAIN`/`DESCRIBE` (or MariaDB's `ANALYZE`) and
+/// finds what is explained.
+fn explain_target<'a>(st: &mut Stmt<'_, 'a>, analyze: bool, into: &mut bool) -> Target<'a> {
+    use StatementKind as K;
+    loop {
+        let Some(t) = st.next() else {
+            return Target::Done(K::Write);
+        };
+        let kw = t.keyword();
+        return match kw {
+            Kw::Select | Kw::Values | Kw::With => Target::Statement(t),
+            // ANALYZE TABLE is maintenance; EXPLAIN TABLE t explains a read.
+            Kw::Table if analyze => Target::Done(K::Write),
+            Kw::Table => Target::Statement(t),
+            _ if t.is_punct(b'(') => Target::Statement(t),
+            Kw::Format => {
+                // FORMAT = JSON | TREE | TRADITIONAL
+                if st.next().is_some_and(|t| t.is_punct(b'=')) {
+                    st.next();
+                }
+                continue;
+            }
+            Kw::Extended | Kw::Partitions | Kw::Analyze if !analyze => continue,
+            Kw::Into if !analyze => {
+                *into = true;
+                st.next();
+                continue;
+            }
+            // EXPLAIN FOR CONNECTION n looks at another connection of that server.
+            Kw::For if !analyze => Target::Done(K::ReadPrimary),
+            Kw::Insert | Kw::Update | Kw::Delete | Kw::Replace => Target::Done(K::Write),
+            // DESCRIBE tbl / EXPLAIN db.tbl col. A table named like one of
+            // our keywords is sent to the primary: safe, if not clever.
+            Kw::Other if !analyze => Target::Done(K::Read),
+            _ if !analyze && t.kind == TokenKind::QuotedIdent => Target::Done(K::Read),
+            _ => Target::Done(K::Write),
+        };
+    }
+}
+
+/// Which rules [`scan`] applies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A `SELECT`-like statement: every primary and pinning rule applies.
+    Read,
+    /// A write: only the pinning rules (lock functions, `@x :=`) matter.
+    Write,
+    /// A `SET`: lock functions pin; `@x :=` is the statement's own
+    /// assignment, judged by [`super::set::parse_set`].
+    Set,
+}
+
+/// What [`scan`] found in the rest of a statement.
+#[derive(Default)]
+struct Scan {
+    /// Must run on the primary (locking read, `INTO`, per-connection result…).
+    primary: bool,
+    /// Creates unreplayable connection state.
+    pins: bool,
+    /// A `WITH` whose main statement writes.
+    write: bool,
+}
+
+/// Reads the rest of a statement and applies the rules that can fire
+/// anywhere in it (any parenthesis depth). `with` asks to also find the
+/// main statement of a `WITH`: the first statement keyword at depth 0.
+fn scan(st: &mut Stmt<'_, '_>, mode: Mode, with: bool) -> Scan {
+    let mut s = Scan::default();
+    // Cleared when a WITH turns out to be a write: its INSERT … INTO is
+    // not a SELECT … INTO.
+    let mut read = mode == Mode::Read;
+    let mut depth: u32 = 0;
+    // Keywords of the last two tokens (`Kw::NotWord` for punctuation etc.).
+    let mut prev = Kw::NotWord;
+    let mut prev2 = Kw::NotWord;
+    // The token after INTO decides whether a variable is assigned.
+    let mut after_into = false;
+    // WITH: still looking for the main statement.
+    let mut find_main = with;
+    // WITH … REPLACE at depth 0: a write unless `(` follows (the function).
+    let mut after_replace = false;
+    while let Some(t) = st.next() {
+        let kw = match t.kind {
+            TokenKind::Word => t.keyword(),
+            TokenKind::UserVar => Kw::AtVar,
+            _ => Kw::NotWord,
+        };
+        if after_into {
+            after_into = false;
+            if !matches!(kw, Kw::Outfile | Kw::Dumpfile) {
+                s.pins = true;
+            }
+        }
+        if after_replace {
+            after_replace = false;
+            find_main = false;
+            if !t.is_punct(b'(') {
+                s.write = true;
+                read = false;
+            }
+        }
+        match t.kind {
+            TokenKind::Punct(b'(') => {
+                match prev.call_effect() {
+                    Call::Primary if read => s.primary = true,
+                    Call::Lock => {
+                        s.primary = true;
+                        s.pins = true;
+                    }
+                    _ => {}
+                }
+                depth = depth.saturating_add(1);
+            }
+            TokenKind::Punct(b')') => depth = depth.saturating_sub(1),
+            TokenKind::Assign if prev == Kw::AtVar && mode != Mode::Set => {
+                s.primary = true;
+                s.pins = true;
+            }
+            TokenKind::SysVar if read && is_primary_sysvar(t.text) => s.primary = true,
+            TokenKind::Word if read => {
+                match kw {
+                    Kw::Update | Kw::Share if prev == Kw::For => s.primary = true,
+                    Kw::In if prev == Kw::Lock => s.primary = true,
+                    // NEXT VALUE FOR seq / PREVIOUS VALUE FOR seq
+                    Kw::For if prev == Kw::Value && matches!(prev2, Kw::Next | Kw::Previous) => {
+                        s.primary = true
+                    }
+                    Kw::Into => {
+                        s.primary = true;
+                        after_into = true;
+                    }
+                    Kw::SqlCalcFoundRows => s.primary = true,
+                    _ => {}
+                }
+                if find_main && depth == 0 {
+                    match kw {
+                        Kw::Select | Kw::Values | Kw::Table => find_main = false,
+                        Kw::Insert | Kw::Update | Kw::Delete => {
+                            find_main = false;
+                            s.write = true;
+                            read = false;
+                        }
+                        Kw::Replace => after_replace = true,
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+        prev2 = prev;
+        prev = kw;
+    }
+    if after_into {
+        s.pins = true;
+    }
+    if after_replace || find_main {
+        // `WITH … REPLACE` at the end, or no main statement found: not
+        // understood, so not a read.
+        s.write = true;
+    }
+    s
+}
+
+/// `@@identity`, `@@last_insert_id`… (any scope prefix): per-connection
+/// results that only the primary connection that ran the statement has.
+fn is_primary_sysvar(text: &[u8]) -> bool {
+    let mut name = text.get(2..).unwrap_or_default();
+    if let Some(dot) = name.iter().position(|&b| b == b'.') {
+        name = &name[dot + 1..];
+    }
+    const NAMES: [&[u8]; 5] = [
+        b"identity",
+        b"last_insert_id",
+        b"last_gtid",
+        b"warning_count",
+        b"error_count",
+    ];
+    NAMES.iter().any(|n| name.eq_ignore_ascii_case(n))
+}
+
+/// What calling a function (`NAME(`) means for routing.
+#[derive(PartialEq, Eq)]
+enum Call {
+    /// An ordinary function.
+    None,
+    /// Reads a per-connection result or a sequence: primary.
+    Primary,
+    /// Takes or queries a named lock held by the connection: primary and pinned.
+    Lock,
+}
+
+/// The words the classifier cares about. Everything else is `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kw {
+    /// A word that is not one of ours.
+    Other,
+    /// Not a word at all (punctuation, literal…).
+    NotWord,
+    /// A user variable (`@x`), for `@x :=`.
+    AtVar,
+    /// End of the statement.
+    End,
+    Analyze,
+    Begin,
+    Call,
+    Commit,
+    Create,
+    Deallocate,
+    Delete,
+    Desc,
+    Describe,
+    Do,
+    Drop,
+    Dumpfile,
+    Execute,
+    Explain,
+    Extended,
+    For,
+    Format,
+    Handler,
+    Help,
+    In,
+    Insert,
+    Into,
+    Load,
+    Lock,
+    Next,
+    Not,
+    Or,
+    Outfile,
+    Partitions,
+    Prepare,
+    Previous,
+    Release,
+    Replace,
+    Rollback,
+    Savepoint,
+    Select,
+    Set,
+    Share,
+    Show,
+    SqlCalcFoundRows,
+    Start,
+    Statement,
+    Table,
+    Temporary,
+    Transaction,
+    Unlock,
+    Update,
+    Use,
+    Value,
+    Values,
+    With,
+    Xa,
+    // Functions.
+    FoundRows,
+    GetLock,
+    IsFreeLock,
+    IsUsedLock,
+    LastInsertId,
+    Lastval,
+    MasterGtidWait,
+    MasterPosWait,
+    Nextval,
+    ReleaseAllLocks,
+    ReleaseLock,
+    RowCount,
+    Setval,
+    SourcePosWait,
+}
+
+impl Kw {
+    fn call_effect(self) -> Call {
+        match self {
+            Kw::LastInsertId
+            | Kw::FoundRows
+            | Kw::RowCount
+            | Kw::Nextval
+            | Kw::Lastval
+            | Kw::Setval
+            | Kw::MasterPosWait
+            | Kw::MasterGtidWait
+            | Kw::SourcePosWait => Call::Primary,
+            Kw::GetLock | Kw::ReleaseLock | Kw::ReleaseAllLocks | Kw::IsUsedLock | Kw::IsFreeLock => {
+                Call::Lock
+            }
+            _ => Call::None,
+        }
+    }
+}
+
+// Keyword tables by length, so a word is compared against a handful of
+// candidates at most. Spelled in upper case; `keyword` relies on that.
+type KwTable = &'static [(&'static [u8], Kw)];
+static KW2: KwTable = &[(b"DO", Kw::Do), (b"IN", Kw::In), (b"OR", Kw::Or), (b"XA", Kw::Xa)];
+static KW3: KwTable = &[
+    (b"FOR", Kw::For),
+    (b"NOT", Kw::Not),
+    (b"SET", Kw::Set),
+    (b"USE", Kw::Use),
+];
+static KW4: KwTable = &[
+    (b"CALL", Kw::Call),
+    (b"DESC", Kw::Desc),
+    (b"DROP", Kw::Drop),
+    (b"HELP", Kw::Help),
+    (b"INTO", Kw::Into),
+    (b"LOAD", Kw::Load),
+    (b"LOCK", Kw::Lock),
+    (b"NEXT", Kw::Next),
+    (b"SHOW", Kw::Show),
+    (b"WITH", Kw::With),
+];
+static KW5: KwTable = &[
+    (b"BEGIN", Kw::Begin),
+    (b"SHARE", Kw::Share),
+    (b"START", Kw::Start),
+    (b"TABLE", Kw::Table),
+    (b"VALUE", Kw::Value),
+];
+static KW6: KwTable = &[
+    (b"SELECT", Kw::Select),
+    (b"UPDATE", Kw::Update),
+    (b"INSERT", Kw::Insert),
+    (b"DELETE", Kw::Delete),
+    (b"COMMIT", Kw::Commit),
+    (b"CREATE", Kw::Create),
+    (b"FORMAT", Kw::Format),
+    (b"SETVAL", Kw::Setval),
+    (b"UNLOCK", Kw::Unlock),
+    (b"VALUES", Kw::Values),
+];
+static KW7: KwTable = &[
+    (b"REPLACE", Kw::Replace),
+    (b"ANALYZE", Kw::Analyze),
+    (b"EXECUTE", Kw::Execute),
+    (b"EXPLAIN", Kw::Explain),
+    (b"HANDLER", Kw::Handler),
+    (b"LASTVAL", Kw::Lastval),
+    (b"NEXTVAL", Kw::Nextval),
+    (b"OUTFILE", Kw::Outfile),
+    (b"PREPARE", Kw::Prepare),
+    (b"RELEASE", Kw::Release),
+];
+static KW8: KwTable = &[
+    (b"DESCRIBE", Kw::Describe),
+    (b"DUMPFILE", Kw::Dumpfile),
+    (b"EXTENDED", Kw::Extended),
+    (b"GET_LOCK", Kw::GetLock),
+    (b"PREVIOUS", Kw::Previous),
+    (b"ROLLBACK", Kw::Rollback),
+];
+static KW9: KwTable = &[
+    (b"ROW_COUNT", Kw::RowCount),
+    (b"SAVEPOINT", Kw::Savepoint),
+    (b"STATEMENT", Kw::Statement),
+    (b"TEMPORARY", Kw::Temporary),
+];
+static KW10: KwTable = &[
+    (b"DEALLOCATE", Kw::Deallocate),
+    (b"FOUND_ROWS", Kw::FoundRows),
+    (b"PARTITIONS", Kw::Partitions),
+];
+static KW11: KwTable = &[(b"TRANSACTION", Kw::Transaction)];
+static KW12: KwTable = &[
+    (b"IS_FREE_LOCK", Kw::IsFreeLock),
+    (b"IS_USED_LOCK", Kw::IsUsedLock),
+    (b"RELEASE_LOCK", Kw::ReleaseLock),
+];
+static KW14: KwTable = &[(b"LAST_INSERT_ID", Kw::LastInsertId)];
+static KW15: KwTable = &[
+    (b"MASTER_POS_WAIT", Kw::MasterPosWait),
+    (b"SOURCE_POS_WAIT", Kw::SourcePosWait),
+];
+static KW16: KwTable = &[(b"MASTER_GTID_WAIT", Kw::MasterGtidWait)];
+static KW17: KwTable = &[(b"RELEASE_ALL_LOCKS", Kw::ReleaseAllLocks)];
+static KW19: KwTable = &[(b"SQL_CALC_FOUND_ROWS", Kw::SqlCalcFoundRows)];
+
+/// Looks a word up in the keyword tables, ignoring ASCII case.
+fn keyword(word: &[u8]) -> Kw {
+    let table = match word.len() {
+        2 => KW2,
+        3 => KW3,
+        4 => KW4,
+        5 => KW5,
+        6 => KW6,
+        7 => KW7,
+        8 => KW8,
+        9 => KW9,
+        10 => KW10,
+        11 => KW11,
+        12 => KW12,
+        14 => KW14,
+        15 => KW15,
+        16 => KW16,
+        17 => KW17,
+        19 => KW19,
+        _ => return Kw::Other,
+    };
+    // Clearing bit 5 upper-cases an ASCII letter; a cheap first-byte filter
+    // before the full comparison.
+    let first = word[0] & !0x20;
+    for &(name, kw) in table {
+        if name[0] == first && word.eq_ignore_ascii_case(name) {
+            return kw;
+        }
+    }
+    Kw::Other
+}
+
+// ---------------------------------------------------------------------------
+// The lexer
+// ---------------------------------------------------------------------------
+
+/// The kinds of token the [`Lexer`] produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenKind {
+    /// Keyword or unquoted identifier: ASCII letters, digits, `_`, `$` and
+    /// any non-ASCII byte (so invalid UTF-8 is just part of a name).
+    Word,
+    /// Numeric literal: `12`, `1.5`, `1e-3`, `0x1F`, `0b101`.
+    Number,
+    /// `'…'` or `"…"`, quotes included, escapes left as written.
+    Str,
+    /// `` `…` ``, backticks included.
+    QuotedIdent,
+    /// `@name`, `@'name'`, `` @`name` ``, `@"name"`.
+    UserVar,
+    /// `@@name`, `@@session.name`, `@@global.name`…
+    SysVar,
+    /// `:=`
+    Assign,
+    /// Any other single byte: `(`, `)`, `,`, `;`, `=`, `.`, `-`…
+    Punct(u8),
+}
+
+/// One token, borrowing its text from the statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Token<'a> {
+    pub(crate) kind: TokenKind,
+    /// The token exactly as written.
+    pub(crate) text: &'a [u8],
+    /// Offset of the token's first byte in the statement.
+    pub(crate) start: usize,
+}
+
+impl Token<'_> {
+    /// Offset just past the token's last byte.
+    pub(crate) fn end(&self) -> usize {
+        self.start + self.text.len()
+    }
+
+    pub(crate) fn is_punct(&self, b: u8) -> bool {
+        self.kind == TokenKind::Punct(b)
+    }
+
+    /// `=` or `:=`.
+    pub(crate) fn is_assign(&self) -> bool {
+        matches!(self.kind, TokenKind::Assign | TokenKind::Punct(b'='))
+    }
+
+    /// A word equal to `upper` ignoring ASCII case.
+    pub(crate) fn is_word(&self, upper: &str) -> bool {
+        self.kind == TokenKind::Word && self.text.eq_ignore_ascii_case(upper.as_bytes())
+    }
+
+    fn keyword(&self) -> Kw {
+        if self.kind == TokenKind::Word {
+            keyword(self.text)
+        } else {
+            Kw::NotWord
+        }
+    }
+}
+
+// Byte classes for the lexer's dispatch.
+const C_OTHER: u8 = 0;
+const C_SPACE: u8 = 1;
+const C_WORD: u8 = 2;
+const C_DIGIT: u8 = 3;
+
+static CLASS: [u8; 256] = {
+    let mut t = [C_OTHER; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = if matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c) {
+            C_SPACE
+        } else if b.is_ascii_digit() {
+            C_DIGIT
+        } else if b.is_ascii_alphabetic() || b == b'_' || b == b'$' || b >= 0x80 {
+            C_WORD
+        } else {
+            C_OTHER
+        };
+        i += 1;
+    }
+    t
+};
+
+/// A byte that may continue an unquoted identifier.
+fn is_ident(b: u8) -> bool {
+    CLASS[b as usize] >= C_WORD
+}
+
+/// Index of the first byte at or after `i` that does not continue an identifier.
+fn ident_end(src: &[u8], mut i: usize) -> usize {
+    while i < src.len() && is_ident(src[i]) {
+        i += 1;
+    }
+    i
+}
+
+fn digits_end(src: &[u8], mut i: usize) -> usize {
+    while i < src.len() && src[i].is_ascii_digit() {
+        i += 1;
+    }
+    i
+}
+
+/// Splits SQL bytes into tokens, skipping whitespace and comments.
+///
+/// Executable comments (`/*! … */`, `/*!50110 … */`, `/*M! … */`) are code:
+/// the opener (with its version digits) and the matching `*/` are skipped
+/// and the content is lexed as SQL. Ordinary comments are checked for
+/// `rwproxy:` hints. An unterminated string, quoted identifier or comment
+/// ends the token stream with [`Lexer::error`] set.
+pub(crate) struct Lexer<'a> {
+    src: &'a [u8],
+    pos: usize,
+    /// Executable comments currently open; their `*/` closes one.
+    exec_depth: u32,
+    /// The text cannot be lexed (unterminated string or comment).
+    pub(crate) error: bool,
+    /// Routing hint seen in a comment so far.
+    pub(crate) hint: Option<Hint>,
+    /// Smallest `max_lag` hint seen so far.
+    pub(crate) max_lag: Option<Duration>,
+}
+
+impl<'a> Lexer<'a> {
+    pub(crate) fn new(src: &'a [u8]) -> Self {
+        Lexer {
+            src,
+            pos: 0,
+            exec_depth: 0,
+            error: false,
+            hint: None,
+            max_lag: None,
+        }
+    }
+
+    /// The next token, or `None` at the end of the text or on a lexing
+    /// error (then [`Lexer::error`] is set).
+    pub(crate) fn next_token(&mut self) -> Option<Token<'a>> {
+        let src = self.src;
+        loop {
+            let start = self.pos;
+            let Some(&b) = src.get(start) else {
+                if self.exec_depth > 0 {
+                    // An executable comment that never closes.
+                    self.error = true;
+                }
+                return None;
+            };
+            match CLASS[b as usize] {
+                C_SPACE => {
+                    self.pos += 1;
+                    continue;
+                }
+                C_WORD => {
+                    let end = ident_end(src, start + 1);
+                    return Some(self.token(TokenKind::Word, start, end));
+                }
+                C_DIGIT => return Some(self.number(start)),
+                _ => {}
+            }
+            let next = src.get(start + 1).copied();
+            match b {
+                b'\'' | b'"' => return self.quoted(start, b, TokenKind::Str),
+                b'`' => return self.quoted(start, b, TokenKind::QuotedIdent),
+                b'#' => self.line_comment(start + 1),
+                // `--` starts a comment only when followed by whitespace, a
+                // control character or the end; `1--1` is arithmetic.
+                b'-' if next == Some(b'-') && src.get(start + 2).is_none_or(|&c| c <= b' ') => {
+                    self.line_comment(start + 2)
+                }
+                b'/' if next == Some(b'*') => {
+                    if !self.block_comment(start) {
+                        return None;
+                    }
+                }
+                b'*' if next == Some(b'/') && self.exec_depth > 0 => {
+                    self.exec_depth -= 1;
+                    self.pos = start + 2;
+                }
+                b'@' => return Some(self.variable(start)),
+                b':' if next == Some(b'=') => {
+                    return Some(self.token(TokenKind::Assign, start, start + 2));
+                }
+                _ => return Some(self.token(TokenKind::Punct(b), start, start + 1)),
+            }
+        }
+    }
+
+    fn token(&mut self, kind: TokenKind, start: usize, end: usize) -> Token<'a> {
+        self.pos = end;
+        Token {
+            kind,
+            text: &self.src[start..end],
+            start,
+        }
+    }
+
+    fn fail(&mut self) {
+        self.error = true;
+        self.pos = self.src.len();
+        self.exec_depth = 0;
+    }
+
+    /// A string or quoted identifier opened by `quote` at `start`. Doubled
+    /// quotes escape a quote; in strings so does a backslash.
+    fn quoted(&mut self, start: usize, quote: u8, kind: TokenKind) -> Option<Token<'a>> {
+        let src = self.src;
+        let backslash = quote != b'`';
+        let mut i = start + 1;
+        while i < src.len() {
+            let c = src[i];
+            if c == quote {
+                if src.get(i + 1) == Some(&quote) {
+                    i += 2;
+                    continue;
+                }
+                return Some(self.token(kind, start, i + 1));
+            }
+            i += if c == b'\\' && backslash { 2 } else { 1 };
+        }
+        self.fail();
+        None
+    }
+
+    /// A number at `start`. Something like `1abc` is a word (MySQL allows
+    /// identifiers that start with digits).
+    fn number(&mut self, start: usize) -> Token<'a> {
+        let src = self.src;
+        let mut i = digits_end(src, start);
+        if i == start + 1 && src[start] == b'0' {
+            // 0x1F, 0b101
+            fn is_bin(c: &u8) -> bool {
+                matches!(c, b'0' | b'1')
+            }
+            let radix_digit: Option<fn(&u8) -> bool> = match src.get(i) {
+                Some(b'x' | b'X') => Some(u8::is_ascii_hexdigit),
+                Some(b'b' | b'B') => Some(is_bin),
+                _ => None,
+            };
+            if let Some(is_digit) = radix_digit {
+                let mut j = i + 1;
+                while j < src.len() && is_digit(&src[j]) {
+                    j += 1;
+                }
+                if j > i + 1 && !src.get(j).is_some_and(|&c| is_ident(c)) {
+                    return self.token(TokenKind::Number, start, j);
+                }
+            }
+        }
+        let mut plain = true;
+        if src.get(i) == Some(&b'.') && src.get(i + 1).is_some_and(u8::is_ascii_digit) {
+            i = digits_end(src, i + 1);
+            plain = false;
+        }
+        if matches!(src.get(i), Some(b'e' | b'E')) {
+            let mut j = i + 1;
+            if matches!(src.get(j), Some(b'+' | b'-')) {
+                j += 1;
+            }
+            if src.get(j).is_some_and(u8::is_ascii_digit) {
+                i = digits_end(src, j);
+                plain = false;
+            }
+        }
+        if plain && src.get(i).is_some_and(|&c| is_ident(c)) {
+            let end = ident_end(src, i);
+            return self.token(TokenKind::Word, start, end);
+        }
+        self.token(TokenKind::Number, start, i)
+    }
+
+    /// `@…` at `start`: a user variable, a system variable, or a lone `@`.
+    fn variable(&mut self, start: usize) -> Token<'a> {
+        let src = self.src;
+        match src.get(start + 1) {
+            Some(b'@') => {
+                let mut i = start + 2;
+                while i < src.len() && (is_ident(src[i]) || src[i] == b'.') {
+                    i += 1;
+                }
+                if i > start + 2 {
+                    return self.token(TokenKind::SysVar, start, i);
+                }
+            }
+            Some(&q @ (b'\'' | b'"' | b'`')) => {
+                if let Some(t) = self.quoted(start + 1, q, TokenKind::UserVar) {
+                    return self.token(TokenKind::UserVar, start, t.end());
+                }
+                // Unterminated: `fail` has run; hand back the `@` and let
+                // the next call report the end.
+                return Token {
+                    kind: TokenKind::Punct(b'@'),
+                    text: &src[start..start + 1],
+                    start,
+                };
+            }
+            Some(&c) if is_ident(c) => {
+                let end = ident_end(src, start + 1);
+                return self.token(TokenKind::UserVar, start, end);
+            }
+            _ => {}
+        }
+        self.token(TokenKind::Punct(b'@'), start, start + 1)
+    }
+
+    /// A `#` or `-- ` comment whose text starts at `from`; runs to the end
+    /// of the line.
+    fn line_comment(&mut self, from: usize) {
+        let src = self.src;
+        let from = from.min(src.len());
+        let end = src[from..]
+            .iter()
+            .position(|&c| c == b'\n')
+            .map_or(src.len(), |p| from + p);
+        self.note_comment(&src[from..end]);
+        self.pos = (end + 1).min(src.len());
+    }
+
+    /// A `/*` comment at `start`. Returns false if it never ends.
+    fn block_comment(&mut self, start: usize) -> bool {
+        let src = self.src;
+        let body = start + 2;
+        let exec_body = match (src.get(body), src.get(body + 1)) {
+            (Some(b'!'), _) => Some(body + 1),
+            (Some(b'M'), Some(b'!')) => Some(body + 2),
+            _ => None,
+        };
+        if let Some(mut i) = exec_body {
+            // Version digits: 5 for MySQL (`50110`), 6 for MariaDB (`100100`).
+            let limit = (i + 6).min(src.len());
+            while i < limit && src[i].is_ascii_digit() {
+                i += 1;
+            }
+            self.exec_depth = self.exec_depth.saturating_add(1);
+            self.pos = i;
+            return true;
+        }
+        match find_comment_end(src, body) {
+            Some(end) => {
+                self.note_comment(&src[body..end]);
+                self.pos = end + 2;
+                true
+            }
+            None => {
+                self.fail();
+                false
+            }
+        }
+    }
+
+    /// Records a `rwproxy:` hint if the comment holds one.
+    fn note_comment(&mut self, content: &[u8]) {
+        const PREFIX: &[u8] = b"rwproxy:";
+        let c = content.trim_ascii();
+        if c.len() < PREFIX.len() || !c[..PREFIX.len()].eq_ignore_ascii_case(PREFIX) {
+            return;
+        }
+        let rest = &c[PREFIX.len()..];
+        if rest.eq_ignore_ascii_case(b"primary") {
+            self.hint = Some(Hint::Primary);
+        } else if rest.eq_ignore_ascii_case(b"replica") {
+            if self.hint != Some(Hint::Primary) {
+                self.hint = Some(Hint::Replica);
+            }
+        } else if let Some(lag) = parse_max_lag(rest) {
+            self.max_lag = Some(self.max_lag.map_or(lag, |m| m.min(lag)));
+        }
+    }
+}
+
+/// Offset of the `*/` that closes a comment whose body starts at `from`.
+fn find_comment_end(src: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while i + 1 < src.len() {
+        // Step over bytes that cannot start `*/` without looking at pairs.
+        match src[i..src.len() - 1].iter().position(|&c| c == b'*') {
+            Some(p) => i += p,
+            None => return None,
+        }
+        if src[i + 1] == b'/' {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// `max_lag=<n>ms` or `max_lag=<n>s` (spaces around `=` allowed).
+fn parse_max_lag(s: &[u8]) -> Option<Duration> {
+    const KEY: &[u8] = b"max_lag";
+    if s.len() < KEY.len() || !s[..KEY.len()].eq_ignore_ascii_case(KEY) {
+        return None;
+    }
+    let s = s[KEY.len()..].trim_ascii_start().strip_prefix(b"=")?.trim_ascii_start();
+    let digits = s.iter().take_while(|c| c.is_ascii_digit()).count();
+    if digits == 0 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &d in &s[..digits] {
+        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    let unit = &s[digits..];
+    if unit.eq_ignore_ascii_case(b"ms") {
+        Some(Duration::from_millis(n))
+    } else if unit.eq_ignore_ascii_case(b"s") {
+        Some(Duration::from_secs(n))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use StatementKind::*;
+
+    const P: Option<Hint> = Some(Hint::Primary);
+    const R: Option<Hint> = Some(Hint::Replica);
+
+    /// SQL in → (kind, pins_session, hint) out.
+    const CASES: &[(&str, StatementKind, bool, Option<Hint>)] = &[
+        // --- sysbench oltp ---
+        ("SELECT c FROM sbtest1 WHERE id=4242", Read, false, None),
+        ("SELECT c FROM sbtest7 WHERE id BETWEEN 5001 AND 5100", Read, false, None),
+        ("SELECT SUM(k) FROM sbtest2 WHERE id BETWEEN 1 AND 100", Read, false, None),
+        ("SELECT c FROM sbtest4 WHERE id BETWEEN 1 AND 100 ORDER BY c", Read, false, None),
+        ("SELECT DISTINCT c FROM sbtest3 WHERE id BETWEEN 1 AND 100 ORDER BY c", Read, false, None),
+        ("UPDATE sbtest1 SET k=k+1 WHERE id=5", Write, false, None),
+        ("UPDATE sbtest6 SET c='83868641912-28773972837-60736120486' WHERE id=5012", Write, false, None),
+        ("DELETE FROM sbtest1 WHERE id=5011", Write, false, None),
+        ("INSERT INTO sbtest1 (id, k, c, pad) VALUES (5011, 4979, '4862-1', '2256-9')", Write, false, None),
+        ("BEGIN", Transaction, false, None),
+        ("COMMIT", Transaction, false, None),
+        // --- other first keywords ---
+        ("select 1", Read, false, None),
+        ("  \n\tSELECT 1  ", Read, false, None),
+        ("(SELECT 1) UNION (SELECT 2)", Read, false, None),
+        ("((SELECT a FROM t))", Read, false, None),
+        ("VALUES ROW(1,2), ROW(3,4)", Read, false, None),
+        ("TABLE t1", Read, false, None),
+        ("REPLACE INTO t VALUES (1)", Write, false, None),
+        ("LOAD DATA INFILE '/tmp/x' INTO TABLE t", Write, false, None),
+        ("CALL p(1, 2)", Write, false, None),
+        ("CREATE TABLE t (a int)", Write, false, None),
+        ("ALTER TABLE t ADD COLUMN b int", Write, false, None),
+        ("DROP TABLE t", Write, false, None),
+        ("TRUNCATE TABLE t", Write, false, None),
+        ("RENAME TABLE a TO b", Write, false, None),
+        ("GRANT SELECT ON *.* TO u", Write, false, None),
+        ("OPTIMIZE TABLE t", Write, false, None),
+        ("ANALYZE TABLE t", Write, false, None),
+        ("CHECK TABLE t", Write, false, None),
+        ("FLUSH PRIVILEGES", Write, false, None),
+        ("KILL 42", Write, false, None),
+        ("DO SLEEP(1)", Write, false, None),
+        ("PURGE BINARY LOGS TO 'mysql-bin.000010'", Write, false, None),
+        ("START SLAVE", Write, false, None),
+        ("START REPLICA", Write, false, None),
+        ("STOP SLAVE", Write, false, None),
+        ("FROBNICATE everything", Write, false, None),
+        ("SELECTX 1", Write, false, None),
+        ("", Write, false, None),
+        ("   \n ", Write, false, None),
+        ("/* only a comment */", Write, false, None),
+        ("-- only a comment", Write, false, None),
+        (";", Write, false, None),
+        ("(UPDATE t SET a=1)", Write, false, None),
+        // --- session pinning statements ---
+        ("CREATE TEMPORARY TABLE tmp (a int)", Write, true, None),
+        ("create or replace temporary table tmp (a int)", Write, true, None),
+        ("DROP TEMPORARY TABLE tmp", Write, true, None),
+        ("LOCK TABLES t READ", Write, true, None),
+        ("LOCK TABLE t WRITE", Write, true, None),
+        ("UNLOCK TABLES", Write, true, None),
+        ("PREPARE s FROM 'SELECT 1'", Write, true, None),
+        ("EXECUTE s USING @a", Write, true, None),
+        ("DEALLOCATE PREPARE s", Write, true, None),
+        ("DROP PREPARE s", Write, true, None),
+        ("HANDLER t OPEN", Write, true, None),
+        ("DO GET_LOCK('a', 10)", Write, true, None),
+        ("DO RELEASE_LOCK('a')", Write, true, None),
+        ("UPDATE t SET a = (@x := a + 1)", Write, true, None),
+        // --- transactions ---
+        ("BEGIN WORK", Transaction, false, None),
+        ("begin;", Transaction, false, None),
+        ("BEGIN NOT ATOMIC SELECT 1; END", Write, false, None),
+        ("START TRANSACTION", Transaction, false, None),
+        ("START TRANSACTION READ ONLY, WITH CONSISTENT SNAPSHOT", Transaction, false, None),
+        ("ROLLBACK", Transaction, false, None),
+        ("ROLLBACK TO SAVEPOINT s1", Transaction, false, None),
+        ("SAVEPOINT s1", Transaction, false, None),
+        ("RELEASE SAVEPOINT s1", Transaction, false, None),
+        ("XA START 'x'", Transaction, false, None),
+        // --- SET and USE ---
+        ("SET NAMES utf8mb4", Set, false, None),
+        ("SET autocommit=0", Set, false, None),
+        ("SET @x := 5", Set, false, None),
+        ("SET @x = GET_LOCK('a', 1)", Set, true, None),
+        ("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", Set, false, None),
+        ("SET STATEMENT max_statement_time=1 FOR SELECT 1", Write, false, None),
+        ("/*!40101 SET NAMES utf8 */", Set, false, None),
+        ("/*!40101 SET NAMES utf8 */;", Set, false, None),
+        ("USE sbtest", Use, false, None),
+        ("use `my db`", Use, false, None),
+        // --- SHOW / HELP / EXPLAIN ---
+        ("SHOW TABLES", ReadPrimary, false, None),
+        ("show warnings", ReadPrimary, false, None),
+        ("HELP 'contents'", ReadPrimary, false, None),
+        ("DESCRIBE t", Read, false, None),
+        ("DESC db.t", Read, false, None),
+        ("desc `t`", Read, false, None),
+        ("EXPLAIN SELECT * FROM t WHERE a = 1", Read, false, None),
+        ("EXPLAIN FORMAT=JSON SELECT 1", Read, false, None),
+        ("EXPLAIN ANALYZE SELECT * FROM t", Read, false, None),
+        ("EXPLAIN EXTENDED SELECT 1", Read, false, None),
+        ("EXPLAIN SELECT * FROM t FOR UPDATE", ReadPrimary, false, None),
+        ("EXPLAIN UPDATE t SET a = 1", Write, false, None),
+        ("EXPLAIN DELETE FROM t", Write, false, None),
+        ("EXPLAIN FOR CONNECTION 12", ReadPrimary, false, None),
+        ("ANALYZE SELECT * FROM t", Read, false, None),
+        ("ANALYZE FORMAT=JSON DELETE FROM t WHERE a = 1", Write, false, None),
+        ("ANALYZE FORMAT=JSON SELECT 1", Read, false, None),
+        ("ANALYZE NO_WRITE_TO_BINLOG TABLE t", Write, false, None),
+        ("EXPLAIN", Write, false, None),
+        // --- locking reads and INTO ---
+        ("SELECT * FROM t WHERE id = 1 FOR UPDATE", ReadPrimary, false, None),
+        ("select * from t where id = 1 for update", ReadPrimary, false, None),
+        ("SELECT * FROM t FOR UPDATE SKIP LOCKED", ReadPrimary, false, None),
+        ("SELECT * FROM t WHERE a IN (SELECT b FROM u FOR SHARE)", ReadPrimary, false, None),
+        ("SELECT * FROM t LOCK IN SHARE MODE", ReadPrimary, false, None),
+        ("SELECT a INTO @x FROM t LIMIT 1", ReadPrimary, true, None),
+        ("SELECT a FROM t LIMIT 1 INTO @x, @y", ReadPrimary, true, None),
+        ("SELECT a INTO var1 FROM t", ReadPrimary, true, None),
+        ("SELECT * FROM t INTO OUTFILE '/tmp/t.csv'", ReadPrimary, false, None),
+        ("SELECT * INTO DUMPFILE '/tmp/t.bin' FROM t", ReadPrimary, false, None),
+        ("SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 10", ReadPrimary, false, None),
+        // --- per-connection results, sequences, locks, user variables ---
+        ("SELECT LAST_INSERT_ID()", ReadPrimary, false, None),
+        ("select last_insert_id ( )", ReadPrimary, false, None),
+        ("SELECT FOUND_ROWS()", ReadPrimary, false, None),
+        ("SELECT ROW_COUNT()", ReadPrimary, false, None),
+        ("SELECT NEXTVAL(s1)", ReadPrimary, false, None),
+        ("SELECT LASTVAL(s1)", ReadPrimary, false, None),
+        ("SELECT SETVAL(s1, 100)", ReadPrimary, false, None),
+        ("SELECT NEXT VALUE FOR s1", ReadPrimary, false, None),
+        ("SELECT PREVIOUS VALUE FOR s1", ReadPrimary, false, None),
+        ("SELECT MASTER_POS_WAIT('log.000001', 4)", ReadPrimary, false, None),
+        ("SELECT MASTER_GTID_WAIT('0-1-100')", ReadPrimary, false, None),
+        ("SELECT SOURCE_POS_WAIT('log.000001', 4)", ReadPrimary, false, None),
+        ("SELECT @@identity", ReadPrimary, false, None),
+        ("SELECT @@session.last_insert_id", ReadPrimary, false, None),
+        ("SELECT @@LAST_GTID", ReadPrimary, false, None),
+        ("SELECT @@version, @@max_allowed_packet", Read, false, None),
+        ("select GET_LOCK('a',1)", ReadPrimary, true, None),
+        ("SELECT RELEASE_LOCK('a')", ReadPrimary, true, None),
+        ("SELECT RELEASE_ALL_LOCKS()", ReadPrimary, true, None),
+        ("SELECT IS_USED_LOCK('a')", ReadPrimary, true, None),
+        ("SELECT IS_FREE_LOCK('a')", ReadPrimary, true, None),
+        ("SELECT @a:=1", ReadPrimary, true, None),
+        ("SELECT @a := @a + 1 FROM t", ReadPrimary, true, None),
+        ("SELECT @a", Read, false, None),
+        ("SELECT @a = 1", Read, false, None),
+        ("SELECT found_rows, row_count FROM stats", Read, false, None),
+        ("SELECT REPLACE(name, 'a', 'b') FROM t", Read, false, None),
+        ("SELECT INSERT('abc', 1, 1, 'x')", Read, false, None),
+        // --- strings, identifiers and comments must not fool it ---
+        ("SELECT 'FOR UPDATE' FROM t", Read, false, None),
+        ("SELECT \"x FOR UPDATE\", 'it''s', 'a\\'b FOR UPDATE' FROM t", Read, false, None),
+        ("SELECT 'a;b' FROM t", Read, false, None),
+        ("SELECT 'a; UPDATE t SET a=1' FROM t", Read, false, None),
+        ("SELECT `update`, `for` FROM `delete` WHERE `insert` = 1", Read, false, None),
+        ("SELECT 1 /* FOR UPDATE */", Read, false, None),
+        ("SELECT 1 -- FOR UPDATE", Read, false, None),
+        ("SELECT 1 # FOR UPDATE", Read, false, None),
+        ("SELECT 1--1", Read, false, None),
+        ("SELECT 1 /*! FOR UPDATE */", ReadPrimary, false, None),
+        ("SELECT 1 /*!50000 FOR UPDATE */", ReadPrimary, false, None),
+        ("SELECT 1 /*M!100100 FOR UPDATE */", ReadPrimary, false, None),
+        ("/*!50000 SELECT */ * FROM t", Read, false, None),
+        ("/* app: user-list */ SELECT id FROM users WHERE id = 7 /* trace-id=abc */", Read, false, None),
+        ("-- leading\nSELECT 1", Read, false, None),
+        ("# leading\nSELECT 1", Read, false, None),
+        ("SELECT /*+ MAX_EXECUTION_TIME(1000) */ a FROM t", Read, false, None),
+        ("SELECT 'unterminated", Write, false, None),
+        ("SELECT 1 /* unterminated", Write, false, None),
+        ("SELECT `unterminated", Write, false, None),
+        ("SELECT 1 /*! unterminated executable", Write, false, None),
+        // --- CTEs ---
+        ("WITH c AS (SELECT 1 AS a) SELECT a FROM c", Read, false, None),
+        ("WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM c WHERE n < 5) SELECT n FROM c", Read, false, None),
+        ("WITH c AS (SELECT id FROM t) UPDATE t SET a = 1 WHERE id IN (SELECT id FROM c)", Write, false, None),
+        ("WITH c AS (SELECT id FROM t) DELETE FROM t WHERE id IN (SELECT id FROM c)", Write, false, None),
+        ("WITH c AS (SELECT 1) INSERT INTO t SELECT * FROM c", Write, false, None),
+        ("WITH c AS (SELECT 1) REPLACE INTO t SELECT * FROM c", Write, false, None),
+        ("WITH c AS (SELECT 'x' AS s) SELECT REPLACE(s, 'x', 'y') FROM c", Read, false, None),
+        ("WITH c AS (SELECT id FROM t) SELECT * FROM c FOR UPDATE", ReadPrimary, false, None),
+        ("(WITH c AS (SELECT 1) SELECT * FROM c)", Read, false, None),
+        ("WITH c AS (SELECT 1)", Write, false, None),
+        // --- multi-statements ---
+        ("SELECT 1; SELECT 2", Read, false, None),
+        ("SELECT 1; SELECT 2;", Read, false, None),
+        ("SELECT 1; UPDATE t SET a=1", Write, false, None),
+        ("SELECT 1; SELECT LAST_INSERT_ID()", ReadPrimary, false, None),
+        ("SELECT 1; COMMIT", Transaction, false, None),
+        ("INSERT INTO t VALUES (1); SELECT LAST_INSERT_ID()", Write, false, None),
+        ("SET NAMES utf8; SELECT 1", Write, true, None),
+        ("SELECT 1; USE db2", Write, true, None),
+        ("SELECT 1; SELECT GET_LOCK('a', 1)", ReadPrimary, true, None),
+        ("SELECT 1; SELECT 'x", Write, false, None),
+        // --- hints ---
+        ("/* rwproxy:primary */ SELECT 1", Read, false, P),
+        ("SELECT 1 /* rwproxy:replica */", Read, false, R),
+        ("/*rwproxy:replica*/ SELECT * FROM t FOR UPDATE", ReadPrimary, false, R),
+        ("-- rwproxy:primary\nSELECT 1", Read, false, P),
+        ("# rwproxy:replica\nSELECT 1", Read, false, R),
+        ("/* rwproxy:replica */ /* rwproxy:primary */ SELECT 1", Read, false, P),
+        ("/* rwproxy:primary */ /* rwproxy:replica */ SELECT 1", Read, false, P),
+        ("/*! rwproxy:primary */ SELECT 1", Write, false, None),
+        ("/* rwproxy:primaryx */ SELECT 1", Read, false, None),
+        ("/* not rwproxy:primary */ SELECT 1", Read, false, None),
+        ("SELECT '/* rwproxy:primary */'", Read, false, None),
+        ("/* rwproxy:primary */ UPDATE t SET a=1", Write, false, P),
+    ];
+
+    #[test]
+    fn table() {
+        let mut failures = Vec::new();
+        for &(sql, kind, pins, hint) in CASES {
+            let got = classify(sql.as_bytes());
+            if (got.kind, got.pins_session, got.hint) != (kind, pins, hint) {
+                failures.push(format!(
+                    "{sql:?}: want ({kind:?}, pins={pins}, {hint:?}), got ({:?}, pins={}, {:?})",
+                    got.kind, got.pins_session, got.hint
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+        assert!(CASES.len() >= 80);
+    }
+
+    #[test]
+    fn max_lag_hints() {
+        let cases: &[(&str, Option<Duration>)] = &[
+            ("/* rwproxy:max_lag=2s */ SELECT 1", Some(Duration::from_secs(2))),
+            ("/* rwproxy:max_lag=500ms */ SELECT 1", Some(Duration::from_millis(500))),
+            ("/* rwproxy:max_lag = 3S */ SELECT 1", Some(Duration::from_secs(3))),
+            ("-- rwproxy:max_lag=0s\nSELECT 1", Some(Duration::ZERO)),
+            ("/* rwproxy:max_lag=2s */ /* rwproxy:max_lag=100ms */ SELECT 1", Some(Duration::from_millis(100))),
+            ("/* rwproxy:max_lag=2 */ SELECT 1", None),
+            ("/* rwproxy:max_lag=s */ SELECT 1", None),
+            ("/* rwproxy:max_lag=2min */ SELECT 1", None),
+            ("/* rwproxy:max_lag=99999999999999999999999s */ SELECT 1", None),
+        ];
+        for &(sql, lag) in cases {
+            let got = classify(sql.as_bytes());
+            assert_eq!(got.max_lag, lag, "{sql:?}");
+            assert_eq!(got.kind, StatementKind::Read, "{sql:?}");
+        }
+        let both = classify(b"/* rwproxy:replica */ /* rwproxy:max_lag=2s */ SELECT 1");
+        assert_eq!(both.hint, Some(Hint::Replica));
+        assert_eq!(both.max_lag, Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn invalid_utf8_is_identifier_bytes() {
+        let c = classify(b"SELECT \xff\xfe FROM t\xc3 WHERE a = '\x80'");
+        assert_eq!(c.kind, StatementKind::Read);
+        let c = classify(b"\xffSELECT 1");
+        assert_eq!(c.kind, StatementKind::Write);
+        let c = classify(b"UPDATE t SET a = '\xff\xff'");
+        assert_eq!(c.kind, StatementKind::Write);
+    }
+
+    #[test]
+    fn long_in_list() {
+        let mut sql = String::from("SELECT c FROM sbtest1 WHERE id IN (");
+        for i in 0..5000 {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&i.to_string());
+        }
+        sql.push(')');
+        assert_eq!(classify(sql.as_bytes()).kind, StatementKind::Read);
+        sql.push_str(" FOR UPDATE");
+        assert_eq!(classify(sql.as_bytes()).kind, StatementKind::ReadPrimary);
+    }
+
+    #[test]
+    fn deep_nesting_does_not_overflow() {
+        let depth = 10_000;
+        let mut sql = "(".repeat(depth);
+        sql.push_str("SELECT 1");
+        sql.push_str(&")".repeat(depth));
+        assert_eq!(classify(sql.as_bytes()).kind, StatementKind::Read);
+
+        let mut sql = String::from("SELECT ");
+        sql.push_str(&"(".repeat(depth));
+        sql.push('1');
+        sql.push_str(&")".repeat(depth));
+        sql.push_str(" FOR UPDATE");
+        assert_eq!(classify(sql.as_bytes()).kind, StatementKind::ReadPrimary);
+
+        // Unbalanced either way: no panic, no underflow.
+        let _ = classify("(".repeat(depth).as_bytes());
+        let _ = classify(format!("SELECT 1{}", ")".repeat(depth)).as_bytes());
+        let _ = classify("/*!".repeat(depth).as_bytes());
+        let _ = classify("*/".repeat(depth).as_bytes());
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        // Deterministic xorshift so a failure reproduces.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        // Bytes biased towards the ones the lexer treats specially.
+        const SPECIAL: &[u8] = b"'\"`\\/*!M-#@:=;()., \n\tx0e5SELECTFORUPDATE";
+        let mut buf = Vec::new();
+        for _ in 0..2_000 {
+            buf.clear();
+            let len = (next() % 64) as usize;
+            for _ in 0..len {
+                let r = next();
+                buf.push(if r % 3 == 0 {
+                    (r >> 8) as u8
+                } else {
+                    SPECIAL[(r >> 8) as usize % SPECIAL.len()]
+                });
+            }
+            let _ = classify(&buf);
+        }
+        // One big blob (1 MiB): linear time, no panic.
+        let blob: Vec<u8> = (0..1 << 20).map(|_| (next() >> 3) as u8).collect();
+        let _ = classify(&blob);
+    }
+
+    #[test]
+    fn every_keyword_is_found() {
+        for table in [
+            KW2, KW3, KW4, KW5, KW6, KW7, KW8, KW9, KW10, KW11, KW12, KW14, KW15, KW16, KW17, KW19,
+        ] {
+            for &(name, kw) in table {
+                assert_eq!(keyword(name), kw, "{}", String::from_utf8_lossy(name));
+                assert_eq!(keyword(&name.to_ascii_lowercase()), kw);
+                assert!(name.iter().all(|b| !b.is_ascii_lowercase()));
+            }
+        }
+        assert_eq!(keyword(b"SELECTS"), Kw::Other);
+        assert_eq!(keyword(b"_"), Kw::Other);
+    }
+
+    #[test]
+    fn lexer_tokens() {
+        let src = b"SELECT @a:=1, @@session.x, @'q r', 0x1F, 1.5e-3, 1abc, `b``c`, 'd''e' /*!50110 k */ -";
+        let mut lx = Lexer::new(src);
+        let mut kinds = Vec::new();
+        while let Some(t) = lx.next_token() {
+            kinds.push((t.kind, String::from_utf8_lossy(t.text).into_owned()));
+        }
+        assert!(!lx.error);
+        use TokenKind::*;
+        let want: Vec<(TokenKind, String)> = [
+            (Word, "SELECT"),
+            (UserVar, "@a"),
+            (Assign, ":="),
+            (Number, "1"),
+            (Punct(b','), ","),
+            (SysVar, "@@session.x"),
+            (Punct(b','), ","),
+            (UserVar, "@'q r'"),
+            (Punct(b','), ","),
+            (Number, "0x1F"),
+            (Punct(b','), ","),
+            (Number, "1.5e-3"),
+            (Punct(b','), ","),
+            (Word, "1abc"),
+            (Punct(b','), ","),
+            (QuotedIdent, "`b``c`"),
+            (Punct(b','), ","),
+            (Str, "'d''e'"),
+            (Word, "k"),
+            (Punct(b'-'), "-"),
+        ]
+        .into_iter()
+        .map(|(k, s)| (k, s.to_string()))
+        .collect();
+        assert_eq!(kinds, want);
+    }
+}

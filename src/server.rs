@@ -1,0 +1,138 @@
+//! The listener and the one entry point, [`run`], that both `main` and the
+//! integration tests call.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::time::Duration;
+
+use mysql_common::constants::CapabilityFlags;
+use mysql_common::io::ParseBuf;
+use mysql_common::packets::HandshakePacket;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::backend::Pools;
+use crate::config::Config;
+use crate::protocol::packet::PacketStream;
+use crate::protocol::supported_capabilities;
+use crate::session::{self, Greeting, Shared};
+use crate::topology::{Snapshot, Topology};
+
+/// Errors that stop the proxy from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen: {0}")]
+    Listen(#[source] std::io::Error),
+}
+
+/// A version string for clients when no server answered at start-up.
+const FALLBACK_VERSION: &str = "5.5.5-10.11.0-MariaDB-rwproxy";
+
+/// Learns what to announce to clients from the first server that answers:
+/// its version string, capabilities and default collation. Only the
+/// greeting is read; no login is needed.
+async fn probe_greeting(config: &Config) -> Greeting {
+    let mut order: Vec<_> = config.servers.iter().collect();
+    order.sort_by_key(|s| s.role != crate::config::Role::Primary);
+    for s in order {
+        let addr = s.address();
+        let probe = async {
+            let tcp = TcpStream::connect(&addr).await.ok()?;
+            let mut ps = PacketStream::new(tcp);
+            let p = ps.read_packet(64 * 1024, Some(0)).await.ok()?;
+            let hs: HandshakePacket<'_> = ParseBuf(&p.payload).parse(()).ok()?;
+            Some(Greeting {
+                version: config
+                    .server_version
+                    .clone()
+                    .unwrap_or_else(|| hs.server_version_str().into_owned()),
+                caps: hs.capabilities() & supported_capabilities(),
+                collation: hs.default_collation(),
+            })
+        };
+        if let Ok(Some(g)) = tokio::time::timeout(config.connect_timeout(), probe).await {
+            return g;
+        }
+        warn!(server = %s.name, "could not read greeting at start-up");
+    }
+    Greeting {
+        version: config
+            .server_version
+            .clone()
+            .unwrap_or_else(|| FALLBACK_VERSION.to_string()),
+        caps: supported_capabilities() - CapabilityFlags::CLIENT_DEPRECATE_EOF,
+        collation: 45,
+    }
+}
+
+/// Builds the shared state for a configuration.
+pub async fn build_shared(config: Config, shutdown: CancellationToken) -> Arc<Shared> {
+    let greeting = probe_greeting(&config).await;
+    let topology = Arc::new(Topology::new(Snapshot::from_config(&config)));
+    let pools = Arc::new(Pools::new(
+        config.pool_max_idle,
+        config.pool_ping_after(),
+        config.connect_timeout(),
+    ));
+    Arc::new(Shared {
+        accounts: Shared::accounts_from(&config),
+        config: Arc::new(config),
+        topology,
+        pools,
+        greeting,
+        read_ticket: AtomicU64::new(0),
+        next_conn_id: AtomicU32::new(1),
+        shutdown,
+    })
+}
+
+/// Serves clients on `listener` until `shutdown` is cancelled, then waits
+/// (up to `grace`) for sessions to finish their current statement or
+/// transaction.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    let shared = build_shared(config, shutdown.clone()).await;
+    serve(listener, shared, Duration::from_secs(30)).await
+}
+
+/// The accept loop over an already-built [`Shared`].
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    grace: Duration,
+) -> Result<(), ServerError> {
+    let local = listener.local_addr().map_err(ServerError::Listen)?;
+    info!(%local, version = %shared.greeting.version, "rwproxy listening");
+    let mut sessions = JoinSet::new();
+    let shutdown = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    sessions.spawn(session::serve(shared.clone(), stream, peer));
+                }
+                Err(e) => {
+                    // EMFILE and friends: log, back off briefly, keep serving.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    drop(listener);
+    info!(open = sessions.len(), "shutting down: draining sessions");
+    let drain = async { while sessions.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, drain).await.is_err() {
+        warn!(open = sessions.len(), "grace period over; closing remaining sessions");
+        sessions.abort_all();
+    }
+    Ok(())
+}

@@ -1,0 +1,776 @@
+//! One client connection: handshake, then the command loop
+//! (decode → classify → route → execute → account), and the state that
+//! follows the client across the backend connections it uses.
+//!
+//! A session holds at most one connection per server (borrowed from the
+//! pools on first use, returned reset when the session ends). Before a
+//! statement runs on a connection, the session's replayable state (schema,
+//! `SET NAMES`, session variables set to literals) is brought up to date
+//! there, so a read served by a replica sees what the client set.
+
+mod state;
+mod stmt;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Instant;
+
+use mysql_common::constants::{CapabilityFlags, StatusFlags};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::backend::{BackendConn, BackendError, Credential, Pools};
+use crate::config::{Config, ReplicaFallback};
+use crate::protocol::auth::{self, NativeHash};
+use crate::protocol::command::{self, Command};
+use crate::protocol::handshake::{self, ClientHello, HandshakeError};
+use crate::protocol::packet::{FrameError, PacketStream};
+use crate::protocol::response::{self, Expect, ForwardError, Summary};
+use crate::protocol::{ClientError, ok_payload};
+use crate::router::classify::{self, Classified, StatementKind};
+use crate::router::{self, Route, SessionView, Unavailable};
+use crate::topology::{Snapshot, Topology};
+use state::State;
+use stmt::Statements;
+
+/// A client account rwproxy accepts.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: Arc<str>,
+    /// `None`: the account has no password.
+    pub hash: Option<NativeHash>,
+}
+
+/// What rwproxy announces to clients in its greeting.
+#[derive(Debug, Clone)]
+pub struct Greeting {
+    pub version: String,
+    pub caps: CapabilityFlags,
+    pub collation: u8,
+}
+
+/// Everything sessions share. Passed as an `Arc`, never a global.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub accounts: HashMap<String, Account>,
+    pub topology: Arc<Topology>,
+    pub pools: Arc<Pools>,
+    pub greeting: Greeting,
+    /// Round-robin counter shared by all sessions, so reads spread evenly.
+    pub read_ticket: AtomicU64,
+    pub next_conn_id: AtomicU32,
+    pub shutdown: CancellationToken,
+}
+
+impl Shared {
+    /// Builds accounts from the configuration.
+    pub fn accounts_from(config: &Config) -> HashMap<String, Account> {
+        config
+            .users
+            .iter()
+            .map(|u| {
+                let hash = match (&u.password, &u.password_hash) {
+                    (Some(p), _) if p.is_empty() => None,
+                    (Some(p), _) => Some(auth::from_password(p).1),
+                    (None, Some(h)) => auth::parse_native_hash(h),
+                    (None, None) => None,
+                };
+                (
+                    u.name.clone(),
+                    Account {
+                        name: Arc::from(u.name.as_str()),
+                        hash,
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+/// A backend connection the session holds, by server name.
+struct Held {
+    server: Arc<str>,
+    conn: BackendConn,
+}
+
+/// How a statement failed, from the session's point of view.
+#[derive(Debug, thiserror::Error)]
+enum ExecError {
+    /// The client is gone or misbehaved: end the session.
+    #[error("client: {0}")]
+    Client(FrameError),
+    /// Could not get a usable connection (nothing was sent to the client).
+    #[error("{server}: {source}")]
+    Acquire {
+        server: Arc<str>,
+        #[source]
+        source: BackendError,
+    },
+    /// The backend failed while answering. If `started`, part of the
+    /// answer already reached the client and the session must be closed.
+    #[error("{server}: {source}")]
+    Backend {
+        server: Arc<str>,
+        #[source]
+        source: ForwardError,
+        started: bool,
+    },
+    /// rwproxy refuses the statement itself.
+    #[error("{}", .0.message)]
+    Refused(ClientError),
+}
+
+impl ExecError {
+    /// Whether the same statement may safely be tried on another server.
+    fn retryable(&self) -> bool {
+        match self {
+            ExecError::Acquire { source, .. } => source.server_refusal().is_none(),
+            ExecError::Backend { started, .. } => !started,
+            _ => false,
+        }
+    }
+
+    /// The ERR the client sees (when nothing was sent yet).
+    fn to_client(&self) -> ClientError {
+        match self {
+            ExecError::Acquire { server, source } => match source.server_refusal() {
+                Some(e) => e.clone(),
+                None => ClientError::new(
+                    2003,
+                    b"HY000",
+                    format!("rwproxy: can't connect to backend '{server}': {source}"),
+                ),
+            },
+            ExecError::Backend { server, source, .. } => {
+                ClientError::lost_backend(server, &source.to_string())
+            }
+            ExecError::Refused(e) => e.clone(),
+            ExecError::Client(e) => ClientError::new(1105, b"HY000", e.to_string()),
+        }
+    }
+}
+
+/// Whether the command loop goes on.
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// Serves one client connection to its end. Never panics on client input;
+/// every failure ends in an ERR packet or a clean close, and a log line.
+pub async fn serve<S>(shared: Arc<Shared>, stream: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    let span = info_span!("session", conn_id, %peer, user = tracing::field::Empty);
+    async move {
+        let started = Instant::now();
+        let client = PacketStream::new(stream);
+        let hs = tokio::time::timeout(
+            shared.config.handshake_timeout(),
+            handshake(&shared, client, conn_id, peer),
+        )
+        .await;
+        let mut session = match hs {
+            Ok(Ok(s)) => s,
+            Ok(Err(reason)) => {
+                info!(%reason, "handshake failed");
+                return;
+            }
+            Err(_) => {
+                info!("handshake timed out");
+                return;
+            }
+        };
+        tracing::Span::current().record("user", &*session.cred.user);
+        info!("session opened");
+        let reason = session.command_loop().await;
+        session.release_all().await;
+        session.client.shutdown().await;
+        info!(
+            %reason,
+            bytes_in = session.client.bytes_in,
+            bytes_out = session.client.bytes_out,
+            secs = started.elapsed().as_secs_f64(),
+            "session closed"
+        );
+    }
+    .instrument(span)
+    .await
+}
+
+/// Authenticates a client against the configured accounts.
+async fn handshake<S>(
+    shared: &Arc<Shared>,
+    mut client: PacketStream<S>,
+    conn_id: u32,
+    peer: SocketAddr,
+) -> Result<Session<S>, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let scramble = auth::new_scramble();
+    let g = &shared.greeting;
+    handshake::send_greeting(&mut client, &g.version, conn_id, &scramble, g.caps, g.collation)
+        .await
+        .map_err(|e| e.to_string())?;
+    let hello: ClientHello = match handshake::read_client_hello(&mut client, shared.config.max_allowed_packet).await {
+        Ok(h) => h,
+        Err(HandshakeError::Malformed(m)) => {
+            let e = ClientError::new(1043, b"08S01", format!("Bad handshake: {m}"));
+            client.queue_payload(2, &e.to_payload());
+            client.shutdown().await;
+            return Err(m);
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut seq = hello.seq.wrapping_add(1);
+    let mut reply = hello.auth_reply.clone();
+    if hello.plugin.as_deref().is_some_and(|p| p != "mysql_native_password") {
+        // e.g. caching_sha2_password: ask for a native-password answer.
+        let (r, s) = handshake::switch_to_native(&mut client, seq, &scramble)
+            .await
+            .map_err(|e| e.to_string())?;
+        reply = r;
+        seq = s.wrapping_add(1);
+    }
+    let host = peer.ip().to_string();
+    let Some(stage1) = verify(shared, &hello.user, &scramble, &reply) else {
+        let e = ClientError::access_denied(&hello.user, &host, !reply.is_empty());
+        client.queue_payload(seq, &e.to_payload());
+        client.shutdown().await;
+        return Err(format!("access denied for user {:?}", hello.user));
+    };
+    let caps = hello.caps & g.caps;
+    let mut session = Session {
+        shared: shared.clone(),
+        client,
+        conn_id,
+        scramble,
+        caps,
+        collation: hello.collation,
+        cred: stage1,
+        state: State::default(),
+        autocommit: true,
+        in_trans: false,
+        pinned: false,
+        conns: Vec::new(),
+        stmts: Statements::default(),
+    };
+    session.state.schema = hello.db.clone();
+    // A schema given at login is checked on the primary now, so that a
+    // wrong name fails the login exactly as it would against the server.
+    if hello.db.is_some() {
+        let snap = shared.topology.load();
+        let checked = match snap.primary {
+            Some(p) => session.acquire(&snap, p).await.map(|_| ()),
+            None => Ok(()),
+        };
+        if let Err(e) = checked {
+            let err = e.to_client();
+            session.client.queue_payload(seq, &err.to_payload());
+            session.client.shutdown().await;
+            session.release_all().await;
+            return Err(format!("login refused by backend: {}", err.message));
+        }
+    }
+    session
+        .client
+        .queue_payload(seq, &ok_payload(0, 0, StatusFlags::SERVER_STATUS_AUTOCOMMIT));
+    session.client.flush().await.map_err(|e| e.to_string())?;
+    Ok(session)
+}
+
+/// Checks a scramble reply; returns the credential to log into servers.
+fn verify(shared: &Shared, user: &str, scramble: &[u8], reply: &[u8]) -> Option<Credential> {
+    let account = shared.accounts.get(user)?;
+    match &account.hash {
+        None if reply.is_empty() => Some(Credential {
+            user: account.name.clone(),
+            stage1: None,
+        }),
+        None => None,
+        Some(hash) => auth::verify(scramble, reply, hash).map(|s| Credential {
+            user: account.name.clone(),
+            stage1: Some(s),
+        }),
+    }
+}
+
+/// One client session after authentication.
+pub struct Session<S> {
+    shared: Arc<Shared>,
+    client: PacketStream<S>,
+    conn_id: u32,
+    /// The scramble of the initial handshake (COM_CHANGE_USER answers it).
+    scramble: [u8; auth::SCRAMBLE_LEN],
+    /// Capabilities negotiated with the client; backend connections use the same.
+    caps: CapabilityFlags,
+    collation: u8,
+    cred: Credential,
+    /// Replayable state (schema, SET NAMES, session variables).
+    state: State,
+    /// From the primary's status flags: the truth about transactions.
+    autocommit: bool,
+    in_trans: bool,
+    /// The session holds state only its primary connection has.
+    pinned: bool,
+    conns: Vec<Held>,
+    stmts: Statements,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    fn view(&self) -> SessionView {
+        SessionView {
+            in_transaction: self.in_trans,
+            autocommit: self.autocommit,
+            pinned: self.pinned,
+        }
+    }
+
+    /// Reads and runs commands until the client leaves or fails.
+    async fn command_loop(&mut self) -> String {
+        let shutdown = self.shared.shutdown.clone();
+        loop {
+            let read = tokio::select! {
+                r = self.client.read_packet(self.shared.config.max_allowed_packet, Some(0)) => r,
+                _ = shutdown.cancelled(), if !self.in_trans => {
+                    return "server shutting down".into();
+                }
+            };
+            let packet = match read {
+                Ok(p) => p,
+                Err(FrameError::Closed) => return "client disconnected".into(),
+                Err(FrameError::TooLarge { size, limit }) => {
+                    warn!(size, limit, "client packet exceeds max_allowed_packet");
+                    self.send_err(&ClientError::packet_too_large()).await;
+                    return "packet too large".into();
+                }
+                Err(e) => {
+                    warn!(error = %e, "bad packet from client");
+                    return format!("protocol error: {e}");
+                }
+            };
+            let mut payload = packet.payload;
+            match self.dispatch(&mut payload).await {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Close) => return "client quit".into(),
+                Err(e) => return e,
+            }
+        }
+    }
+
+    /// Runs one command. `Err` ends the session with the given reason.
+    async fn dispatch(&mut self, payload: &mut [u8]) -> Result<Flow, String> {
+        let cmd = match command::decode(payload) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "malformed command");
+                self.send_err(&ClientError::new(1835, b"HY000", "Malformed communication packet"))
+                    .await;
+                return Ok(Flow::Continue);
+            }
+        };
+        let r = match cmd {
+            Command::Quit => return Ok(Flow::Close),
+            Command::Ping => {
+                let st = self.status_flags();
+                self.client.queue_payload(1, &ok_payload(0, 0, st));
+                self.client.flush().await.map_err(|e| e.to_string())?;
+                Ok(())
+            }
+            Command::Query(sql) => {
+                let c = classify::classify(sql);
+                debug!(sql = %String::from_utf8_lossy(&sql[..sql.len().min(1024)]), kind = ?c.kind, "query");
+                self.on_query(payload, c).await
+            }
+            Command::InitDb(db) => {
+                let db = String::from_utf8_lossy(db).into_owned();
+                self.on_init_db(payload, db).await
+            }
+            Command::FieldList => {
+                let c = Classified {
+                    kind: StatementKind::Read,
+                    hint: None,
+                    max_lag: None,
+                    pins_session: false,
+                };
+                self.run_routed(&c, payload, Expect::FieldList).await.map(|_| ())
+            }
+            Command::Statistics => {
+                let c = Classified {
+                    kind: StatementKind::ReadPrimary,
+                    hint: None,
+                    max_lag: None,
+                    pins_session: false,
+                };
+                self.run_routed(&c, payload, Expect::Statistics).await.map(|_| ())
+            }
+            Command::ResetConnection => {
+                self.reset_session().await;
+                self.client
+                    .queue_payload(1, &ok_payload(0, 0, StatusFlags::SERVER_STATUS_AUTOCOMMIT));
+                self.client.flush().await.map_err(|e| e.to_string())?;
+                Ok(())
+            }
+            Command::ChangeUser(rest) => {
+                let rest = rest.to_vec();
+                return self.on_change_user(&rest).await;
+            }
+            Command::SetOption(opt) => self.on_set_option(payload, opt).await,
+            Command::StmtPrepare(sql) => {
+                let sql = sql.to_vec();
+                self.on_prepare(payload, sql).await
+            }
+            Command::StmtExecute { stmt_id } => self.on_execute(payload, stmt_id).await,
+            Command::StmtSendLongData { stmt_id } => self.on_long_data(payload, stmt_id).await,
+            Command::StmtClose { stmt_id } => {
+                self.on_close(stmt_id).await;
+                Ok(())
+            }
+            Command::StmtReset { stmt_id } => self.on_stmt_reset(payload, stmt_id).await,
+            Command::StmtFetch { stmt_id } => self.on_fetch(payload, stmt_id).await,
+            Command::Unsupported(c) => {
+                info!(command = c, "unsupported command");
+                self.send_err(&ClientError::unknown_command(c)).await;
+                Ok(())
+            }
+        };
+        match r {
+            Ok(()) => Ok(Flow::Continue),
+            Err(ExecError::Client(e)) => Err(format!("client error: {e}")),
+            Err(e @ ExecError::Backend { started: true, .. }) => {
+                warn!(error = %e, "backend failed mid-response; closing client");
+                Err(format!("backend failed mid-response: {e}"))
+            }
+            Err(e) => {
+                warn!(error = %e, "statement failed");
+                self.send_err(&e.to_client()).await;
+                Ok(Flow::Continue)
+            }
+        }
+    }
+
+    /// Status flags for answers rwproxy writes itself.
+    fn status_flags(&self) -> StatusFlags {
+        let mut st = StatusFlags::empty();
+        if self.autocommit {
+            st |= StatusFlags::SERVER_STATUS_AUTOCOMMIT;
+        }
+        if self.in_trans {
+            st |= StatusFlags::SERVER_STATUS_IN_TRANS;
+        }
+        st
+    }
+
+    async fn send_err(&mut self, e: &ClientError) {
+        self.client.queue_payload(1, &e.to_payload());
+        let _ = self.client.flush().await;
+    }
+
+    async fn on_query(&mut self, payload: &[u8], c: Classified) -> Result<(), ExecError> {
+        let (route_idx, summary) = self.run_routed(&c, payload, Expect::Query).await?;
+        let sql = payload.get(1..).unwrap_or_default();
+        if summary.error.is_none() {
+            match c.kind {
+                StatementKind::Set => {
+                    if self.state.record_set(sql) {
+                        // Unreplayable SET: only the primary connection has it.
+                        self.pinned = true;
+                    }
+                    // The connection that ran the SET already has it.
+                    if let Some(h) = self.conns.iter_mut().find(|h| h.server == route_idx) {
+                        if h.conn.state_version + 1 == self.state.version {
+                            h.conn.state_version = self.state.version;
+                        }
+                    }
+                }
+                StatementKind::Use => {
+                    if let Some(db) = state::parse_use(sql) {
+                        self.state.schema = Some(db.clone());
+                        if let Some(h) = self.conns.iter_mut().find(|h| h.server == route_idx) {
+                            h.conn.schema = Some(db);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(schema) = summary.schema {
+            self.state.schema = Some(schema.clone());
+            if let Some(h) = self.conns.iter_mut().find(|h| h.server == route_idx) {
+                h.conn.schema = Some(schema);
+            }
+        }
+        if c.pins_session {
+            self.pinned = true;
+        }
+        Ok(())
+    }
+
+    async fn on_init_db(&mut self, payload: &[u8], db: String) -> Result<(), ExecError> {
+        let c = Classified {
+            kind: StatementKind::Use,
+            hint: None,
+            max_lag: None,
+            pins_session: false,
+        };
+        let (server, summary) = self.run_routed(&c, payload, Expect::Simple).await?;
+        if summary.error.is_none() {
+            self.state.schema = Some(db.clone());
+            if let Some(h) = self.conns.iter_mut().find(|h| h.server == server) {
+                h.conn.schema = Some(db);
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_set_option(&mut self, payload: &[u8], opt: u16) -> Result<(), ExecError> {
+        let c = Classified {
+            kind: StatementKind::Set,
+            hint: None,
+            max_lag: None,
+            pins_session: false,
+        };
+        let (server, summary) = self.run_routed(&c, payload, Expect::Simple).await?;
+        if summary.error.is_none() {
+            self.state.set_option = Some(opt);
+            self.state.version += 1;
+            if let Some(h) = self.conns.iter_mut().find(|h| h.server == server) {
+                if h.conn.state_version + 1 == self.state.version {
+                    h.conn.state_version = self.state.version;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Routes a statement and runs it, retrying reads on other replicas
+    /// when a replica fails before any byte of its answer reached the
+    /// client. Returns the server that answered and the summary.
+    async fn run_routed(
+        &mut self,
+        c: &Classified,
+        payload: &[u8],
+        expect: Expect,
+    ) -> Result<(Arc<str>, Summary), ExecError> {
+        let snap = self.shared.topology.load();
+        let fallback = self.shared.config.replica_fallback;
+        let view = self.view();
+        let replicas = snap.readable_replicas().count();
+        let mut tried: Vec<usize> = Vec::new();
+        let mut last_err: Option<ExecError> = None;
+        for _attempt in 0..=replicas {
+            let ticket = self.shared.read_ticket.fetch_add(1, Ordering::Relaxed);
+            let mut route = router::route(c, view, &snap, fallback, ticket);
+            if let Route::Replica(i) = route
+                && tried.contains(&i)
+            {
+                // Pick the next replica not yet tried, else fall back.
+                route = match snap
+                    .readable_replicas()
+                    .find(|r| !tried.contains(r))
+                {
+                    Some(r) => Route::Replica(r),
+                    None => fallback_route(&snap, fallback),
+                };
+            }
+            let (idx, is_replica) = match route {
+                Route::Primary(i) | Route::Fallback(i) => (i, false),
+                Route::Replica(i) => (i, true),
+                Route::Unavailable(why) => {
+                    return Err(last_err.unwrap_or_else(|| ExecError::Refused(unavailable(why))));
+                }
+            };
+            match self.run_on(&snap, idx, payload, expect).await {
+                Ok(summary) => {
+                    let server = snap.servers[idx].name.clone();
+                    if !is_replica {
+                        self.track_status(&summary);
+                    }
+                    return Ok((server, summary));
+                }
+                Err(e) if is_replica && e.retryable() => {
+                    warn!(server = %snap.servers[idx].name, error = %e, "read failed on replica before any reply; retrying elsewhere");
+                    tried.push(idx);
+                    last_err = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| ExecError::Refused(unavailable(Unavailable::NoReplica))))
+    }
+
+    /// Updates transaction state from the primary's status flags.
+    fn track_status(&mut self, summary: &Summary) {
+        if let Some(st) = summary.status {
+            self.in_trans = st.contains(StatusFlags::SERVER_STATUS_IN_TRANS);
+            self.autocommit = st.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT);
+        }
+    }
+
+    /// Returns the position in `self.conns` of a ready connection to
+    /// server `idx`, borrowing one and replaying state as needed.
+    async fn acquire(&mut self, snap: &Snapshot, idx: usize) -> Result<usize, ExecError> {
+        let server = &snap.servers[idx];
+        let pos = match self.conns.iter().position(|h| h.server == server.name) {
+            Some(p) => p,
+            None => {
+                let key = Pools::key(&server.name, &self.cred.user, self.caps, self.collation);
+                let conn = self
+                    .shared
+                    .pools
+                    .get(&server.addr, &key, &self.cred, self.caps, self.state.schema.as_deref())
+                    .await
+                    .map_err(|source| ExecError::Acquire {
+                        server: server.name.clone(),
+                        source,
+                    })?;
+                self.conns.push(Held {
+                    server: server.name.clone(),
+                    conn,
+                });
+                self.conns.len() - 1
+            }
+        };
+        if let Err(source) = self.state.sync(&mut self.conns[pos].conn).await {
+            let held = self.conns.swap_remove(pos);
+            self.stmts.forget_server(&held.server);
+            return Err(ExecError::Acquire {
+                server: held.server,
+                source,
+            });
+        }
+        Ok(pos)
+    }
+
+    /// Sends a command to server `idx` and forwards the answer.
+    async fn run_on(
+        &mut self,
+        snap: &Snapshot,
+        idx: usize,
+        payload: &[u8],
+        expect: Expect,
+    ) -> Result<Summary, ExecError> {
+        let pos = self.acquire(snap, idx).await?;
+        let caps = self.caps;
+        let held = &mut self.conns[pos];
+        held.conn.broken = true;
+        held.conn.stream.queue_payload(0, payload);
+        let result = match held.conn.stream.flush().await {
+            Err(source) => Err(ForwardError::Backend {
+                source,
+                started: false,
+            }),
+            Ok(()) => response::forward(&mut held.conn.stream, Some(&mut self.client), expect, caps).await,
+        };
+        match result {
+            Ok(summary) => {
+                held.conn.broken = false;
+                held.conn.last_used = Instant::now();
+                Ok(summary)
+            }
+            Err(e) => {
+                let held = self.conns.swap_remove(pos);
+                self.stmts.forget_server(&held.server);
+                Err(match e {
+                    ForwardError::Client(f) => ExecError::Client(f),
+                    ForwardError::Backend { started, .. } => ExecError::Backend {
+                        server: held.server,
+                        source: e,
+                        started,
+                    },
+                    ForwardError::Malformed(_) => ExecError::Backend {
+                        server: held.server,
+                        source: e,
+                        started: true,
+                    },
+                })
+            }
+        }
+    }
+
+    /// Returns every held connection to its pool (reset there).
+    async fn release_all(&mut self) {
+        for held in self.conns.drain(..) {
+            self.shared.pools.put(held.conn).await;
+        }
+    }
+
+    /// COM_RESET_CONNECTION: back to a fresh session of the same user.
+    async fn reset_session(&mut self) {
+        self.release_all().await;
+        let schema = self.state.schema.take();
+        self.state = State::default();
+        self.state.schema = schema;
+        self.stmts = Statements::default();
+        self.autocommit = true;
+        self.in_trans = false;
+        self.pinned = false;
+    }
+
+    async fn on_change_user(&mut self, rest: &[u8]) -> Result<Flow, String> {
+        let Some(cu) = handshake::parse_change_user(rest) else {
+            self.send_err(&ClientError::new(1835, b"HY000", "Malformed communication packet"))
+                .await;
+            return Ok(Flow::Continue);
+        };
+        let mut seq = 1u8;
+        let mut reply = cu.auth_reply.clone();
+        let mut scramble = self.scramble;
+        if cu.plugin.as_deref().is_some_and(|p| p != "mysql_native_password") {
+            scramble = auth::new_scramble();
+            let (r, s) = handshake::switch_to_native(&mut self.client, seq, &scramble)
+                .await
+                .map_err(|e| e.to_string())?;
+            reply = r;
+            seq = s.wrapping_add(1);
+        }
+        let Some(cred) = verify(&self.shared, &cu.user, &scramble, &reply) else {
+            let e = ClientError::access_denied(&cu.user, "rwproxy", !reply.is_empty());
+            self.client.queue_payload(seq, &e.to_payload());
+            let _ = self.client.flush().await;
+            return Err(format!("COM_CHANGE_USER refused for {:?}", cu.user));
+        };
+        self.reset_session().await;
+        self.cred = cred;
+        if let Some(c) = cu.collation.and_then(|c| u8::try_from(c).ok()) {
+            self.collation = c;
+        }
+        self.state.schema = cu.db;
+        tracing::Span::current().record("user", &*self.cred.user);
+        info!(user = %self.cred.user, "user changed");
+        self.client
+            .queue_payload(seq, &ok_payload(0, 0, StatusFlags::SERVER_STATUS_AUTOCOMMIT));
+        self.client.flush().await.map_err(|e| e.to_string())?;
+        Ok(Flow::Continue)
+    }
+}
+
+fn fallback_route(snap: &Snapshot, fallback: ReplicaFallback) -> Route {
+    match (fallback, snap.primary) {
+        (ReplicaFallback::Primary, Some(p)) if snap.servers[p].up => Route::Fallback(p),
+        (ReplicaFallback::Primary, _) => Route::Unavailable(Unavailable::NoPrimary),
+        (ReplicaFallback::Error, _) => Route::Unavailable(Unavailable::NoReplica),
+    }
+}
+
+fn unavailable(why: Unavailable) -> ClientError {
+    match why {
+        Unavailable::NoPrimary => ClientError::new(
+            2003,
+            b"HY000",
+            "rwproxy: no primary server is available for this statement",
+        ),
+        Unavailable::NoReplica => ClientError::new(
+            2003,
+            b"HY000",
+            "rwproxy: no replica can serve this read (replica_fallback = \"error\")",
+        ),
+    }
+}
+

@@ -1,0 +1,121 @@
+//! The replayable part of a session's state, and bringing a backend
+//! connection up to date with it.
+
+use crate::backend::{BackendConn, BackendError};
+use crate::protocol::command::code;
+use crate::router::set::{SetEffect, SetItem, parse_set};
+
+/// What the client set that any backend connection it uses must also have.
+#[derive(Debug, Default, Clone)]
+pub struct State {
+    /// Current schema (`USE`, COM_INIT_DB, login database).
+    pub schema: Option<String>,
+    /// Session settings in the order they were last set (`SET NAMES`,
+    /// session variables, user variables set to literals).
+    pub items: Vec<SetItem>,
+    /// COM_SET_OPTION value (multi-statements on/off), if the client sent one.
+    pub set_option: Option<u16>,
+    /// Bumped on every change of `items` or `set_option`; a connection whose
+    /// `state_version` differs gets the state replayed before its next use.
+    pub version: u64,
+}
+
+impl State {
+    /// Records a successful SET. Returns `true` if it could not be recorded
+    /// (the session must then stay on the connection that ran it).
+    pub fn record_set(&mut self, sql: &[u8]) -> bool {
+        match parse_set(sql) {
+            SetEffect::Session(items) => {
+                let mut changed = false;
+                for item in items {
+                    // autocommit is tracked from the server's status flags,
+                    // and reads only leave the primary when it is on.
+                    if item.key == "autocommit" {
+                        continue;
+                    }
+                    self.items.retain(|i| i.key != item.key);
+                    self.items.push(item);
+                    changed = true;
+                }
+                if changed {
+                    self.version += 1;
+                }
+                false
+            }
+            SetEffect::NotSession => false,
+            SetEffect::Unreplayable => true,
+        }
+    }
+
+    /// Brings `conn` up to date: schema first, then one SET carrying every
+    /// recorded setting (transaction characteristics separately, as they
+    /// cannot share a SET with other assignments), then COM_SET_OPTION.
+    /// Costs nothing when the connection is already current.
+    pub async fn sync(&self, conn: &mut BackendConn) -> Result<(), BackendError> {
+        if let Some(db) = &self.schema
+            && conn.schema.as_deref() != Some(db.as_str())
+        {
+            if let Some(e) = conn.simple(code::COM_INIT_DB, db.as_bytes()).await? {
+                return Err(refused(e));
+            }
+            conn.schema = Some(db.clone());
+        }
+        if conn.state_version == self.version {
+            return Ok(());
+        }
+        let mut plain: Vec<&str> = Vec::new();
+        for item in &self.items {
+            if item.key.starts_with("transaction_") {
+                if let Some(e) = conn.query_internal(&format!("SET {}", item.text)).await? {
+                    return Err(refused(e));
+                }
+            } else {
+                plain.push(&item.text);
+            }
+        }
+        if !plain.is_empty()
+            && let Some(e) = conn.query_internal(&format!("SET {}", plain.join(", "))).await?
+        {
+            return Err(refused(e));
+        }
+        if let Some(opt) = self.set_option
+            && let Some(e) = conn.simple(code::COM_SET_OPTION, &opt.to_le_bytes()).await?
+        {
+            return Err(refused(e));
+        }
+        conn.state_version = self.version;
+        Ok(())
+    }
+}
+
+fn refused(e: crate::protocol::ClientError) -> BackendError {
+    BackendError::Replay(e)
+}
+
+/// The schema named by `USE db` (backticks and trailing `;` removed).
+pub fn parse_use(sql: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(sql);
+    let t = text.trim();
+    let rest = t.get(..3).filter(|k| k.eq_ignore_ascii_case("use")).map(|_| &t[3..])?;
+    let name = rest.trim().trim_end_matches(';').trim();
+    let name = name
+        .strip_prefix('`')
+        .and_then(|n| n.strip_suffix('`'))
+        .map(|n| n.replace("``", "`"))
+        .unwrap_or_else(|| name.to_string());
+    (!name.is_empty()).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn use_names() {
+        assert_eq!(parse_use(b"USE app").as_deref(), Some("app"));
+        assert_eq!(parse_use(b"use `my db`;").as_deref(), Some("my db"));
+        assert_eq!(parse_use(b"  USE\tx  ").as_deref(), Some("x"));
+        assert_eq!(parse_use(b"USE "), None);
+        assert_eq!(parse_use(b"US"), None);
+    }
+}

@@ -1,0 +1,376 @@
+//! Server-side prepared statements across several backend connections.
+//!
+//! The client sees rwproxy's own statement ids. Each backend connection
+//! has its own ids; a statement is prepared on a connection the first time
+//! it runs there, so a read-only prepared SELECT can be spread over the
+//! replicas. Parameter types, which a client sends only with the first
+//! execution, are remembered and injected for a connection seeing the
+//! statement for the first time. Long data and cursors tie the statement
+//! to the connection that holds them until the execution / reset.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{ExecError, Session};
+use crate::protocol::ClientError;
+use crate::protocol::command::{self, code};
+use crate::protocol::ok_payload;
+use crate::protocol::response::{self, Expect, ForwardError};
+use crate::router::classify::{self, Classified};
+use crate::router::{self, Route};
+use crate::topology::Snapshot;
+
+/// One statement as the client knows it.
+pub(super) struct Stmt {
+    sql: Vec<u8>,
+    class: Classified,
+    params: u16,
+    /// Parameter types from the client's last execution that sent them.
+    types: Option<Vec<u8>>,
+    /// Backend id per server name, and whether that connection has seen
+    /// the parameter types.
+    on: Vec<(Arc<str>, u32, bool)>,
+    /// Server holding long data sent for the next execution.
+    long_data_on: Option<Arc<str>>,
+    /// Server holding an open cursor.
+    cursor_on: Option<Arc<str>>,
+}
+
+/// The session's statements by client-visible id.
+#[derive(Default)]
+pub(super) struct Statements {
+    by_id: HashMap<u32, Stmt>,
+    next_id: u32,
+}
+
+impl Statements {
+    /// Forgets every id on a server whose connection the session dropped.
+    pub(super) fn forget_server(&mut self, server: &Arc<str>) {
+        for s in self.by_id.values_mut() {
+            s.on.retain(|(name, _, _)| name != server);
+            if s.long_data_on.as_ref() == Some(server) {
+                s.long_data_on = None;
+            }
+            if s.cursor_on.as_ref() == Some(server) {
+                s.cursor_on = None;
+            }
+        }
+    }
+}
+
+fn unknown_stmt(id: u32) -> ExecError {
+    ExecError::Refused(ClientError::new(
+        1243,
+        b"HY000",
+        format!("Unknown prepared statement handler ({id}) given to mysqld_stmt_execute"),
+    ))
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    /// Picks the server for a statement execution.
+    fn stmt_target(&self, snap: &Snapshot, class: &Classified) -> Result<usize, ExecError> {
+        let ticket = self
+            .shared
+            .read_ticket
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match router::route(class, self.view(), snap, self.shared.config.replica_fallback, ticket) {
+            Route::Primary(i) | Route::Replica(i) | Route::Fallback(i) => Ok(i),
+            Route::Unavailable(why) => Err(ExecError::Refused(super::unavailable(why))),
+        }
+    }
+
+    pub(super) async fn on_prepare(&mut self, payload: &[u8], sql: Vec<u8>) -> Result<(), ExecError> {
+        let class = classify::classify(&sql);
+        let snap = self.shared.topology.load();
+        let idx = self.stmt_target(&snap, &class)?;
+        let pos = self.acquire(&snap, idx).await?;
+        let client_id = self.stmts.next_id.wrapping_add(1).max(1);
+        let caps = self.caps;
+        let held = &mut self.conns[pos];
+        held.conn.broken = true;
+        held.conn.stream.queue_payload(0, payload);
+        let r = match held.conn.stream.flush().await {
+            Err(source) => Err(ForwardError::Backend {
+                source,
+                started: false,
+            }),
+            Ok(()) => {
+                response::forward_prepare(&mut held.conn.stream, Some(&mut self.client), caps, client_id)
+                    .await
+            }
+        };
+        match r {
+            Ok(Ok(p)) => {
+                held.conn.broken = false;
+                self.stmts.next_id = client_id;
+                self.stmts.by_id.insert(
+                    client_id,
+                    Stmt {
+                        sql,
+                        class,
+                        params: p.params,
+                        types: None,
+                        on: vec![(held.server.clone(), p.backend_id, false)],
+                        long_data_on: None,
+                        cursor_on: None,
+                    },
+                );
+                Ok(())
+            }
+            Ok(Err(_server_err)) => {
+                held.conn.broken = false;
+                Ok(())
+            }
+            Err(e) => Err(self.drop_conn(pos, e)),
+        }
+    }
+
+    /// Drops a failed connection and turns the failure into an ExecError.
+    fn drop_conn(&mut self, pos: usize, e: ForwardError) -> ExecError {
+        let held = self.conns.swap_remove(pos);
+        self.stmts.forget_server(&held.server);
+        match e {
+            ForwardError::Client(f) => ExecError::Client(f),
+            ForwardError::Backend { started, .. } => ExecError::Backend {
+                server: held.server,
+                source: e,
+                started,
+            },
+            ForwardError::Malformed(_) => ExecError::Backend {
+                server: held.server,
+                source: e,
+                started: true,
+            },
+        }
+    }
+
+    /// Makes sure statement `id` is prepared on the connection at `pos`;
+    /// returns its backend id there.
+    async fn ensure_prepared(&mut self, pos: usize, id: u32) -> Result<u32, ExecError> {
+        let server = self.conns[pos].server.clone();
+        let stmt = self.stmts.by_id.get(&id).ok_or_else(|| unknown_stmt(id))?;
+        if let Some((_, bid, _)) = stmt.on.iter().find(|(s, _, _)| *s == server) {
+            return Ok(*bid);
+        }
+        let mut payload = Vec::with_capacity(1 + stmt.sql.len());
+        payload.push(code::COM_STMT_PREPARE);
+        payload.extend_from_slice(&stmt.sql);
+        let caps = self.caps;
+        let held = &mut self.conns[pos];
+        held.conn.broken = true;
+        held.conn.stream.queue_payload(0, &payload);
+        let r = match held.conn.stream.flush().await {
+            Err(source) => Err(ForwardError::Backend {
+                source,
+                started: false,
+            }),
+            Ok(()) => {
+                response::forward_prepare::<_, tokio::net::TcpStream>(&mut held.conn.stream, None, caps, 0)
+                    .await
+            }
+        };
+        match r {
+            Ok(Ok(p)) => {
+                held.conn.broken = false;
+                if let Some(stmt) = self.stmts.by_id.get_mut(&id) {
+                    stmt.on.push((server, p.backend_id, false));
+                }
+                Ok(p.backend_id)
+            }
+            Ok(Err(err)) => {
+                held.conn.broken = false;
+                Err(ExecError::Refused(crate::protocol::handshake::parse_err(&err)))
+            }
+            Err(e) => Err(self.drop_conn(pos, e)),
+        }
+    }
+
+    /// The connection (position) a statement command must use, preparing
+    /// the statement there if needed. Returns (position, backend id).
+    async fn stmt_conn(&mut self, id: u32, forced: Option<Arc<str>>) -> Result<(usize, u32), ExecError> {
+        let snap = self.shared.topology.load();
+        let class = self.stmts.by_id.get(&id).ok_or_else(|| unknown_stmt(id))?.class;
+        let idx = match forced.and_then(|name| snap.servers.iter().position(|s| s.name == name)) {
+            Some(i) => i,
+            None => self.stmt_target(&snap, &class)?,
+        };
+        let pos = self.acquire(&snap, idx).await?;
+        let bid = self.ensure_prepared(pos, id).await?;
+        Ok((pos, bid))
+    }
+
+    pub(super) async fn on_execute(&mut self, payload: &mut [u8], id: u32) -> Result<(), ExecError> {
+        let (forced, params, class) = {
+            let stmt = self.stmts.by_id.get(&id).ok_or_else(|| unknown_stmt(id))?;
+            (stmt.long_data_on.clone(), stmt.params, stmt.class)
+        };
+        let (pos, bid) = self.stmt_conn(id, forced).await?;
+        let server = self.conns[pos].server.clone();
+        command::set_stmt_id(payload, bid);
+        // Parameter types: remember what the client sends, inject them for
+        // a connection that has never seen them.
+        let layout = command::execute_layout(payload, params);
+        let mut rebuilt: Option<Vec<u8>> = None;
+        if let (Some(layout), Some(stmt)) = (layout, self.stmts.by_id.get_mut(&id)) {
+            if let Some(types) = command::execute_types(payload, layout, params) {
+                stmt.types = Some(types.to_vec());
+                for (_, _, seen) in stmt.on.iter_mut() {
+                    *seen = false;
+                }
+            } else if let Some(types) = &stmt.types
+                && stmt.on.iter().any(|(s, _, seen)| *s == server && !*seen)
+            {
+                rebuilt = Some(command::execute_with_types(payload, layout, types));
+            }
+            for (s, _, seen) in stmt.on.iter_mut() {
+                if *s == server {
+                    *seen = true;
+                }
+            }
+        }
+        let opens_cursor = payload.get(5).is_some_and(|f| f & 0x01 != 0);
+        let caps = self.caps;
+        let held = &mut self.conns[pos];
+        held.conn.broken = true;
+        held.conn
+            .stream
+            .queue_payload(0, rebuilt.as_deref().unwrap_or(payload));
+        let r = match held.conn.stream.flush().await {
+            Err(source) => Err(ForwardError::Backend {
+                source,
+                started: false,
+            }),
+            Ok(()) => response::forward(&mut held.conn.stream, Some(&mut self.client), Expect::Execute, caps).await,
+        };
+        match r {
+            Ok(summary) => {
+                held.conn.broken = false;
+                let on_primary = {
+                    let snap = self.shared.topology.load();
+                    snap.primary
+                        .and_then(|p| snap.servers.get(p))
+                        .is_some_and(|p| p.name == server)
+                };
+                if on_primary {
+                    self.track_status(&summary);
+                }
+                if class.pins_session {
+                    self.pinned = true;
+                }
+                if let Some(stmt) = self.stmts.by_id.get_mut(&id) {
+                    stmt.long_data_on = None;
+                    stmt.cursor_on = opens_cursor.then_some(server);
+                }
+                Ok(())
+            }
+            Err(e) => Err(self.drop_conn(pos, e)),
+        }
+    }
+
+    pub(super) async fn on_long_data(&mut self, payload: &mut [u8], id: u32) -> Result<(), ExecError> {
+        let forced = match self.stmts.by_id.get(&id) {
+            Some(s) => s.long_data_on.clone(),
+            // No reply is allowed to SEND_LONG_DATA; an unknown id surfaces
+            // at the execution, as with a server.
+            None => return Ok(()),
+        };
+        let (pos, bid) = self.stmt_conn(id, forced).await?;
+        command::set_stmt_id(payload, bid);
+        let server = self.conns[pos].server.clone();
+        let held = &mut self.conns[pos];
+        held.conn.stream.queue_payload(0, payload);
+        if let Err(source) = held.conn.stream.flush().await {
+            return Err(self.drop_conn(pos, ForwardError::Backend { source, started: false }));
+        }
+        if let Some(stmt) = self.stmts.by_id.get_mut(&id) {
+            stmt.long_data_on = Some(server);
+        }
+        Ok(())
+    }
+
+    pub(super) async fn on_close(&mut self, id: u32) {
+        let Some(stmt) = self.stmts.by_id.remove(&id) else {
+            return;
+        };
+        for (server, bid, _) in stmt.on {
+            if let Some(held) = self.conns.iter_mut().find(|h| h.server == server) {
+                let mut p = vec![code::COM_STMT_CLOSE];
+                p.extend_from_slice(&bid.to_le_bytes());
+                held.conn.stream.queue_payload(0, &p);
+                if held.conn.stream.flush().await.is_err() {
+                    held.conn.broken = true;
+                }
+            }
+        }
+    }
+
+    pub(super) async fn on_stmt_reset(&mut self, payload: &mut [u8], id: u32) -> Result<(), ExecError> {
+        let holder = {
+            let stmt = self.stmts.by_id.get(&id).ok_or_else(|| unknown_stmt(id))?;
+            stmt.long_data_on.clone().or_else(|| stmt.cursor_on.clone())
+        };
+        let Some(server) = holder else {
+            // Nothing is held on any server: a reset has nothing to undo.
+            let st = self.status_flags();
+            self.client.queue_payload(1, &ok_payload(0, 0, st));
+            return self.client.flush().await.map_err(ExecError::Client);
+        };
+        let (pos, bid) = self.stmt_conn(id, Some(server)).await?;
+        command::set_stmt_id(payload, bid);
+        let caps = self.caps;
+        let held = &mut self.conns[pos];
+        held.conn.broken = true;
+        held.conn.stream.queue_payload(0, payload);
+        let r = match held.conn.stream.flush().await {
+            Err(source) => Err(ForwardError::Backend { source, started: false }),
+            Ok(()) => response::forward(&mut held.conn.stream, Some(&mut self.client), Expect::Simple, caps).await,
+        };
+        match r {
+            Ok(_) => {
+                held.conn.broken = false;
+                if let Some(stmt) = self.stmts.by_id.get_mut(&id) {
+                    stmt.long_data_on = None;
+                    stmt.cursor_on = None;
+                }
+                Ok(())
+            }
+            Err(e) => Err(self.drop_conn(pos, e)),
+        }
+    }
+
+    pub(super) async fn on_fetch(&mut self, payload: &mut [u8], id: u32) -> Result<(), ExecError> {
+        let Some(server) = self
+            .stmts
+            .by_id
+            .get(&id)
+            .ok_or_else(|| unknown_stmt(id))?
+            .cursor_on
+            .clone()
+        else {
+            return Err(ExecError::Refused(ClientError::new(
+                1421,
+                b"HY000",
+                format!("The statement ({id}) has no open cursor"),
+            )));
+        };
+        let (pos, bid) = self.stmt_conn(id, Some(server)).await?;
+        command::set_stmt_id(payload, bid);
+        let caps = self.caps;
+        let held = &mut self.conns[pos];
+        held.conn.broken = true;
+        held.conn.stream.queue_payload(0, payload);
+        let r = match held.conn.stream.flush().await {
+            Err(source) => Err(ForwardError::Backend { source, started: false }),
+            Ok(()) => response::forward(&mut held.conn.stream, Some(&mut self.client), Expect::Fetch, caps).await,
+        };
+        match r {
+            Ok(_) => {
+                held.conn.broken = false;
+                Ok(())
+            }
+            Err(e) => Err(self.drop_conn(pos, e)),
+        }
+    }
+}
