@@ -61,6 +61,28 @@ pub enum ReplicaFallback {
     Error,
 }
 
+/// Read consistency a session gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// Reads may be served by any replica within the lag limit.
+    Eventual,
+    /// A session never reads data older than its own last write.
+    #[default]
+    Session,
+}
+
+/// How a replica is chosen for a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Weighted round-robin (the classic design).
+    #[default]
+    RoundRobin,
+    /// The replica with the fewest statements in flight (weight-scaled).
+    LeastConnections,
+}
+
 /// One backend MariaDB/MySQL server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,6 +100,12 @@ pub struct ServerConfig {
     /// Relative share of reads among replicas (0 = never read from it).
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Per-server override of `max_replica_lag_ms`.
+    #[serde(default)]
+    pub max_replica_lag_ms: Option<u64>,
+    /// `OFFLINE`: no new work is sent here (the operator's choice).
+    #[serde(default)]
+    pub offline: bool,
 }
 
 impl ServerConfig {
@@ -161,6 +189,29 @@ pub struct Config {
     /// connection killed by the server's `wait_timeout` is never handed out.
     #[serde(default = "default_pool_ping_after_ms")]
     pub pool_ping_after_ms: u64,
+    /// How often the monitor polls each server.
+    #[serde(default = "default_monitor_interval_ms")]
+    pub monitor_interval_ms: u64,
+    /// Consecutive failed checks before a server is marked down.
+    #[serde(default = "default_down_after")]
+    pub down_after: u32,
+    /// Replicas further behind than this serve no reads.
+    #[serde(default = "default_max_replica_lag_ms")]
+    pub max_replica_lag_ms: u64,
+    /// Lag from a heartbeat row rwproxy writes on the primary (sub-second,
+    /// catches a stalled IO thread) instead of `Seconds_Behind_Master`.
+    #[serde(default)]
+    pub heartbeat: bool,
+    /// `session` (read your own writes) or `eventual`.
+    #[serde(default)]
+    pub consistency: Consistency,
+    /// How long a read may wait for a replica to catch up with the
+    /// session's last write before going to the primary (0 = never wait).
+    #[serde(default)]
+    pub causal_wait_ms: u64,
+    /// Replica selection.
+    #[serde(default)]
+    pub balance: Balance,
     /// Server version string announced to clients; defaults to the version
     /// of the configured primary, learned at start-up.
     #[serde(default)]
@@ -190,6 +241,15 @@ fn default_pool_max_idle() -> usize {
     64
 }
 fn default_pool_ping_after_ms() -> u64 {
+    10_000
+}
+fn default_monitor_interval_ms() -> u64 {
+    500
+}
+fn default_down_after() -> u32 {
+    2
+}
+fn default_max_replica_lag_ms() -> u64 {
     10_000
 }
 fn default_mysql_port() -> u16 {
@@ -244,6 +304,12 @@ impl Config {
         }
         if self.handshake_timeout_ms == 0 {
             return Err(invalid("handshake_timeout_ms", "must be greater than 0"));
+        }
+        if self.monitor_interval_ms < 50 {
+            return Err(invalid("monitor_interval_ms", "must be at least 50"));
+        }
+        if self.down_after == 0 {
+            return Err(invalid("down_after", "must be at least 1"));
         }
         if self.servers.is_empty() {
             return Err(invalid("servers", "at least one server is required"));
@@ -320,6 +386,12 @@ impl Config {
     }
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
+    }
+    pub fn monitor_interval(&self) -> Duration {
+        Duration::from_millis(self.monitor_interval_ms)
+    }
+    pub fn max_replica_lag(&self) -> Duration {
+        Duration::from_millis(self.max_replica_lag_ms)
     }
     pub fn pool_ping_after(&self) -> Duration {
         Duration::from_millis(self.pool_ping_after_ms)

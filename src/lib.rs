@@ -13,6 +13,8 @@
 
 pub mod backend;
 pub mod config;
+pub mod gtid;
+pub mod monitor;
 pub mod protocol;
 pub mod router;
 pub mod sandbox;

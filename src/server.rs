@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::backend::Pools;
 use crate::config::Config;
+use crate::monitor::Monitor;
 use crate::protocol::packet::PacketStream;
 use crate::protocol::supported_capabilities;
 use crate::session::{self, Greeting, Shared};
@@ -97,7 +98,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     let shared = build_shared(config, shutdown.clone()).await;
-    serve(listener, shared, Duration::from_secs(30)).await
+    let monitor = Monitor::start(shared.config.clone(), shared.topology.clone(), shutdown.clone()).await;
+    let r = serve(listener, shared, Duration::from_secs(30)).await;
+    monitor.join().await;
+    r
 }
 
 /// The accept loop over an already-built [`Shared`].

@@ -4,22 +4,56 @@
 //! a lock; whoever learns something new (the monitor, an admin command)
 //! builds a new snapshot and swaps it in. Sessions that hold an old
 //! snapshot finish their statement on it.
+//!
+//! Configured facts (address, weight, lag limit) and observed facts (role,
+//! health, lag, GTID) sit side by side here but come from different
+//! owners: the config only seeds a snapshot; the monitor only overwrites
+//! the observed fields.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 
 use crate::config::{Config, Role};
+use crate::gtid::GtidPos;
 
-/// Operator-set state of a server (admin `SET SERVER …`).
+/// Operator-set state of a server (config `offline`, admin `SET SERVER …`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminState {
     Online,
-    /// Gets no new work; existing sessions finish.
+    /// Gets no new work; existing sessions finish what they have.
     Offline,
-    /// Gets no new sessions; existing sessions keep using it.
+    /// Gets no new sessions; sessions already using it continue.
     Draining,
+}
+
+/// Replication as observed on a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replication {
+    /// Not observed yet.
+    Unknown,
+    /// No replication configured (a primary, or a fenced server).
+    None,
+    /// IO and SQL threads both running.
+    Running,
+    /// Configured but at least one thread is stopped.
+    Stopped { io: bool, sql: bool },
+}
+
+/// Counters shared by every snapshot's copy of a server (they are not
+/// topology, just accounting, so they live behind an `Arc`).
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Statements currently running there (least-connections balancing).
+    pub in_flight: AtomicU64,
+    /// Statements sent there.
+    pub queries: AtomicU64,
+    /// Backend connections opened.
+    pub connections: AtomicU64,
+    /// Failures seen by sessions (connect or mid-statement).
+    pub errors: AtomicU64,
 }
 
 /// One server as currently seen.
@@ -31,19 +65,50 @@ pub struct ServerView {
     pub addr: String,
     /// Role as observed (initially as configured).
     pub role: Role,
-    /// Whether the server answers.
+    /// Whether the server answers the monitor.
     pub up: bool,
+    /// `@@read_only`, once observed.
+    pub read_only: Option<bool>,
+    pub replication: Replication,
     /// Replication delay, if known (replicas only).
     pub lag: Option<Duration>,
+    /// Reads may go here only while `lag <= max_lag`.
+    pub max_lag: Duration,
+    /// `@@gtid_binlog_pos` (what this server has written to its binlog).
+    pub gtid_binlog: GtidPos,
+    /// `@@gtid_slave_pos` (what this server has applied as a replica).
+    pub gtid_slave: GtidPos,
     /// Share of reads among replicas.
     pub weight: u32,
     pub admin: AdminState,
+    /// Last monitor error, for operators.
+    pub last_error: Option<String>,
+    /// When `up` last changed.
+    pub since: SystemTime,
+    pub stats: Arc<ServerStats>,
 }
 
 impl ServerView {
-    /// May serve plain reads now.
-    pub fn readable(&self) -> bool {
-        self.up && self.admin == AdminState::Online && self.weight > 0
+    /// May serve plain reads now, given a lag bound (the server's own when
+    /// `None`).
+    pub fn readable(&self, max_lag: Option<Duration>) -> bool {
+        self.role == Role::Replica
+            && self.up
+            && self.admin == AdminState::Online
+            && self.weight > 0
+            && self.replication == Replication::Running
+            && self
+                .lag
+                .is_some_and(|l| l <= max_lag.unwrap_or(self.max_lag))
+    }
+
+    /// Everything this server has applied or written.
+    pub fn applied(&self) -> &GtidPos {
+        if self.role == Role::Primary {
+            &self.gtid_binlog
+        } else {
+            &self.gtid_slave
+        }
     }
 }
 
@@ -51,14 +116,15 @@ impl ServerView {
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub servers: Vec<ServerView>,
-    /// Index of the current primary in `servers`, if any is known.
+    /// Index of the current primary in `servers`, if any is known and up.
     pub primary: Option<usize>,
     /// Increases with every published change.
     pub generation: u64,
 }
 
 impl Snapshot {
-    /// The starting view: as configured, every server assumed up.
+    /// The starting view: as configured, every server assumed up and
+    /// replicas current, until the monitor's first round says otherwise.
     pub fn from_config(config: &Config) -> Snapshot {
         let servers: Vec<ServerView> = config
             .servers
@@ -68,9 +134,27 @@ impl Snapshot {
                 addr: s.address(),
                 role: s.role,
                 up: true,
-                lag: None,
+                read_only: None,
+                replication: if s.role == Role::Replica {
+                    Replication::Running
+                } else {
+                    Replication::None
+                },
+                lag: Some(Duration::ZERO),
+                max_lag: Duration::from_millis(
+                    s.max_replica_lag_ms.unwrap_or(config.max_replica_lag_ms),
+                ),
+                gtid_binlog: GtidPos::default(),
+                gtid_slave: GtidPos::default(),
                 weight: s.weight,
-                admin: AdminState::Online,
+                admin: if s.offline {
+                    AdminState::Offline
+                } else {
+                    AdminState::Online
+                },
+                last_error: None,
+                since: SystemTime::now(),
+                stats: Arc::new(ServerStats::default()),
             })
             .collect();
         let primary = servers.iter().position(|s| s.role == Role::Primary);
@@ -81,13 +165,23 @@ impl Snapshot {
         }
     }
 
-    /// Indexes of replicas that may serve plain reads.
-    pub fn readable_replicas(&self) -> impl Iterator<Item = usize> + '_ {
+    /// Indexes of replicas that may serve plain reads within `max_lag`.
+    pub fn readable_replicas(&self, max_lag: Option<Duration>) -> impl Iterator<Item = usize> + '_ {
         self.servers
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.role == Role::Replica && s.readable())
+            .filter(move |(_, s)| s.readable(max_lag))
             .map(|(i, _)| i)
+    }
+
+    /// The server with this name.
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.servers.iter().position(|s| &*s.name == name)
+    }
+
+    /// The current primary's view, if any.
+    pub fn primary_view(&self) -> Option<&ServerView> {
+        self.primary.and_then(|p| self.servers.get(p))
     }
 }
 
@@ -117,5 +211,10 @@ impl Topology {
             next.generation = cur.generation + 1;
             next
         });
+    }
+
+    /// Counts a statement sent to a server.
+    pub fn count_query(view: &ServerView) {
+        view.stats.queries.fetch_add(1, Ordering::Relaxed);
     }
 }

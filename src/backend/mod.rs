@@ -173,6 +173,20 @@ impl BackendConn {
         self.run_internal(&payload, Expect::Query).await
     }
 
+    /// Runs a one-value query rwproxy needs itself (e.g. `@@last_gtid`)
+    /// and returns the first column of the first row as text.
+    pub async fn query_value(&mut self, sql: &str) -> Result<Option<String>, BackendError> {
+        let mut payload = Vec::with_capacity(1 + sql.len());
+        payload.push(code::COM_QUERY);
+        payload.extend_from_slice(sql.as_bytes());
+        self.broken = true;
+        self.stream.queue_payload(0, &payload);
+        self.stream.flush().await?;
+        let v = response::read_single_value(&mut self.stream, self.caps).await?;
+        self.broken = false;
+        Ok(v)
+    }
+
     async fn run_internal(
         &mut self,
         payload: &[u8],

@@ -431,3 +431,50 @@ where
         params,
     }))
 }
+
+/// Reads a text result set of one row, one column (a query rwproxy asked
+/// for itself) and returns that value; `None` for NULL or no row.
+pub async fn read_single_value<B>(
+    backend: &mut PacketStream<B>,
+    caps: CapabilityFlags,
+) -> Result<Option<String>, ForwardError>
+where
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let fw = Forwarder {
+        caps,
+        summary: Summary::default(),
+        flushed: false,
+    };
+    let first = fw.next(backend).await?;
+    match first.first() {
+        Some(0xff) => return Err(ForwardError::Malformed("internal query failed")),
+        Some(0x00) => return Ok(None),
+        _ => {}
+    }
+    let (columns, _) =
+        get_lenenc_int(first.payload()).ok_or(ForwardError::Malformed("bad column count"))?;
+    for _ in 0..columns {
+        fw.next(backend).await?;
+    }
+    let deprecate_eof = caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+    if !deprecate_eof {
+        fw.next(backend).await?;
+    }
+    let mut value = None;
+    loop {
+        let f = fw.next(backend).await?;
+        if Forwarder::is_terminator(&f) || f.first() == Some(0xff) {
+            return Ok(value);
+        }
+        if value.is_none() && f.first() != Some(0xfb) {
+            let p = f.payload();
+            if let Some((len, n)) = get_lenenc_int(p) {
+                let end = n.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+                if let Some(v) = p.get(n..end) {
+                    value = Some(String::from_utf8_lossy(v).into_owned());
+                }
+            }
+        }
+    }
+}

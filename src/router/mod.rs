@@ -19,7 +19,11 @@
 pub mod classify;
 pub mod set;
 
-use crate::config::ReplicaFallback;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::config::{Balance, ReplicaFallback};
+use crate::gtid::GtidPos;
 use crate::topology::Snapshot;
 use classify::{Classified, Hint, StatementKind};
 
@@ -54,25 +58,61 @@ pub struct SessionView {
     pub pinned: bool,
 }
 
-/// Picks a replica round-robin by weight. `ticket` is a counter the caller
-/// increments per read (shared by all sessions, so reads spread evenly).
-pub fn pick_replica(snapshot: &Snapshot, ticket: u64) -> Option<usize> {
-    let total: u64 = snapshot
-        .readable_replicas()
-        .map(|i| u64::from(snapshot.servers[i].weight))
-        .sum();
-    if total == 0 {
-        return None;
-    }
-    let mut slot = ticket % total;
-    for i in snapshot.readable_replicas() {
-        let w = u64::from(snapshot.servers[i].weight);
-        if slot < w {
-            return Some(i);
+/// The operator's routing policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub fallback: ReplicaFallback,
+    pub balance: Balance,
+}
+
+/// What a read requires of a replica.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadNeeds<'a> {
+    /// Statement-level lag bound (`rwproxy:max_lag`); else each server's own.
+    pub max_lag: Option<Duration>,
+    /// The session's last write: a replica must have applied it
+    /// (`consistency = "session"`).
+    pub min_gtid: Option<&'a GtidPos>,
+    /// Servers already tried for this statement.
+    pub exclude: &'a [usize],
+}
+
+/// Picks a replica by the balancing policy among those that are readable
+/// within the lag bound, not excluded, and (if required) have applied the
+/// session's last write. `ticket` is a counter the caller increments per
+/// read (shared by all sessions, so round-robin spreads evenly).
+pub fn pick_replica(snapshot: &Snapshot, ticket: u64, needs: &ReadNeeds<'_>, balance: Balance) -> Option<usize> {
+    let eligible = || {
+        snapshot.readable_replicas(needs.max_lag).filter(|i| {
+            !needs.exclude.contains(i)
+                && needs
+                    .min_gtid
+                    .is_none_or(|g| snapshot.servers[*i].gtid_slave.covers(g))
+        })
+    };
+    match balance {
+        Balance::RoundRobin => {
+            let total: u64 = eligible().map(|i| u64::from(snapshot.servers[i].weight)).sum();
+            if total == 0 {
+                return None;
+            }
+            let mut slot = ticket % total;
+            for i in eligible() {
+                let w = u64::from(snapshot.servers[i].weight);
+                if slot < w {
+                    return Some(i);
+                }
+                slot -= w;
+            }
+            None
         }
-        slot -= w;
+        Balance::LeastConnections => eligible().min_by_key(|i| {
+            let s = &snapshot.servers[*i];
+            // in_flight / weight, compared without division.
+            let load = s.stats.in_flight.load(Ordering::Relaxed) + 1;
+            (load * 1_000_000) / u64::from(s.weight.max(1))
+        }),
     }
-    None
 }
 
 /// The routing decision (pure; see the module doc for the rules).
@@ -80,9 +120,11 @@ pub fn route(
     c: &Classified,
     session: SessionView,
     snapshot: &Snapshot,
-    fallback: ReplicaFallback,
+    policy: Policy,
+    needs: &ReadNeeds<'_>,
     ticket: u64,
 ) -> Route {
+    let fallback = policy.fallback;
     let primary = match snapshot.primary {
         Some(p) if snapshot.servers.get(p).is_some_and(|s| s.up) => Some(p),
         _ => None,
@@ -105,13 +147,27 @@ pub fn route(
     if !wants_replica {
         return to_primary();
     }
-    match pick_replica(snapshot, ticket) {
-        Some(r) => Route::Replica(r),
-        None => match (fallback, primary) {
+    let needs = ReadNeeds {
+        max_lag: c.max_lag.or(needs.max_lag),
+        ..*needs
+    };
+    if let Some(r) = pick_replica(snapshot, ticket, &needs, policy.balance) {
+        return Route::Replica(r);
+    }
+    // Replicas are usable but none has the session's last write yet: the
+    // primary answers (read-your-writes beats load spreading).
+    if needs.min_gtid.is_some()
+        && pick_replica(snapshot, ticket, &ReadNeeds { min_gtid: None, ..needs }, policy.balance).is_some()
+        && let Some(p) = primary
+    {
+        return Route::Fallback(p);
+    }
+    {
+        match (fallback, primary) {
             (ReplicaFallback::Primary, Some(p)) => Route::Fallback(p),
             (ReplicaFallback::Primary, None) => Route::Unavailable(Unavailable::NoPrimary),
             (ReplicaFallback::Error, _) => Route::Unavailable(Unavailable::NoReplica),
-        },
+        }
     }
 }
 
@@ -149,12 +205,18 @@ port = 3308
         pinned: false,
     };
 
+    const RR: Policy = Policy {
+        fallback: ReplicaFallback::Primary,
+        balance: Balance::RoundRobin,
+    };
+
     fn r(sql: &str, s: SessionView, snap: &Snapshot, ticket: u64) -> Route {
         route(
             &classify::classify(sql.as_bytes()),
             s,
             snap,
-            ReplicaFallback::Primary,
+            RR,
+            &ReadNeeds::default(),
             ticket,
         )
     }
@@ -225,8 +287,12 @@ port = 3308
         snap.servers[2].up = false;
         assert_eq!(r("SELECT 1", FREE, &snap, 0), Route::Fallback(0));
         let c = classify::classify(b"SELECT 1");
+        let err = Policy {
+            fallback: ReplicaFallback::Error,
+            ..RR
+        };
         assert_eq!(
-            route(&c, FREE, &snap, ReplicaFallback::Error, 0),
+            route(&c, FREE, &snap, err, &ReadNeeds::default(), 0),
             Route::Unavailable(Unavailable::NoReplica)
         );
         snap.servers[0].up = false;
@@ -234,5 +300,47 @@ port = 3308
             r("INSERT INTO t VALUES (1)", FREE, &snap, 0),
             Route::Unavailable(Unavailable::NoPrimary)
         );
+    }
+
+    #[test]
+    fn lag_bounds_and_read_your_writes() {
+        let mut snap = snapshot();
+        snap.servers[1].lag = Some(Duration::from_secs(5));
+        snap.servers[2].lag = Some(Duration::from_millis(100));
+        snap.servers[1].max_lag = Duration::from_secs(10);
+        snap.servers[2].max_lag = Duration::from_secs(10);
+        // Both within their limit.
+        assert_eq!(r("SELECT 1", FREE, &snap, 0), Route::Replica(1));
+        // A statement bound of 2 s excludes the 5 s replica.
+        for t in 0..4 {
+            assert_eq!(
+                r("/* rwproxy:max_lag=2s */ SELECT 1", FREE, &snap, t),
+                Route::Replica(2)
+            );
+        }
+        // Stopped replication makes a replica unusable whatever its lag says.
+        snap.servers[2].replication = crate::topology::Replication::Stopped { io: true, sql: false };
+        for t in 0..4 {
+            assert_eq!(r("SELECT 1", FREE, &snap, t), Route::Replica(1));
+        }
+        // Read-your-writes: only a replica that applied the write qualifies.
+        snap.servers[2].replication = crate::topology::Replication::Running;
+        snap.servers[1].gtid_slave = GtidPos::parse("0-1-10");
+        snap.servers[2].gtid_slave = GtidPos::parse("0-1-12");
+        let w = GtidPos::parse("0-1-11");
+        let needs = ReadNeeds {
+            min_gtid: Some(&w),
+            ..ReadNeeds::default()
+        };
+        let c = classify::classify(b"SELECT 1");
+        for t in 0..4 {
+            assert_eq!(route(&c, FREE, &snap, RR, &needs, t), Route::Replica(2));
+        }
+        let w = GtidPos::parse("0-1-13");
+        let needs = ReadNeeds {
+            min_gtid: Some(&w),
+            ..ReadNeeds::default()
+        };
+        assert_eq!(route(&c, FREE, &snap, RR, &needs, 0), Route::Fallback(0));
     }
 }

@@ -23,7 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::backend::{BackendConn, BackendError, Credential, Pools};
-use crate::config::{Config, ReplicaFallback};
+use crate::config::{Config, Consistency};
+use crate::gtid::GtidPos;
 use crate::protocol::auth::{self, NativeHash};
 use crate::protocol::command::{self, Command};
 use crate::protocol::handshake::{self, ClientHello, HandshakeError};
@@ -31,7 +32,7 @@ use crate::protocol::packet::{FrameError, PacketStream};
 use crate::protocol::response::{self, Expect, ForwardError, Summary};
 use crate::protocol::{ClientError, ok_payload};
 use crate::router::classify::{self, Classified, StatementKind};
-use crate::router::{self, Route, SessionView, Unavailable};
+use crate::router::{self, Policy, ReadNeeds, Route, SessionView, Unavailable};
 use crate::topology::{Snapshot, Topology};
 use state::State;
 use stmt::Statements;
@@ -260,6 +261,7 @@ where
         pinned: false,
         conns: Vec::new(),
         stmts: Statements::default(),
+        last_write: None,
     };
     session.state.schema = hello.db.clone();
     // A schema given at login is checked on the primary now, so that a
@@ -321,6 +323,8 @@ pub struct Session<S> {
     pinned: bool,
     conns: Vec<Held>,
     stmts: Statements,
+    /// GTID of the session's last committed write (read-your-writes).
+    last_write: Option<GtidPos>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
@@ -549,6 +553,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         Ok(())
     }
 
+    /// The routing policy in force.
+    fn policy(&self) -> Policy {
+        Policy {
+            fallback: self.shared.config.replica_fallback,
+            balance: self.shared.config.balance,
+        }
+    }
+
     /// Routes a statement and runs it, retrying reads on other replicas
     /// when a replica fails before any byte of its answer reached the
     /// client. Returns the server that answered and the summary.
@@ -559,26 +571,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         expect: Expect,
     ) -> Result<(Arc<str>, Summary), ExecError> {
         let snap = self.shared.topology.load();
-        let fallback = self.shared.config.replica_fallback;
+        let policy = self.policy();
         let view = self.view();
-        let replicas = snap.readable_replicas().count();
         let mut tried: Vec<usize> = Vec::new();
         let mut last_err: Option<ExecError> = None;
-        for _attempt in 0..=replicas {
+        let session_gtid = self.last_write.clone();
+        loop {
             let ticket = self.shared.read_ticket.fetch_add(1, Ordering::Relaxed);
-            let mut route = router::route(c, view, &snap, fallback, ticket);
-            if let Route::Replica(i) = route
-                && tried.contains(&i)
-            {
-                // Pick the next replica not yet tried, else fall back.
-                route = match snap
-                    .readable_replicas()
-                    .find(|r| !tried.contains(r))
-                {
-                    Some(r) => Route::Replica(r),
-                    None => fallback_route(&snap, fallback),
-                };
-            }
+            let needs = ReadNeeds {
+                max_lag: None,
+                min_gtid: session_gtid.as_ref(),
+                exclude: &tried,
+            };
+            let route = router::route(c, view, &snap, policy, &needs, ticket);
             let (idx, is_replica) = match route {
                 Route::Primary(i) | Route::Fallback(i) => (i, false),
                 Route::Replica(i) => (i, true),
@@ -586,23 +591,64 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     return Err(last_err.unwrap_or_else(|| ExecError::Refused(unavailable(why))));
                 }
             };
-            match self.run_on(&snap, idx, payload, expect).await {
+            if !is_replica && tried.contains(&idx) {
+                return Err(last_err.unwrap_or_else(|| ExecError::Refused(unavailable(Unavailable::NoPrimary))));
+            }
+            let stats = snap.servers[idx].stats.clone();
+            stats.queries.fetch_add(1, Ordering::Relaxed);
+            stats.in_flight.fetch_add(1, Ordering::Relaxed);
+            let r = self.run_on(&snap, idx, payload, expect).await;
+            stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+            match r {
                 Ok(summary) => {
                     let server = snap.servers[idx].name.clone();
                     if !is_replica {
                         self.track_status(&summary);
+                        self.track_write(c, &summary, &snap, idx).await;
                     }
                     return Ok((server, summary));
                 }
                 Err(e) if is_replica && e.retryable() => {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
                     warn!(server = %snap.servers[idx].name, error = %e, "read failed on replica before any reply; retrying elsewhere");
                     tried.push(idx);
                     last_err = Some(e);
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    return Err(e);
+                }
             }
         }
-        Err(last_err.unwrap_or_else(|| ExecError::Refused(unavailable(Unavailable::NoReplica))))
+    }
+
+    /// Read-your-writes: after a write commits on the primary, learn its
+    /// GTID (`@@last_gtid`, one extra round trip per committed write) so
+    /// the session's next reads only go to replicas that applied it.
+    async fn track_write(&mut self, c: &Classified, summary: &Summary, snap: &Snapshot, idx: usize) {
+        if self.shared.config.consistency != Consistency::Session
+            || summary.error.is_some()
+            || self.in_trans
+            || !matches!(c.kind, StatementKind::Write | StatementKind::Transaction)
+        {
+            return;
+        }
+        let name = &snap.servers[idx].name;
+        let Some(held) = self.conns.iter_mut().find(|h| &h.server == name) else {
+            return;
+        };
+        match held.conn.query_value("SELECT @@last_gtid").await {
+            Ok(Some(g)) if !g.is_empty() => {
+                self.last_write = Some(GtidPos::parse(&g));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                // Without the GTID, be safe: read from the primary until a
+                // later write tells us more.
+                debug!(error = %e, "could not read @@last_gtid");
+                self.last_write = Some(GtidPos::parse("4294967295-0-18446744073709551615"));
+            }
+        }
     }
 
     /// Updates transaction state from the primary's status flags.
@@ -748,14 +794,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .queue_payload(seq, &ok_payload(0, 0, StatusFlags::SERVER_STATUS_AUTOCOMMIT));
         self.client.flush().await.map_err(|e| e.to_string())?;
         Ok(Flow::Continue)
-    }
-}
-
-fn fallback_route(snap: &Snapshot, fallback: ReplicaFallback) -> Route {
-    match (fallback, snap.primary) {
-        (ReplicaFallback::Primary, Some(p)) if snap.servers[p].up => Route::Fallback(p),
-        (ReplicaFallback::Primary, _) => Route::Unavailable(Unavailable::NoPrimary),
-        (ReplicaFallback::Error, _) => Route::Unavailable(Unavailable::NoReplica),
     }
 }
 

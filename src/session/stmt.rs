@@ -75,7 +75,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .shared
             .read_ticket
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        match router::route(class, self.view(), snap, self.shared.config.replica_fallback, ticket) {
+        let needs = router::ReadNeeds {
+            max_lag: None,
+            min_gtid: self.last_write.as_ref(),
+            exclude: &[],
+        };
+        match router::route(class, self.view(), snap, self.policy(), &needs, ticket) {
             Route::Primary(i) | Route::Replica(i) | Route::Fallback(i) => Ok(i),
             Route::Unavailable(why) => Err(ExecError::Refused(super::unavailable(why))),
         }

@@ -1,0 +1,329 @@
+//! The monitor: one task per server polls health, `read_only`, replication
+//! and GTID positions every `monitor_interval` over one persistent
+//! connection, and publishes what it sees into the topology snapshot.
+//!
+//! Rules (lessons from other proxies' bug trackers):
+//! - A server is marked down only after `down_after` failed checks in a row,
+//!   and back up on the first good check.
+//! - "Replication stopped" is its own state, not "lag = 0" (ProxySQL #3897)
+//!   and not "lag = ∞ for everyone": a NULL `Seconds_Behind_Master` on one
+//!   replica only affects that replica.
+//! - The primary is never judged by lag.
+//! - Which server is primary comes from the servers (`read_only = 0` and not
+//!   replicating), not from rwproxy's memory, so several rwproxy instances
+//!   converge on the same answer after a promotion.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder, Row};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{Config, Role};
+use crate::gtid::GtidPos;
+use crate::topology::{Replication, Snapshot, Topology};
+
+/// One check's result.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub read_only: bool,
+    pub replication: Replication,
+    /// Lag from `Seconds_Behind_Master` or the heartbeat.
+    pub lag: Option<Duration>,
+    pub gtid_binlog: GtidPos,
+    pub gtid_slave: GtidPos,
+    /// Whether replication is configured at all (a replica, even if stopped).
+    pub is_replica: bool,
+}
+
+/// Connection options for the monitor account on one server.
+pub fn monitor_opts(config: &Config, addr: &str) -> mysql_async::Opts {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .map(|(h, p)| (h.to_string(), p.parse().unwrap_or(3306)))
+        .unwrap_or((addr.to_string(), 3306));
+    OptsBuilder::default()
+        .ip_or_hostname(host)
+        .tcp_port(port)
+        .user(Some(config.monitor.user.clone()))
+        .pass(Some(config.monitor.password.clone()))
+        .prefer_socket(false)
+        .wait_timeout(Some(28_800))
+        .into()
+}
+
+fn col_str(row: &Row, name: &str) -> Option<String> {
+    let idx = row.columns_ref().iter().position(|c| c.name_str() == name)?;
+    match row.as_ref(idx)? {
+        mysql_async::Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        mysql_async::Value::Int(i) => Some(i.to_string()),
+        mysql_async::Value::UInt(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+/// Runs one check on an open connection.
+pub async fn check(conn: &mut Conn, heartbeat: Heartbeat) -> Result<Observation, mysql_async::Error> {
+    let row: Option<(i64, Option<String>, Option<String>)> = conn
+        .query_first("SELECT @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos")
+        .await?;
+    let (read_only, binlog, slave) = row.unwrap_or((0, None, None));
+    let status: Vec<Row> = conn.query("SHOW SLAVE STATUS").await?;
+    let (is_replica, replication, sbm) = match status.first() {
+        None => (false, Replication::None, None),
+        Some(r) => {
+            let master = col_str(r, "Master_Host").unwrap_or_default();
+            let io = col_str(r, "Slave_IO_Running")
+                .or_else(|| col_str(r, "Replica_IO_Running"))
+                .is_some_and(|v| v == "Yes");
+            let sql = col_str(r, "Slave_SQL_Running")
+                .or_else(|| col_str(r, "Replica_SQL_Running"))
+                .is_some_and(|v| v == "Yes");
+            let sbm = col_str(r, "Seconds_Behind_Master")
+                .or_else(|| col_str(r, "Seconds_Behind_Source"))
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let rep = if io && sql {
+                Replication::Running
+            } else {
+                Replication::Stopped { io, sql }
+            };
+            (!master.is_empty(), rep, sbm)
+        }
+    };
+    let lag = match heartbeat {
+        Heartbeat::Off => sbm,
+        Heartbeat::Write => {
+            conn.query_drop(
+                "REPLACE INTO rwproxy.heartbeat (id, ts) VALUES (1, UTC_TIMESTAMP(6))",
+            )
+            .await?;
+            None
+        }
+        Heartbeat::Read => {
+            let us: Option<Option<i64>> = conn
+                .query_first(
+                    "SELECT TIMESTAMPDIFF(MICROSECOND, ts, UTC_TIMESTAMP(6)) FROM rwproxy.heartbeat WHERE id = 1",
+                )
+                .await
+                .ok()
+                .flatten();
+            us.flatten()
+                .map(|us| Duration::from_micros(u64::try_from(us).unwrap_or(0)))
+        }
+    };
+    Ok(Observation {
+        read_only: read_only != 0,
+        replication,
+        lag,
+        gtid_binlog: GtidPos::parse(binlog.as_deref().unwrap_or("")),
+        gtid_slave: GtidPos::parse(slave.as_deref().unwrap_or("")),
+        is_replica,
+    })
+}
+
+/// What a server's check does with the heartbeat table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeat {
+    Off,
+    /// This server is the primary: write the timestamp.
+    Write,
+    /// This server is a replica: read it.
+    Read,
+}
+
+/// Applies one server's result to a snapshot and re-derives the primary.
+fn apply(snap: &mut Snapshot, idx: usize, result: &Result<Observation, String>, failures: u32, down_after: u32) {
+    let Some(s) = snap.servers.get_mut(idx) else {
+        return;
+    };
+    match result {
+        Ok(o) => {
+            if !s.up {
+                s.since = SystemTime::now();
+            }
+            s.up = true;
+            s.last_error = None;
+            s.read_only = Some(o.read_only);
+            s.replication = o.replication;
+            s.gtid_binlog = o.gtid_binlog.clone();
+            s.gtid_slave = o.gtid_slave.clone();
+            s.role = if o.is_replica || o.read_only {
+                Role::Replica
+            } else {
+                Role::Primary
+            };
+            s.lag = if s.role == Role::Primary { Some(Duration::ZERO) } else { o.lag };
+        }
+        Err(e) => {
+            s.last_error = Some(e.clone());
+            if failures >= down_after {
+                if s.up {
+                    s.since = SystemTime::now();
+                }
+                s.up = false;
+            }
+        }
+    }
+    derive_primary(snap);
+}
+
+/// The primary is the up server that is writable and not replicating. With
+/// several (split brain), the previous primary is kept if it is one of them.
+fn derive_primary(snap: &mut Snapshot) {
+    let candidates: Vec<usize> = snap
+        .servers
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.up && s.role == Role::Primary)
+        .map(|(i, _)| i)
+        .collect();
+    snap.primary = match candidates.as_slice() {
+        [] => None,
+        [one] => Some(*one),
+        many => snap
+            .primary
+            .filter(|p| many.contains(p))
+            .or(Some(many[0])),
+    };
+}
+
+/// Handle to the running monitor.
+pub struct Monitor {
+    tasks: JoinSet<()>,
+}
+
+impl Monitor {
+    /// Runs one round of checks synchronously (used at start-up so the
+    /// first routing decisions already use observed state), then starts
+    /// one task per server.
+    pub async fn start(config: Arc<Config>, topology: Arc<Topology>, shutdown: CancellationToken) -> Monitor {
+        let snap = topology.load();
+        let mut first = JoinSet::new();
+        for (idx, s) in snap.servers.iter().enumerate() {
+            let opts = monitor_opts(&config, &s.addr);
+            let timeout = config.connect_timeout();
+            let hb = heartbeat_mode(&config, s.role);
+            first.spawn(async move {
+                let r = tokio::time::timeout(timeout, async {
+                    let mut c = Conn::new(opts).await?;
+                    if hb == Heartbeat::Write {
+                        ensure_heartbeat_table(&mut c).await?;
+                    }
+                    let o = check(&mut c, hb).await;
+                    let _ = c.disconnect().await;
+                    o
+                })
+                .await;
+                (idx, r)
+            });
+        }
+        while let Some(Ok((idx, r))) = first.join_next().await {
+            let result = match r {
+                Ok(Ok(o)) => Ok(o),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("timed out".to_string()),
+            };
+            // A server that fails the first round starts out down.
+            topology.update(|snap| apply(snap, idx, &result, u32::MAX, 1));
+        }
+        let mut tasks = JoinSet::new();
+        for idx in 0..snap.servers.len() {
+            tasks.spawn(server_task(idx, config.clone(), topology.clone(), shutdown.clone()));
+        }
+        Monitor { tasks }
+    }
+
+    /// Waits for the tasks after shutdown was signalled.
+    pub async fn join(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+fn heartbeat_mode(config: &Config, role: Role) -> Heartbeat {
+    match (config.heartbeat, role) {
+        (false, _) => Heartbeat::Off,
+        (true, Role::Primary) => Heartbeat::Write,
+        (true, Role::Replica) => Heartbeat::Read,
+    }
+}
+
+async fn ensure_heartbeat_table(conn: &mut Conn) -> Result<(), mysql_async::Error> {
+    conn.query_drop("CREATE DATABASE IF NOT EXISTS rwproxy").await?;
+    conn.query_drop(
+        "CREATE TABLE IF NOT EXISTS rwproxy.heartbeat (id INT PRIMARY KEY, ts DATETIME(6) NOT NULL)",
+    )
+    .await
+}
+
+/// Polls one server until shutdown. Keeps one connection, reconnecting
+/// with backoff; logs once per state change, never per failed poll.
+async fn server_task(idx: usize, config: Arc<Config>, topology: Arc<Topology>, shutdown: CancellationToken) {
+    let interval = config.monitor_interval();
+    let (name, addr) = {
+        let snap = topology.load();
+        let s = &snap.servers[idx];
+        (s.name.clone(), s.addr.clone())
+    };
+    let opts = monitor_opts(&config, &addr);
+    let mut conn: Option<Conn> = None;
+    let mut failures: u32 = 0;
+    let mut was_up = topology.load().servers[idx].up;
+    let mut heartbeat_ready = false;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.cancelled() => break,
+        }
+        let role = topology.load().servers[idx].role;
+        let hb = heartbeat_mode(&config, role);
+        // Each check is bounded so a hung server counts as failed in time.
+        let bound = interval.max(Duration::from_millis(400)).min(config.connect_timeout());
+        let started = Instant::now();
+        let result: Result<Observation, String> = tokio::time::timeout(bound, async {
+            if conn.is_none() {
+                conn = Some(Conn::new(opts.clone()).await.map_err(|e| e.to_string())?);
+                heartbeat_ready = false;
+            }
+            let c = conn.as_mut().ok_or("no connection")?;
+            if hb == Heartbeat::Write && !heartbeat_ready {
+                ensure_heartbeat_table(c).await.map_err(|e| e.to_string())?;
+                heartbeat_ready = true;
+            }
+            check(c, hb).await.map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|_| Err(format!("check timed out after {:?}", started.elapsed())));
+        if result.is_err() {
+            conn = None;
+            failures = failures.saturating_add(1);
+        } else {
+            failures = 0;
+        }
+        let down_after = config.down_after;
+        let before = topology.load();
+        let old_primary = before.primary_view().map(|p| p.name.clone());
+        topology.update(|snap| apply(snap, idx, &result, failures, down_after));
+        let after = topology.load();
+        let now_up = after.servers[idx].up;
+        if now_up != was_up {
+            match &result {
+                Ok(_) => info!(server = %name, "server is up"),
+                Err(e) => warn!(server = %name, error = %e, failures, "server is down"),
+            }
+            was_up = now_up;
+        }
+        let new_primary = after.primary_view().map(|p| p.name.clone());
+        if new_primary != old_primary {
+            info!(old = ?old_primary.as_deref(), new = ?new_primary.as_deref(), "primary changed");
+        }
+    }
+    if let Some(c) = conn {
+        let _ = c.disconnect().await;
+    }
+}
