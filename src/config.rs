@@ -162,6 +162,64 @@ impl std::fmt::Debug for MonitorConfig {
     }
 }
 
+/// The admin port (MySQL protocol) and the HTTP endpoint.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// MySQL-protocol admin port; loopback by default.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    /// Admin account (required: the admin port never runs open).
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Promotion and failover settings.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverConfig {
+    /// Account replicas use to replicate from a new primary
+    /// (`CHANGE MASTER TO … MASTER_USER`).
+    pub replication_user: String,
+    #[serde(default)]
+    pub replication_password: String,
+    /// How long in-flight transactions may run on after a switchover
+    /// starts holding writes, and how long the candidate may take to catch up.
+    #[serde(default = "default_switchover_timeout_ms")]
+    pub switchover_timeout_ms: u64,
+    /// A replica further behind than this is not promoted without FORCE.
+    #[serde(default = "default_max_promotion_lag_ms")]
+    pub max_promotion_lag_ms: u64,
+    /// Promote a replica automatically when the primary is down.
+    #[serde(default)]
+    pub auto_failover: bool,
+    /// Failed checks of the primary before an automatic failover.
+    #[serde(default = "default_failover_after")]
+    pub failover_after: u32,
+    /// Point a returning old primary at the new one as a replica.
+    #[serde(default)]
+    pub auto_rejoin: bool,
+}
+
+impl std::fmt::Debug for FailoverConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FailoverConfig")
+            .field("replication_user", &self.replication_user)
+            .field("switchover_timeout_ms", &self.switchover_timeout_ms)
+            .field("auto_failover", &self.auto_failover)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -218,6 +276,12 @@ pub struct Config {
     pub server_version: Option<String>,
     /// The monitor account.
     pub monitor: MonitorConfig,
+    /// Admin port; disabled when absent.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    /// Promotion settings; PROMOTE/FAILOVER are refused when absent.
+    #[serde(default)]
+    pub failover: Option<FailoverConfig>,
     /// Backend servers; exactly one is configured as primary.
     pub servers: Vec<ServerConfig>,
     /// Client accounts.
@@ -242,6 +306,18 @@ fn default_pool_max_idle() -> usize {
 }
 fn default_pool_ping_after_ms() -> u64 {
     10_000
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:6032".into()
+}
+fn default_switchover_timeout_ms() -> u64 {
+    5_000
+}
+fn default_max_promotion_lag_ms() -> u64 {
+    10_000
+}
+fn default_failover_after() -> u32 {
+    3
 }
 fn default_monitor_interval_ms() -> u64 {
     500
@@ -310,6 +386,25 @@ impl Config {
         }
         if self.down_after == 0 {
             return Err(invalid("down_after", "must be at least 1"));
+        }
+        if let Some(a) = &self.admin {
+            a.listen
+                .parse::<SocketAddr>()
+                .map_err(|e| invalid("admin.listen", format!("{:?}: {e}", a.listen)))?;
+            if a.user.is_empty() {
+                return Err(invalid("admin.user", "must not be empty"));
+            }
+            if a.password.is_empty() {
+                return Err(invalid("admin.password", "an admin password is required"));
+            }
+        }
+        if let Some(f) = &self.failover {
+            if f.replication_user.is_empty() {
+                return Err(invalid("failover.replication_user", "must not be empty"));
+            }
+            if f.failover_after == 0 {
+                return Err(invalid("failover.failover_after", "must be at least 1"));
+            }
         }
         if self.servers.is_empty() {
             return Err(invalid("servers", "at least one server is required"));

@@ -11,8 +11,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod backend;
 pub mod config;
+pub mod failover;
 pub mod gtid;
 pub mod monitor;
 pub mod protocol;

@@ -57,7 +57,7 @@ fn main() -> anyhow::Result<()> {
             }
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(&cfg.listen)
+                let listeners = rwproxy::server::Listeners::bind(&cfg)
                     .await
                     .with_context(|| format!("cannot listen on {}", cfg.listen))?;
                 let shutdown = CancellationToken::new();
@@ -74,7 +74,7 @@ fn main() -> anyhow::Result<()> {
                     }
                     signal_token.cancel();
                 });
-                rwproxy::server::run(listener, cfg, shutdown).await?;
+                rwproxy::server::run(listeners, cfg, shutdown).await?;
                 Ok::<_, anyhow::Error>(())
             })?;
         }

@@ -146,6 +146,7 @@ fn apply(snap: &mut Snapshot, idx: usize, result: &Result<Observation, String>, 
                 s.since = SystemTime::now();
             }
             s.up = true;
+            s.failures = 0;
             s.last_error = None;
             s.read_only = Some(o.read_only);
             s.replication = o.replication;
@@ -159,6 +160,7 @@ fn apply(snap: &mut Snapshot, idx: usize, result: &Result<Observation, String>, 
             s.lag = if s.role == Role::Primary { Some(Duration::ZERO) } else { o.lag };
         }
         Err(e) => {
+            s.failures = failures;
             s.last_error = Some(e.clone());
             if failures >= down_after {
                 if s.up {

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::backend::Pools;
 use crate::config::Config;
+use crate::failover::Failover;
 use crate::monitor::Monitor;
 use crate::protocol::packet::PacketStream;
 use crate::protocol::supported_capabilities;
@@ -77,9 +78,13 @@ pub async fn build_shared(config: Config, shutdown: CancellationToken) -> Arc<Sh
         config.pool_ping_after(),
         config.connect_timeout(),
     ));
+    let config = Arc::new(config);
+    let failover = Arc::new(Failover::new(config.clone(), topology.clone()));
     Arc::new(Shared {
         accounts: Shared::accounts_from(&config),
-        config: Arc::new(config),
+        config,
+        failover,
+        sessions: Default::default(),
         topology,
         pools,
         greeting,
@@ -89,18 +94,48 @@ pub async fn build_shared(config: Config, shutdown: CancellationToken) -> Arc<Sh
     })
 }
 
-/// Serves clients on `listener` until `shutdown` is cancelled, then waits
-/// (up to `grace`) for sessions to finish their current statement or
-/// transaction.
+/// The sockets rwproxy serves on.
+pub struct Listeners {
+    /// Client traffic (MySQL protocol).
+    pub proxy: TcpListener,
+    /// Admin port (MySQL protocol); `None` disables it.
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds what the configuration names.
+    pub async fn bind(config: &Config) -> Result<Listeners, ServerError> {
+        let proxy = TcpListener::bind(&config.listen)
+            .await
+            .map_err(ServerError::Listen)?;
+        let admin = match &config.admin {
+            Some(a) => Some(TcpListener::bind(&a.listen).await.map_err(ServerError::Listen)?),
+            None => None,
+        };
+        Ok(Listeners { proxy, admin })
+    }
+}
+
+/// Serves clients until `shutdown` is cancelled, then waits (up to a grace
+/// period) for sessions to finish their current statement or transaction.
 pub async fn run(
-    listener: TcpListener,
+    listeners: Listeners,
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
+    let listener = listeners.proxy;
     let shared = build_shared(config, shutdown.clone()).await;
     let monitor = Monitor::start(shared.config.clone(), shared.topology.clone(), shutdown.clone()).await;
+    let watcher = tokio::spawn(shared.failover.clone().watch(shutdown.clone()));
+    let admin = listeners
+        .admin
+        .map(|l| tokio::spawn(crate::admin::serve(l, shared.clone())));
     let r = serve(listener, shared, Duration::from_secs(30)).await;
     monitor.join().await;
+    let _ = watcher.await;
+    if let Some(a) = admin {
+        a.abort();
+    }
     r
 }
 

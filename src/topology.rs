@@ -50,6 +50,8 @@ pub struct ServerStats {
     pub in_flight: AtomicU64,
     /// Statements sent there.
     pub queries: AtomicU64,
+    /// Backend connections currently borrowed by sessions.
+    pub in_use: AtomicU64,
     /// Backend connections opened.
     pub connections: AtomicU64,
     /// Failures seen by sessions (connect or mid-statement).
@@ -85,6 +87,11 @@ pub struct ServerView {
     pub last_error: Option<String>,
     /// When `up` last changed.
     pub since: SystemTime,
+    /// Consecutive failed monitor checks.
+    pub failures: u32,
+    /// Set when rwproxy keeps this server out (e.g. an old primary whose
+    /// GTID history diverged): why.
+    pub fenced: Option<String>,
     pub stats: Arc<ServerStats>,
 }
 
@@ -96,6 +103,7 @@ impl ServerView {
             && self.up
             && self.admin == AdminState::Online
             && self.weight > 0
+            && self.fenced.is_none()
             && self.replication == Replication::Running
             && self
                 .lag
@@ -154,6 +162,8 @@ impl Snapshot {
                 },
                 last_error: None,
                 since: SystemTime::now(),
+                failures: 0,
+                fenced: None,
                 stats: Arc::new(ServerStats::default()),
             })
             .collect();

@@ -13,9 +13,9 @@ mod stmt;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -24,6 +24,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::backend::{BackendConn, BackendError, Credential, Pools};
 use crate::config::{Config, Consistency};
+use crate::failover::Failover;
 use crate::gtid::GtidPos;
 use crate::protocol::auth::{self, NativeHash};
 use crate::protocol::command::{self, Command};
@@ -33,7 +34,7 @@ use crate::protocol::response::{self, Expect, ForwardError, Summary};
 use crate::protocol::{ClientError, ok_payload};
 use crate::router::classify::{self, Classified, StatementKind};
 use crate::router::{self, Policy, ReadNeeds, Route, SessionView, Unavailable};
-use crate::topology::{Snapshot, Topology};
+use crate::topology::{ServerStats, Snapshot, Topology};
 use state::State;
 use stmt::Statements;
 
@@ -64,6 +65,19 @@ pub struct Shared {
     pub read_ticket: AtomicU64,
     pub next_conn_id: AtomicU32,
     pub shutdown: CancellationToken,
+    /// Promotion engine; its write gate holds writes during a switchover.
+    pub failover: Arc<Failover>,
+    /// Open sessions, for the admin's SHOW SESSIONS.
+    pub sessions: Mutex<HashMap<u32, SessionInfo>>,
+}
+
+/// What the admin port shows about a session.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub user: String,
+    pub peer: SocketAddr,
+    pub since: std::time::SystemTime,
+    pub schema: Option<String>,
 }
 
 impl Shared {
@@ -95,6 +109,16 @@ impl Shared {
 struct Held {
     server: Arc<str>,
     conn: BackendConn,
+    /// The server's counters: `in_use` counts this connection while held.
+    stats: Arc<ServerStats>,
+}
+
+impl Held {
+    /// Gives up the connection, counting it out of the server's `in_use`.
+    fn into_conn(self) -> BackendConn {
+        self.stats.in_use.fetch_sub(1, Ordering::Relaxed);
+        self.conn
+    }
 }
 
 /// How a statement failed, from the session's point of view.
@@ -189,7 +213,22 @@ where
         };
         tracing::Span::current().record("user", &*session.cred.user);
         info!("session opened");
+        if let Ok(mut reg) = shared.sessions.lock() {
+            reg.insert(
+                conn_id,
+                SessionInfo {
+                    user: session.cred.user.to_string(),
+                    peer,
+                    since: std::time::SystemTime::now(),
+                    schema: session.state.schema.clone(),
+                },
+            );
+        }
         let reason = session.command_loop().await;
+        if let Ok(mut reg) = shared.sessions.lock() {
+            reg.remove(&conn_id);
+        }
+        session.set_in_trans(false);
         session.release_all().await;
         session.client.shutdown().await;
         info!(
@@ -250,7 +289,6 @@ where
     let mut session = Session {
         shared: shared.clone(),
         client,
-        conn_id,
         scramble,
         caps,
         collation: hello.collation,
@@ -307,7 +345,6 @@ fn verify(shared: &Shared, user: &str, scramble: &[u8], reply: &[u8]) -> Option<
 pub struct Session<S> {
     shared: Arc<Shared>,
     client: PacketStream<S>,
-    conn_id: u32,
     /// The scramble of the initial handshake (COM_CHANGE_USER answers it).
     scramble: [u8; auth::SCRAMBLE_LEN],
     /// Capabilities negotiated with the client; backend connections use the same.
@@ -570,7 +607,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         payload: &[u8],
         expect: Expect,
     ) -> Result<(Arc<str>, Summary), ExecError> {
-        let snap = self.shared.topology.load();
+        let mut snap = self.shared.topology.load();
         let policy = self.policy();
         let view = self.view();
         let mut tried: Vec<usize> = Vec::new();
@@ -591,6 +628,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     return Err(last_err.unwrap_or_else(|| ExecError::Refused(unavailable(why))));
                 }
             };
+            // A switchover holds primary-bound statements at the statement
+            // boundary (outside transactions): wait, then route again on
+            // the new topology.
+            if !is_replica && !self.in_trans && self.shared.failover.gate.is_closed() {
+                let max = self
+                    .shared
+                    .config
+                    .failover
+                    .as_ref()
+                    .map(|f| Duration::from_millis(f.switchover_timeout_ms * 2 + 1000))
+                    .unwrap_or(Duration::from_secs(10));
+                self.shared.failover.gate.wait_open(max).await;
+                snap = self.shared.topology.load();
+                continue;
+            }
             if !is_replica && tried.contains(&idx) {
                 return Err(last_err.unwrap_or_else(|| ExecError::Refused(unavailable(Unavailable::NoPrimary))));
             }
@@ -654,8 +706,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Updates transaction state from the primary's status flags.
     fn track_status(&mut self, summary: &Summary) {
         if let Some(st) = summary.status {
-            self.in_trans = st.contains(StatusFlags::SERVER_STATUS_IN_TRANS);
+            self.set_in_trans(st.contains(StatusFlags::SERVER_STATUS_IN_TRANS));
             self.autocommit = st.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT);
+        }
+    }
+
+    /// Updates the in-transaction flag and the count a switchover waits on.
+    fn set_in_trans(&mut self, now: bool) {
+        if now != self.in_trans {
+            let delta = if now { 1 } else { -1 };
+            self.shared
+                .failover
+                .gate
+                .in_transaction
+                .fetch_add(delta, Ordering::Relaxed);
+            self.in_trans = now;
         }
     }
 
@@ -676,20 +741,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         server: server.name.clone(),
                         source,
                     })?;
+                server.stats.in_use.fetch_add(1, Ordering::Relaxed);
                 self.conns.push(Held {
                     server: server.name.clone(),
                     conn,
+                    stats: server.stats.clone(),
                 });
                 self.conns.len() - 1
             }
         };
         if let Err(source) = self.state.sync(&mut self.conns[pos].conn).await {
-            let held = self.conns.swap_remove(pos);
-            self.stmts.forget_server(&held.server);
-            return Err(ExecError::Acquire {
-                server: held.server,
-                source,
-            });
+            let server = self.remove_conn(pos);
+            return Err(ExecError::Acquire { server, source });
         }
         Ok(pos)
     }
@@ -720,30 +783,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 held.conn.last_used = Instant::now();
                 Ok(summary)
             }
-            Err(e) => {
-                let held = self.conns.swap_remove(pos);
-                self.stmts.forget_server(&held.server);
-                Err(match e {
-                    ForwardError::Client(f) => ExecError::Client(f),
-                    ForwardError::Backend { started, .. } => ExecError::Backend {
-                        server: held.server,
-                        source: e,
-                        started,
-                    },
-                    ForwardError::Malformed(_) => ExecError::Backend {
-                        server: held.server,
-                        source: e,
-                        started: true,
-                    },
-                })
-            }
+            Err(e) => Err(self.drop_conn(pos, e)),
+        }
+    }
+
+    /// Closes a held connection (not reusable) and forgets its statements.
+    fn remove_conn(&mut self, pos: usize) -> Arc<str> {
+        let held = self.conns.swap_remove(pos);
+        let server = held.server.clone();
+        self.stmts.forget_server(&server);
+        drop(held.into_conn());
+        server
+    }
+
+    /// Drops a failed connection and turns the failure into an ExecError.
+    fn drop_conn(&mut self, pos: usize, e: ForwardError) -> ExecError {
+        let server = self.remove_conn(pos);
+        match e {
+            ForwardError::Client(f) => ExecError::Client(f),
+            ForwardError::Backend { started, .. } => ExecError::Backend {
+                server,
+                source: e,
+                started,
+            },
+            ForwardError::Malformed(_) => ExecError::Backend {
+                server,
+                source: e,
+                started: true,
+            },
         }
     }
 
     /// Returns every held connection to its pool (reset there).
     async fn release_all(&mut self) {
-        for held in self.conns.drain(..) {
-            self.shared.pools.put(held.conn).await;
+        let conns: Vec<Held> = self.conns.drain(..).collect();
+        for held in conns {
+            self.shared.pools.put(held.into_conn()).await;
         }
     }
 
@@ -755,7 +830,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.state.schema = schema;
         self.stmts = Statements::default();
         self.autocommit = true;
-        self.in_trans = false;
+        self.set_in_trans(false);
         self.pinned = false;
     }
 

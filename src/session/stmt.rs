@@ -132,25 +132,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    /// Drops a failed connection and turns the failure into an ExecError.
-    fn drop_conn(&mut self, pos: usize, e: ForwardError) -> ExecError {
-        let held = self.conns.swap_remove(pos);
-        self.stmts.forget_server(&held.server);
-        match e {
-            ForwardError::Client(f) => ExecError::Client(f),
-            ForwardError::Backend { started, .. } => ExecError::Backend {
-                server: held.server,
-                source: e,
-                started,
-            },
-            ForwardError::Malformed(_) => ExecError::Backend {
-                server: held.server,
-                source: e,
-                started: true,
-            },
-        }
-    }
-
     /// Makes sure statement `id` is prepared on the connection at `pos`;
     /// returns its backend id there.
     async fn ensure_prepared(&mut self, pos: usize, id: u32) -> Result<u32, ExecError> {

@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 /// A running in-process proxy; stopped when dropped.
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// Admin port, when the config has an `[admin]` section.
+    pub admin: Option<SocketAddr>,
     pub shutdown: CancellationToken,
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -54,20 +56,50 @@ pub fn sandbox_config(sb: &rwproxy::sandbox::Sandbox) -> Config {
     Config::load(&sb.config_path).expect("sandbox config")
 }
 
-/// Starts rwproxy on 127.0.0.1:0 with `config`.
+/// Starts rwproxy on 127.0.0.1:0 (and its admin port, if configured, on
+/// another free port) with `config`.
 pub async fn start_proxy(config: Config) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let admin_listener = match &config.admin {
+        Some(_) => Some(TcpListener::bind("127.0.0.1:0").await.expect("bind admin")),
+        None => None,
+    };
+    let admin = admin_listener.as_ref().map(|l| l.local_addr().expect("addr"));
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
+    let listeners = rwproxy::server::Listeners {
+        proxy: listener,
+        admin: admin_listener,
+    };
     let task = tokio::spawn(async move {
-        if let Err(e) = rwproxy::server::run(listener, config, token).await {
+        if let Err(e) = rwproxy::server::run(listeners, config, token).await {
             eprintln!("proxy stopped with error: {e}");
         }
     });
     Proxy {
         addr,
+        admin,
         shutdown,
         task,
     }
+}
+
+/// Adds admin and failover sections matching the sandbox's accounts.
+pub fn with_admin(mut config: Config) -> Config {
+    config.admin = Some(rwproxy::config::AdminConfig {
+        listen: "127.0.0.1:0".into(),
+        user: "admin".into(),
+        password: "adminpw".into(),
+    });
+    config.failover = Some(rwproxy::config::FailoverConfig {
+        replication_user: "repl".into(),
+        replication_password: "repl".into(),
+        switchover_timeout_ms: 5000,
+        max_promotion_lag_ms: 10_000,
+        auto_failover: false,
+        failover_after: 3,
+        auto_rejoin: false,
+    });
+    config
 }

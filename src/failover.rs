@@ -1,0 +1,646 @@
+//! Switchover (planned `PROMOTE`) and failover (primary dead), done on the
+//! servers themselves so that every rwproxy instance converges on the
+//! result through its monitor.
+//!
+//! Switchover, step by step, and why:
+//! 1. Close the write gate: sessions outside a transaction hold their next
+//!    primary-bound statement at the statement boundary (they see a pause,
+//!    not an error). Sessions inside a transaction may go on, so it can
+//!    commit, for up to `switchover_timeout`.
+//! 2. `SET GLOBAL read_only = 1` on the old primary: nothing more can be
+//!    committed there; a transaction still open after the timeout gets the
+//!    server's own ERR 1290 at its next write or commit (a clear error).
+//! 3. Read the old primary's final `@@gtid_binlog_pos` and wait on the
+//!    candidate with `MASTER_GTID_WAIT` until it applied all of it: no
+//!    acknowledged write is lost. If it cannot catch up in time, undo step 2
+//!    and reopen the gate (the undo path operators need).
+//! 4. Candidate: `STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = 0`.
+//! 5. Other replicas and the old primary: `CHANGE MASTER TO` the candidate
+//!    with `MASTER_USE_GTID = slave_pos` (the old primary first copies its
+//!    binlog position into `gtid_slave_pos`, since it never was a replica).
+//! 6. Publish the new topology, reopen the gate: held writes go to the new
+//!    primary.
+//!
+//! Failover differs in steps 1–3: the old primary is gone, so the replica
+//! with the most advanced GTID position is promoted after it applied what
+//! it had received, and only one rwproxy instance acts: it must first take
+//! `GET_LOCK('rwproxy_failover')` on a majority of the configured servers.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mysql_async::Conn;
+use mysql_async::prelude::Queryable;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::{Config, FailoverConfig, Role};
+use crate::gtid::GtidPos;
+use crate::monitor::monitor_opts;
+use crate::topology::{Replication, Snapshot, Topology};
+
+/// Why a promotion was refused or failed. Refusals change nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum FailoverError {
+    #[error("promotion is not configured (add a [failover] section)")]
+    NotConfigured,
+    #[error("unknown server '{0}'")]
+    Unknown(String),
+    #[error("server '{0}' is down")]
+    Down(String),
+    #[error("server '{0}' is already the primary")]
+    AlreadyPrimary(String),
+    #[error("server '{0}' is not a replica")]
+    NotReplica(String),
+    #[error("server '{name}' lags {lag:?}, more than max_promotion_lag ({max:?}); use FORCE to promote anyway")]
+    Lagging { name: String, lag: Option<Duration>, max: Duration },
+    #[error("another promotion is running")]
+    Busy,
+    #[error("no primary to switch over from; use FAILOVER")]
+    NoPrimary,
+    #[error("the primary is up; use PROMOTE for a planned switchover")]
+    PrimaryUp,
+    #[error("no replica can be promoted")]
+    NoCandidate,
+    #[error("another rwproxy instance holds the failover lock")]
+    LockHeld,
+    #[error("step '{step}' failed on {server}: {error}; {state}")]
+    Step {
+        step: &'static str,
+        server: String,
+        error: String,
+        /// What was rolled back and in which state things were left.
+        state: String,
+    },
+}
+
+/// What a promotion did, for the admin's answer and the logs.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub new_primary: String,
+    pub old_primary: Option<String>,
+    /// Steps with their durations.
+    pub steps: Vec<(String, Duration)>,
+    /// How long new writes were held.
+    pub write_pause: Duration,
+}
+
+/// Holds writes at statement boundaries during a switchover.
+#[derive(Debug)]
+pub struct WriteGate {
+    closed: watch::Sender<bool>,
+    /// Sessions currently inside a transaction (from the primary's flags).
+    pub in_transaction: std::sync::atomic::AtomicI64,
+}
+
+impl Default for WriteGate {
+    fn default() -> Self {
+        WriteGate {
+            closed: watch::channel(false).0,
+            in_transaction: std::sync::atomic::AtomicI64::new(0),
+        }
+    }
+}
+
+impl WriteGate {
+    pub fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+    /// Waits until the gate is open (bounded).
+    pub async fn wait_open(&self, max: Duration) {
+        let mut rx = self.closed.subscribe();
+        let _ = tokio::time::timeout(max, rx.wait_for(|closed| !*closed)).await;
+    }
+    fn set(&self, closed: bool) {
+        self.closed.send_replace(closed);
+    }
+}
+
+/// The promotion engine; one per rwproxy instance.
+pub struct Failover {
+    config: Arc<Config>,
+    topology: Arc<Topology>,
+    pub gate: Arc<WriteGate>,
+    /// One promotion at a time (try_lock: a second one is refused).
+    running: tokio::sync::Mutex<()>,
+    /// Promotions and failovers done (metrics).
+    pub promotions: std::sync::atomic::AtomicU64,
+    pub failovers: std::sync::atomic::AtomicU64,
+}
+
+async fn connect(config: &Config, addr: &str) -> Result<Conn, String> {
+    tokio::time::timeout(config.connect_timeout(), Conn::new(monitor_opts(config, addr)))
+        .await
+        .map_err(|_| format!("connect to {addr} timed out"))?
+        .map_err(|e| e.to_string())
+}
+
+fn host_port(addr: &str) -> (String, u16) {
+    addr.rsplit_once(':')
+        .map(|(h, p)| (h.to_string(), p.parse().unwrap_or(3306)))
+        .unwrap_or((addr.to_string(), 3306))
+}
+
+fn sql_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// `CHANGE MASTER TO` the new primary (MariaDB spelling; MySQL 8 would be
+/// `CHANGE REPLICATION SOURCE TO … SOURCE_AUTO_POSITION = 1`).
+fn change_master_sql(f: &FailoverConfig, primary_addr: &str) -> String {
+    let (host, port) = host_port(primary_addr);
+    format!(
+        "CHANGE MASTER TO MASTER_HOST={}, MASTER_PORT={port}, MASTER_USER={}, MASTER_PASSWORD={}, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1",
+        sql_quote(&host),
+        sql_quote(&f.replication_user),
+        sql_quote(&f.replication_password)
+    )
+}
+
+struct Steps {
+    report: Report,
+    last: Instant,
+}
+
+impl Steps {
+    fn done(&mut self, name: impl Into<String>) {
+        let d = self.last.elapsed();
+        let name = name.into();
+        info!(step = %name, ms = d.as_secs_f64() * 1000.0, "promotion step done");
+        self.report.steps.push((name, d));
+        self.last = Instant::now();
+    }
+}
+
+impl Failover {
+    pub fn new(config: Arc<Config>, topology: Arc<Topology>) -> Failover {
+        Failover {
+            config,
+            topology,
+            gate: Arc::new(WriteGate::default()),
+            running: tokio::sync::Mutex::new(()),
+            promotions: Default::default(),
+            failovers: Default::default(),
+        }
+    }
+
+    fn settings(&self) -> Result<&FailoverConfig, FailoverError> {
+        self.config.failover.as_ref().ok_or(FailoverError::NotConfigured)
+    }
+
+    /// Checks a candidate; refusals change nothing.
+    fn check_candidate(&self, snap: &Snapshot, name: &str, force: bool) -> Result<usize, FailoverError> {
+        let f = self.settings()?;
+        let idx = snap.find(name).ok_or_else(|| FailoverError::Unknown(name.into()))?;
+        let s = &snap.servers[idx];
+        if !s.up {
+            return Err(FailoverError::Down(name.into()));
+        }
+        if snap.primary == Some(idx) || s.role == Role::Primary {
+            return Err(FailoverError::AlreadyPrimary(name.into()));
+        }
+        if s.fenced.is_some() || s.replication == Replication::None {
+            return Err(FailoverError::NotReplica(name.into()));
+        }
+        let max = Duration::from_millis(f.max_promotion_lag_ms);
+        if !force && !s.lag.is_some_and(|l| l <= max) {
+            return Err(FailoverError::Lagging {
+                name: name.into(),
+                lag: s.lag,
+                max,
+            });
+        }
+        Ok(idx)
+    }
+
+    /// Planned switchover to `name` (admin `PROMOTE name [FORCE]`).
+    pub async fn switchover(&self, name: &str, force: bool) -> Result<Report, FailoverError> {
+        let f = self.settings()?.clone();
+        let _guard = self.running.try_lock().map_err(|_| FailoverError::Busy)?;
+        let snap = self.topology.load();
+        let cand = self.check_candidate(&snap, name, force)?;
+        let old = snap.primary.ok_or(FailoverError::NoPrimary)?;
+        let old_view = snap.servers[old].clone();
+        let cand_view = snap.servers[cand].clone();
+        let timeout = Duration::from_millis(f.switchover_timeout_ms);
+        let mut steps = Steps {
+            report: Report {
+                new_primary: cand_view.name.to_string(),
+                old_primary: Some(old_view.name.to_string()),
+                ..Report::default()
+            },
+            last: Instant::now(),
+        };
+        info!(from = %old_view.name, to = %cand_view.name, "switchover started");
+        let mut old_conn = connect(&self.config, &old_view.addr).await.map_err(|e| FailoverError::Step {
+            step: "connect old primary",
+            server: old_view.name.to_string(),
+            error: e,
+            state: "nothing changed".into(),
+        })?;
+        let mut cand_conn = connect(&self.config, &cand_view.addr).await.map_err(|e| FailoverError::Step {
+            step: "connect candidate",
+            server: cand_view.name.to_string(),
+            error: e,
+            state: "nothing changed".into(),
+        })?;
+        steps.done("connect");
+
+        // 1. Hold new writes; let in-flight statements and transactions end.
+        let paused = Instant::now();
+        self.gate.set(true);
+        let drained = tokio::time::timeout(timeout, async {
+            loop {
+                let busy = old_view.stats.in_flight.load(Ordering::Relaxed) > 0
+                    || self.gate.in_transaction.load(Ordering::Relaxed) > 0;
+                if !busy {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .is_ok();
+        steps.done(if drained {
+            "hold writes (drained)"
+        } else {
+            "hold writes (timeout: open transactions will be refused)"
+        });
+
+        // 2. Freeze the old primary.
+        if let Err(e) = old_conn.query_drop("SET GLOBAL read_only = 1").await {
+            self.gate.set(false);
+            return Err(FailoverError::Step {
+                step: "set old primary read_only",
+                server: old_view.name.to_string(),
+                error: e.to_string(),
+                state: "writes reopened on the old primary; nothing changed".into(),
+            });
+        }
+        let final_pos: Option<String> = match old_conn.query_first("SELECT @@gtid_binlog_pos").await {
+            Ok(v) => v,
+            Err(e) => {
+                let state = self.undo(&mut old_conn, "old primary made writable again").await;
+                return Err(FailoverError::Step {
+                    step: "read old primary GTID",
+                    server: old_view.name.to_string(),
+                    error: e.to_string(),
+                    state,
+                });
+            }
+        };
+        let final_pos = final_pos.unwrap_or_default();
+        steps.done(format!("old primary read_only at GTID {final_pos}"));
+
+        // 3. Wait until the candidate applied everything.
+        let wait_secs = timeout.as_secs_f64().max(1.0);
+        let waited: Result<Option<i64>, _> = cand_conn
+            .exec_first("SELECT MASTER_GTID_WAIT(?, ?)", (final_pos.clone(), wait_secs))
+            .await;
+        match waited {
+            Ok(Some(0)) => {}
+            other => {
+                let error = match other {
+                    Err(e) => e.to_string(),
+                    _ => format!("did not reach {final_pos} within {wait_secs}s"),
+                };
+                let state = self
+                    .undo(&mut old_conn, "old primary made writable again; topology unchanged")
+                    .await;
+                return Err(FailoverError::Step {
+                    step: "candidate catch-up",
+                    server: cand_view.name.to_string(),
+                    error,
+                    state,
+                });
+            }
+        }
+        steps.done("candidate caught up");
+
+        // 4. Promote the candidate.
+        for sql in ["STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = 0"] {
+            if let Err(e) = cand_conn.query_drop(sql).await {
+                // Best effort back: candidate replicates again, old primary writable.
+                let _ = cand_conn.query_drop("SET GLOBAL read_only = 1").await;
+                let state = self
+                    .undo(
+                        &mut old_conn,
+                        &format!("old primary made writable again; candidate may need `CHANGE MASTER` (failed at `{sql}`)"),
+                    )
+                    .await;
+                return Err(FailoverError::Step {
+                    step: "promote candidate",
+                    server: cand_view.name.to_string(),
+                    error: e.to_string(),
+                    state,
+                });
+            }
+        }
+        steps.done("candidate writable");
+
+        // 6 (before 5, so writes resume as early as possible): publish and reopen.
+        let cand_name = cand_view.name.clone();
+        let old_name = old_view.name.clone();
+        self.topology.update(|s| {
+            for v in s.servers.iter_mut() {
+                if v.name == cand_name {
+                    v.role = Role::Primary;
+                    v.read_only = Some(false);
+                    v.replication = Replication::None;
+                    v.lag = Some(Duration::ZERO);
+                } else if v.name == old_name {
+                    v.role = Role::Replica;
+                    v.read_only = Some(true);
+                    v.replication = Replication::Unknown;
+                }
+            }
+            s.primary = s.find(&cand_name);
+        });
+        self.gate.set(false);
+        steps.report.write_pause = paused.elapsed();
+        steps.done("published; writes released");
+
+        // 5. Repoint the others.
+        let change = change_master_sql(&f, &cand_view.addr);
+        let _ = old_conn
+            .query_drop("SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos")
+            .await;
+        for sql in ["STOP SLAVE", change.as_str(), "START SLAVE"] {
+            if let Err(e) = old_conn.query_drop(sql).await {
+                warn!(server = %old_view.name, error = %e, "repointing old primary failed");
+                break;
+            }
+        }
+        for v in snap.servers.iter() {
+            if v.name == cand_view.name || v.name == old_view.name || !v.up {
+                continue;
+            }
+            if let Err(e) = repoint(&self.config, &v.addr, &change).await {
+                warn!(server = %v.name, error = %e, "repointing replica failed");
+            }
+        }
+        steps.done("replicas repointed");
+        let _ = old_conn.disconnect().await;
+        let _ = cand_conn.disconnect().await;
+        self.promotions.fetch_add(1, Ordering::Relaxed);
+        info!(
+            new = %steps.report.new_primary,
+            write_pause_ms = steps.report.write_pause.as_secs_f64() * 1000.0,
+            "switchover done"
+        );
+        Ok(steps.report)
+    }
+
+    /// Undo of a switchover: the old primary takes writes again.
+    async fn undo(&self, old_conn: &mut Conn, state: &str) -> String {
+        let state = match old_conn.query_drop("SET GLOBAL read_only = 0").await {
+            Ok(()) => state.to_string(),
+            Err(e) => format!("{state} FAILED ({e}): old primary is still read_only"),
+        };
+        self.gate.set(false);
+        warn!(%state, "switchover rolled back");
+        state
+    }
+
+    /// Failover: the primary is down; promote the most advanced replica.
+    pub async fn failover(&self) -> Result<Report, FailoverError> {
+        let f = self.settings()?.clone();
+        let _guard = self.running.try_lock().map_err(|_| FailoverError::Busy)?;
+        let snap = self.topology.load();
+        if snap.primary.is_some() {
+            return Err(FailoverError::PrimaryUp);
+        }
+        let old_primary = snap
+            .servers
+            .iter()
+            .find(|s| s.role == Role::Primary && !s.up)
+            .map(|s| s.name.to_string());
+        let mut steps = Steps {
+            report: Report {
+                old_primary: old_primary.clone(),
+                ..Report::default()
+            },
+            last: Instant::now(),
+        };
+        // Only one instance acts: a lock on a majority of the servers.
+        let mut locks: Vec<Conn> = Vec::new();
+        for s in snap.servers.iter().filter(|s| s.up) {
+            if let Ok(mut c) = connect(&self.config, &s.addr).await {
+                let got: Option<Option<i64>> = c
+                    .query_first("SELECT GET_LOCK('rwproxy_failover', 0)")
+                    .await
+                    .ok();
+                if got == Some(Some(1)) {
+                    locks.push(c);
+                } else {
+                    let _ = c.disconnect().await;
+                }
+            }
+        }
+        let majority = snap.servers.len() / 2 + 1;
+        if locks.len() < majority {
+            for c in locks {
+                let _ = c.disconnect().await;
+            }
+            return Err(FailoverError::LockHeld);
+        }
+        steps.done(format!("failover lock on {} of {} servers", locks.len(), snap.servers.len()));
+
+        // Candidates: up replicas, not fenced. Stop their IO threads so the
+        // received positions stop moving, let the SQL threads apply what
+        // they have, then pick the most advanced.
+        let mut cands: Vec<(usize, Conn)> = Vec::new();
+        for (i, s) in snap.servers.iter().enumerate() {
+            if !s.up || s.role != Role::Replica || s.fenced.is_some() {
+                continue;
+            }
+            if let Ok(c) = connect(&self.config, &s.addr).await {
+                cands.push((i, c));
+            }
+        }
+        let mut best: Option<(usize, GtidPos)> = None;
+        for (i, c) in cands.iter_mut() {
+            let _ = c.query_drop("STOP SLAVE IO_THREAD").await;
+            // Wait (bounded) for the relay log to be applied.
+            let deadline = Instant::now() + Duration::from_millis(f.switchover_timeout_ms);
+            let mut pos = String::new();
+            while Instant::now() < deadline {
+                let rows: Vec<mysql_async::Row> = c.query("SHOW SLAVE STATUS").await.unwrap_or_default();
+                let state = rows
+                    .first()
+                    .and_then(|r| r.get_opt::<String, _>("Slave_SQL_Running_State").and_then(Result::ok))
+                    .unwrap_or_default();
+                let v: Option<String> = c.query_first("SELECT @@gtid_slave_pos").await.ok().flatten();
+                pos = v.unwrap_or_default();
+                if state.contains("has read all relay log") || state.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let g = GtidPos::parse(&pos);
+            if best.as_ref().is_none_or(|(_, b)| g.progress() > b.progress()) {
+                best = Some((*i, g));
+            }
+        }
+        let Some((cand, pos)) = best else {
+            for (_, mut c) in cands {
+                let _ = c.query_drop("START SLAVE IO_THREAD").await;
+            }
+            return Err(FailoverError::NoCandidate);
+        };
+        let cand_view = snap.servers[cand].clone();
+        steps.report.new_primary = cand_view.name.to_string();
+        steps.done(format!("chose {} at GTID {pos}", cand_view.name));
+        let change = change_master_sql(&f, &cand_view.addr);
+        for (i, c) in cands.iter_mut() {
+            let sqls: &[&str] = if *i == cand {
+                &["STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = 0"]
+            } else {
+                &["STOP SLAVE", change.as_str(), "START SLAVE"]
+            };
+            for sql in sqls {
+                if let Err(e) = c.query_drop(*sql).await {
+                    warn!(server = %snap.servers[*i].name, error = %e, sql, "failover step failed");
+                    if *i == cand {
+                        return Err(FailoverError::Step {
+                            step: "promote candidate",
+                            server: cand_view.name.to_string(),
+                            error: e.to_string(),
+                            state: "no primary; replicas' IO threads stopped — run FAILOVER again".into(),
+                        });
+                    }
+                    break;
+                }
+            }
+        }
+        steps.done("promoted and repointed");
+        let cand_name = cand_view.name.clone();
+        self.topology.update(|s| {
+            for v in s.servers.iter_mut() {
+                if v.name == cand_name {
+                    v.role = Role::Primary;
+                    v.read_only = Some(false);
+                    v.replication = Replication::None;
+                    v.lag = Some(Duration::ZERO);
+                } else if v.role == Role::Primary {
+                    // The dead primary: keep it out until it is fenced.
+                    v.role = Role::Replica;
+                }
+            }
+            s.primary = s.find(&cand_name);
+        });
+        steps.done("published");
+        for (_, c) in cands {
+            let _ = c.disconnect().await;
+        }
+        for c in locks {
+            let _ = c.disconnect().await;
+        }
+        self.failovers.fetch_add(1, Ordering::Relaxed);
+        info!(new = %cand_view.name, "failover done");
+        Ok(steps.report)
+    }
+
+    /// Fences servers that claim to be primary but are not the current one
+    /// (an old primary back from the dead): `read_only = 1` at once, then,
+    /// with `auto_rejoin`, made a replica of the current primary if its
+    /// GTID history is contained in the primary's; otherwise kept out.
+    pub async fn fence_strays(&self) {
+        let snap = self.topology.load();
+        let Some(p) = snap.primary_view() else {
+            return;
+        };
+        let rejoin = self.config.failover.as_ref().is_some_and(|f| f.auto_rejoin);
+        for (i, s) in snap.servers.iter().enumerate() {
+            if Some(i) == snap.primary || !s.up || s.role != Role::Primary || s.fenced.is_some() {
+                continue;
+            }
+            let Ok(mut c) = connect(&self.config, &s.addr).await else {
+                continue;
+            };
+            if let Err(e) = c.query_drop("SET GLOBAL read_only = 1").await {
+                warn!(server = %s.name, error = %e, "could not fence stray primary");
+                continue;
+            }
+            warn!(server = %s.name, primary = %p.name, "fenced a stray primary (read_only = 1)");
+            let diverged = !p.gtid_binlog.covers(&s.gtid_binlog);
+            let name = s.name.clone();
+            if diverged {
+                let why = format!(
+                    "GTID history diverged: has {} not on primary {} ({})",
+                    s.gtid_binlog, p.name, p.gtid_binlog
+                );
+                warn!(server = %name, reason = %why, "kept out of the topology");
+                self.topology.update(|snap| {
+                    if let Some(v) = snap.servers.iter_mut().find(|v| v.name == name) {
+                        v.fenced = Some(why.clone());
+                        v.role = Role::Replica;
+                    }
+                });
+            } else if rejoin && let Some(f) = &self.config.failover {
+                let change = change_master_sql(f, &p.addr);
+                let mut ok = true;
+                for sql in [
+                    "STOP SLAVE",
+                    "SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos",
+                    change.as_str(),
+                    "START SLAVE",
+                ] {
+                    if let Err(e) = c.query_drop(sql).await {
+                        warn!(server = %name, error = %e, sql, "rejoin failed");
+                        ok = false;
+                        break;
+                    }
+                }
+                if ok {
+                    info!(server = %name, primary = %p.name, "old primary rejoined as replica");
+                }
+            }
+            let _ = c.disconnect().await;
+        }
+    }
+
+    /// Background duty: fence strays and, with `auto_failover`, fail over
+    /// once the primary missed `failover_after` checks.
+    pub async fn watch(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let interval = self.config.monitor_interval();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            self.fence_strays().await;
+            let Some(f) = self.config.failover.as_ref() else {
+                continue;
+            };
+            if !f.auto_failover {
+                continue;
+            }
+            let snap = self.topology.load();
+            let dead = snap.primary.is_none()
+                && snap
+                    .servers
+                    .iter()
+                    .any(|s| s.role == Role::Primary && !s.up && s.failures >= f.failover_after);
+            if dead {
+                match self.failover().await {
+                    Ok(r) => info!(new = %r.new_primary, "automatic failover done"),
+                    Err(FailoverError::LockHeld) => {
+                        info!("another rwproxy instance is failing over; following it")
+                    }
+                    Err(e) => warn!(error = %e, "automatic failover failed"),
+                }
+            }
+        }
+    }
+}
+
+async fn repoint(config: &Config, addr: &str, change: &str) -> Result<(), String> {
+    let mut c = connect(config, addr).await?;
+    for sql in ["STOP SLAVE", change, "START SLAVE"] {
+        c.query_drop(sql).await.map_err(|e| e.to_string())?;
+    }
+    let _ = c.disconnect().await;
+    Ok(())
+}
