@@ -118,7 +118,8 @@ impl ClientError {
         )
     }
 
-    /// 2003-style connect failure reported as a server error (HY000).
+    /// A connect failure, as ER_CONNECT_TO_FOREIGN_DATA_SOURCE (1429, HY000):
+    /// client libraries reject server-sent codes in their own 2xxx range.
     pub fn backend_unavailable(server: &str, why: &str) -> Self {
         Self::new(
             1105,

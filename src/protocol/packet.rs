@@ -342,6 +342,8 @@ mod tests {
         a.flush().await.expect("flush");
         let e = b.read_packet(1000, Some(0)).await.unwrap_err();
         assert!(matches!(e, FrameError::TooLarge { .. }), "{e:?}");
+        // (After TooLarge the stream is abandoned; use a fresh pair.)
+        let (mut a, mut b) = pair().await;
         a.queue_payload(5, b"x");
         a.flush().await.expect("flush");
         let e = b.read_packet(1000, Some(0)).await.unwrap_err();

@@ -164,7 +164,7 @@ impl ExecError {
             ExecError::Acquire { server, source } => match source.server_refusal() {
                 Some(e) => e.clone(),
                 None => ClientError::new(
-                    2003,
+                    1429,
                     b"HY000",
                     format!("rwproxy: can't connect to backend '{server}': {source}"),
                 ),
@@ -875,12 +875,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 fn unavailable(why: Unavailable) -> ClientError {
     match why {
         Unavailable::NoPrimary => ClientError::new(
-            2003,
+            1429,
             b"HY000",
             "rwproxy: no primary server is available for this statement",
         ),
         Unavailable::NoReplica => ClientError::new(
-            2003,
+            1429,
             b"HY000",
             "rwproxy: no replica can serve this read (replica_fallback = \"error\")",
         ),
