@@ -227,6 +227,9 @@ pub struct Config {
     /// Where applications connect (MySQL protocol).
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// HTTP endpoint for /metrics, /health, /status; `""` disables it.
+    #[serde(default = "default_http_listen")]
+    pub http_listen: String,
     /// Largest packet payload accepted from a client or a server, in bytes;
     /// checked before anything is buffered.
     #[serde(default = "default_max_allowed_packet")]
@@ -291,6 +294,9 @@ pub struct Config {
 
 fn default_listen() -> String {
     "127.0.0.1:6033".into()
+}
+fn default_http_listen() -> String {
+    "127.0.0.1:9033".into()
 }
 fn default_max_allowed_packet() -> usize {
     64 * 1024 * 1024
@@ -369,6 +375,11 @@ impl Config {
         self.listen
             .parse::<SocketAddr>()
             .map_err(|e| invalid("listen", format!("{:?}: {e}", self.listen)))?;
+        if !self.http_listen.is_empty() {
+            self.http_listen
+                .parse::<SocketAddr>()
+                .map_err(|e| invalid("http_listen", format!("{:?}: {e}", self.http_listen)))?;
+        }
         if self.max_allowed_packet < 1024 || self.max_allowed_packet > 1 << 30 {
             return Err(invalid(
                 "max_allowed_packet",

@@ -16,6 +16,7 @@ pub mod backend;
 pub mod config;
 pub mod failover;
 pub mod gtid;
+pub mod metrics;
 pub mod monitor;
 pub mod protocol;
 pub mod router;

@@ -85,6 +85,7 @@ pub async fn build_shared(config: Config, shutdown: CancellationToken) -> Arc<Sh
         config,
         failover,
         sessions: Default::default(),
+        metrics: Default::default(),
         topology,
         pools,
         greeting,
@@ -100,6 +101,8 @@ pub struct Listeners {
     pub proxy: TcpListener,
     /// Admin port (MySQL protocol); `None` disables it.
     pub admin: Option<TcpListener>,
+    /// HTTP endpoint (/metrics, /health, /status); `None` disables it.
+    pub http: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -112,7 +115,16 @@ impl Listeners {
             Some(a) => Some(TcpListener::bind(&a.listen).await.map_err(ServerError::Listen)?),
             None => None,
         };
-        Ok(Listeners { proxy, admin })
+        let http = if config.http_listen.is_empty() {
+            None
+        } else {
+            Some(
+                TcpListener::bind(&config.http_listen)
+                    .await
+                    .map_err(ServerError::Listen)?,
+            )
+        };
+        Ok(Listeners { proxy, admin, http })
     }
 }
 
@@ -130,7 +142,13 @@ pub async fn run(
     let admin = listeners
         .admin
         .map(|l| tokio::spawn(crate::admin::serve(l, shared.clone())));
+    let http = listeners
+        .http
+        .map(|l| tokio::spawn(crate::admin::http::serve(l, shared.clone())));
     let r = serve(listener, shared, Duration::from_secs(30)).await;
+    if let Some(h) = http {
+        h.abort();
+    }
     monitor.join().await;
     let _ = watcher.await;
     if let Some(a) = admin {

@@ -5,6 +5,8 @@
 //! [FORCE]`, `FAILOVER`, `SET SERVER <name> ONLINE | OFFLINE | DRAIN`,
 //! `RELOAD`, `HELP`. Anything else gets an ERR listing what is accepted.
 
+pub mod http;
+
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

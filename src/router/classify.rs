@@ -612,118 +612,170 @@ impl Kw {
 
 // Keyword tables by length, so a word is compared against a handful of
 // candidates at most. Spelled in upper case; `keyword` relies on that.
-type KwTable = &'static [(&'static [u8], Kw)];
-static KW2: KwTable = &[(b"DO", Kw::Do), (b"IN", Kw::In), (b"OR", Kw::Or), (b"XA", Kw::Xa)];
-static KW3: KwTable = &[
-    (b"FOR", Kw::For),
-    (b"NOT", Kw::Not),
-    (b"SET", Kw::Set),
-    (b"USE", Kw::Use),
+/// A keyword table entry. `folded` is the first 8 bytes of the name,
+/// lower-cased by [`fold8`], so most candidates are rejected (or accepted)
+/// by one integer comparison.
+struct KwEntry {
+    folded: u64,
+    name: &'static [u8],
+    kw: Kw,
+}
+
+const fn kw(name: &'static [u8], kw: Kw) -> KwEntry {
+    let mut buf = [0u8; 8];
+    let mut i = 0;
+    while i < 8 && i < name.len() {
+        buf[i] = name[i];
+        i += 1;
+    }
+    KwEntry {
+        folded: u64::from_le_bytes(buf) | FOLD,
+        name,
+        kw,
+    }
+}
+
+/// Setting bit 5 of every byte lower-cases ASCII letters. On the bytes a
+/// word can hold (letters, digits, `_`, `$`, bytes ≥ 0x80) it only merges a
+/// letter with its other case, so comparing folded bytes is
+/// `eq_ignore_ascii_case` for our keywords (all letters and `_`).
+const FOLD: u64 = 0x2020_2020_2020_2020;
+
+/// The first (up to) 8 bytes of `word`, folded like [`KwEntry::folded`].
+#[inline]
+fn fold8(word: &[u8]) -> u64 {
+    if let Some(chunk) = word.first_chunk::<8>() {
+        return u64::from_le_bytes(*chunk) | FOLD;
+    }
+    let mut v = 0u64;
+    for (k, &b) in word.iter().enumerate() {
+        v |= u64::from(b) << (8 * k);
+    }
+    v | FOLD
+}
+
+type KwTable = &'static [KwEntry];
+const KW2: KwTable = &[kw(b"DO", Kw::Do), kw(b"IN", Kw::In), kw(b"OR", Kw::Or), kw(b"XA", Kw::Xa)];
+const KW3: KwTable = &[
+    kw(b"FOR", Kw::For),
+    kw(b"NOT", Kw::Not),
+    kw(b"SET", Kw::Set),
+    kw(b"USE", Kw::Use),
 ];
-static KW4: KwTable = &[
-    (b"CALL", Kw::Call),
-    (b"DESC", Kw::Desc),
-    (b"DROP", Kw::Drop),
-    (b"HELP", Kw::Help),
-    (b"INTO", Kw::Into),
-    (b"LOAD", Kw::Load),
-    (b"LOCK", Kw::Lock),
-    (b"NEXT", Kw::Next),
-    (b"SHOW", Kw::Show),
-    (b"WITH", Kw::With),
+const KW4: KwTable = &[
+    kw(b"CALL", Kw::Call),
+    kw(b"DESC", Kw::Desc),
+    kw(b"DROP", Kw::Drop),
+    kw(b"HELP", Kw::Help),
+    kw(b"INTO", Kw::Into),
+    kw(b"LOAD", Kw::Load),
+    kw(b"LOCK", Kw::Lock),
+    kw(b"NEXT", Kw::Next),
+    kw(b"SHOW", Kw::Show),
+    kw(b"WITH", Kw::With),
 ];
-static KW5: KwTable = &[
-    (b"BEGIN", Kw::Begin),
-    (b"SHARE", Kw::Share),
-    (b"START", Kw::Start),
-    (b"TABLE", Kw::Table),
-    (b"VALUE", Kw::Value),
+const KW5: KwTable = &[
+    kw(b"BEGIN", Kw::Begin),
+    kw(b"SHARE", Kw::Share),
+    kw(b"START", Kw::Start),
+    kw(b"TABLE", Kw::Table),
+    kw(b"VALUE", Kw::Value),
 ];
-static KW6: KwTable = &[
-    (b"SELECT", Kw::Select),
-    (b"UPDATE", Kw::Update),
-    (b"INSERT", Kw::Insert),
-    (b"DELETE", Kw::Delete),
-    (b"COMMIT", Kw::Commit),
-    (b"CREATE", Kw::Create),
-    (b"FORMAT", Kw::Format),
-    (b"SETVAL", Kw::Setval),
-    (b"UNLOCK", Kw::Unlock),
-    (b"VALUES", Kw::Values),
+const KW6: KwTable = &[
+    kw(b"SELECT", Kw::Select),
+    kw(b"UPDATE", Kw::Update),
+    kw(b"INSERT", Kw::Insert),
+    kw(b"DELETE", Kw::Delete),
+    kw(b"COMMIT", Kw::Commit),
+    kw(b"CREATE", Kw::Create),
+    kw(b"FORMAT", Kw::Format),
+    kw(b"SETVAL", Kw::Setval),
+    kw(b"UNLOCK", Kw::Unlock),
+    kw(b"VALUES", Kw::Values),
 ];
-static KW7: KwTable = &[
-    (b"REPLACE", Kw::Replace),
-    (b"ANALYZE", Kw::Analyze),
-    (b"EXECUTE", Kw::Execute),
-    (b"EXPLAIN", Kw::Explain),
-    (b"HANDLER", Kw::Handler),
-    (b"LASTVAL", Kw::Lastval),
-    (b"NEXTVAL", Kw::Nextval),
-    (b"OUTFILE", Kw::Outfile),
-    (b"PREPARE", Kw::Prepare),
-    (b"RELEASE", Kw::Release),
+const KW7: KwTable = &[
+    kw(b"REPLACE", Kw::Replace),
+    kw(b"ANALYZE", Kw::Analyze),
+    kw(b"EXECUTE", Kw::Execute),
+    kw(b"EXPLAIN", Kw::Explain),
+    kw(b"HANDLER", Kw::Handler),
+    kw(b"LASTVAL", Kw::Lastval),
+    kw(b"NEXTVAL", Kw::Nextval),
+    kw(b"OUTFILE", Kw::Outfile),
+    kw(b"PREPARE", Kw::Prepare),
+    kw(b"RELEASE", Kw::Release),
 ];
-static KW8: KwTable = &[
-    (b"DESCRIBE", Kw::Describe),
-    (b"DUMPFILE", Kw::Dumpfile),
-    (b"EXTENDED", Kw::Extended),
-    (b"GET_LOCK", Kw::GetLock),
-    (b"PREVIOUS", Kw::Previous),
-    (b"ROLLBACK", Kw::Rollback),
+const KW8: KwTable = &[
+    kw(b"DESCRIBE", Kw::Describe),
+    kw(b"DUMPFILE", Kw::Dumpfile),
+    kw(b"EXTENDED", Kw::Extended),
+    kw(b"GET_LOCK", Kw::GetLock),
+    kw(b"PREVIOUS", Kw::Previous),
+    kw(b"ROLLBACK", Kw::Rollback),
 ];
-static KW9: KwTable = &[
-    (b"ROW_COUNT", Kw::RowCount),
-    (b"SAVEPOINT", Kw::Savepoint),
-    (b"STATEMENT", Kw::Statement),
-    (b"TEMPORARY", Kw::Temporary),
+const KW9: KwTable = &[
+    kw(b"ROW_COUNT", Kw::RowCount),
+    kw(b"SAVEPOINT", Kw::Savepoint),
+    kw(b"STATEMENT", Kw::Statement),
+    kw(b"TEMPORARY", Kw::Temporary),
 ];
-static KW10: KwTable = &[
-    (b"DEALLOCATE", Kw::Deallocate),
-    (b"FOUND_ROWS", Kw::FoundRows),
-    (b"PARTITIONS", Kw::Partitions),
+const KW10: KwTable = &[
+    kw(b"DEALLOCATE", Kw::Deallocate),
+    kw(b"FOUND_ROWS", Kw::FoundRows),
+    kw(b"PARTITIONS", Kw::Partitions),
 ];
-static KW11: KwTable = &[(b"TRANSACTION", Kw::Transaction)];
-static KW12: KwTable = &[
-    (b"IS_FREE_LOCK", Kw::IsFreeLock),
-    (b"IS_USED_LOCK", Kw::IsUsedLock),
-    (b"RELEASE_LOCK", Kw::ReleaseLock),
+const KW11: KwTable = &[kw(b"TRANSACTION", Kw::Transaction)];
+const KW12: KwTable = &[
+    kw(b"IS_FREE_LOCK", Kw::IsFreeLock),
+    kw(b"IS_USED_LOCK", Kw::IsUsedLock),
+    kw(b"RELEASE_LOCK", Kw::ReleaseLock),
 ];
-static KW14: KwTable = &[(b"LAST_INSERT_ID", Kw::LastInsertId)];
-static KW15: KwTable = &[
-    (b"MASTER_POS_WAIT", Kw::MasterPosWait),
-    (b"SOURCE_POS_WAIT", Kw::SourcePosWait),
+const KW14: KwTable = &[kw(b"LAST_INSERT_ID", Kw::LastInsertId)];
+const KW15: KwTable = &[
+    kw(b"MASTER_POS_WAIT", Kw::MasterPosWait),
+    kw(b"SOURCE_POS_WAIT", Kw::SourcePosWait),
 ];
-static KW16: KwTable = &[(b"MASTER_GTID_WAIT", Kw::MasterGtidWait)];
-static KW17: KwTable = &[(b"RELEASE_ALL_LOCKS", Kw::ReleaseAllLocks)];
-static KW19: KwTable = &[(b"SQL_CALC_FOUND_ROWS", Kw::SqlCalcFoundRows)];
+const KW16: KwTable = &[kw(b"MASTER_GTID_WAIT", Kw::MasterGtidWait)];
+const KW17: KwTable = &[kw(b"RELEASE_ALL_LOCKS", Kw::ReleaseAllLocks)];
+const KW19: KwTable = &[kw(b"SQL_CALC_FOUND_ROWS", Kw::SqlCalcFoundRows)];
+
+/// Keyword tables indexed by word length.
+const BY_LEN: [KwTable; 20] = [
+    &[], &[], KW2, KW3, KW4, KW5, KW6, KW7, KW8, KW9, KW10, KW11, KW12, &[], KW14, KW15, KW16,
+    KW17, &[], KW19,
+];
+
+/// For each length, a bit per letter (`a` = bit 0) that starts a keyword
+/// of that length: most identifiers are rejected by this one test.
+const FIRST_LETTERS: [u32; 20] = {
+    let mut out = [0u32; 20];
+    let mut len = 0;
+    while len < BY_LEN.len() {
+        let table = BY_LEN[len];
+        let mut i = 0;
+        while i < table.len() {
+            out[len] |= 1 << (table[i].name[0] | 0x20).wrapping_sub(b'a');
+            i += 1;
+        }
+        len += 1;
+    }
+    out
+};
 
 /// Looks a word up in the keyword tables, ignoring ASCII case.
+#[inline]
 fn keyword(word: &[u8]) -> Kw {
-    let table = match word.len() {
-        2 => KW2,
-        3 => KW3,
-        4 => KW4,
-        5 => KW5,
-        6 => KW6,
-        7 => KW7,
-        8 => KW8,
-        9 => KW9,
-        10 => KW10,
-        11 => KW11,
-        12 => KW12,
-        14 => KW14,
-        15 => KW15,
-        16 => KW16,
-        17 => KW17,
-        19 => KW19,
-        _ => return Kw::Other,
+    let (Some(&first), Some(&letters)) = (word.first(), FIRST_LETTERS.get(word.len())) else {
+        return Kw::Other;
     };
-    // Clearing bit 5 upper-cases an ASCII letter; a cheap first-byte filter
-    // before the full comparison.
-    let first = word[0] & !0x20;
-    for &(name, kw) in table {
-        if name[0] == first && word.eq_ignore_ascii_case(name) {
-            return kw;
+    let bit = (first | 0x20).wrapping_sub(b'a');
+    if bit >= 26 || letters & (1 << bit) == 0 {
+        return Kw::Other;
+    }
+    let folded = fold8(word);
+    for e in BY_LEN[word.len()] {
+        if e.folded == folded && (word.len() <= 8 || word[8..].eq_ignore_ascii_case(&e.name[8..])) {
+            return e.kw;
         }
     }
     Kw::Other
@@ -785,6 +837,7 @@ impl Token<'_> {
         self.kind == TokenKind::Word && self.text.eq_ignore_ascii_case(upper.as_bytes())
     }
 
+    #[inline]
     fn keyword(&self) -> Kw {
         if self.kind == TokenKind::Word {
             keyword(self.text)
@@ -943,10 +996,14 @@ impl<'a> Lexer<'a> {
     /// quotes escape a quote; in strings so does a backslash.
     fn quoted(&mut self, start: usize, quote: u8, kind: TokenKind) -> Option<Token<'a>> {
         let src = self.src;
-        let backslash = quote != b'`';
+        let escape = if quote == b'`' { quote } else { b'\\' };
         let mut i = start + 1;
-        while i < src.len() {
-            let c = src[i];
+        loop {
+            i = find2(src, i, quote, escape);
+            let Some(&c) = src.get(i) else {
+                self.fail();
+                return None;
+            };
             if c == quote {
                 if src.get(i + 1) == Some(&quote) {
                     i += 2;
@@ -954,10 +1011,9 @@ impl<'a> Lexer<'a> {
                 }
                 return Some(self.token(kind, start, i + 1));
             }
-            i += if c == b'\\' && backslash { 2 } else { 1 };
+            // A backslash: skip it and the byte it escapes.
+            i += 2;
         }
-        self.fail();
-        None
     }
 
     /// A number at `start`. Something like `1abc` is a word (MySQL allows
@@ -1104,6 +1160,30 @@ impl<'a> Lexer<'a> {
             self.max_lag = Some(self.max_lag.map_or(lag, |m| m.min(lag)));
         }
     }
+}
+
+/// Index of the first byte at or after `i` that is `a` or `b` (`src.len()`
+/// if none). Strings are the longest tokens in typical statements, so this
+/// looks at 8 bytes per step (SWAR, safe code): for `x = chunk ^ splat(a)`,
+/// `(x - 0x01…) & !x & 0x80…` has the high bit set in the lowest byte where
+/// `x` is zero, and no false positive below it.
+fn find2(src: &[u8], mut i: usize, a: u8, b: u8) -> usize {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let (sa, sb) = (LO * u64::from(a), LO * u64::from(b));
+    while let Some(chunk) = src.get(i..).and_then(|s| s.first_chunk::<8>()) {
+        let v = u64::from_le_bytes(*chunk);
+        let (xa, xb) = (v ^ sa, v ^ sb);
+        let hit = ((xa.wrapping_sub(LO) & !xa) | (xb.wrapping_sub(LO) & !xb)) & HI;
+        if hit != 0 {
+            return i + (hit.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < src.len() && src[i] != a && src[i] != b {
+        i += 1;
+    }
+    i.min(src.len())
 }
 
 /// Offset of the `*/` that closes a comment whose body starts at `from`.
@@ -1480,17 +1560,42 @@ mod tests {
 
     #[test]
     fn every_keyword_is_found() {
-        for table in [
-            KW2, KW3, KW4, KW5, KW6, KW7, KW8, KW9, KW10, KW11, KW12, KW14, KW15, KW16, KW17, KW19,
-        ] {
-            for &(name, kw) in table {
+        for (len, table) in BY_LEN.iter().enumerate() {
+            for e in *table {
+                assert_eq!(e.name.len(), len);
+                let (name, kw) = (e.name, e.kw);
                 assert_eq!(keyword(name), kw, "{}", String::from_utf8_lossy(name));
                 assert_eq!(keyword(&name.to_ascii_lowercase()), kw);
-                assert!(name.iter().all(|b| !b.is_ascii_lowercase()));
+                assert!(name.iter().all(|&b| b.is_ascii_uppercase() || b == b'_'));
             }
         }
         assert_eq!(keyword(b"SELECTS"), Kw::Other);
         assert_eq!(keyword(b"_"), Kw::Other);
+        // Folding merges `_` only with 0x7f, which never occurs in a word.
+        assert_eq!(CLASS[0x7f], C_OTHER);
+        assert!(!classify(b"SELECT GET\x7fLOCK('a')").pins_session);
+        assert_eq!(keyword(b"last_insert_iD"), Kw::LastInsertId);
+        assert_eq!(keyword(b"LAST_INSERT_IX"), Kw::Other);
+        assert_eq!(keyword(b"SQL_CALC_FOUND_ROWz"), Kw::Other);
+    }
+
+    #[test]
+    fn find2_matches_naive_search() {
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 40) as usize;
+            let buf: Vec<u8> = (0..len)
+                .map(|k| [b'a', b'\'', b'\\', 0x80, 0x27 ^ 0x80, 0x5b][((x >> (k % 60)) % 6) as usize])
+                .collect();
+            let from = ((x >> 50) as usize) % (len + 2);
+            let naive = (from..len)
+                .find(|&k| buf[k] == b'\'' || buf[k] == b'\\')
+                .unwrap_or(len);
+            assert_eq!(find2(&buf, from, b'\'', b'\\'), naive, "{buf:?} from {from}");
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::backend::{BackendConn, BackendError, Credential, Pools};
 use crate::config::{Config, Consistency};
 use crate::failover::Failover;
+use crate::metrics::{ErrorKind, Metrics, RouteLabel};
 use crate::gtid::GtidPos;
 use crate::protocol::auth::{self, NativeHash};
 use crate::protocol::command::{self, Command};
@@ -69,6 +70,7 @@ pub struct Shared {
     pub failover: Arc<Failover>,
     /// Open sessions, for the admin's SHOW SESSIONS.
     pub sessions: Mutex<HashMap<u32, SessionInfo>>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// What the admin port shows about a session.
@@ -203,6 +205,7 @@ where
         let mut session = match hs {
             Ok(Ok(s)) => s,
             Ok(Err(reason)) => {
+                shared.metrics.error(ErrorKind::AuthFailed);
                 info!(%reason, "handshake failed");
                 return;
             }
@@ -213,6 +216,8 @@ where
         };
         tracing::Span::current().record("user", &*session.cred.user);
         info!("session opened");
+        shared.metrics.sessions_open.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.sessions_total.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut reg) = shared.sessions.lock() {
             reg.insert(
                 conn_id,
@@ -230,6 +235,8 @@ where
         }
         session.set_in_trans(false);
         session.release_all().await;
+        session.account_bytes();
+        shared.metrics.sessions_open.fetch_sub(1, Ordering::Relaxed);
         session.client.shutdown().await;
         info!(
             %reason,
@@ -300,6 +307,7 @@ where
         conns: Vec::new(),
         stmts: Statements::default(),
         last_write: None,
+        bytes_seen: (0, 0),
     };
     session.state.schema = hello.db.clone();
     // A schema given at login is checked on the primary now, so that a
@@ -362,6 +370,8 @@ pub struct Session<S> {
     stmts: Statements,
     /// GTID of the session's last committed write (read-your-writes).
     last_write: Option<GtidPos>,
+    /// Client byte counters already added to the metrics.
+    bytes_seen: (u64, u64),
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
@@ -392,12 +402,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     return "packet too large".into();
                 }
                 Err(e) => {
+                    self.shared.metrics.error(ErrorKind::ClientProtocol);
                     warn!(error = %e, "bad packet from client");
                     return format!("protocol error: {e}");
                 }
             };
             let mut payload = packet.payload;
-            match self.dispatch(&mut payload).await {
+            let r = self.dispatch(&mut payload).await;
+            self.account_bytes();
+            match r {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Close) => return "client quit".into(),
                 Err(e) => return e,
@@ -485,15 +498,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(()) => Ok(Flow::Continue),
             Err(ExecError::Client(e)) => Err(format!("client error: {e}")),
             Err(e @ ExecError::Backend { started: true, .. }) => {
+                self.shared.metrics.error(ErrorKind::BackendLost);
                 warn!(error = %e, "backend failed mid-response; closing client");
                 Err(format!("backend failed mid-response: {e}"))
             }
             Err(e) => {
+                self.shared.metrics.error(match &e {
+                    ExecError::Acquire { .. } => ErrorKind::BackendConnect,
+                    ExecError::Backend { .. } => ErrorKind::BackendLost,
+                    _ => ErrorKind::Refused,
+                });
                 warn!(error = %e, "statement failed");
                 self.send_err(&e.to_client()).await;
                 Ok(Flow::Continue)
             }
         }
+    }
+
+    /// Adds the bytes exchanged with the client since the last call.
+    fn account_bytes(&mut self) {
+        let m = &self.shared.metrics;
+        m.bytes_from_clients
+            .fetch_add(self.client.bytes_in - self.bytes_seen.0, Ordering::Relaxed);
+        m.bytes_to_clients
+            .fetch_add(self.client.bytes_out - self.bytes_seen.1, Ordering::Relaxed);
+        self.bytes_seen = (self.client.bytes_in, self.client.bytes_out);
     }
 
     /// Status flags for answers rwproxy writes itself.
@@ -621,9 +650,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 exclude: &tried,
             };
             let route = router::route(c, view, &snap, policy, &needs, ticket);
-            let (idx, is_replica) = match route {
-                Route::Primary(i) | Route::Fallback(i) => (i, false),
-                Route::Replica(i) => (i, true),
+            let (idx, is_replica, label) = match route {
+                Route::Primary(i) => (i, false, RouteLabel::Primary),
+                Route::Fallback(i) => (i, false, RouteLabel::Fallback),
+                Route::Replica(i) => (i, true, RouteLabel::Replica),
                 Route::Unavailable(why) => {
                     return Err(last_err.unwrap_or_else(|| ExecError::Refused(unavailable(why))));
                 }
@@ -649,10 +679,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let stats = snap.servers[idx].stats.clone();
             stats.queries.fetch_add(1, Ordering::Relaxed);
             stats.in_flight.fetch_add(1, Ordering::Relaxed);
+            let started = Instant::now();
             let r = self.run_on(&snap, idx, payload, expect).await;
             stats.in_flight.fetch_sub(1, Ordering::Relaxed);
             match r {
                 Ok(summary) => {
+                    self.shared.metrics.statement(label, started.elapsed());
+                    if summary.error.is_some() {
+                        self.shared.metrics.error(ErrorKind::ServerError);
+                    }
                     let server = snap.servers[idx].name.clone();
                     if !is_replica {
                         self.track_status(&summary);

@@ -16,6 +16,8 @@ pub struct Proxy {
     pub addr: SocketAddr,
     /// Admin port, when the config has an `[admin]` section.
     pub admin: Option<SocketAddr>,
+    /// HTTP endpoint (/metrics, /health, /status).
+    pub http: SocketAddr,
     pub shutdown: CancellationToken,
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -66,11 +68,14 @@ pub async fn start_proxy(config: Config) -> Proxy {
         None => None,
     };
     let admin = admin_listener.as_ref().map(|l| l.local_addr().expect("addr"));
+    let http_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+    let http = http_listener.local_addr().expect("addr");
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     let listeners = rwproxy::server::Listeners {
         proxy: listener,
         admin: admin_listener,
+        http: Some(http_listener),
     };
     let task = tokio::spawn(async move {
         if let Err(e) = rwproxy::server::run(listeners, config, token).await {
@@ -80,6 +85,7 @@ pub async fn start_proxy(config: Config) -> Proxy {
     Proxy {
         addr,
         admin,
+        http,
         shutdown,
         task,
     }
