@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, integration tests against real MariaDB
+# sandboxes (started and stopped by the tests themselves), and a CI-sized
+# smoke run of the load harness.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh --bench
+# Integration tests start several MariaDB servers each; run test binaries
+# one at a time and keep two test threads per binary on a 2-core machine.
+cargo test --release -- --test-threads=2
+if [ -x benches/load.sh ]; then
+  SMOKE=1 benches/load.sh
+fi
