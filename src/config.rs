@@ -61,6 +61,17 @@ pub enum ReplicaFallback {
     Error,
 }
 
+/// Where client accounts come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// The primary's own accounts (`mysql.global_priv`), read by the monitor account.
+    #[default]
+    Servers,
+    /// The `[[users]]` list of this file.
+    Config,
+}
+
 /// Read consistency a session gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -287,7 +298,10 @@ pub struct Config {
     pub failover: Option<FailoverConfig>,
     /// Backend servers; exactly one is configured as primary.
     pub servers: Vec<ServerConfig>,
-    /// Client accounts.
+    /// Where client accounts come from: `servers` (default) or `config`.
+    #[serde(default)]
+    pub auth: AuthMode,
+    /// Client accounts (used when `auth = "config"`).
     #[serde(default)]
     pub users: Vec<UserConfig>,
 }

@@ -127,6 +127,9 @@ pub struct Failover {
     /// Promotions and failovers done (metrics).
     pub promotions: std::sync::atomic::AtomicU64,
     pub failovers: std::sync::atomic::AtomicU64,
+    /// Servers this instance demoted (old primaries): only these are fenced
+    /// when they show up writable, never a server rwproxy knows nothing of.
+    demoted: std::sync::Mutex<Vec<Arc<str>>>,
 }
 
 async fn connect(config: &Config, addr: &str) -> Result<Conn, String> {
@@ -182,6 +185,7 @@ impl Failover {
             running: tokio::sync::Mutex::new(()),
             promotions: Default::default(),
             failovers: Default::default(),
+            demoted: Default::default(),
         }
     }
 
@@ -342,6 +346,7 @@ impl Failover {
         // 6 (before 5, so writes resume as early as possible): publish and reopen.
         let cand_name = cand_view.name.clone();
         let old_name = old_view.name.clone();
+        self.remember_demoted(&old_name);
         self.topology.update(|s| {
             for v in s.servers.iter_mut() {
                 if v.name == cand_name {
@@ -516,6 +521,9 @@ impl Failover {
         }
         steps.done("promoted and repointed");
         let cand_name = cand_view.name.clone();
+        for s in snap.servers.iter().filter(|s| s.role == Role::Primary && !s.up) {
+            self.remember_demoted(&s.name);
+        }
         self.topology.update(|s| {
             for v in s.servers.iter_mut() {
                 if v.name == cand_name {
@@ -542,8 +550,16 @@ impl Failover {
         Ok(steps.report)
     }
 
-    /// Fences servers that claim to be primary but are not the current one
-    /// (an old primary back from the dead): `read_only = 1` at once, then,
+    fn remember_demoted(&self, name: &Arc<str>) {
+        if let Ok(mut d) = self.demoted.lock()
+            && !d.contains(name)
+        {
+            d.push(name.clone());
+        }
+    }
+
+    /// Fences old primaries that claim to be primary again (back from the
+    /// dead, or demoted by another instance's failover): `read_only = 1` at once, then,
     /// with `auto_rejoin`, made a replica of the current primary if its
     /// GTID history is contained in the primary's; otherwise kept out.
     pub async fn fence_strays(&self) {
@@ -554,6 +570,12 @@ impl Failover {
         let rejoin = self.config.failover.as_ref().is_some_and(|f| f.auto_rejoin);
         for (i, s) in snap.servers.iter().enumerate() {
             if Some(i) == snap.primary || !s.up || s.role != Role::Primary || s.fenced.is_some() {
+                continue;
+            }
+            // Only a server known to have been primary before, and never
+            // one that shares the current primary's address.
+            let demoted = self.demoted.lock().map(|d| d.contains(&s.name)).unwrap_or(false);
+            if !demoted || s.addr == p.addr {
                 continue;
             }
             let Ok(mut c) = connect(&self.config, &s.addr).await else {

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::backend::Pools;
 use crate::config::Config;
+use crate::accounts::Accounts;
 use crate::failover::Failover;
 use crate::monitor::Monitor;
 use crate::protocol::packet::PacketStream;
@@ -80,8 +81,9 @@ pub async fn build_shared(config: Config, shutdown: CancellationToken) -> Arc<Sh
     ));
     let config = Arc::new(config);
     let failover = Arc::new(Failover::new(config.clone(), topology.clone()));
+    let accounts = Arc::new(Accounts::new(config.clone(), topology.clone()));
     Arc::new(Shared {
-        accounts: Shared::accounts_from(&config),
+        accounts,
         config,
         failover,
         sessions: Default::default(),
@@ -139,6 +141,7 @@ pub async fn run(
     let shared = build_shared(config, shutdown.clone()).await;
     let monitor = Monitor::start(shared.config.clone(), shared.topology.clone(), shutdown.clone()).await;
     let watcher = tokio::spawn(shared.failover.clone().watch(shutdown.clone()));
+    let refresher = tokio::spawn(shared.accounts.clone().refresher(shutdown.clone()));
     let admin = listeners
         .admin
         .map(|l| tokio::spawn(crate::admin::serve(l, shared.clone())));
@@ -151,6 +154,7 @@ pub async fn run(
     }
     monitor.join().await;
     let _ = watcher.await;
+    let _ = refresher.await;
     if let Some(a) = admin {
         a.abort();
     }

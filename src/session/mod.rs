@@ -24,10 +24,11 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::backend::{BackendConn, BackendError, Credential, Pools};
 use crate::config::{Config, Consistency};
+use crate::accounts::{Accounts, Lookup};
 use crate::failover::Failover;
 use crate::metrics::{ErrorKind, Metrics, RouteLabel};
 use crate::gtid::GtidPos;
-use crate::protocol::auth::{self, NativeHash};
+use crate::protocol::auth;
 use crate::protocol::command::{self, Command};
 use crate::protocol::handshake::{self, ClientHello, HandshakeError};
 use crate::protocol::packet::{FrameError, PacketStream};
@@ -38,14 +39,6 @@ use crate::router::{self, Policy, ReadNeeds, Route, SessionView, Unavailable};
 use crate::topology::{ServerStats, Snapshot, Topology};
 use state::State;
 use stmt::Statements;
-
-/// A client account rwproxy accepts.
-#[derive(Debug, Clone)]
-pub struct Account {
-    pub name: Arc<str>,
-    /// `None`: the account has no password.
-    pub hash: Option<NativeHash>,
-}
 
 /// What rwproxy announces to clients in its greeting.
 #[derive(Debug, Clone)]
@@ -58,7 +51,7 @@ pub struct Greeting {
 /// Everything sessions share. Passed as an `Arc`, never a global.
 pub struct Shared {
     pub config: Arc<Config>,
-    pub accounts: HashMap<String, Account>,
+    pub accounts: Arc<Accounts>,
     pub topology: Arc<Topology>,
     pub pools: Arc<Pools>,
     pub greeting: Greeting,
@@ -80,31 +73,6 @@ pub struct SessionInfo {
     pub peer: SocketAddr,
     pub since: std::time::SystemTime,
     pub schema: Option<String>,
-}
-
-impl Shared {
-    /// Builds accounts from the configuration.
-    pub fn accounts_from(config: &Config) -> HashMap<String, Account> {
-        config
-            .users
-            .iter()
-            .map(|u| {
-                let hash = match (&u.password, &u.password_hash) {
-                    (Some(p), _) if p.is_empty() => None,
-                    (Some(p), _) => Some(auth::from_password(p).1),
-                    (None, Some(h)) => auth::parse_native_hash(h),
-                    (None, None) => None,
-                };
-                (
-                    u.name.clone(),
-                    Account {
-                        name: Arc::from(u.name.as_str()),
-                        hash,
-                    },
-                )
-            })
-            .collect()
-    }
 }
 
 /// A backend connection the session holds, by server name.
@@ -285,17 +253,19 @@ where
         reply = r;
         seq = s.wrapping_add(1);
     }
-    let host = peer.ip().to_string();
-    let Some(stage1) = verify(shared, &hello.user, &scramble, &reply) else {
-        let e = ClientError::access_denied(&hello.user, &host, !reply.is_empty());
-        client.queue_payload(seq, &e.to_payload());
-        client.shutdown().await;
-        return Err(format!("access denied for user {:?}", hello.user));
+    let stage1 = match verify(shared, &hello.user, peer.ip(), &scramble, &reply).await {
+        Ok(c) => c,
+        Err(e) => {
+            client.queue_payload(seq, &e.to_payload());
+            client.shutdown().await;
+            return Err(format!("login refused for user {:?}: {}", hello.user, e.message));
+        }
     };
     let caps = hello.caps & g.caps;
     let mut session = Session {
         shared: shared.clone(),
         client,
+        peer,
         scramble,
         caps,
         collation: hello.collation,
@@ -333,19 +303,50 @@ where
     Ok(session)
 }
 
-/// Checks a scramble reply; returns the credential to log into servers.
-fn verify(shared: &Shared, user: &str, scramble: &[u8], reply: &[u8]) -> Option<Credential> {
-    let account = shared.accounts.get(user)?;
-    match &account.hash {
-        None if reply.is_empty() => Some(Credential {
-            user: account.name.clone(),
+/// Checks a scramble reply against the account `user` would use from
+/// `ip`; returns the credential to log into servers, or the server's own
+/// error for this case (1045 / 28000 for a wrong password or unknown user).
+async fn verify(
+    shared: &Shared,
+    user: &str,
+    ip: std::net::IpAddr,
+    scramble: &[u8],
+    reply: &[u8],
+) -> Result<Credential, ClientError> {
+    let denied = || ClientError::access_denied(user, &ip.to_string(), !reply.is_empty());
+    match shared.accounts.lookup(user, ip).await {
+        Lookup::Found { name, hash: None } if reply.is_empty() => Ok(Credential {
+            user: name,
             stage1: None,
         }),
-        None => None,
-        Some(hash) => auth::verify(scramble, reply, hash).map(|s| Credential {
-            user: account.name.clone(),
-            stage1: Some(s),
-        }),
+        Lookup::Found { hash: None, .. } => Err(denied()),
+        Lookup::Found {
+            name,
+            hash: Some(hash),
+        } => auth::verify(scramble, reply, &hash)
+            .map(|s| Credential {
+                user: name,
+                stage1: Some(s),
+            })
+            .ok_or_else(denied),
+        Lookup::Locked => Err(ClientError::new(
+            4151,
+            b"HY000",
+            "Access denied, this account is locked",
+        )),
+        Lookup::Expired => Err(ClientError::new(
+            1862,
+            b"HY000",
+            "Your password has expired. To log in you must change it using a client that supports expired passwords",
+        )),
+        Lookup::Unsupported(plugin) => Err(ClientError::new(
+            1251,
+            b"08004",
+            format!(
+                "rwproxy cannot proxy accounts that use the '{plugin}' authentication plugin; use mysql_native_password"
+            ),
+        )),
+        Lookup::NotFound => Err(denied()),
     }
 }
 
@@ -353,6 +354,8 @@ fn verify(shared: &Shared, user: &str, scramble: &[u8], reply: &[u8]) -> Option<
 pub struct Session<S> {
     shared: Arc<Shared>,
     client: PacketStream<S>,
+    /// The client's address (host patterns of accounts are judged on it).
+    peer: SocketAddr,
     /// The scramble of the initial handshake (COM_CHANGE_USER answers it).
     scramble: [u8; auth::SCRAMBLE_LEN],
     /// Capabilities negotiated with the client; backend connections use the same.
@@ -886,11 +889,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             reply = r;
             seq = s.wrapping_add(1);
         }
-        let Some(cred) = verify(&self.shared, &cu.user, &scramble, &reply) else {
-            let e = ClientError::access_denied(&cu.user, "rwproxy", !reply.is_empty());
-            self.client.queue_payload(seq, &e.to_payload());
-            let _ = self.client.flush().await;
-            return Err(format!("COM_CHANGE_USER refused for {:?}", cu.user));
+        let cred = match verify(&self.shared, &cu.user, self.peer.ip(), &scramble, &reply).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.client.queue_payload(seq, &e.to_payload());
+                let _ = self.client.flush().await;
+                return Err(format!("COM_CHANGE_USER refused for {:?}: {}", cu.user, e.message));
+            }
         };
         self.reset_session().await;
         self.cred = cred;

@@ -1,0 +1,338 @@
+//! Client accounts: either the servers' own (`auth = "servers"`, the
+//! default: any account that can log into the primary can log in through
+//! rwproxy, with no second user list to keep in sync) or a list in the
+//! config file (`auth = "config"`).
+//!
+//! In servers mode the monitor account reads `mysql.global_priv` on the
+//! primary, caches it, refreshes it periodically and on a cache miss — at
+//! most once per `refresh_min_interval`, so a storm of logins with a wrong
+//! user name costs the primary one query per interval, not one per login.
+//! Only native-password hashes are kept, in memory; nothing is written out.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use mysql_async::prelude::Queryable;
+use tokio::sync::Mutex;
+use tracing::{debug, info, warn};
+
+use crate::config::{AuthMode, Config};
+use crate::monitor::monitor_opts;
+use crate::protocol::auth::{self, NativeHash};
+use crate::topology::Topology;
+
+/// An account as a server stores it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServerAccount {
+    pub user: String,
+    /// Host pattern (`%`, `10.%`, `127.0.0.1`, `localhost`, `10.0.0.0/255.0.0.0`).
+    pub host: String,
+    pub plugin: String,
+    /// Native hash, when the plugin is mysql_native_password with a password.
+    pub hash: Option<NativeHash>,
+    pub locked: bool,
+    pub expired: bool,
+}
+
+impl std::fmt::Debug for ServerAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerAccount")
+            .field("user", &self.user)
+            .field("host", &self.host)
+            .field("plugin", &self.plugin)
+            .field("locked", &self.locked)
+            .field("expired", &self.expired)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of looking a user up for a client address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// Verify the scramble reply against this hash (`None`: no password).
+    Found { name: Arc<str>, hash: Option<NativeHash> },
+    /// ER_ACCOUNT_HAS_BEEN_LOCKED.
+    Locked,
+    /// ER_MUST_CHANGE_PASSWORD_LOGIN.
+    Expired,
+    /// An authentication plugin rwproxy cannot proxy.
+    Unsupported(String),
+    NotFound,
+}
+
+/// Whether `ip` matches a MySQL host pattern.
+pub fn host_matches(pattern: &str, ip: &IpAddr) -> bool {
+    let text = ip.to_string();
+    if pattern.eq_ignore_ascii_case("localhost") {
+        return ip.is_loopback();
+    }
+    if let Some((net, mask)) = pattern.split_once('/')
+        && let (Ok(IpAddr::V4(n)), Ok(IpAddr::V4(m)), IpAddr::V4(a)) =
+            (net.parse::<IpAddr>(), mask.parse::<IpAddr>(), ip)
+    {
+        return u32::from(*a) & u32::from(m) == u32::from(n);
+    }
+    like(pattern.as_bytes(), text.as_bytes())
+}
+
+/// SQL LIKE matching with `%` and `_` (iterative, no recursion).
+fn like(p: &[u8], s: &[u8]) -> bool {
+    let (mut pi, mut si) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while si < s.len() {
+        if pi < p.len() && (p[pi] == b'_' || p[pi].eq_ignore_ascii_case(&s[si])) {
+            pi += 1;
+            si += 1;
+        } else if pi < p.len() && p[pi] == b'%' {
+            star = Some(pi);
+            mark = si;
+            pi += 1;
+        } else if let Some(st) = star {
+            pi = st + 1;
+            mark += 1;
+            si = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == b'%' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// Most specific first, as the server sorts its ACL: exact host names and
+/// addresses before patterns, patterns with a longer literal prefix before
+/// shorter ones, `%` last; a named user before the anonymous one.
+fn specificity(a: &ServerAccount) -> (u8, usize, u8) {
+    let wild = a.host.find(['%', '_']);
+    let class = match wild {
+        None => 0,
+        Some(_) if a.host == "%" => 2,
+        Some(_) => 1,
+    };
+    let prefix = wild.unwrap_or(a.host.len());
+    (class, usize::MAX - prefix, u8::from(a.user.is_empty()))
+}
+
+/// The account store a proxy instance authenticates against.
+pub struct Accounts {
+    config: Arc<Config>,
+    topology: Arc<Topology>,
+    /// Server accounts, most specific first.
+    cache: ArcSwap<Vec<ServerAccount>>,
+    /// When the cache was last refreshed (rate limit for refresh-on-miss).
+    last_refresh: Mutex<Option<Instant>>,
+}
+
+/// Least time between two refreshes triggered by unknown users.
+const REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Periodic refresh, so ALTER/DROP USER take effect without a miss.
+const REFRESH_EVERY: Duration = Duration::from_secs(10);
+
+impl Accounts {
+    pub fn new(config: Arc<Config>, topology: Arc<Topology>) -> Accounts {
+        Accounts {
+            config,
+            topology,
+            cache: ArcSwap::from_pointee(Vec::new()),
+            last_refresh: Mutex::new(None),
+        }
+    }
+
+    /// Finds the account `user` connecting from `ip` would use.
+    pub async fn lookup(&self, user: &str, ip: IpAddr) -> Lookup {
+        if self.config.auth == AuthMode::Config {
+            return match self.config.users.iter().find(|u| u.name == user) {
+                Some(u) => Lookup::Found {
+                    name: Arc::from(u.name.as_str()),
+                    hash: match (&u.password, &u.password_hash) {
+                        (Some(p), _) if p.is_empty() => None,
+                        (Some(p), _) => Some(auth::from_password(p).1),
+                        (None, Some(h)) => auth::parse_native_hash(h),
+                        (None, None) => None,
+                    },
+                },
+                None => Lookup::NotFound,
+            };
+        }
+        match self.find(user, ip) {
+            Lookup::NotFound => {
+                // Maybe created since the last refresh: refresh, rate-limited.
+                if self.refresh_if_due(REFRESH_MIN_INTERVAL).await {
+                    self.find(user, ip)
+                } else {
+                    Lookup::NotFound
+                }
+            }
+            found => found,
+        }
+    }
+
+    fn find(&self, user: &str, ip: IpAddr) -> Lookup {
+        let cache = self.cache.load();
+        let Some(a) = cache
+            .iter()
+            .find(|a| (a.user == user || a.user.is_empty()) && host_matches(&a.host, &ip))
+        else {
+            return Lookup::NotFound;
+        };
+        if a.locked {
+            return Lookup::Locked;
+        }
+        if a.expired {
+            return Lookup::Expired;
+        }
+        match a.plugin.as_str() {
+            "mysql_native_password" | "" => Lookup::Found {
+                name: Arc::from(user),
+                hash: a.hash,
+            },
+            other => Lookup::Unsupported(other.to_string()),
+        }
+    }
+
+    /// Refreshes when the last refresh is older than `min_age`; returns
+    /// whether it refreshed successfully.
+    async fn refresh_if_due(&self, min_age: Duration) -> bool {
+        let mut last = self.last_refresh.lock().await;
+        if last.is_some_and(|t| t.elapsed() < min_age) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        match self.refresh().await {
+            Ok(n) => {
+                debug!(accounts = n, "server accounts refreshed");
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "could not read server accounts");
+                false
+            }
+        }
+    }
+
+    /// Reads the accounts from the current primary.
+    pub async fn refresh(&self) -> Result<usize, String> {
+        let snap = self.topology.load();
+        let primary = snap
+            .primary_view()
+            .or_else(|| snap.servers.iter().find(|s| s.up))
+            .ok_or("no server available")?;
+        let opts = monitor_opts(&self.config, &primary.addr);
+        let fetch = async {
+            let mut c = mysql_async::Conn::new(opts).await.map_err(|e| e.to_string())?;
+            let rows: Vec<(String, String, Option<String>, Option<String>, Option<String>, Option<String>)> = c
+                .query(
+                    "SELECT User, Host, \
+                       JSON_VALUE(Priv, '$.plugin'), \
+                       JSON_VALUE(Priv, '$.authentication_string'), \
+                       JSON_VALUE(Priv, '$.account_locked'), \
+                       JSON_VALUE(Priv, '$.password_last_changed') \
+                     FROM mysql.global_priv",
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = c.disconnect().await;
+            Ok::<_, String>(rows)
+        };
+        let rows = tokio::time::timeout(self.config.connect_timeout() * 2, fetch)
+            .await
+            .map_err(|_| "timed out reading mysql.global_priv".to_string())??;
+        let mut list: Vec<ServerAccount> = rows
+            .into_iter()
+            .map(|(user, host, plugin, auth_string, locked, changed)| {
+                let plugin = plugin.unwrap_or_default();
+                let auth_string = auth_string.unwrap_or_default();
+                let hash = if plugin == "mysql_native_password" || plugin.is_empty() {
+                    auth::parse_native_hash(&auth_string)
+                } else {
+                    None
+                };
+                ServerAccount {
+                    user,
+                    host,
+                    plugin,
+                    hash,
+                    locked: matches!(locked.as_deref(), Some("1" | "true")),
+                    // `ALTER USER … PASSWORD EXPIRE` sets this to 0.
+                    expired: changed.as_deref() == Some("0"),
+                }
+            })
+            .collect();
+        list.sort_by_key(specificity);
+        let n = list.len();
+        self.cache.store(Arc::new(list));
+        Ok(n)
+    }
+
+    /// Accounts rwproxy cannot proxy (for check-config and the admin).
+    pub fn unsupported(&self) -> Vec<(String, String, String)> {
+        self.cache
+            .load()
+            .iter()
+            .filter(|a| !matches!(a.plugin.as_str(), "mysql_native_password" | ""))
+            .map(|a| (a.user.clone(), a.host.clone(), a.plugin.clone()))
+            .collect()
+    }
+
+    /// Periodic refresh until shutdown.
+    pub async fn refresher(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        if self.config.auth != AuthMode::Servers {
+            return;
+        }
+        match self.refresh().await {
+            Ok(n) => info!(accounts = n, "loaded server accounts"),
+            Err(e) => warn!(error = %e, "could not load server accounts yet"),
+        }
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(REFRESH_EVERY) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            self.refresh_if_due(REFRESH_EVERY / 2).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_patterns() {
+        let lo: IpAddr = "127.0.0.1".parse().expect("ip");
+        let ten: IpAddr = "10.1.2.3".parse().expect("ip");
+        assert!(host_matches("%", &lo));
+        assert!(host_matches("localhost", &lo));
+        assert!(!host_matches("localhost", &ten));
+        assert!(host_matches("10.%", &ten));
+        assert!(!host_matches("10.%", &lo));
+        assert!(host_matches("127.0.0._", &lo));
+        assert!(host_matches("10.0.0.0/255.0.0.0", &ten));
+        assert!(!host_matches("10.0.0.0/255.0.0.0", &lo));
+        assert!(host_matches("127.0.0.1", &lo));
+        assert!(!host_matches("127.0.0.10", &lo));
+    }
+
+    #[test]
+    fn most_specific_first() {
+        let acc = |user: &str, host: &str| ServerAccount {
+            user: user.into(),
+            host: host.into(),
+            plugin: String::new(),
+            hash: None,
+            locked: false,
+            expired: false,
+        };
+        let mut v = vec![acc("app", "%"), acc("", "127.0.0.1"), acc("app", "127.%"), acc("app", "127.0.0.1")];
+        v.sort_by_key(specificity);
+        let order: Vec<(&str, &str)> = v.iter().map(|a| (a.user.as_str(), a.host.as_str())).collect();
+        assert_eq!(
+            order,
+            vec![("app", "127.0.0.1"), ("", "127.0.0.1"), ("app", "127.%"), ("app", "%")]
+        );
+    }
+}
