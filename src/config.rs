@@ -251,6 +251,19 @@ pub struct Config {
     /// Bound on a client's handshake (slow or silent clients are cut).
     #[serde(default = "default_handshake_timeout_ms")]
     pub handshake_timeout_ms: u64,
+    /// Client connections accepted at once; the next one gets ERR 1040.
+    #[serde(default = "default_max_client_connections")]
+    pub max_client_connections: usize,
+    /// Per-user cap on client connections (0 = no cap).
+    #[serde(default)]
+    pub max_connections_per_user: usize,
+    /// A client silent this long between commands is disconnected (0 = never).
+    #[serde(default)]
+    pub client_idle_timeout_ms: u64,
+    /// On SIGTERM: how long running statements and transactions may take
+    /// to finish before remaining sessions are closed.
+    #[serde(default = "default_shutdown_timeout_ms")]
+    pub shutdown_timeout_ms: u64,
     /// Where plain reads go when no replica qualifies.
     #[serde(default)]
     pub replica_fallback: ReplicaFallback,
@@ -308,6 +321,12 @@ pub struct Config {
 
 fn default_listen() -> String {
     "127.0.0.1:6033".into()
+}
+fn default_max_client_connections() -> usize {
+    10_000
+}
+fn default_shutdown_timeout_ms() -> u64 {
+    30_000
 }
 fn default_http_listen() -> String {
     "127.0.0.1:9033".into()

@@ -19,7 +19,7 @@ use crate::accounts::Accounts;
 use crate::failover::Failover;
 use crate::monitor::Monitor;
 use crate::protocol::packet::PacketStream;
-use crate::protocol::supported_capabilities;
+use crate::protocol::{ClientError, supported_capabilities};
 use crate::session::{self, Greeting, Shared};
 use crate::topology::{Snapshot, Topology};
 
@@ -148,7 +148,8 @@ pub async fn run(
     let http = listeners
         .http
         .map(|l| tokio::spawn(crate::admin::http::serve(l, shared.clone())));
-    let r = serve(listener, shared, Duration::from_secs(30)).await;
+    let grace = Duration::from_millis(shared.config.shutdown_timeout_ms);
+    let r = serve(listener, shared, grace).await;
     if let Some(h) = http {
         h.abort();
     }
@@ -176,6 +177,11 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
+                    if sessions.len() >= shared.config.max_client_connections {
+                        // Refuse cheaply, before any handshake work.
+                        tokio::spawn(session::refuse(stream, peer, ClientError::new(1040, b"08004", "Too many connections")));
+                        continue;
+                    }
                     sessions.spawn(session::serve(shared.clone(), stream, peer));
                 }
                 Err(e) => {

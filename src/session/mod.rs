@@ -183,6 +183,28 @@ where
             }
         };
         tracing::Span::current().record("user", &*session.cred.user);
+        let per_user = shared.config.max_connections_per_user;
+        if per_user > 0 {
+            let open = shared
+                .sessions
+                .lock()
+                .map(|m| m.values().filter(|s| s.user == *session.cred.user).count())
+                .unwrap_or(0);
+            if open >= per_user {
+                let e = ClientError::new(
+                    1226,
+                    b"42000",
+                    format!(
+                        "User '{}' has exceeded the 'max_connections_per_user' resource (current value: {per_user})",
+                        session.cred.user
+                    ),
+                );
+                session.send_err(&e).await;
+                session.release_all().await;
+                info!("refused: per-user connection limit");
+                return;
+            }
+        }
         info!("session opened");
         shared.metrics.sessions_open.fetch_add(1, Ordering::Relaxed);
         shared.metrics.sessions_total.fetch_add(1, Ordering::Relaxed);
@@ -216,6 +238,17 @@ where
     }
     .instrument(span)
     .await
+}
+
+/// Answers a connection rwproxy will not serve with an ERR and closes it.
+pub async fn refuse<S>(stream: S, peer: SocketAddr, err: ClientError)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    info!(%peer, code = err.code, reason = %err.message, "connection refused");
+    let mut client = PacketStream::new(stream);
+    client.queue_payload(0, &err.to_payload());
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.shutdown()).await;
 }
 
 /// Authenticates a client against the configured accounts.
@@ -390,10 +423,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     async fn command_loop(&mut self) -> String {
         let shutdown = self.shared.shutdown.clone();
         loop {
+            let idle = self.shared.config.client_idle_timeout_ms;
+            let idle_limit = async {
+                if idle == 0 {
+                    std::future::pending::<()>().await
+                } else {
+                    tokio::time::sleep(Duration::from_millis(idle)).await
+                }
+            };
             let read = tokio::select! {
                 r = self.client.read_packet(self.shared.config.max_allowed_packet, Some(0)) => r,
                 _ = shutdown.cancelled(), if !self.in_trans => {
                     return "server shutting down".into();
+                }
+                _ = idle_limit => {
+                    return "client idle timeout".into();
                 }
             };
             let packet = match read {
