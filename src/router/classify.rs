@@ -13,7 +13,7 @@
 //! sending an unknown statement to the primary is always correct, sending it
 //! to a replica may not be.
 //!
-//! The same lexer ([`Lexer`]) is used by [`super::set`] to take `SET`
+//! The same lexer (`Lexer`, crate-private) is used by [`super::set`] to take `SET`
 //! statements apart.
 
 use std::time::Duration;
@@ -289,19 +289,10 @@ fn classify_one(st: &mut Stmt<'_, '_>) -> Option<One> {
                 let next = st.next_kw();
                 One::new(K::Write, matches!(next, Kw::Temporary | Kw::Prepare))
             }
-            Kw::Lock
-            | Kw::Unlock
-            | Kw::Prepare
-            | Kw::Execute
-            | Kw::Deallocate
-            | Kw::Handler => One::new(K::Write, true),
-            Kw::Insert
-            | Kw::Update
-            | Kw::Delete
-            | Kw::Replace
-            | Kw::Do
-            | Kw::Call
-            | Kw::Load => {
+            Kw::Lock | Kw::Unlock | Kw::Prepare | Kw::Execute | Kw::Deallocate | Kw::Handler => {
+                One::new(K::Write, true)
+            }
+            Kw::Insert | Kw::Update | Kw::Delete | Kw::Replace | Kw::Do | Kw::Call | Kw::Load => {
                 let s = scan(st, Mode::Write, false);
                 One::new(K::Write, s.pins)
             }
@@ -602,9 +593,11 @@ impl Kw {
             | Kw::MasterPosWait
             | Kw::MasterGtidWait
             | Kw::SourcePosWait => Call::Primary,
-            Kw::GetLock | Kw::ReleaseLock | Kw::ReleaseAllLocks | Kw::IsUsedLock | Kw::IsFreeLock => {
-                Call::Lock
-            }
+            Kw::GetLock
+            | Kw::ReleaseLock
+            | Kw::ReleaseAllLocks
+            | Kw::IsUsedLock
+            | Kw::IsFreeLock => Call::Lock,
             _ => Call::None,
         }
     }
@@ -655,7 +648,12 @@ fn fold8(word: &[u8]) -> u64 {
 }
 
 type KwTable = &'static [KwEntry];
-const KW2: KwTable = &[kw(b"DO", Kw::Do), kw(b"IN", Kw::In), kw(b"OR", Kw::Or), kw(b"XA", Kw::Xa)];
+const KW2: KwTable = &[
+    kw(b"DO", Kw::Do),
+    kw(b"IN", Kw::In),
+    kw(b"OR", Kw::Or),
+    kw(b"XA", Kw::Xa),
+];
 const KW3: KwTable = &[
     kw(b"FOR", Kw::For),
     kw(b"NOT", Kw::Not),
@@ -741,8 +739,26 @@ const KW19: KwTable = &[kw(b"SQL_CALC_FOUND_ROWS", Kw::SqlCalcFoundRows)];
 
 /// Keyword tables indexed by word length.
 const BY_LEN: [KwTable; 20] = [
-    &[], &[], KW2, KW3, KW4, KW5, KW6, KW7, KW8, KW9, KW10, KW11, KW12, &[], KW14, KW15, KW16,
-    KW17, &[], KW19,
+    &[],
+    &[],
+    KW2,
+    KW3,
+    KW4,
+    KW5,
+    KW6,
+    KW7,
+    KW8,
+    KW9,
+    KW10,
+    KW11,
+    KW12,
+    &[],
+    KW14,
+    KW15,
+    KW16,
+    KW17,
+    &[],
+    KW19,
 ];
 
 /// For each length, a bit per letter (`a` = bit 0) that starts a keyword
@@ -1209,7 +1225,10 @@ fn parse_max_lag(s: &[u8]) -> Option<Duration> {
     if s.len() < KEY.len() || !s[..KEY.len()].eq_ignore_ascii_case(KEY) {
         return None;
     }
-    let s = s[KEY.len()..].trim_ascii_start().strip_prefix(b"=")?.trim_ascii_start();
+    let s = s[KEY.len()..]
+        .trim_ascii_start()
+        .strip_prefix(b"=")?
+        .trim_ascii_start();
     let digits = s.iter().take_while(|c| c.is_ascii_digit()).count();
     if digits == 0 {
         return None;
@@ -1240,14 +1259,44 @@ mod tests {
     const CASES: &[(&str, StatementKind, bool, Option<Hint>)] = &[
         // --- sysbench oltp ---
         ("SELECT c FROM sbtest1 WHERE id=4242", Read, false, None),
-        ("SELECT c FROM sbtest7 WHERE id BETWEEN 5001 AND 5100", Read, false, None),
-        ("SELECT SUM(k) FROM sbtest2 WHERE id BETWEEN 1 AND 100", Read, false, None),
-        ("SELECT c FROM sbtest4 WHERE id BETWEEN 1 AND 100 ORDER BY c", Read, false, None),
-        ("SELECT DISTINCT c FROM sbtest3 WHERE id BETWEEN 1 AND 100 ORDER BY c", Read, false, None),
+        (
+            "SELECT c FROM sbtest7 WHERE id BETWEEN 5001 AND 5100",
+            Read,
+            false,
+            None,
+        ),
+        (
+            "SELECT SUM(k) FROM sbtest2 WHERE id BETWEEN 1 AND 100",
+            Read,
+            false,
+            None,
+        ),
+        (
+            "SELECT c FROM sbtest4 WHERE id BETWEEN 1 AND 100 ORDER BY c",
+            Read,
+            false,
+            None,
+        ),
+        (
+            "SELECT DISTINCT c FROM sbtest3 WHERE id BETWEEN 1 AND 100 ORDER BY c",
+            Read,
+            false,
+            None,
+        ),
         ("UPDATE sbtest1 SET k=k+1 WHERE id=5", Write, false, None),
-        ("UPDATE sbtest6 SET c='83868641912-28773972837-60736120486' WHERE id=5012", Write, false, None),
+        (
+            "UPDATE sbtest6 SET c='83868641912-28773972837-60736120486' WHERE id=5012",
+            Write,
+            false,
+            None,
+        ),
         ("DELETE FROM sbtest1 WHERE id=5011", Write, false, None),
-        ("INSERT INTO sbtest1 (id, k, c, pad) VALUES (5011, 4979, '4862-1', '2256-9')", Write, false, None),
+        (
+            "INSERT INTO sbtest1 (id, k, c, pad) VALUES (5011, 4979, '4862-1', '2256-9')",
+            Write,
+            false,
+            None,
+        ),
         ("BEGIN", Transaction, false, None),
         ("COMMIT", Transaction, false, None),
         // --- other first keywords ---
@@ -1272,7 +1321,12 @@ mod tests {
         ("FLUSH PRIVILEGES", Write, false, None),
         ("KILL 42", Write, false, None),
         ("DO SLEEP(1)", Write, false, None),
-        ("PURGE BINARY LOGS TO 'mysql-bin.000010'", Write, false, None),
+        (
+            "PURGE BINARY LOGS TO 'mysql-bin.000010'",
+            Write,
+            false,
+            None,
+        ),
         ("START SLAVE", Write, false, None),
         ("START REPLICA", Write, false, None),
         ("STOP SLAVE", Write, false, None),
@@ -1286,7 +1340,12 @@ mod tests {
         ("(UPDATE t SET a=1)", Write, false, None),
         // --- session pinning statements ---
         ("CREATE TEMPORARY TABLE tmp (a int)", Write, true, None),
-        ("create or replace temporary table tmp (a int)", Write, true, None),
+        (
+            "create or replace temporary table tmp (a int)",
+            Write,
+            true,
+            None,
+        ),
         ("DROP TEMPORARY TABLE tmp", Write, true, None),
         ("LOCK TABLES t READ", Write, true, None),
         ("LOCK TABLE t WRITE", Write, true, None),
@@ -1304,7 +1363,12 @@ mod tests {
         ("begin;", Transaction, false, None),
         ("BEGIN NOT ATOMIC SELECT 1; END", Write, false, None),
         ("START TRANSACTION", Transaction, false, None),
-        ("START TRANSACTION READ ONLY, WITH CONSISTENT SNAPSHOT", Transaction, false, None),
+        (
+            "START TRANSACTION READ ONLY, WITH CONSISTENT SNAPSHOT",
+            Transaction,
+            false,
+            None,
+        ),
         ("ROLLBACK", Transaction, false, None),
         ("ROLLBACK TO SAVEPOINT s1", Transaction, false, None),
         ("SAVEPOINT s1", Transaction, false, None),
@@ -1315,8 +1379,18 @@ mod tests {
         ("SET autocommit=0", Set, false, None),
         ("SET @x := 5", Set, false, None),
         ("SET @x = GET_LOCK('a', 1)", Set, true, None),
-        ("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", Set, false, None),
-        ("SET STATEMENT max_statement_time=1 FOR SELECT 1", Write, false, None),
+        (
+            "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            Set,
+            false,
+            None,
+        ),
+        (
+            "SET STATEMENT max_statement_time=1 FOR SELECT 1",
+            Write,
+            false,
+            None,
+        ),
         ("/*!40101 SET NAMES utf8 */", Set, false, None),
         ("/*!40101 SET NAMES utf8 */;", Set, false, None),
         ("USE sbtest", Use, false, None),
@@ -1332,27 +1406,82 @@ mod tests {
         ("EXPLAIN FORMAT=JSON SELECT 1", Read, false, None),
         ("EXPLAIN ANALYZE SELECT * FROM t", Read, false, None),
         ("EXPLAIN EXTENDED SELECT 1", Read, false, None),
-        ("EXPLAIN SELECT * FROM t FOR UPDATE", ReadPrimary, false, None),
+        (
+            "EXPLAIN SELECT * FROM t FOR UPDATE",
+            ReadPrimary,
+            false,
+            None,
+        ),
         ("EXPLAIN UPDATE t SET a = 1", Write, false, None),
         ("EXPLAIN DELETE FROM t", Write, false, None),
         ("EXPLAIN FOR CONNECTION 12", ReadPrimary, false, None),
         ("ANALYZE SELECT * FROM t", Read, false, None),
-        ("ANALYZE FORMAT=JSON DELETE FROM t WHERE a = 1", Write, false, None),
+        (
+            "ANALYZE FORMAT=JSON DELETE FROM t WHERE a = 1",
+            Write,
+            false,
+            None,
+        ),
         ("ANALYZE FORMAT=JSON SELECT 1", Read, false, None),
         ("ANALYZE NO_WRITE_TO_BINLOG TABLE t", Write, false, None),
         ("EXPLAIN", Write, false, None),
         // --- locking reads and INTO ---
-        ("SELECT * FROM t WHERE id = 1 FOR UPDATE", ReadPrimary, false, None),
-        ("select * from t where id = 1 for update", ReadPrimary, false, None),
-        ("SELECT * FROM t FOR UPDATE SKIP LOCKED", ReadPrimary, false, None),
-        ("SELECT * FROM t WHERE a IN (SELECT b FROM u FOR SHARE)", ReadPrimary, false, None),
-        ("SELECT * FROM t LOCK IN SHARE MODE", ReadPrimary, false, None),
+        (
+            "SELECT * FROM t WHERE id = 1 FOR UPDATE",
+            ReadPrimary,
+            false,
+            None,
+        ),
+        (
+            "select * from t where id = 1 for update",
+            ReadPrimary,
+            false,
+            None,
+        ),
+        (
+            "SELECT * FROM t FOR UPDATE SKIP LOCKED",
+            ReadPrimary,
+            false,
+            None,
+        ),
+        (
+            "SELECT * FROM t WHERE a IN (SELECT b FROM u FOR SHARE)",
+            ReadPrimary,
+            false,
+            None,
+        ),
+        (
+            "SELECT * FROM t LOCK IN SHARE MODE",
+            ReadPrimary,
+            false,
+            None,
+        ),
         ("SELECT a INTO @x FROM t LIMIT 1", ReadPrimary, true, None),
-        ("SELECT a FROM t LIMIT 1 INTO @x, @y", ReadPrimary, true, None),
+        (
+            "SELECT a FROM t LIMIT 1 INTO @x, @y",
+            ReadPrimary,
+            true,
+            None,
+        ),
         ("SELECT a INTO var1 FROM t", ReadPrimary, true, None),
-        ("SELECT * FROM t INTO OUTFILE '/tmp/t.csv'", ReadPrimary, false, None),
-        ("SELECT * INTO DUMPFILE '/tmp/t.bin' FROM t", ReadPrimary, false, None),
-        ("SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 10", ReadPrimary, false, None),
+        (
+            "SELECT * FROM t INTO OUTFILE '/tmp/t.csv'",
+            ReadPrimary,
+            false,
+            None,
+        ),
+        (
+            "SELECT * INTO DUMPFILE '/tmp/t.bin' FROM t",
+            ReadPrimary,
+            false,
+            None,
+        ),
+        (
+            "SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 10",
+            ReadPrimary,
+            false,
+            None,
+        ),
         // --- per-connection results, sequences, locks, user variables ---
         ("SELECT LAST_INSERT_ID()", ReadPrimary, false, None),
         ("select last_insert_id ( )", ReadPrimary, false, None),
@@ -1363,9 +1492,24 @@ mod tests {
         ("SELECT SETVAL(s1, 100)", ReadPrimary, false, None),
         ("SELECT NEXT VALUE FOR s1", ReadPrimary, false, None),
         ("SELECT PREVIOUS VALUE FOR s1", ReadPrimary, false, None),
-        ("SELECT MASTER_POS_WAIT('log.000001', 4)", ReadPrimary, false, None),
-        ("SELECT MASTER_GTID_WAIT('0-1-100')", ReadPrimary, false, None),
-        ("SELECT SOURCE_POS_WAIT('log.000001', 4)", ReadPrimary, false, None),
+        (
+            "SELECT MASTER_POS_WAIT('log.000001', 4)",
+            ReadPrimary,
+            false,
+            None,
+        ),
+        (
+            "SELECT MASTER_GTID_WAIT('0-1-100')",
+            ReadPrimary,
+            false,
+            None,
+        ),
+        (
+            "SELECT SOURCE_POS_WAIT('log.000001', 4)",
+            ReadPrimary,
+            false,
+            None,
+        ),
         ("SELECT @@identity", ReadPrimary, false, None),
         ("SELECT @@session.last_insert_id", ReadPrimary, false, None),
         ("SELECT @@LAST_GTID", ReadPrimary, false, None),
@@ -1384,44 +1528,119 @@ mod tests {
         ("SELECT INSERT('abc', 1, 1, 'x')", Read, false, None),
         // --- strings, identifiers and comments must not fool it ---
         ("SELECT 'FOR UPDATE' FROM t", Read, false, None),
-        ("SELECT \"x FOR UPDATE\", 'it''s', 'a\\'b FOR UPDATE' FROM t", Read, false, None),
+        (
+            "SELECT \"x FOR UPDATE\", 'it''s', 'a\\'b FOR UPDATE' FROM t",
+            Read,
+            false,
+            None,
+        ),
         ("SELECT 'a;b' FROM t", Read, false, None),
         ("SELECT 'a; UPDATE t SET a=1' FROM t", Read, false, None),
-        ("SELECT `update`, `for` FROM `delete` WHERE `insert` = 1", Read, false, None),
+        (
+            "SELECT `update`, `for` FROM `delete` WHERE `insert` = 1",
+            Read,
+            false,
+            None,
+        ),
         ("SELECT 1 /* FOR UPDATE */", Read, false, None),
         ("SELECT 1 -- FOR UPDATE", Read, false, None),
         ("SELECT 1 # FOR UPDATE", Read, false, None),
         ("SELECT 1--1", Read, false, None),
         ("SELECT 1 /*! FOR UPDATE */", ReadPrimary, false, None),
         ("SELECT 1 /*!50000 FOR UPDATE */", ReadPrimary, false, None),
-        ("SELECT 1 /*M!100100 FOR UPDATE */", ReadPrimary, false, None),
+        (
+            "SELECT 1 /*M!100100 FOR UPDATE */",
+            ReadPrimary,
+            false,
+            None,
+        ),
         ("/*!50000 SELECT */ * FROM t", Read, false, None),
-        ("/* app: user-list */ SELECT id FROM users WHERE id = 7 /* trace-id=abc */", Read, false, None),
+        (
+            "/* app: user-list */ SELECT id FROM users WHERE id = 7 /* trace-id=abc */",
+            Read,
+            false,
+            None,
+        ),
         ("-- leading\nSELECT 1", Read, false, None),
         ("# leading\nSELECT 1", Read, false, None),
-        ("SELECT /*+ MAX_EXECUTION_TIME(1000) */ a FROM t", Read, false, None),
+        (
+            "SELECT /*+ MAX_EXECUTION_TIME(1000) */ a FROM t",
+            Read,
+            false,
+            None,
+        ),
         ("SELECT 'unterminated", Write, false, None),
         ("SELECT 1 /* unterminated", Write, false, None),
         ("SELECT `unterminated", Write, false, None),
         ("SELECT 1 /*! unterminated executable", Write, false, None),
         // --- CTEs ---
-        ("WITH c AS (SELECT 1 AS a) SELECT a FROM c", Read, false, None),
-        ("WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM c WHERE n < 5) SELECT n FROM c", Read, false, None),
-        ("WITH c AS (SELECT id FROM t) UPDATE t SET a = 1 WHERE id IN (SELECT id FROM c)", Write, false, None),
-        ("WITH c AS (SELECT id FROM t) DELETE FROM t WHERE id IN (SELECT id FROM c)", Write, false, None),
-        ("WITH c AS (SELECT 1) INSERT INTO t SELECT * FROM c", Write, false, None),
-        ("WITH c AS (SELECT 1) REPLACE INTO t SELECT * FROM c", Write, false, None),
-        ("WITH c AS (SELECT 'x' AS s) SELECT REPLACE(s, 'x', 'y') FROM c", Read, false, None),
-        ("WITH c AS (SELECT id FROM t) SELECT * FROM c FOR UPDATE", ReadPrimary, false, None),
+        (
+            "WITH c AS (SELECT 1 AS a) SELECT a FROM c",
+            Read,
+            false,
+            None,
+        ),
+        (
+            "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM c WHERE n < 5) SELECT n FROM c",
+            Read,
+            false,
+            None,
+        ),
+        (
+            "WITH c AS (SELECT id FROM t) UPDATE t SET a = 1 WHERE id IN (SELECT id FROM c)",
+            Write,
+            false,
+            None,
+        ),
+        (
+            "WITH c AS (SELECT id FROM t) DELETE FROM t WHERE id IN (SELECT id FROM c)",
+            Write,
+            false,
+            None,
+        ),
+        (
+            "WITH c AS (SELECT 1) INSERT INTO t SELECT * FROM c",
+            Write,
+            false,
+            None,
+        ),
+        (
+            "WITH c AS (SELECT 1) REPLACE INTO t SELECT * FROM c",
+            Write,
+            false,
+            None,
+        ),
+        (
+            "WITH c AS (SELECT 'x' AS s) SELECT REPLACE(s, 'x', 'y') FROM c",
+            Read,
+            false,
+            None,
+        ),
+        (
+            "WITH c AS (SELECT id FROM t) SELECT * FROM c FOR UPDATE",
+            ReadPrimary,
+            false,
+            None,
+        ),
         ("(WITH c AS (SELECT 1) SELECT * FROM c)", Read, false, None),
         ("WITH c AS (SELECT 1)", Write, false, None),
         // --- multi-statements ---
         ("SELECT 1; SELECT 2", Read, false, None),
         ("SELECT 1; SELECT 2;", Read, false, None),
         ("SELECT 1; UPDATE t SET a=1", Write, false, None),
-        ("SELECT 1; SELECT LAST_INSERT_ID()", ReadPrimary, false, None),
+        (
+            "SELECT 1; SELECT LAST_INSERT_ID()",
+            ReadPrimary,
+            false,
+            None,
+        ),
         ("SELECT 1; COMMIT", Transaction, false, None),
-        ("INSERT INTO t VALUES (1); SELECT LAST_INSERT_ID()", Write, false, None),
+        (
+            "INSERT INTO t VALUES (1); SELECT LAST_INSERT_ID()",
+            Write,
+            false,
+            None,
+        ),
         ("SET NAMES utf8; SELECT 1", Write, true, None),
         ("SELECT 1; USE db2", Write, true, None),
         ("SELECT 1; SELECT GET_LOCK('a', 1)", ReadPrimary, true, None),
@@ -1429,11 +1648,26 @@ mod tests {
         // --- hints ---
         ("/* rwproxy:primary */ SELECT 1", Read, false, P),
         ("SELECT 1 /* rwproxy:replica */", Read, false, R),
-        ("/*rwproxy:replica*/ SELECT * FROM t FOR UPDATE", ReadPrimary, false, R),
+        (
+            "/*rwproxy:replica*/ SELECT * FROM t FOR UPDATE",
+            ReadPrimary,
+            false,
+            R,
+        ),
         ("-- rwproxy:primary\nSELECT 1", Read, false, P),
         ("# rwproxy:replica\nSELECT 1", Read, false, R),
-        ("/* rwproxy:replica */ /* rwproxy:primary */ SELECT 1", Read, false, P),
-        ("/* rwproxy:primary */ /* rwproxy:replica */ SELECT 1", Read, false, P),
+        (
+            "/* rwproxy:replica */ /* rwproxy:primary */ SELECT 1",
+            Read,
+            false,
+            P,
+        ),
+        (
+            "/* rwproxy:primary */ /* rwproxy:replica */ SELECT 1",
+            Read,
+            false,
+            P,
+        ),
         ("/*! rwproxy:primary */ SELECT 1", Write, false, None),
         ("/* rwproxy:primaryx */ SELECT 1", Read, false, None),
         ("/* not rwproxy:primary */ SELECT 1", Read, false, None),
@@ -1453,22 +1687,42 @@ mod tests {
                 ));
             }
         }
-        assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+        assert!(
+            failures.is_empty(),
+            "{} failures:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
         assert!(CASES.len() >= 80);
     }
 
     #[test]
     fn max_lag_hints() {
         let cases: &[(&str, Option<Duration>)] = &[
-            ("/* rwproxy:max_lag=2s */ SELECT 1", Some(Duration::from_secs(2))),
-            ("/* rwproxy:max_lag=500ms */ SELECT 1", Some(Duration::from_millis(500))),
-            ("/* rwproxy:max_lag = 3S */ SELECT 1", Some(Duration::from_secs(3))),
+            (
+                "/* rwproxy:max_lag=2s */ SELECT 1",
+                Some(Duration::from_secs(2)),
+            ),
+            (
+                "/* rwproxy:max_lag=500ms */ SELECT 1",
+                Some(Duration::from_millis(500)),
+            ),
+            (
+                "/* rwproxy:max_lag = 3S */ SELECT 1",
+                Some(Duration::from_secs(3)),
+            ),
             ("-- rwproxy:max_lag=0s\nSELECT 1", Some(Duration::ZERO)),
-            ("/* rwproxy:max_lag=2s */ /* rwproxy:max_lag=100ms */ SELECT 1", Some(Duration::from_millis(100))),
+            (
+                "/* rwproxy:max_lag=2s */ /* rwproxy:max_lag=100ms */ SELECT 1",
+                Some(Duration::from_millis(100)),
+            ),
             ("/* rwproxy:max_lag=2 */ SELECT 1", None),
             ("/* rwproxy:max_lag=s */ SELECT 1", None),
             ("/* rwproxy:max_lag=2min */ SELECT 1", None),
-            ("/* rwproxy:max_lag=99999999999999999999999s */ SELECT 1", None),
+            (
+                "/* rwproxy:max_lag=99999999999999999999999s */ SELECT 1",
+                None,
+            ),
         ];
         for &(sql, lag) in cases {
             let got = classify(sql.as_bytes());
@@ -1588,13 +1842,19 @@ mod tests {
             x ^= x << 17;
             let len = (x % 40) as usize;
             let buf: Vec<u8> = (0..len)
-                .map(|k| [b'a', b'\'', b'\\', 0x80, 0x27 ^ 0x80, 0x5b][((x >> (k % 60)) % 6) as usize])
+                .map(|k| {
+                    [b'a', b'\'', b'\\', 0x80, 0x27 ^ 0x80, 0x5b][((x >> (k % 60)) % 6) as usize]
+                })
                 .collect();
             let from = ((x >> 50) as usize) % (len + 2);
             let naive = (from..len)
                 .find(|&k| buf[k] == b'\'' || buf[k] == b'\\')
                 .unwrap_or(len);
-            assert_eq!(find2(&buf, from, b'\'', b'\\'), naive, "{buf:?} from {from}");
+            assert_eq!(
+                find2(&buf, from, b'\'', b'\\'),
+                naive,
+                "{buf:?} from {from}"
+            );
         }
     }
 

@@ -7,7 +7,7 @@
 //! which, and builds the text to replay from the statement's own tokens
 //! (literals copied verbatim, so escapes and charset introducers survive).
 //!
-//! It reuses the classifier's [`Lexer`], so comments, executable comments
+//! It reuses the classifier's lexer, so comments, executable comments
 //! and quoting are understood the same way in both places.
 
 use super::classify::{Lexer, Token, TokenKind};
@@ -130,7 +130,12 @@ impl<'a> Parser<'a> {
         while self.bump().is_some() {}
         // At `;` (peeked) or the end.
         loop {
-            match self.peeked.take().flatten().or_else(|| self.lx.next_token()) {
+            match self
+                .peeked
+                .take()
+                .flatten()
+                .or_else(|| self.lx.next_token())
+            {
                 Some(t) if t.is_punct(b';') => continue,
                 Some(_) => return false,
                 None => return !self.lx.error,
@@ -249,17 +254,15 @@ impl<'a> Parser<'a> {
     fn assignments(&mut self, mut scope: Option<Scope>) -> Parsed<SetEffect> {
         let mut items = Vec::new();
         let (mut any_session, mut any_other) = (false, false);
-        let mut first = true;
         loop {
-            if !first {
-                if let Some(t) = self.peek().filter(|t| t.kind == TokenKind::Word) {
-                    if let Some(s) = scope_word(t.text) {
-                        self.bump();
-                        scope = Some(s);
-                    }
-                }
+            let scope_here = self
+                .peek()
+                .filter(|t| t.kind == TokenKind::Word)
+                .and_then(|t| scope_word(t.text));
+            if let Some(s) = scope_here {
+                self.bump();
+                scope = Some(s);
             }
-            first = false;
             match self.assignment(scope.unwrap_or(Scope::Session))? {
                 Some(item) => {
                     any_session = true;
@@ -422,8 +425,8 @@ impl<'a> Parser<'a> {
                     self.bump();
                     push(&mut out, &s);
                     self.more_strings(&mut out, &mut push);
-                } else if let Some(s) = next_str
-                    .filter(|s| s.start == first.end() && is_literal_prefix(w))
+                } else if let Some(s) =
+                    next_str.filter(|s| s.start == first.end() && is_literal_prefix(w))
                 {
                     // N'x', X'41', B'01'
                     self.bump();
@@ -490,9 +493,14 @@ fn scope_word(w: &[u8]) -> Option<Scope> {
 }
 
 fn is_transaction_variable(name: &[u8]) -> bool {
-    ["tx_isolation", "transaction_isolation", "tx_read_only", "transaction_read_only"]
-        .iter()
-        .any(|k| name.eq_ignore_ascii_case(k.as_bytes()))
+    [
+        "tx_isolation",
+        "transaction_isolation",
+        "tx_read_only",
+        "transaction_read_only",
+    ]
+    .iter()
+    .any(|k| name.eq_ignore_ascii_case(k.as_bytes()))
 }
 
 /// `N`, `X`, `B` before a quoted string make a literal of it.
@@ -529,7 +537,11 @@ fn user_variable_key(text: &[u8]) -> String {
             while i < inner.len() {
                 out.push(inner[i]);
                 // A doubled quote stands for one.
-                i += if inner[i] == *q && inner.get(i + 1) == Some(q) { 2 } else { 1 };
+                i += if inner[i] == *q && inner.get(i + 1) == Some(q) {
+                    2
+                } else {
+                    1
+                };
             }
             out
         }
@@ -563,40 +575,143 @@ mod tests {
         use SetEffect::{NotSession, Unreplayable};
         let cases: Vec<(&str, SetEffect)> = vec![
             // --- replayable session state ---
-            ("SET sql_mode = 'ANSI'", session(&[("sql_mode", "SESSION sql_mode = 'ANSI'")])),
-            ("set SESSION sql_mode='ANSI,NO_ZERO_DATE'", session(&[("sql_mode", "SESSION sql_mode = 'ANSI,NO_ZERO_DATE'")])),
-            ("SET LOCAL time_zone = '+00:00'", session(&[("time_zone", "SESSION time_zone = '+00:00'")])),
-            ("SET @@time_zone = 'UTC'", session(&[("time_zone", "SESSION time_zone = 'UTC'")])),
-            ("SET @@session.Time_Zone := SYSTEM", session(&[("time_zone", "SESSION time_zone = SYSTEM")])),
-            ("SET @@LOCAL.sql_mode = ANSI", session(&[("sql_mode", "SESSION sql_mode = ANSI")])),
-            ("SET autocommit=0", session(&[("autocommit", "SESSION autocommit = 0")])),
-            ("SET autocommit = ON;", session(&[("autocommit", "SESSION autocommit = ON")])),
+            (
+                "SET sql_mode = 'ANSI'",
+                session(&[("sql_mode", "SESSION sql_mode = 'ANSI'")]),
+            ),
+            (
+                "set SESSION sql_mode='ANSI,NO_ZERO_DATE'",
+                session(&[("sql_mode", "SESSION sql_mode = 'ANSI,NO_ZERO_DATE'")]),
+            ),
+            (
+                "SET LOCAL time_zone = '+00:00'",
+                session(&[("time_zone", "SESSION time_zone = '+00:00'")]),
+            ),
+            (
+                "SET @@time_zone = 'UTC'",
+                session(&[("time_zone", "SESSION time_zone = 'UTC'")]),
+            ),
+            (
+                "SET @@session.Time_Zone := SYSTEM",
+                session(&[("time_zone", "SESSION time_zone = SYSTEM")]),
+            ),
+            (
+                "SET @@LOCAL.sql_mode = ANSI",
+                session(&[("sql_mode", "SESSION sql_mode = ANSI")]),
+            ),
+            (
+                "SET autocommit=0",
+                session(&[("autocommit", "SESSION autocommit = 0")]),
+            ),
+            (
+                "SET autocommit = ON;",
+                session(&[("autocommit", "SESSION autocommit = ON")]),
+            ),
             ("SET NAMES utf8mb4", session(&[("names", "NAMES utf8mb4")])),
-            ("SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci", session(&[("names", "NAMES utf8mb4 COLLATE utf8mb4_unicode_ci")])),
-            ("SET NAMES 'utf8mb4' COLLATE 'utf8mb4_bin'", session(&[("names", "NAMES 'utf8mb4' COLLATE 'utf8mb4_bin'")])),
+            (
+                "SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci",
+                session(&[("names", "NAMES utf8mb4 COLLATE utf8mb4_unicode_ci")]),
+            ),
+            (
+                "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_bin'",
+                session(&[("names", "NAMES 'utf8mb4' COLLATE 'utf8mb4_bin'")]),
+            ),
             ("SET NAMES DEFAULT", session(&[("names", "NAMES DEFAULT")])),
-            ("SET CHARACTER SET utf8", session(&[("names", "CHARACTER SET utf8")])),
-            ("SET CHARSET 'latin1'", session(&[("names", "CHARACTER SET 'latin1'")])),
-            ("/*!40101 SET NAMES utf8 */", session(&[("names", "NAMES utf8")])),
+            (
+                "SET CHARACTER SET utf8",
+                session(&[("names", "CHARACTER SET utf8")]),
+            ),
+            (
+                "SET CHARSET 'latin1'",
+                session(&[("names", "CHARACTER SET 'latin1'")]),
+            ),
+            (
+                "/*!40101 SET NAMES utf8 */",
+                session(&[("names", "NAMES utf8")]),
+            ),
             ("/* app */ SET @x = 5 ; ", session(&[("@x", "@x = 5")])),
             ("SET @X := -5", session(&[("@x", "@X = -5")])),
-            ("SET @'My Var' = 'it''s'", session(&[("@my var", "@'My Var' = 'it''s'")])),
-            ("SET @s = 'a\\'b', @n = NULL, @t = TRUE", session(&[("@s", "@s = 'a\\'b'"), ("@n", "@n = NULL"), ("@t", "@t = TRUE")])),
-            ("SET @u = _utf8mb4'x', @h = 0x4142, @b = X'41', @d = 1.5e3", session(&[("@u", "@u = _utf8mb4'x'"), ("@h", "@h = 0x4142"), ("@b", "@b = X'41'"), ("@d", "@d = 1.5e3")])),
+            (
+                "SET @'My Var' = 'it''s'",
+                session(&[("@my var", "@'My Var' = 'it''s'")]),
+            ),
+            (
+                "SET @s = 'a\\'b', @n = NULL, @t = TRUE",
+                session(&[
+                    ("@s", "@s = 'a\\'b'"),
+                    ("@n", "@n = NULL"),
+                    ("@t", "@t = TRUE"),
+                ]),
+            ),
+            (
+                "SET @u = _utf8mb4'x', @h = 0x4142, @b = X'41', @d = 1.5e3",
+                session(&[
+                    ("@u", "@u = _utf8mb4'x'"),
+                    ("@h", "@h = 0x4142"),
+                    ("@b", "@b = X'41'"),
+                    ("@d", "@d = 1.5e3"),
+                ]),
+            ),
             ("SET @c = 'a' 'b'", session(&[("@c", "@c = 'a' 'b'")])),
-            ("SET sql_mode = '', time_zone = '+01:00', @a = 1", session(&[("sql_mode", "SESSION sql_mode = ''"), ("time_zone", "SESSION time_zone = '+01:00'"), ("@a", "@a = 1")])),
-            ("SET SESSION sql_mode = DEFAULT, wait_timeout = 60", session(&[("sql_mode", "SESSION sql_mode = DEFAULT"), ("wait_timeout", "SESSION wait_timeout = 60")])),
-            ("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED", session(&[("transaction_isolation", "SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")])),
-            ("set session transaction read only, isolation level serializable", session(&[("transaction_read_only", "SESSION TRANSACTION READ ONLY"), ("transaction_isolation", "SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE")])),
-            ("SET tx_isolation = 'READ-COMMITTED'", session(&[("transaction_isolation", "SESSION tx_isolation = 'READ-COMMITTED'")])),
-            ("SET SESSION transaction_read_only = 1", session(&[("transaction_read_only", "SESSION transaction_read_only = 1")])),
-            ("SET @@session.tx_read_only = OFF", session(&[("transaction_read_only", "SESSION tx_read_only = OFF")])),
+            (
+                "SET sql_mode = '', time_zone = '+01:00', @a = 1",
+                session(&[
+                    ("sql_mode", "SESSION sql_mode = ''"),
+                    ("time_zone", "SESSION time_zone = '+01:00'"),
+                    ("@a", "@a = 1"),
+                ]),
+            ),
+            (
+                "SET SESSION sql_mode = DEFAULT, wait_timeout = 60",
+                session(&[
+                    ("sql_mode", "SESSION sql_mode = DEFAULT"),
+                    ("wait_timeout", "SESSION wait_timeout = 60"),
+                ]),
+            ),
+            (
+                "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                session(&[(
+                    "transaction_isolation",
+                    "SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                )]),
+            ),
+            (
+                "set session transaction read only, isolation level serializable",
+                session(&[
+                    ("transaction_read_only", "SESSION TRANSACTION READ ONLY"),
+                    (
+                        "transaction_isolation",
+                        "SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+                    ),
+                ]),
+            ),
+            (
+                "SET tx_isolation = 'READ-COMMITTED'",
+                session(&[(
+                    "transaction_isolation",
+                    "SESSION tx_isolation = 'READ-COMMITTED'",
+                )]),
+            ),
+            (
+                "SET SESSION transaction_read_only = 1",
+                session(&[("transaction_read_only", "SESSION transaction_read_only = 1")]),
+            ),
+            (
+                "SET @@session.tx_read_only = OFF",
+                session(&[("transaction_read_only", "SESSION tx_read_only = OFF")]),
+            ),
             // --- not session state ---
-            ("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", NotSession),
+            (
+                "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+                NotSession,
+            ),
             ("SET GLOBAL TRANSACTION READ WRITE", NotSession),
             ("SET @@transaction_isolation = 'SERIALIZABLE'", NotSession),
             ("SET GLOBAL max_connections = 1000", NotSession),
-            ("SET @@global.sql_mode = CONCAT(@@global.sql_mode, ',ANSI')", NotSession),
+            (
+                "SET @@global.sql_mode = CONCAT(@@global.sql_mode, ',ANSI')",
+                NotSession,
+            ),
             ("SET PERSIST max_connections = 500", NotSession),
             ("SET @@persist_only.max_connections = 500", NotSession),
             ("SET GLOBAL a = 1, b = 2", NotSession),
@@ -623,9 +738,15 @@ mod tests {
             ("SET @x = 'unterminated", Unreplayable),
             ("SET @x = 1; SELECT 1", Unreplayable),
             ("SET @x = 1,", Unreplayable),
-            ("SET SESSION TRANSACTION ISOLATION LEVEL CHAOS", Unreplayable),
+            (
+                "SET SESSION TRANSACTION ISOLATION LEVEL CHAOS",
+                Unreplayable,
+            ),
             ("SELECT 1", Unreplayable),
-            ("SET /*!40101 @OLD_SQL_MODE=@@SQL_MODE, */ SQL_MODE='NO_AUTO_VALUE_ON_ZERO'", Unreplayable),
+            (
+                "SET /*!40101 @OLD_SQL_MODE=@@SQL_MODE, */ SQL_MODE='NO_AUTO_VALUE_ON_ZERO'",
+                Unreplayable,
+            ),
             ("SET cache.key_buffer_size = 1", Unreplayable),
         ];
         let mut failures = Vec::new();
@@ -635,7 +756,12 @@ mod tests {
                 failures.push(format!("{sql:?}:\n  want {want:?}\n  got  {got:?}"));
             }
         }
-        assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+        assert!(
+            failures.is_empty(),
+            "{} failures:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
         assert!(cases.len() >= 30);
     }
 
@@ -680,7 +806,11 @@ mod tests {
             SetEffect::Session(items) => assert_eq!(items.len(), 100_000),
             other => panic!("{other:?}"),
         }
-        let deep = format!("SET GLOBAL x = {}1{}", "(".repeat(10_000), ")".repeat(10_000));
+        let deep = format!(
+            "SET GLOBAL x = {}1{}",
+            "(".repeat(10_000),
+            ")".repeat(10_000)
+        );
         assert_eq!(parse_set(deep.as_bytes()), SetEffect::NotSession);
     }
 }

@@ -875,6 +875,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let server = held.server.clone();
         self.stmts.forget_server(&server);
         drop(held.into_conn());
+        // Losing the primary connection ends whatever lived on it: the
+        // server rolls back the open transaction and drops session-only
+        // state, so the session is free to route normally again.
+        let snap = self.shared.topology.load();
+        let was_primary = snap.primary_view().is_none_or(|p| p.name == server);
+        if was_primary {
+            self.set_in_trans(false);
+            self.autocommit = true;
+            self.pinned = false;
+        }
         server
     }
 
