@@ -119,7 +119,8 @@ fn specificity(a: &ServerAccount) -> (u8, usize, u8) {
 
 /// The account store a proxy instance authenticates against.
 pub struct Accounts {
-    config: Arc<Config>,
+    /// Swapped by RELOAD (users and passwords change for new sessions).
+    config: Arc<ArcSwap<Config>>,
     topology: Arc<Topology>,
     /// Server accounts, most specific first.
     cache: ArcSwap<Vec<ServerAccount>>,
@@ -133,7 +134,11 @@ const REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(1);
 const REFRESH_EVERY: Duration = Duration::from_secs(10);
 
 impl Accounts {
-    pub fn new(config: Arc<Config>, topology: Arc<Topology>) -> Accounts {
+    fn cfg(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    pub fn new(config: Arc<ArcSwap<Config>>, topology: Arc<Topology>) -> Accounts {
         Accounts {
             config,
             topology,
@@ -144,8 +149,9 @@ impl Accounts {
 
     /// Finds the account `user` connecting from `ip` would use.
     pub async fn lookup(&self, user: &str, ip: IpAddr) -> Lookup {
-        if self.config.auth == AuthMode::Config {
-            return match self.config.users.iter().find(|u| u.name == user) {
+        let cfg = self.cfg();
+        if cfg.auth == AuthMode::Config {
+            return match cfg.users.iter().find(|u| u.name == user) {
                 Some(u) => Lookup::Found {
                     name: Arc::from(u.name.as_str()),
                     hash: match (&u.password, &u.password_hash) {
@@ -221,7 +227,8 @@ impl Accounts {
             .primary_view()
             .or_else(|| snap.servers.iter().find(|s| s.up))
             .ok_or("no server available")?;
-        let opts = monitor_opts(&self.config, &primary.addr);
+        let cfg = self.cfg();
+        let opts = monitor_opts(&cfg, &primary.addr);
         let fetch = async {
             let mut c = mysql_async::Conn::new(opts).await.map_err(|e| e.to_string())?;
             let rows: Vec<(String, String, Option<String>, Option<String>, Option<String>, Option<String>)> = c
@@ -238,7 +245,7 @@ impl Accounts {
             let _ = c.disconnect().await;
             Ok::<_, String>(rows)
         };
-        let rows = tokio::time::timeout(self.config.connect_timeout() * 2, fetch)
+        let rows = tokio::time::timeout(cfg.connect_timeout() * 2, fetch)
             .await
             .map_err(|_| "timed out reading mysql.global_priv".to_string())??;
         let mut list: Vec<ServerAccount> = rows
@@ -280,19 +287,23 @@ impl Accounts {
 
     /// Periodic refresh until shutdown.
     pub async fn refresher(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
-        if self.config.auth != AuthMode::Servers {
-            return;
+        if self.cfg().auth != AuthMode::Servers {
+            // Checked again each period: RELOAD may switch modes.
         }
-        match self.refresh().await {
-            Ok(n) => info!(accounts = n, "loaded server accounts"),
-            Err(e) => warn!(error = %e, "could not load server accounts yet"),
+        if self.cfg().auth == AuthMode::Servers {
+            match self.refresh().await {
+                Ok(n) => info!(accounts = n, "loaded server accounts"),
+                Err(e) => warn!(error = %e, "could not load server accounts yet"),
+            }
         }
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(REFRESH_EVERY) => {}
                 _ = shutdown.cancelled() => return,
             }
-            self.refresh_if_due(REFRESH_EVERY / 2).await;
+            if self.cfg().auth == AuthMode::Servers {
+                self.refresh_if_due(REFRESH_EVERY / 2).await;
+            }
         }
     }
 }

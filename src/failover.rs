@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
+use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -119,7 +120,8 @@ impl WriteGate {
 
 /// The promotion engine; one per rwproxy instance.
 pub struct Failover {
-    config: Arc<Config>,
+    /// Swapped by RELOAD; each operation reads the current one once.
+    config: Arc<ArcSwap<Config>>,
     topology: Arc<Topology>,
     pub gate: Arc<WriteGate>,
     /// One promotion at a time (try_lock: a second one is refused).
@@ -177,7 +179,11 @@ impl Steps {
 }
 
 impl Failover {
-    pub fn new(config: Arc<Config>, topology: Arc<Topology>) -> Failover {
+    fn cfg(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    pub fn new(config: Arc<ArcSwap<Config>>, topology: Arc<Topology>) -> Failover {
         Failover {
             config,
             topology,
@@ -189,8 +195,8 @@ impl Failover {
         }
     }
 
-    fn settings(&self) -> Result<&FailoverConfig, FailoverError> {
-        self.config.failover.as_ref().ok_or(FailoverError::NotConfigured)
+    fn settings(&self) -> Result<FailoverConfig, FailoverError> {
+        self.cfg().failover.clone().ok_or(FailoverError::NotConfigured)
     }
 
     /// Checks a candidate; refusals change nothing.
@@ -220,7 +226,7 @@ impl Failover {
 
     /// Planned switchover to `name` (admin `PROMOTE name [FORCE]`).
     pub async fn switchover(&self, name: &str, force: bool) -> Result<Report, FailoverError> {
-        let f = self.settings()?.clone();
+        let f = self.settings()?;
         let _guard = self.running.try_lock().map_err(|_| FailoverError::Busy)?;
         let snap = self.topology.load();
         let cand = self.check_candidate(&snap, name, force)?;
@@ -237,13 +243,13 @@ impl Failover {
             last: Instant::now(),
         };
         info!(from = %old_view.name, to = %cand_view.name, "switchover started");
-        let mut old_conn = connect(&self.config, &old_view.addr).await.map_err(|e| FailoverError::Step {
+        let mut old_conn = connect(&self.cfg(), &old_view.addr).await.map_err(|e| FailoverError::Step {
             step: "connect old primary",
             server: old_view.name.to_string(),
             error: e,
             state: "nothing changed".into(),
         })?;
-        let mut cand_conn = connect(&self.config, &cand_view.addr).await.map_err(|e| FailoverError::Step {
+        let mut cand_conn = connect(&self.cfg(), &cand_view.addr).await.map_err(|e| FailoverError::Step {
             step: "connect candidate",
             server: cand_view.name.to_string(),
             error: e,
@@ -381,7 +387,7 @@ impl Failover {
             if v.name == cand_view.name || v.name == old_view.name || !v.up {
                 continue;
             }
-            if let Err(e) = repoint(&self.config, &v.addr, &change).await {
+            if let Err(e) = repoint(&self.cfg(), &v.addr, &change).await {
                 warn!(server = %v.name, error = %e, "repointing replica failed");
             }
         }
@@ -410,7 +416,7 @@ impl Failover {
 
     /// Failover: the primary is down; promote the most advanced replica.
     pub async fn failover(&self) -> Result<Report, FailoverError> {
-        let f = self.settings()?.clone();
+        let f = self.settings()?;
         let _guard = self.running.try_lock().map_err(|_| FailoverError::Busy)?;
         let snap = self.topology.load();
         if snap.primary.is_some() {
@@ -431,7 +437,7 @@ impl Failover {
         // Only one instance acts: a lock on a majority of the servers.
         let mut locks: Vec<Conn> = Vec::new();
         for s in snap.servers.iter().filter(|s| s.up) {
-            if let Ok(mut c) = connect(&self.config, &s.addr).await {
+            if let Ok(mut c) = connect(&self.cfg(), &s.addr).await {
                 let got: Option<Option<i64>> = c
                     .query_first("SELECT GET_LOCK('rwproxy_failover', 0)")
                     .await
@@ -460,7 +466,7 @@ impl Failover {
             if !s.up || s.role != Role::Replica || s.fenced.is_some() {
                 continue;
             }
-            if let Ok(c) = connect(&self.config, &s.addr).await {
+            if let Ok(c) = connect(&self.cfg(), &s.addr).await {
                 cands.push((i, c));
             }
         }
@@ -567,7 +573,8 @@ impl Failover {
         let Some(p) = snap.primary_view() else {
             return;
         };
-        let rejoin = self.config.failover.as_ref().is_some_and(|f| f.auto_rejoin);
+        let cfg = self.cfg();
+        let rejoin = cfg.failover.as_ref().is_some_and(|f| f.auto_rejoin);
         for (i, s) in snap.servers.iter().enumerate() {
             if Some(i) == snap.primary || !s.up || s.role != Role::Primary || s.fenced.is_some() {
                 continue;
@@ -578,7 +585,7 @@ impl Failover {
             if !demoted || s.addr == p.addr {
                 continue;
             }
-            let Ok(mut c) = connect(&self.config, &s.addr).await else {
+            let Ok(mut c) = connect(&self.cfg(), &s.addr).await else {
                 continue;
             };
             if let Err(e) = c.query_drop("SET GLOBAL read_only = 1").await {
@@ -600,7 +607,7 @@ impl Failover {
                         v.role = Role::Replica;
                     }
                 });
-            } else if rejoin && let Some(f) = &self.config.failover {
+            } else if rejoin && let Some(f) = &cfg.failover {
                 let change = change_master_sql(f, &p.addr);
                 let mut ok = true;
                 for sql in [
@@ -626,14 +633,15 @@ impl Failover {
     /// Background duty: fence strays and, with `auto_failover`, fail over
     /// once the primary missed `failover_after` checks.
     pub async fn watch(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
-        let interval = self.config.monitor_interval();
         loop {
+            let cfg = self.cfg();
+            let interval = cfg.monitor_interval();
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 _ = shutdown.cancelled() => return,
             }
             self.fence_strays().await;
-            let Some(f) = self.config.failover.as_ref() else {
+            let Some(f) = cfg.failover.as_ref() else {
                 continue;
             };
             if !f.auto_failover {

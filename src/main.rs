@@ -50,6 +50,7 @@ fn main() -> anyhow::Result<()> {
     init_logging(&cli.log_format);
     match cli.command {
         Cmd::Run { config, listen } => {
+            let config_path = config.clone();
             let mut cfg = rwproxy::config::Config::load(&config)?;
             if let Some(l) = listen {
                 cfg.listen = l;
@@ -74,7 +75,7 @@ fn main() -> anyhow::Result<()> {
                     }
                     signal_token.cancel();
                 });
-                rwproxy::server::run(listeners, cfg, shutdown).await?;
+                rwproxy::server::run(listeners, cfg, Some(config_path), shutdown).await?;
                 Ok::<_, anyhow::Error>(())
             })?;
         }

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::accounts::Accounts;
 use crate::failover::Failover;
 use crate::monitor::Monitor;
+use arc_swap::ArcSwap;
 use crate::protocol::packet::PacketStream;
 use crate::protocol::{ClientError, supported_capabilities};
 use crate::session::{self, Greeting, Shared};
@@ -71,7 +72,11 @@ async fn probe_greeting(config: &Config) -> Greeting {
 }
 
 /// Builds the shared state for a configuration.
-pub async fn build_shared(config: Config, shutdown: CancellationToken) -> Arc<Shared> {
+pub async fn build_shared(
+    config: Config,
+    config_path: Option<std::path::PathBuf>,
+    shutdown: CancellationToken,
+) -> Arc<Shared> {
     let greeting = probe_greeting(&config).await;
     let topology = Arc::new(Topology::new(Snapshot::from_config(&config)));
     let pools = Arc::new(Pools::new(
@@ -79,12 +84,14 @@ pub async fn build_shared(config: Config, shutdown: CancellationToken) -> Arc<Sh
         config.pool_ping_after(),
         config.connect_timeout(),
     ));
-    let config = Arc::new(config);
+    let config = Arc::new(ArcSwap::from_pointee(config));
     let failover = Arc::new(Failover::new(config.clone(), topology.clone()));
     let accounts = Arc::new(Accounts::new(config.clone(), topology.clone()));
     Arc::new(Shared {
         accounts,
         config,
+        config_path,
+        monitor: Default::default(),
         failover,
         sessions: Default::default(),
         metrics: Default::default(),
@@ -132,14 +139,17 @@ impl Listeners {
 
 /// Serves clients until `shutdown` is cancelled, then waits (up to a grace
 /// period) for sessions to finish their current statement or transaction.
+/// `config_path` enables RELOAD and SIGHUP.
 pub async fn run(
     listeners: Listeners,
     config: Config,
+    config_path: Option<std::path::PathBuf>,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     let listener = listeners.proxy;
-    let shared = build_shared(config, shutdown.clone()).await;
-    let monitor = Monitor::start(shared.config.clone(), shared.topology.clone(), shutdown.clone()).await;
+    let shared = build_shared(config, config_path, shutdown.clone()).await;
+    start_monitor(&shared).await;
+    let hup = tokio::spawn(reload_on_sighup(shared.clone()));
     let watcher = tokio::spawn(shared.failover.clone().watch(shutdown.clone()));
     let refresher = tokio::spawn(shared.accounts.clone().refresher(shutdown.clone()));
     let admin = listeners
@@ -148,12 +158,13 @@ pub async fn run(
     let http = listeners
         .http
         .map(|l| tokio::spawn(crate::admin::http::serve(l, shared.clone())));
-    let grace = Duration::from_millis(shared.config.shutdown_timeout_ms);
-    let r = serve(listener, shared, grace).await;
+    let grace = Duration::from_millis(shared.config.load().shutdown_timeout_ms);
+    let r = serve(listener, shared.clone(), grace).await;
     if let Some(h) = http {
         h.abort();
     }
-    monitor.join().await;
+    hup.abort();
+    stop_monitor(&shared).await;
     let _ = watcher.await;
     let _ = refresher.await;
     if let Some(a) = admin {
@@ -177,7 +188,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    if sessions.len() >= shared.config.max_client_connections {
+                    if sessions.len() >= shared.config.load().max_client_connections {
                         // Refuse cheaply, before any handshake work.
                         tokio::spawn(session::refuse(stream, peer, ClientError::new(1040, b"08004", "Too many connections")));
                         continue;
@@ -202,4 +213,90 @@ pub async fn serve(
         sessions.abort_all();
     }
     Ok(())
+}
+
+/// Starts the monitor for the current configuration (with its own token,
+/// a child of the shutdown token, so RELOAD can restart it).
+async fn start_monitor(shared: &Arc<Shared>) {
+    let token = shared.shutdown.child_token();
+    let m = Monitor::start(shared.config.load_full(), shared.topology.clone(), token.clone()).await;
+    *shared.monitor.lock().await = Some((token, m));
+}
+
+async fn stop_monitor(shared: &Arc<Shared>) {
+    if let Some((token, m)) = shared.monitor.lock().await.take() {
+        token.cancel();
+        m.join().await;
+    }
+}
+
+/// Re-reads the configuration file. An invalid file is rejected with its
+/// error and the configuration in force stays. A valid one applies to new
+/// sessions (users, passwords, limits, routing policy) and to the topology
+/// (servers added or removed, weights, lag limits); open sessions finish on
+/// the configuration they started with. Listen addresses need a restart.
+pub async fn reload(shared: &Arc<Shared>) -> Result<String, String> {
+    let path = shared
+        .config_path
+        .clone()
+        .ok_or("rwproxy was started without a configuration file")?;
+    let new = Config::load(&path).map_err(|e| format!("configuration rejected, old one stays in force: {e}"))?;
+    let old = shared.config.load_full();
+    let mut notes = Vec::new();
+    if new.listen != old.listen || new.http_listen != old.http_listen || new.admin.as_ref().map(|a| &a.listen) != old.admin.as_ref().map(|a| &a.listen) {
+        notes.push("listen addresses change only on restart");
+    }
+    stop_monitor(shared).await;
+    let next = Snapshot::from_config(&new);
+    shared.topology.update(|snap| {
+        let mut merged = next.clone();
+        for s in merged.servers.iter_mut() {
+            // Keep what the monitor observed (and the counters) for servers
+            // that stay at the same address; configured facts come from the
+            // new file.
+            if let Some(o) = snap.servers.iter().find(|o| o.name == s.name && o.addr == s.addr) {
+                s.role = o.role;
+                s.up = o.up;
+                s.read_only = o.read_only;
+                s.replication = o.replication;
+                s.lag = o.lag;
+                s.gtid_binlog = o.gtid_binlog.clone();
+                s.gtid_slave = o.gtid_slave.clone();
+                s.last_error = o.last_error.clone();
+                s.since = o.since;
+                s.failures = o.failures;
+                s.fenced = o.fenced.clone();
+                s.stats = o.stats.clone();
+                if o.admin != crate::topology::AdminState::Online && s.admin == crate::topology::AdminState::Online {
+                    s.admin = o.admin;
+                }
+            }
+        }
+        let old_primary = snap.primary_view().map(|p| p.name.clone());
+        merged.primary = old_primary
+            .and_then(|n| merged.find(&n))
+            .or(merged.primary);
+        *snap = merged;
+    });
+    let servers = new.servers.len();
+    shared.config.store(Arc::new(new));
+    start_monitor(shared).await;
+    let msg = format!(
+        "configuration reloaded from {} ({servers} servers){}",
+        path.display(),
+        if notes.is_empty() { String::new() } else { format!("; note: {}", notes.join("; ")) }
+    );
+    info!(%msg, "reload");
+    Ok(msg)
+}
+
+async fn reload_on_sighup(shared: Arc<Shared>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        if let Err(e) = reload(&shared).await {
+            warn!(error = %e, "SIGHUP reload failed");
+        }
+    }
 }

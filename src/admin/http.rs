@@ -98,7 +98,7 @@ pub fn health(shared: &Shared) -> Result<String, String> {
         return Err("no primary available: writes would fail".into());
     };
     let readable = snap.readable_replicas(None).count();
-    if readable == 0 && shared.config.replica_fallback == ReplicaFallback::Error {
+    if readable == 0 && shared.config.load().replica_fallback == ReplicaFallback::Error {
         return Err("no replica can serve reads and replica_fallback = \"error\"".into());
     }
     Ok(format!(

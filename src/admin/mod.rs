@@ -283,10 +283,10 @@ impl AdminShim {
                 Err(e) => Answer::Err(ErrorKind::ER_UNKNOWN_ERROR, format!("FAILOVER refused: {e}")),
             },
             ["SET", "SERVER", _, _] => self.set_server(words[2], words[3]),
-            ["RELOAD"] => Answer::Err(
-                ErrorKind::ER_NOT_SUPPORTED_YET,
-                "RELOAD is not implemented yet: restart rwproxy to apply a new configuration".into(),
-            ),
+            ["RELOAD"] => match crate::server::reload(&self.shared).await {
+                Ok(msg) => Answer::Ok(msg),
+                Err(e) => Answer::Err(ErrorKind::ER_UNKNOWN_ERROR, format!("RELOAD failed: {e}")),
+            },
             // What the mariadb/mysql CLI asks on connect and for `\s`.
             ["SELECT", "@@VERSION_COMMENT", "LIMIT", "1"] | ["SELECT", "@@VERSION_COMMENT"] => {
                 let mut t = Table::new(&["@@version_comment"]);
@@ -340,7 +340,8 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for AdminShim {
     }
 
     async fn authenticate(&self, _plugin: &str, username: &[u8], salt: &[u8], auth_data: &[u8]) -> bool {
-        let Some(admin) = &self.shared.config.admin else {
+        let cfg = self.shared.config.load();
+        let Some(admin) = &cfg.admin else {
             return false;
         };
         if username != admin.user.as_bytes() {

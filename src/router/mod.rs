@@ -17,6 +17,7 @@
 //!    operator configured (`replica_fallback`).
 
 pub mod classify;
+pub mod digest;
 pub mod set;
 
 use std::sync::atomic::Ordering;

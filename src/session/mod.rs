@@ -23,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::backend::{BackendConn, BackendError, Credential, Pools};
+use arc_swap::ArcSwap;
+
 use crate::config::{Config, Consistency};
 use crate::accounts::{Accounts, Lookup};
 use crate::failover::Failover;
@@ -50,7 +52,11 @@ pub struct Greeting {
 
 /// Everything sessions share. Passed as an `Arc`, never a global.
 pub struct Shared {
-    pub config: Arc<Config>,
+    /// The configuration in force; RELOAD swaps it. A session reads it once
+    /// at its start and finishes on that snapshot.
+    pub config: Arc<ArcSwap<Config>>,
+    /// Where the configuration was read from (for RELOAD / SIGHUP).
+    pub config_path: Option<std::path::PathBuf>,
     pub accounts: Arc<Accounts>,
     pub topology: Arc<Topology>,
     pub pools: Arc<Pools>,
@@ -64,6 +70,8 @@ pub struct Shared {
     /// Open sessions, for the admin's SHOW SESSIONS.
     pub sessions: Mutex<HashMap<u32, SessionInfo>>,
     pub metrics: Arc<Metrics>,
+    /// The running monitor and its cancellation token (RELOAD restarts it).
+    pub monitor: tokio::sync::Mutex<Option<(CancellationToken, crate::monitor::Monitor)>>,
 }
 
 /// What the admin port shows about a session.
@@ -166,7 +174,7 @@ where
         let started = Instant::now();
         let client = PacketStream::new(stream);
         let hs = tokio::time::timeout(
-            shared.config.handshake_timeout(),
+            shared.config.load().handshake_timeout(),
             handshake(&shared, client, conn_id, peer),
         )
         .await;
@@ -183,7 +191,7 @@ where
             }
         };
         tracing::Span::current().record("user", &*session.cred.user);
-        let per_user = shared.config.max_connections_per_user;
+        let per_user = session.cfg.max_connections_per_user;
         if per_user > 0 {
             let open = shared
                 .sessions
@@ -262,11 +270,12 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let scramble = auth::new_scramble();
+    let cfg = shared.config.load_full();
     let g = &shared.greeting;
     handshake::send_greeting(&mut client, &g.version, conn_id, &scramble, g.caps, g.collation)
         .await
         .map_err(|e| e.to_string())?;
-    let hello: ClientHello = match handshake::read_client_hello(&mut client, shared.config.max_allowed_packet).await {
+    let hello: ClientHello = match handshake::read_client_hello(&mut client, cfg.max_allowed_packet).await {
         Ok(h) => h,
         Err(HandshakeError::Malformed(m)) => {
             let e = ClientError::new(1043, b"08S01", format!("Bad handshake: {m}"));
@@ -297,6 +306,7 @@ where
     let caps = hello.caps & g.caps;
     let mut session = Session {
         shared: shared.clone(),
+        cfg,
         client,
         peer,
         scramble,
@@ -386,6 +396,8 @@ async fn verify(
 /// One client session after authentication.
 pub struct Session<S> {
     shared: Arc<Shared>,
+    /// The configuration as of the session's start (RELOAD applies to new sessions).
+    cfg: Arc<Config>,
     client: PacketStream<S>,
     /// The client's address (host patterns of accounts are judged on it).
     peer: SocketAddr,
@@ -423,7 +435,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     async fn command_loop(&mut self) -> String {
         let shutdown = self.shared.shutdown.clone();
         loop {
-            let idle = self.shared.config.client_idle_timeout_ms;
+            let idle = self.cfg.client_idle_timeout_ms;
             let idle_limit = async {
                 if idle == 0 {
                     std::future::pending::<()>().await
@@ -432,7 +444,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
             };
             let read = tokio::select! {
-                r = self.client.read_packet(self.shared.config.max_allowed_packet, Some(0)) => r,
+                r = self.client.read_packet(self.cfg.max_allowed_packet, Some(0)) => r,
                 _ = shutdown.cancelled(), if !self.in_trans => {
                     return "server shutting down".into();
                 }
@@ -669,8 +681,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// The routing policy in force.
     fn policy(&self) -> Policy {
         Policy {
-            fallback: self.shared.config.replica_fallback,
-            balance: self.shared.config.balance,
+            fallback: self.cfg.replica_fallback,
+            balance: self.cfg.balance,
         }
     }
 
@@ -710,8 +722,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             // the new topology.
             if !is_replica && !self.in_trans && self.shared.failover.gate.is_closed() {
                 let max = self
-                    .shared
-                    .config
+                    .cfg
                     .failover
                     .as_ref()
                     .map(|f| Duration::from_millis(f.switchover_timeout_ms * 2 + 1000))
@@ -760,7 +771,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// GTID (`@@last_gtid`, one extra round trip per committed write) so
     /// the session's next reads only go to replicas that applied it.
     async fn track_write(&mut self, c: &Classified, summary: &Summary, snap: &Snapshot, idx: usize) {
-        if self.shared.config.consistency != Consistency::Session
+        if self.cfg.consistency != Consistency::Session
             || summary.error.is_some()
             || self.in_trans
             || !matches!(c.kind, StatementKind::Write | StatementKind::Transaction)

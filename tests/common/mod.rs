@@ -61,6 +61,11 @@ pub fn sandbox_config(sb: &rwproxy::sandbox::Sandbox) -> Config {
 /// Starts rwproxy on 127.0.0.1:0 (and its admin port, if configured, on
 /// another free port) with `config`.
 pub async fn start_proxy(config: Config) -> Proxy {
+    start_proxy_with_path(config, None).await
+}
+
+/// Like [`start_proxy`], with a config file path for RELOAD.
+pub async fn start_proxy_with_path(config: Config, config_path: Option<std::path::PathBuf>) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let admin_listener = match &config.admin {
@@ -78,7 +83,7 @@ pub async fn start_proxy(config: Config) -> Proxy {
         http: Some(http_listener),
     };
     let task = tokio::spawn(async move {
-        if let Err(e) = rwproxy::server::run(listeners, config, token).await {
+        if let Err(e) = rwproxy::server::run(listeners, config, config_path, token).await {
             eprintln!("proxy stopped with error: {e}");
         }
     });
@@ -108,4 +113,95 @@ pub fn with_admin(mut config: Config) -> Config {
         auto_rejoin: false,
     });
     config
+}
+
+/// Runs an admin command on the proxy's admin port and returns the rows
+/// as strings (NULL as "NULL"), or the server error message.
+pub async fn admin(proxy: &Proxy, sql: &str) -> Result<Vec<Vec<String>>, String> {
+    use mysql_async::prelude::Queryable;
+    let addr = proxy.admin.expect("proxy started with an admin port");
+    let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(addr.ip().to_string())
+        .tcp_port(addr.port())
+        .user(Some("admin"))
+        .pass(Some("adminpw"))
+        .prefer_socket(false)
+        .into();
+    let mut c = mysql_async::Conn::new(opts).await.map_err(|e| e.to_string())?;
+    let rows: Vec<mysql_async::Row> = c.query(sql).await.map_err(|e| e.to_string())?;
+    let _ = c.disconnect().await;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (0..r.len())
+                .map(|i| match r.as_ref(i) {
+                    Some(mysql_async::Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
+                    Some(mysql_async::Value::NULL) | None => "NULL".into(),
+                    Some(v) => v.as_sql(true),
+                })
+                .collect()
+        })
+        .collect())
+}
+
+/// A plain HTTP GET against the proxy's HTTP endpoint: (status, body).
+pub async fn http_get(proxy: &Proxy, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(proxy.http).await.expect("http connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .expect("http write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("http read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// The proxy's `/status` JSON.
+pub async fn status(proxy: &Proxy) -> serde_json::Value {
+    let (_, body) = http_get(proxy, "/status").await;
+    serde_json::from_str(&body).expect("status json")
+}
+
+/// Server entry `name` of `/status`.
+pub fn server<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["servers"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no server {name} in {status}"))
+}
+
+/// Polls `cond` every 50 ms until it holds or `within` passes; returns the
+/// time it took, or panics with `what`.
+pub async fn wait_until<F, Fut>(within: std::time::Duration, what: &str, mut cond: F) -> std::time::Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if cond().await {
+            return start.elapsed();
+        }
+        if start.elapsed() > within {
+            panic!("timed out after {within:?} waiting for: {what}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs SQL as root directly on a server.
+pub async fn root_exec(port: u16, sql: &str) {
+    use mysql_async::prelude::Queryable;
+    let mut c = mysql_async::Conn::new(sandbox::root_opts(port))
+        .await
+        .expect("root connect");
+    c.query_drop(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let _ = c.disconnect().await;
 }
