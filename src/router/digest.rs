@@ -528,20 +528,21 @@ impl Normalizer<'_> {
             }
         }
         i = digits_end(src, i);
-        // Without a decimal point, a run that goes on into identifier
-        // bytes (`1abc`, `3e1x`) is an identifier, as MySQL lexes it.
-        let mut dotted = false;
+        // A run of digits that goes on into identifier bytes (`1abc`,
+        // `3e1x`) is an identifier, as MySQL lexes it, unless it already
+        // holds a `.` or a signed exponent.
+        let mut punctuated = false;
         if at(i) == Some(b'.') {
             // `1.5`, `.5`, and `1.` (but `1.e5`'s `e` is left alone).
             match at(i + 1) {
                 Some(c) if c.is_ascii_digit() => {
                     i = digits_end(src, i + 1);
-                    dotted = true;
+                    punctuated = true;
                 }
                 Some(c) if is_ident(c) => {}
                 _ if i > digits => {
                     i += 1;
-                    dotted = true;
+                    punctuated = true;
                 }
                 _ => {}
             }
@@ -552,10 +553,12 @@ impl Normalizer<'_> {
                 j += 1;
             }
             if at(j).is_some_and(|c| c.is_ascii_digit()) {
+                // `1e+5x` is `1e+5` then `x`: a sign cannot be in a word.
+                punctuated |= j > i + 1;
                 i = digits_end(src, j);
             }
         }
-        if !dotted && at(i).is_some_and(is_ident) {
+        if !punctuated && at(i).is_some_and(is_ident) {
             let end = ident_end(src, i);
             self.pos = end;
             return Tok::new(Class::Ident, Text::Src(digits, end), digits);
@@ -1550,8 +1553,8 @@ mod tests {
             "SELECT t.select, t.from FROM t"
         );
         assert_eq!(
-            norm("SELECT 2t, t2, 3e1x FROM t"),
-            "SELECT 2t, t2, 3e1x FROM t"
+            norm("SELECT 2t, t2, 3e1x, 1e+5x FROM t"),
+            "SELECT 2t, t2, 3e1x, ? x FROM t"
         );
         assert_ne!(id(b"SELECT * FROM sbtest1"), id(b"SELECT * FROM sbtest2"));
     }
