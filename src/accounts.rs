@@ -52,7 +52,10 @@ impl std::fmt::Debug for ServerAccount {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
     /// Verify the scramble reply against this hash (`None`: no password).
-    Found { name: Arc<str>, hash: Option<NativeHash> },
+    Found {
+        name: Arc<str>,
+        hash: Option<NativeHash>,
+    },
     /// ER_ACCOUNT_HAS_BEEN_LOCKED.
     Locked,
     /// ER_MUST_CHANGE_PASSWORD_LOGIN.
@@ -116,6 +119,17 @@ fn specificity(a: &ServerAccount) -> (u8, usize, u8) {
     let prefix = wild.unwrap_or(a.host.len());
     (class, usize::MAX - prefix, u8::from(a.user.is_empty()))
 }
+
+/// One row of the accounts query: user, host, plugin, authentication
+/// string, account_locked, password_last_changed.
+type AccountRow = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 /// The account store a proxy instance authenticates against.
 pub struct Accounts {
@@ -230,8 +244,10 @@ impl Accounts {
         let cfg = self.cfg();
         let opts = monitor_opts(&cfg, &primary.addr);
         let fetch = async {
-            let mut c = mysql_async::Conn::new(opts).await.map_err(|e| e.to_string())?;
-            let rows: Vec<(String, String, Option<String>, Option<String>, Option<String>, Option<String>)> = c
+            let mut c = mysql_async::Conn::new(opts)
+                .await
+                .map_err(|e| e.to_string())?;
+            let rows: Vec<AccountRow> = c
                 .query(
                     "SELECT User, Host, \
                        JSON_VALUE(Priv, '$.plugin'), \
@@ -338,12 +354,25 @@ mod tests {
             locked: false,
             expired: false,
         };
-        let mut v = vec![acc("app", "%"), acc("", "127.0.0.1"), acc("app", "127.%"), acc("app", "127.0.0.1")];
+        let mut v = vec![
+            acc("app", "%"),
+            acc("", "127.0.0.1"),
+            acc("app", "127.%"),
+            acc("app", "127.0.0.1"),
+        ];
         v.sort_by_key(specificity);
-        let order: Vec<(&str, &str)> = v.iter().map(|a| (a.user.as_str(), a.host.as_str())).collect();
+        let order: Vec<(&str, &str)> = v
+            .iter()
+            .map(|a| (a.user.as_str(), a.host.as_str()))
+            .collect();
         assert_eq!(
             order,
-            vec![("app", "127.0.0.1"), ("", "127.0.0.1"), ("app", "127.%"), ("app", "%")]
+            vec![
+                ("app", "127.0.0.1"),
+                ("", "127.0.0.1"),
+                ("app", "127.%"),
+                ("app", "%")
+            ]
         );
     }
 }

@@ -30,9 +30,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
-use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -54,8 +54,14 @@ pub enum FailoverError {
     AlreadyPrimary(String),
     #[error("server '{0}' is not a replica")]
     NotReplica(String),
-    #[error("server '{name}' lags {lag:?}, more than max_promotion_lag ({max:?}); use FORCE to promote anyway")]
-    Lagging { name: String, lag: Option<Duration>, max: Duration },
+    #[error(
+        "server '{name}' lags {lag:?}, more than max_promotion_lag ({max:?}); use FORCE to promote anyway"
+    )]
+    Lagging {
+        name: String,
+        lag: Option<Duration>,
+        max: Duration,
+    },
     #[error("another promotion is running")]
     Busy,
     #[error("no primary to switch over from; use FAILOVER")]
@@ -135,10 +141,13 @@ pub struct Failover {
 }
 
 async fn connect(config: &Config, addr: &str) -> Result<Conn, String> {
-    tokio::time::timeout(config.connect_timeout(), Conn::new(monitor_opts(config, addr)))
-        .await
-        .map_err(|_| format!("connect to {addr} timed out"))?
-        .map_err(|e| e.to_string())
+    tokio::time::timeout(
+        config.connect_timeout(),
+        Conn::new(monitor_opts(config, addr)),
+    )
+    .await
+    .map_err(|_| format!("connect to {addr} timed out"))?
+    .map_err(|e| e.to_string())
 }
 
 fn host_port(addr: &str) -> (String, u16) {
@@ -196,13 +205,23 @@ impl Failover {
     }
 
     fn settings(&self) -> Result<FailoverConfig, FailoverError> {
-        self.cfg().failover.clone().ok_or(FailoverError::NotConfigured)
+        self.cfg()
+            .failover
+            .clone()
+            .ok_or(FailoverError::NotConfigured)
     }
 
     /// Checks a candidate; refusals change nothing.
-    fn check_candidate(&self, snap: &Snapshot, name: &str, force: bool) -> Result<usize, FailoverError> {
+    fn check_candidate(
+        &self,
+        snap: &Snapshot,
+        name: &str,
+        force: bool,
+    ) -> Result<usize, FailoverError> {
         let f = self.settings()?;
-        let idx = snap.find(name).ok_or_else(|| FailoverError::Unknown(name.into()))?;
+        let idx = snap
+            .find(name)
+            .ok_or_else(|| FailoverError::Unknown(name.into()))?;
         let s = &snap.servers[idx];
         if !s.up {
             return Err(FailoverError::Down(name.into()));
@@ -214,7 +233,7 @@ impl Failover {
             return Err(FailoverError::NotReplica(name.into()));
         }
         let max = Duration::from_millis(f.max_promotion_lag_ms);
-        if !force && !s.lag.is_some_and(|l| l <= max) {
+        if !force && s.lag.is_none_or(|l| l > max) {
             return Err(FailoverError::Lagging {
                 name: name.into(),
                 lag: s.lag,
@@ -243,18 +262,24 @@ impl Failover {
             last: Instant::now(),
         };
         info!(from = %old_view.name, to = %cand_view.name, "switchover started");
-        let mut old_conn = connect(&self.cfg(), &old_view.addr).await.map_err(|e| FailoverError::Step {
-            step: "connect old primary",
-            server: old_view.name.to_string(),
-            error: e,
-            state: "nothing changed".into(),
-        })?;
-        let mut cand_conn = connect(&self.cfg(), &cand_view.addr).await.map_err(|e| FailoverError::Step {
-            step: "connect candidate",
-            server: cand_view.name.to_string(),
-            error: e,
-            state: "nothing changed".into(),
-        })?;
+        let mut old_conn =
+            connect(&self.cfg(), &old_view.addr)
+                .await
+                .map_err(|e| FailoverError::Step {
+                    step: "connect old primary",
+                    server: old_view.name.to_string(),
+                    error: e,
+                    state: "nothing changed".into(),
+                })?;
+        let mut cand_conn =
+            connect(&self.cfg(), &cand_view.addr)
+                .await
+                .map_err(|e| FailoverError::Step {
+                    step: "connect candidate",
+                    server: cand_view.name.to_string(),
+                    error: e,
+                    state: "nothing changed".into(),
+                })?;
         steps.done("connect");
 
         // 1. Hold new writes; let in-flight statements and transactions end.
@@ -288,10 +313,13 @@ impl Failover {
                 state: "writes reopened on the old primary; nothing changed".into(),
             });
         }
-        let final_pos: Option<String> = match old_conn.query_first("SELECT @@gtid_binlog_pos").await {
+        let final_pos: Option<String> = match old_conn.query_first("SELECT @@gtid_binlog_pos").await
+        {
             Ok(v) => v,
             Err(e) => {
-                let state = self.undo(&mut old_conn, "old primary made writable again").await;
+                let state = self
+                    .undo(&mut old_conn, "old primary made writable again")
+                    .await;
                 return Err(FailoverError::Step {
                     step: "read old primary GTID",
                     server: old_view.name.to_string(),
@@ -306,7 +334,10 @@ impl Failover {
         // 3. Wait until the candidate applied everything.
         let wait_secs = timeout.as_secs_f64().max(1.0);
         let waited: Result<Option<i64>, _> = cand_conn
-            .exec_first("SELECT MASTER_GTID_WAIT(?, ?)", (final_pos.clone(), wait_secs))
+            .exec_first(
+                "SELECT MASTER_GTID_WAIT(?, ?)",
+                (final_pos.clone(), wait_secs),
+            )
             .await;
         match waited {
             Ok(Some(0)) => {}
@@ -316,7 +347,10 @@ impl Failover {
                     _ => format!("did not reach {final_pos} within {wait_secs}s"),
                 };
                 let state = self
-                    .undo(&mut old_conn, "old primary made writable again; topology unchanged")
+                    .undo(
+                        &mut old_conn,
+                        "old primary made writable again; topology unchanged",
+                    )
                     .await;
                 return Err(FailoverError::Step {
                     step: "candidate catch-up",
@@ -456,7 +490,11 @@ impl Failover {
             }
             return Err(FailoverError::LockHeld);
         }
-        steps.done(format!("failover lock on {} of {} servers", locks.len(), snap.servers.len()));
+        steps.done(format!(
+            "failover lock on {} of {} servers",
+            locks.len(),
+            snap.servers.len()
+        ));
 
         // Candidates: up replicas, not fenced. Stop their IO threads so the
         // received positions stop moving, let the SQL threads apply what
@@ -477,12 +515,20 @@ impl Failover {
             let deadline = Instant::now() + Duration::from_millis(f.switchover_timeout_ms);
             let mut pos = String::new();
             while Instant::now() < deadline {
-                let rows: Vec<mysql_async::Row> = c.query("SHOW SLAVE STATUS").await.unwrap_or_default();
+                let rows: Vec<mysql_async::Row> =
+                    c.query("SHOW SLAVE STATUS").await.unwrap_or_default();
                 let state = rows
                     .first()
-                    .and_then(|r| r.get_opt::<String, _>("Slave_SQL_Running_State").and_then(Result::ok))
+                    .and_then(|r| {
+                        r.get_opt::<String, _>("Slave_SQL_Running_State")
+                            .and_then(Result::ok)
+                    })
                     .unwrap_or_default();
-                let v: Option<String> = c.query_first("SELECT @@gtid_slave_pos").await.ok().flatten();
+                let v: Option<String> = c
+                    .query_first("SELECT @@gtid_slave_pos")
+                    .await
+                    .ok()
+                    .flatten();
                 pos = v.unwrap_or_default();
                 if state.contains("has read all relay log") || state.is_empty() {
                     break;
@@ -490,7 +536,10 @@ impl Failover {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let g = GtidPos::parse(&pos);
-            if best.as_ref().is_none_or(|(_, b)| g.progress() > b.progress()) {
+            if best
+                .as_ref()
+                .is_none_or(|(_, b)| g.progress() > b.progress())
+            {
                 best = Some((*i, g));
             }
         }
@@ -518,7 +567,8 @@ impl Failover {
                             step: "promote candidate",
                             server: cand_view.name.to_string(),
                             error: e.to_string(),
-                            state: "no primary; replicas' IO threads stopped — run FAILOVER again".into(),
+                            state: "no primary; replicas' IO threads stopped — run FAILOVER again"
+                                .into(),
                         });
                     }
                     break;
@@ -527,7 +577,11 @@ impl Failover {
         }
         steps.done("promoted and repointed");
         let cand_name = cand_view.name.clone();
-        for s in snap.servers.iter().filter(|s| s.role == Role::Primary && !s.up) {
+        for s in snap
+            .servers
+            .iter()
+            .filter(|s| s.role == Role::Primary && !s.up)
+        {
             self.remember_demoted(&s.name);
         }
         self.topology.update(|s| {
@@ -581,7 +635,11 @@ impl Failover {
             }
             // Only a server known to have been primary before, and never
             // one that shares the current primary's address.
-            let demoted = self.demoted.lock().map(|d| d.contains(&s.name)).unwrap_or(false);
+            let demoted = self
+                .demoted
+                .lock()
+                .map(|d| d.contains(&s.name))
+                .unwrap_or(false);
             if !demoted || s.addr == p.addr {
                 continue;
             }

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "rwproxy", version, about = "Read/write-splitting MySQL/MariaDB proxy")]
+#[command(
+    name = "rwproxy",
+    version,
+    about = "Read/write-splitting MySQL/MariaDB proxy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -64,11 +68,12 @@ fn main() -> anyhow::Result<()> {
                 let shutdown = CancellationToken::new();
                 let signal_token = shutdown.clone();
                 tokio::spawn(async move {
-                    let mut term =
-                        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                            Ok(s) => s,
-                            Err(_) => return,
-                        };
+                    let mut term = match tokio::signal::unix::signal(
+                        tokio::signal::unix::SignalKind::terminate(),
+                    ) {
+                        Ok(s) => s,
+                        Err(_) => return,
+                    };
                     tokio::select! {
                         _ = tokio::signal::ctrl_c() => {}
                         _ = term.recv() => {}

@@ -33,8 +33,10 @@ impl Histogram {
             self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -96,77 +98,188 @@ impl Metrics {
     }
 
     /// Renders everything in the Prometheus text exposition format.
-    pub fn render(&self, snap: &Snapshot, idle: &std::collections::HashMap<std::sync::Arc<str>, usize>, promotions: u64, failovers: u64) -> String {
+    pub fn render(
+        &self,
+        snap: &Snapshot,
+        idle: &std::collections::HashMap<std::sync::Arc<str>, usize>,
+        promotions: u64,
+        failovers: u64,
+    ) -> String {
         let mut o = String::with_capacity(8 * 1024);
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let _ = writeln!(o, "# HELP rwproxy_queries_total Statements forwarded, by route.");
+        let _ = writeln!(
+            o,
+            "# HELP rwproxy_queries_total Statements forwarded, by route."
+        );
         let _ = writeln!(o, "# TYPE rwproxy_queries_total counter");
         for (i, r) in ROUTES.iter().enumerate() {
-            let _ = writeln!(o, "rwproxy_queries_total{{route=\"{r}\"}} {}", ld(&self.queries_by_route[i]));
+            let _ = writeln!(
+                o,
+                "rwproxy_queries_total{{route=\"{r}\"}} {}",
+                ld(&self.queries_by_route[i])
+            );
         }
-        let _ = writeln!(o, "# HELP rwproxy_server_queries_total Statements sent to each server.");
+        let _ = writeln!(
+            o,
+            "# HELP rwproxy_server_queries_total Statements sent to each server."
+        );
         let _ = writeln!(o, "# TYPE rwproxy_server_queries_total counter");
         for s in &snap.servers {
-            let _ = writeln!(o, "rwproxy_server_queries_total{{server=\"{}\"}} {}", s.name, ld(&s.stats.queries));
+            let _ = writeln!(
+                o,
+                "rwproxy_server_queries_total{{server=\"{}\"}} {}",
+                s.name,
+                ld(&s.stats.queries)
+            );
         }
-        let _ = writeln!(o, "# HELP rwproxy_statement_duration_seconds Statement latency through rwproxy, by route.");
+        let _ = writeln!(
+            o,
+            "# HELP rwproxy_statement_duration_seconds Statement latency through rwproxy, by route."
+        );
         let _ = writeln!(o, "# TYPE rwproxy_statement_duration_seconds histogram");
         for (i, r) in ROUTES.iter().enumerate() {
             let h = &self.latency[i];
             let mut cum = 0;
             for (b, le) in LATENCY_BUCKETS.iter().enumerate() {
                 cum += ld(&h.buckets[b]);
-                let _ = writeln!(o, "rwproxy_statement_duration_seconds_bucket{{route=\"{r}\",le=\"{le}\"}} {cum}");
+                let _ = writeln!(
+                    o,
+                    "rwproxy_statement_duration_seconds_bucket{{route=\"{r}\",le=\"{le}\"}} {cum}"
+                );
             }
-            let _ = writeln!(o, "rwproxy_statement_duration_seconds_bucket{{route=\"{r}\",le=\"+Inf\"}} {}", ld(&h.count));
-            let _ = writeln!(o, "rwproxy_statement_duration_seconds_sum{{route=\"{r}\"}} {}", ld(&h.sum_micros) as f64 / 1e6);
-            let _ = writeln!(o, "rwproxy_statement_duration_seconds_count{{route=\"{r}\"}} {}", ld(&h.count));
+            let _ = writeln!(
+                o,
+                "rwproxy_statement_duration_seconds_bucket{{route=\"{r}\",le=\"+Inf\"}} {}",
+                ld(&h.count)
+            );
+            let _ = writeln!(
+                o,
+                "rwproxy_statement_duration_seconds_sum{{route=\"{r}\"}} {}",
+                ld(&h.sum_micros) as f64 / 1e6
+            );
+            let _ = writeln!(
+                o,
+                "rwproxy_statement_duration_seconds_count{{route=\"{r}\"}} {}",
+                ld(&h.count)
+            );
         }
         let _ = writeln!(o, "# HELP rwproxy_errors_total Errors, by kind.");
         let _ = writeln!(o, "# TYPE rwproxy_errors_total counter");
         for (i, k) in ERRORS.iter().enumerate() {
-            let _ = writeln!(o, "rwproxy_errors_total{{kind=\"{k}\"}} {}", ld(&self.errors[i]));
+            let _ = writeln!(
+                o,
+                "rwproxy_errors_total{{kind=\"{k}\"}} {}",
+                ld(&self.errors[i])
+            );
         }
         let _ = writeln!(o, "# HELP rwproxy_client_sessions Open client sessions.");
         let _ = writeln!(o, "# TYPE rwproxy_client_sessions gauge");
         let _ = writeln!(o, "rwproxy_client_sessions {}", ld(&self.sessions_open));
-        let _ = writeln!(o, "# HELP rwproxy_client_sessions_total Client sessions accepted.");
+        let _ = writeln!(
+            o,
+            "# HELP rwproxy_client_sessions_total Client sessions accepted."
+        );
         let _ = writeln!(o, "# TYPE rwproxy_client_sessions_total counter");
-        let _ = writeln!(o, "rwproxy_client_sessions_total {}", ld(&self.sessions_total));
-        let _ = writeln!(o, "# HELP rwproxy_client_bytes_total Bytes exchanged with clients.");
+        let _ = writeln!(
+            o,
+            "rwproxy_client_sessions_total {}",
+            ld(&self.sessions_total)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP rwproxy_client_bytes_total Bytes exchanged with clients."
+        );
         let _ = writeln!(o, "# TYPE rwproxy_client_bytes_total counter");
-        let _ = writeln!(o, "rwproxy_client_bytes_total{{direction=\"in\"}} {}", ld(&self.bytes_from_clients));
-        let _ = writeln!(o, "rwproxy_client_bytes_total{{direction=\"out\"}} {}", ld(&self.bytes_to_clients));
-        let _ = writeln!(o, "# HELP rwproxy_backend_connections Backend connections per server and state.");
+        let _ = writeln!(
+            o,
+            "rwproxy_client_bytes_total{{direction=\"in\"}} {}",
+            ld(&self.bytes_from_clients)
+        );
+        let _ = writeln!(
+            o,
+            "rwproxy_client_bytes_total{{direction=\"out\"}} {}",
+            ld(&self.bytes_to_clients)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP rwproxy_backend_connections Backend connections per server and state."
+        );
         let _ = writeln!(o, "# TYPE rwproxy_backend_connections gauge");
         for s in &snap.servers {
-            let _ = writeln!(o, "rwproxy_backend_connections{{server=\"{}\",state=\"in_use\"}} {}", s.name, ld(&s.stats.in_use));
-            let _ = writeln!(o, "rwproxy_backend_connections{{server=\"{}\",state=\"idle\"}} {}", s.name, idle.get(&s.name).copied().unwrap_or(0));
+            let _ = writeln!(
+                o,
+                "rwproxy_backend_connections{{server=\"{}\",state=\"in_use\"}} {}",
+                s.name,
+                ld(&s.stats.in_use)
+            );
+            let _ = writeln!(
+                o,
+                "rwproxy_backend_connections{{server=\"{}\",state=\"idle\"}} {}",
+                s.name,
+                idle.get(&s.name).copied().unwrap_or(0)
+            );
         }
-        let _ = writeln!(o, "# HELP rwproxy_server_up Whether the monitor reaches the server.");
+        let _ = writeln!(
+            o,
+            "# HELP rwproxy_server_up Whether the monitor reaches the server."
+        );
         let _ = writeln!(o, "# TYPE rwproxy_server_up gauge");
-        let _ = writeln!(o, "# HELP rwproxy_server_is_primary Whether the server is the current primary.");
+        let _ = writeln!(
+            o,
+            "# HELP rwproxy_server_is_primary Whether the server is the current primary."
+        );
         let _ = writeln!(o, "# TYPE rwproxy_server_is_primary gauge");
-        let _ = writeln!(o, "# HELP rwproxy_replica_lag_seconds Replication lag as last observed (-1 when unknown).");
+        let _ = writeln!(
+            o,
+            "# HELP rwproxy_replica_lag_seconds Replication lag as last observed (-1 when unknown)."
+        );
         let _ = writeln!(o, "# TYPE rwproxy_replica_lag_seconds gauge");
-        let _ = writeln!(o, "# HELP rwproxy_replica_readable Whether the replica may serve reads now.");
+        let _ = writeln!(
+            o,
+            "# HELP rwproxy_replica_readable Whether the replica may serve reads now."
+        );
         let _ = writeln!(o, "# TYPE rwproxy_replica_readable gauge");
         for (i, s) in snap.servers.iter().enumerate() {
-            let _ = writeln!(o, "rwproxy_server_up{{server=\"{}\"}} {}", s.name, u8::from(s.up));
-            let _ = writeln!(o, "rwproxy_server_is_primary{{server=\"{}\"}} {}", s.name, u8::from(snap.primary == Some(i)));
+            let _ = writeln!(
+                o,
+                "rwproxy_server_up{{server=\"{}\"}} {}",
+                s.name,
+                u8::from(s.up)
+            );
+            let _ = writeln!(
+                o,
+                "rwproxy_server_is_primary{{server=\"{}\"}} {}",
+                s.name,
+                u8::from(snap.primary == Some(i))
+            );
             if s.role == Role::Replica {
                 let lag = match (s.replication, s.lag) {
                     (Replication::Running, Some(l)) => l.as_secs_f64(),
                     _ => -1.0,
                 };
-                let _ = writeln!(o, "rwproxy_replica_lag_seconds{{server=\"{}\"}} {lag}", s.name);
-                let _ = writeln!(o, "rwproxy_replica_readable{{server=\"{}\"}} {}", s.name, u8::from(s.readable(None)));
+                let _ = writeln!(
+                    o,
+                    "rwproxy_replica_lag_seconds{{server=\"{}\"}} {lag}",
+                    s.name
+                );
+                let _ = writeln!(
+                    o,
+                    "rwproxy_replica_readable{{server=\"{}\"}} {}",
+                    s.name,
+                    u8::from(s.readable(None))
+                );
             }
         }
-        let _ = writeln!(o, "# HELP rwproxy_promotions_total Switchovers done by this instance.");
+        let _ = writeln!(
+            o,
+            "# HELP rwproxy_promotions_total Switchovers done by this instance."
+        );
         let _ = writeln!(o, "# TYPE rwproxy_promotions_total counter");
         let _ = writeln!(o, "rwproxy_promotions_total {promotions}");
-        let _ = writeln!(o, "# HELP rwproxy_failovers_total Failovers done by this instance.");
+        let _ = writeln!(
+            o,
+            "# HELP rwproxy_failovers_total Failovers done by this instance."
+        );
         let _ = writeln!(o, "# TYPE rwproxy_failovers_total counter");
         let _ = writeln!(o, "rwproxy_failovers_total {failovers}");
         o

@@ -56,7 +56,10 @@ pub fn monitor_opts(config: &Config, addr: &str) -> mysql_async::Opts {
 }
 
 fn col_str(row: &Row, name: &str) -> Option<String> {
-    let idx = row.columns_ref().iter().position(|c| c.name_str() == name)?;
+    let idx = row
+        .columns_ref()
+        .iter()
+        .position(|c| c.name_str() == name)?;
     match row.as_ref(idx)? {
         mysql_async::Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
         mysql_async::Value::Int(i) => Some(i.to_string()),
@@ -66,7 +69,10 @@ fn col_str(row: &Row, name: &str) -> Option<String> {
 }
 
 /// Runs one check on an open connection.
-pub async fn check(conn: &mut Conn, heartbeat: Heartbeat) -> Result<Observation, mysql_async::Error> {
+pub async fn check(
+    conn: &mut Conn,
+    heartbeat: Heartbeat,
+) -> Result<Observation, mysql_async::Error> {
     let row: Option<(i64, Option<String>, Option<String>)> = conn
         .query_first("SELECT @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos")
         .await?;
@@ -97,10 +103,8 @@ pub async fn check(conn: &mut Conn, heartbeat: Heartbeat) -> Result<Observation,
     let lag = match heartbeat {
         Heartbeat::Off => sbm,
         Heartbeat::Write => {
-            conn.query_drop(
-                "REPLACE INTO rwproxy.heartbeat (id, ts) VALUES (1, UTC_TIMESTAMP(6))",
-            )
-            .await?;
+            conn.query_drop("REPLACE INTO rwproxy.heartbeat (id, ts) VALUES (1, UTC_TIMESTAMP(6))")
+                .await?;
             None
         }
         Heartbeat::Read => {
@@ -136,7 +140,13 @@ pub enum Heartbeat {
 }
 
 /// Applies one server's result to a snapshot and re-derives the primary.
-fn apply(snap: &mut Snapshot, idx: usize, result: &Result<Observation, String>, failures: u32, down_after: u32) {
+fn apply(
+    snap: &mut Snapshot,
+    idx: usize,
+    result: &Result<Observation, String>,
+    failures: u32,
+    down_after: u32,
+) {
     let Some(s) = snap.servers.get_mut(idx) else {
         return;
     };
@@ -157,7 +167,11 @@ fn apply(snap: &mut Snapshot, idx: usize, result: &Result<Observation, String>, 
             } else {
                 Role::Primary
             };
-            s.lag = if s.role == Role::Primary { Some(Duration::ZERO) } else { o.lag };
+            s.lag = if s.role == Role::Primary {
+                Some(Duration::ZERO)
+            } else {
+                o.lag
+            };
         }
         Err(e) => {
             s.failures = failures;
@@ -186,10 +200,7 @@ fn derive_primary(snap: &mut Snapshot) {
     snap.primary = match candidates.as_slice() {
         [] => None,
         [one] => Some(*one),
-        many => snap
-            .primary
-            .filter(|p| many.contains(p))
-            .or(Some(many[0])),
+        many => snap.primary.filter(|p| many.contains(p)).or(Some(many[0])),
     };
 }
 
@@ -202,7 +213,11 @@ impl Monitor {
     /// Runs one round of checks synchronously (used at start-up so the
     /// first routing decisions already use observed state), then starts
     /// one task per server.
-    pub async fn start(config: Arc<Config>, topology: Arc<Topology>, shutdown: CancellationToken) -> Monitor {
+    pub async fn start(
+        config: Arc<Config>,
+        topology: Arc<Topology>,
+        shutdown: CancellationToken,
+    ) -> Monitor {
         let snap = topology.load();
         let mut first = JoinSet::new();
         for (idx, s) in snap.servers.iter().enumerate() {
@@ -234,7 +249,12 @@ impl Monitor {
         }
         let mut tasks = JoinSet::new();
         for idx in 0..snap.servers.len() {
-            tasks.spawn(server_task(idx, config.clone(), topology.clone(), shutdown.clone()));
+            tasks.spawn(server_task(
+                idx,
+                config.clone(),
+                topology.clone(),
+                shutdown.clone(),
+            ));
         }
         Monitor { tasks }
     }
@@ -254,7 +274,8 @@ fn heartbeat_mode(config: &Config, role: Role) -> Heartbeat {
 }
 
 async fn ensure_heartbeat_table(conn: &mut Conn) -> Result<(), mysql_async::Error> {
-    conn.query_drop("CREATE DATABASE IF NOT EXISTS rwproxy").await?;
+    conn.query_drop("CREATE DATABASE IF NOT EXISTS rwproxy")
+        .await?;
     conn.query_drop(
         "CREATE TABLE IF NOT EXISTS rwproxy.heartbeat (id INT PRIMARY KEY, ts DATETIME(6) NOT NULL)",
     )
@@ -263,7 +284,12 @@ async fn ensure_heartbeat_table(conn: &mut Conn) -> Result<(), mysql_async::Erro
 
 /// Polls one server until shutdown. Keeps one connection, reconnecting
 /// with backoff; logs once per state change, never per failed poll.
-async fn server_task(idx: usize, config: Arc<Config>, topology: Arc<Topology>, shutdown: CancellationToken) {
+async fn server_task(
+    idx: usize,
+    config: Arc<Config>,
+    topology: Arc<Topology>,
+    shutdown: CancellationToken,
+) {
     let interval = config.monitor_interval();
     let (name, addr) = {
         let snap = topology.load();
@@ -285,7 +311,9 @@ async fn server_task(idx: usize, config: Arc<Config>, topology: Arc<Topology>, s
         let role = topology.load().servers[idx].role;
         let hb = heartbeat_mode(&config, role);
         // Each check is bounded so a hung server counts as failed in time.
-        let bound = interval.max(Duration::from_millis(400)).min(config.connect_timeout());
+        let bound = interval
+            .max(Duration::from_millis(400))
+            .min(config.connect_timeout());
         let started = Instant::now();
         let result: Result<Observation, String> = tokio::time::timeout(bound, async {
             if conn.is_none() {

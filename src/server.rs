@@ -13,16 +13,16 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::accounts::Accounts;
 use crate::backend::Pools;
 use crate::config::Config;
-use crate::accounts::Accounts;
 use crate::failover::Failover;
 use crate::monitor::Monitor;
-use arc_swap::ArcSwap;
 use crate::protocol::packet::PacketStream;
 use crate::protocol::{ClientError, supported_capabilities};
 use crate::session::{self, Greeting, Shared};
 use crate::topology::{Snapshot, Topology};
+use arc_swap::ArcSwap;
 
 /// Errors that stop the proxy from starting.
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +121,11 @@ impl Listeners {
             .await
             .map_err(ServerError::Listen)?;
         let admin = match &config.admin {
-            Some(a) => Some(TcpListener::bind(&a.listen).await.map_err(ServerError::Listen)?),
+            Some(a) => Some(
+                TcpListener::bind(&a.listen)
+                    .await
+                    .map_err(ServerError::Listen)?,
+            ),
             None => None,
         };
         let http = if config.http_listen.is_empty() {
@@ -209,7 +213,10 @@ pub async fn serve(
     info!(open = sessions.len(), "shutting down: draining sessions");
     let drain = async { while sessions.join_next().await.is_some() {} };
     if tokio::time::timeout(grace, drain).await.is_err() {
-        warn!(open = sessions.len(), "grace period over; closing remaining sessions");
+        warn!(
+            open = sessions.len(),
+            "grace period over; closing remaining sessions"
+        );
         sessions.abort_all();
     }
     Ok(())
@@ -219,7 +226,12 @@ pub async fn serve(
 /// a child of the shutdown token, so RELOAD can restart it).
 async fn start_monitor(shared: &Arc<Shared>) {
     let token = shared.shutdown.child_token();
-    let m = Monitor::start(shared.config.load_full(), shared.topology.clone(), token.clone()).await;
+    let m = Monitor::start(
+        shared.config.load_full(),
+        shared.topology.clone(),
+        token.clone(),
+    )
+    .await;
     *shared.monitor.lock().await = Some((token, m));
 }
 
@@ -240,10 +252,14 @@ pub async fn reload(shared: &Arc<Shared>) -> Result<String, String> {
         .config_path
         .clone()
         .ok_or("rwproxy was started without a configuration file")?;
-    let new = Config::load(&path).map_err(|e| format!("configuration rejected, old one stays in force: {e}"))?;
+    let new = Config::load(&path)
+        .map_err(|e| format!("configuration rejected, old one stays in force: {e}"))?;
     let old = shared.config.load_full();
     let mut notes = Vec::new();
-    if new.listen != old.listen || new.http_listen != old.http_listen || new.admin.as_ref().map(|a| &a.listen) != old.admin.as_ref().map(|a| &a.listen) {
+    if new.listen != old.listen
+        || new.http_listen != old.http_listen
+        || new.admin.as_ref().map(|a| &a.listen) != old.admin.as_ref().map(|a| &a.listen)
+    {
         notes.push("listen addresses change only on restart");
     }
     stop_monitor(shared).await;
@@ -254,7 +270,11 @@ pub async fn reload(shared: &Arc<Shared>) -> Result<String, String> {
             // Keep what the monitor observed (and the counters) for servers
             // that stay at the same address; configured facts come from the
             // new file.
-            if let Some(o) = snap.servers.iter().find(|o| o.name == s.name && o.addr == s.addr) {
+            if let Some(o) = snap
+                .servers
+                .iter()
+                .find(|o| o.name == s.name && o.addr == s.addr)
+            {
                 s.role = o.role;
                 s.up = o.up;
                 s.read_only = o.read_only;
@@ -267,15 +287,15 @@ pub async fn reload(shared: &Arc<Shared>) -> Result<String, String> {
                 s.failures = o.failures;
                 s.fenced = o.fenced.clone();
                 s.stats = o.stats.clone();
-                if o.admin != crate::topology::AdminState::Online && s.admin == crate::topology::AdminState::Online {
+                if o.admin != crate::topology::AdminState::Online
+                    && s.admin == crate::topology::AdminState::Online
+                {
                     s.admin = o.admin;
                 }
             }
         }
         let old_primary = snap.primary_view().map(|p| p.name.clone());
-        merged.primary = old_primary
-            .and_then(|n| merged.find(&n))
-            .or(merged.primary);
+        merged.primary = old_primary.and_then(|n| merged.find(&n)).or(merged.primary);
         *snap = merged;
     });
     let servers = new.servers.len();
@@ -284,7 +304,11 @@ pub async fn reload(shared: &Arc<Shared>) -> Result<String, String> {
     let msg = format!(
         "configuration reloaded from {} ({servers} servers){}",
         path.display(),
-        if notes.is_empty() { String::new() } else { format!("; note: {}", notes.join("; ")) }
+        if notes.is_empty() {
+            String::new()
+        } else {
+            format!("; note: {}", notes.join("; "))
+        }
     );
     info!(%msg, "reload");
     Ok(msg)

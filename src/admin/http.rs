@@ -29,7 +29,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         };
         let shared = shared.clone();
         tokio::spawn(async move {
-            if let Err(e) = tokio::time::timeout(Duration::from_secs(5), handle(stream, shared)).await {
+            if let Err(e) =
+                tokio::time::timeout(Duration::from_secs(5), handle(stream, shared)).await
+            {
                 debug!(error = %e, "http request timed out");
             }
         });
@@ -64,7 +66,11 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<(
                 Err(msg) => (503, "text/plain", format!("{msg}\n")),
             },
             "/status" => (200, "application/json", status_json(&shared)),
-            _ => (404, "text/plain", "endpoints: /metrics /health /status\n".to_string()),
+            _ => (
+                404,
+                "text/plain",
+                "endpoints: /metrics /health /status\n".to_string(),
+            ),
         }
     };
     let reason = match status {

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use opensrv_mysql::{
-    AsyncMysqlIntermediary, AsyncMysqlShim, Column, ColumnFlags, ColumnType, ErrorKind,
-    OkResponse, ParamParser, QueryResultWriter, StatementMetaWriter,
+    AsyncMysqlIntermediary, AsyncMysqlShim, Column, ColumnFlags, ColumnType, ErrorKind, OkResponse,
+    ParamParser, QueryResultWriter, StatementMetaWriter,
 };
 use tokio::io::AsyncWrite;
 use tokio::net::TcpListener;
@@ -25,13 +25,31 @@ use crate::session::Shared;
 use crate::topology::{AdminState, Replication};
 
 const HELP: &[(&str, &str)] = &[
-    ("SHOW SERVERS", "every server: role, state, lag, GTID, connections, queries, last error"),
-    ("SHOW POOLS", "backend connections per server: in use and idle"),
+    (
+        "SHOW SERVERS",
+        "every server: role, state, lag, GTID, connections, queries, last error",
+    ),
+    (
+        "SHOW POOLS",
+        "backend connections per server: in use and idle",
+    ),
     ("SHOW SESSIONS", "client sessions: id, user, address, since"),
-    ("SHOW STATS", "totals: sessions, queries, errors, promotions"),
-    ("PROMOTE <name> [FORCE]", "planned switchover to replica <name>"),
-    ("FAILOVER", "promote the most advanced replica when the primary is down"),
-    ("SET SERVER <name> ONLINE|OFFLINE|DRAIN", "operator state of a server"),
+    (
+        "SHOW STATS",
+        "totals: sessions, queries, errors, promotions",
+    ),
+    (
+        "PROMOTE <name> [FORCE]",
+        "planned switchover to replica <name>",
+    ),
+    (
+        "FAILOVER",
+        "promote the most advanced replica when the primary is down",
+    ),
+    (
+        "SET SERVER <name> ONLINE|OFFLINE|DRAIN",
+        "operator state of a server",
+    ),
     ("RELOAD", "re-read the configuration file"),
     ("HELP", "this list"),
 ];
@@ -117,8 +135,19 @@ impl AdminShim {
     fn show_servers(&self) -> Table {
         let snap = self.shared.topology.load();
         let mut t = Table::new(&[
-            "name", "address", "role", "state", "admin", "read_only", "replication", "lag_ms",
-            "gtid", "connections", "queries", "errors", "last_error",
+            "name",
+            "address",
+            "role",
+            "state",
+            "admin",
+            "read_only",
+            "replication",
+            "lag_ms",
+            "gtid",
+            "connections",
+            "queries",
+            "errors",
+            "last_error",
         ]);
         for (i, s) in snap.servers.iter().enumerate() {
             let role = if snap.primary == Some(i) {
@@ -208,16 +237,30 @@ impl AdminShim {
 
     fn show_stats(&self) -> Table {
         let snap = self.shared.topology.load();
-        let q: u64 = snap.servers.iter().map(|s| s.stats.queries.load(Ordering::Relaxed)).sum();
-        let e: u64 = snap.servers.iter().map(|s| s.stats.errors.load(Ordering::Relaxed)).sum();
+        let q: u64 = snap
+            .servers
+            .iter()
+            .map(|s| s.stats.queries.load(Ordering::Relaxed))
+            .sum();
+        let e: u64 = snap
+            .servers
+            .iter()
+            .map(|s| s.stats.errors.load(Ordering::Relaxed))
+            .sum();
         let sessions = self.shared.sessions.lock().map(|m| m.len()).unwrap_or(0);
         let mut t = Table::new(&["name", "value"]);
         for (k, v) in [
             ("sessions", sessions as u64),
             ("queries", q),
             ("backend_errors", e),
-            ("promotions", self.shared.failover.promotions.load(Ordering::Relaxed)),
-            ("failovers", self.shared.failover.failovers.load(Ordering::Relaxed)),
+            (
+                "promotions",
+                self.shared.failover.promotions.load(Ordering::Relaxed),
+            ),
+            (
+                "failovers",
+                self.shared.failover.failovers.load(Ordering::Relaxed),
+            ),
             ("topology_generation", snap.generation),
         ] {
             t.row(vec![Some(k.into()), Some(v.to_string())]);
@@ -250,7 +293,11 @@ impl AdminShim {
                 v.admin = new;
             }
         });
-        info!(server = name, state = admin_state(new), "admin changed server state");
+        info!(
+            server = name,
+            state = admin_state(new),
+            "admin changed server state"
+        );
         Answer::Ok(format!("server {name} is now {}", admin_state(new)))
     }
 
@@ -275,12 +322,17 @@ impl AdminShim {
                 let force = u.len() == 3;
                 match self.shared.failover.switchover(words[1], force).await {
                     Ok(r) => Answer::Table(report_table(&r)),
-                    Err(e) => Answer::Err(ErrorKind::ER_UNKNOWN_ERROR, format!("PROMOTE refused: {e}")),
+                    Err(e) => {
+                        Answer::Err(ErrorKind::ER_UNKNOWN_ERROR, format!("PROMOTE refused: {e}"))
+                    }
                 }
             }
             ["FAILOVER"] => match self.shared.failover.failover().await {
                 Ok(r) => Answer::Table(report_table(&r)),
-                Err(e) => Answer::Err(ErrorKind::ER_UNKNOWN_ERROR, format!("FAILOVER refused: {e}")),
+                Err(e) => Answer::Err(
+                    ErrorKind::ER_UNKNOWN_ERROR,
+                    format!("FAILOVER refused: {e}"),
+                ),
             },
             ["SET", "SERVER", _, _] => self.set_server(words[2], words[3]),
             ["RELOAD"] => match crate::server::reload(&self.shared).await {
@@ -319,11 +371,11 @@ fn report_table(r: &crate::failover::Report) -> Table {
     for (s, d) in &r.steps {
         t.row(vec![Some(s.clone()), Some(dur_ms(*d))]);
     }
+    t.row(vec![Some(format!("new primary: {}", r.new_primary)), None]);
     t.row(vec![
-        Some(format!("new primary: {}", r.new_primary)),
-        None,
+        Some("write pause".into()),
+        Some(dur_ms(r.write_pause)),
     ]);
-    t.row(vec![Some("write pause".into()), Some(dur_ms(r.write_pause))]);
     t
 }
 
@@ -339,7 +391,13 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for AdminShim {
         self.salt
     }
 
-    async fn authenticate(&self, _plugin: &str, username: &[u8], salt: &[u8], auth_data: &[u8]) -> bool {
+    async fn authenticate(
+        &self,
+        _plugin: &str,
+        username: &[u8],
+        salt: &[u8],
+        auth_data: &[u8],
+    ) -> bool {
         let cfg = self.shared.config.load();
         let Some(admin) = &cfg.admin else {
             return false;
@@ -351,7 +409,11 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for AdminShim {
         auth::verify(salt, auth_data, &hash).is_some()
     }
 
-    async fn on_prepare<'a>(&'a mut self, _q: &'a str, info: StatementMetaWriter<'a, W>) -> io::Result<()> {
+    async fn on_prepare<'a>(
+        &'a mut self,
+        _q: &'a str,
+        info: StatementMetaWriter<'a, W>,
+    ) -> io::Result<()> {
         info.error(
             ErrorKind::ER_UNSUPPORTED_PS,
             b"the admin port does not support prepared statements",
@@ -366,7 +428,10 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for AdminShim {
         results: QueryResultWriter<'a, W>,
     ) -> io::Result<()> {
         results
-            .error(ErrorKind::ER_UNSUPPORTED_PS, b"the admin port does not support prepared statements")
+            .error(
+                ErrorKind::ER_UNSUPPORTED_PS,
+                b"the admin port does not support prepared statements",
+            )
             .await
     }
 
@@ -376,7 +441,11 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for AdminShim {
     {
     }
 
-    async fn on_query<'a>(&'a mut self, query: &'a str, results: QueryResultWriter<'a, W>) -> io::Result<()> {
+    async fn on_query<'a>(
+        &'a mut self,
+        query: &'a str,
+        results: QueryResultWriter<'a, W>,
+    ) -> io::Result<()> {
         info!(command = query, "admin command");
         match self.run(query).await {
             Answer::Table(t) => {

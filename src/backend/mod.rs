@@ -157,7 +157,11 @@ impl BackendConn {
 
     /// Sends a simple command and reads its one-packet answer; returns the
     /// server's error if it refused.
-    pub async fn simple(&mut self, cmd: u8, arg: &[u8]) -> Result<Option<ClientError>, BackendError> {
+    pub async fn simple(
+        &mut self,
+        cmd: u8,
+        arg: &[u8],
+    ) -> Result<Option<ClientError>, BackendError> {
         let mut payload = Vec::with_capacity(1 + arg.len());
         payload.push(cmd);
         payload.extend_from_slice(arg);
@@ -195,8 +199,8 @@ impl BackendConn {
         self.broken = true;
         self.stream.queue_payload(0, payload);
         self.stream.flush().await?;
-        let summary = response::forward::<_, TcpStream>(&mut self.stream, None, expect, self.caps)
-            .await?;
+        let summary =
+            response::forward::<_, TcpStream>(&mut self.stream, None, expect, self.caps).await?;
         self.broken = false;
         self.last_used = Instant::now();
         Ok(summary.err)
@@ -222,7 +226,12 @@ impl Pools {
     }
 
     /// The pool key a session with these parameters uses on `server`.
-    pub fn key(server: &Arc<str>, user: &Arc<str>, caps: CapabilityFlags, collation: u8) -> PoolKey {
+    pub fn key(
+        server: &Arc<str>,
+        user: &Arc<str>,
+        caps: CapabilityFlags,
+        collation: u8,
+    ) -> PoolKey {
         PoolKey {
             server: server.clone(),
             user: user.clone(),

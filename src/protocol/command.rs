@@ -34,11 +34,21 @@ pub enum Command<'a> {
     /// The rest of the payload (user, auth data, db, charset, …).
     ChangeUser(&'a [u8]),
     StmtPrepare(&'a [u8]),
-    StmtExecute { stmt_id: u32 },
-    StmtSendLongData { stmt_id: u32 },
-    StmtClose { stmt_id: u32 },
-    StmtReset { stmt_id: u32 },
-    StmtFetch { stmt_id: u32 },
+    StmtExecute {
+        stmt_id: u32,
+    },
+    StmtSendLongData {
+        stmt_id: u32,
+    },
+    StmtClose {
+        stmt_id: u32,
+    },
+    StmtReset {
+        stmt_id: u32,
+    },
+    StmtFetch {
+        stmt_id: u32,
+    },
     ResetConnection,
     SetOption(u16),
     /// Anything else: answered with ERR 1047.
@@ -143,7 +153,7 @@ pub fn execute_layout(payload: &[u8], params: u16) -> Option<ExecuteLayout> {
     if params == 0 {
         return None;
     }
-    let bitmap = (usize::from(params) + 7) / 8;
+    let bitmap = usize::from(params).div_ceil(8);
     let at = 10 + bitmap;
     let flag = *payload.get(at)?;
     if flag == 1 && payload.len() < at + 1 + 2 * usize::from(params) {

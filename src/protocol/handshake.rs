@@ -136,9 +136,7 @@ pub async fn switch_to_native<S: AsyncRead + AsyncWrite + Unpin>(
     req.serialize(&mut buf);
     stream.queue_payload(seq, &buf);
     stream.flush().await?;
-    let p = stream
-        .read_packet(1024, Some(seq.wrapping_add(1)))
-        .await?;
+    let p = stream.read_packet(1024, Some(seq.wrapping_add(1))).await?;
     Ok((p.payload.to_vec(), p.last_seq))
 }
 

@@ -180,7 +180,10 @@ pub fn get_lenenc_int(buf: &[u8]) -> Option<(u64, usize)> {
         }
         0xfd => {
             let b = buf.get(1..4)?;
-            Some((u64::from(b[0]) | u64::from(b[1]) << 8 | u64::from(b[2]) << 16, 4))
+            Some((
+                u64::from(b[0]) | u64::from(b[1]) << 8 | u64::from(b[2]) << 16,
+                4,
+            ))
         }
         0xfe => {
             let b = buf.get(1..9)?;
@@ -198,7 +201,16 @@ mod tests {
 
     #[test]
     fn lenenc_roundtrip() {
-        for v in [0u64, 250, 251, 65535, 65536, (1 << 24) - 1, 1 << 24, u64::MAX] {
+        for v in [
+            0u64,
+            250,
+            251,
+            65535,
+            65536,
+            (1 << 24) - 1,
+            1 << 24,
+            u64::MAX,
+        ] {
             let mut b = Vec::new();
             put_lenenc_int(&mut b, v);
             assert_eq!(get_lenenc_int(&b), Some((v, b.len())));

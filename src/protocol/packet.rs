@@ -304,7 +304,12 @@ mod tests {
         let p = b.read_packet(64 << 20, Some(0)).await.expect("read");
         let _ = writer.await;
         assert_eq!(p.payload.len(), len);
-        assert!(p.payload.iter().enumerate().all(|(i, &v)| v == (i % 251) as u8));
+        assert!(
+            p.payload
+                .iter()
+                .enumerate()
+                .all(|(i, &v)| v == (i % 251) as u8)
+        );
         p
     }
 
@@ -347,7 +352,16 @@ mod tests {
         a.queue_payload(5, b"x");
         a.flush().await.expect("flush");
         let e = b.read_packet(1000, Some(0)).await.unwrap_err();
-        assert!(matches!(e, FrameError::Sequence { expected: 0, got: 5 }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                FrameError::Sequence {
+                    expected: 0,
+                    got: 5
+                }
+            ),
+            "{e:?}"
+        );
     }
 
     #[tokio::test]

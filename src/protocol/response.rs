@@ -8,10 +8,10 @@
 
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use mysql_common::io::ParseBuf;
+use mysql_common::packets::session_state_change::SessionStateChange;
 use mysql_common::packets::{
     CommonOkPacket, OkPacket, OkPacketDeserializer, OldEofPacket, ResultSetTerminator,
 };
-use mysql_common::packets::session_state_change::SessionStateChange;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::get_lenenc_int;
@@ -93,9 +93,7 @@ where
         flushed: false,
     };
     let deprecate_eof = caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
-    let r = fw
-        .run(backend, &mut client, expect, deprecate_eof)
-        .await;
+    let r = fw.run(backend, &mut client, expect, deprecate_eof).await;
     match r {
         Ok(()) => {
             if let Some(c) = client {
@@ -119,10 +117,13 @@ impl Forwarder {
         &self,
         backend: &mut PacketStream<B>,
     ) -> Result<Frame, ForwardError> {
-        backend.read_frame().await.map_err(|source| ForwardError::Backend {
-            source,
-            started: self.flushed,
-        })
+        backend
+            .read_frame()
+            .await
+            .map_err(|source| ForwardError::Backend {
+                source,
+                started: self.flushed,
+            })
     }
 
     async fn out<C: AsyncRead + AsyncWrite + Unpin>(
@@ -160,22 +161,23 @@ impl Forwarder {
 
     fn record_ok(&mut self, frame: &Frame, terminator: bool) -> Result<StatusFlags, ForwardError> {
         let payload = frame.payload();
-        let ok: OkPacket<'_> = if terminator && !self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF) {
-            ParseBuf(payload)
-                .parse::<OkPacketDeserializer<'_, OldEofPacket>>(self.caps)
-                .map_err(|_| ForwardError::Malformed("bad EOF packet"))?
-                .into_inner()
-        } else if terminator {
-            ParseBuf(payload)
-                .parse::<OkPacketDeserializer<'_, ResultSetTerminator>>(self.caps)
-                .map_err(|_| ForwardError::Malformed("bad terminating OK packet"))?
-                .into_inner()
-        } else {
-            ParseBuf(payload)
-                .parse::<OkPacketDeserializer<'_, CommonOkPacket>>(self.caps)
-                .map_err(|_| ForwardError::Malformed("bad OK packet"))?
-                .into_inner()
-        };
+        let ok: OkPacket<'_> =
+            if terminator && !self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF) {
+                ParseBuf(payload)
+                    .parse::<OkPacketDeserializer<'_, OldEofPacket>>(self.caps)
+                    .map_err(|_| ForwardError::Malformed("bad EOF packet"))?
+                    .into_inner()
+            } else if terminator {
+                ParseBuf(payload)
+                    .parse::<OkPacketDeserializer<'_, ResultSetTerminator>>(self.caps)
+                    .map_err(|_| ForwardError::Malformed("bad terminating OK packet"))?
+                    .into_inner()
+            } else {
+                ParseBuf(payload)
+                    .parse::<OkPacketDeserializer<'_, CommonOkPacket>>(self.caps)
+                    .map_err(|_| ForwardError::Malformed("bad OK packet"))?
+                    .into_inner()
+            };
         let status = ok.status_flags();
         self.summary.status = Some(status);
         self.summary.error = None;
@@ -243,7 +245,11 @@ impl Forwarder {
                         self.record_ok(&f, true)?;
                     }
                     Some(0xff) => self.record_err(&f),
-                    _ => return Err(ForwardError::Malformed("unexpected reply to a simple command")),
+                    _ => {
+                        return Err(ForwardError::Malformed(
+                            "unexpected reply to a simple command",
+                        ));
+                    }
                 }
                 return Ok(());
             }
@@ -343,7 +349,9 @@ impl Forwarder {
         C: AsyncRead + AsyncWrite + Unpin,
     {
         let Some(c) = client else {
-            return Err(ForwardError::Malformed("LOCAL INFILE request to an internal statement"));
+            return Err(ForwardError::Malformed(
+                "LOCAL INFILE request to an internal statement",
+            ));
         };
         c.flush().await.map_err(ForwardError::Client)?;
         self.flushed = true;
@@ -356,10 +364,13 @@ impl Forwarder {
             let end = f.payload().is_empty() && !continuing;
             continuing = f.continues();
             if backend.queued() >= 64 * 1024 || end {
-                backend.flush().await.map_err(|source| ForwardError::Backend {
-                    source,
-                    started: true,
-                })?;
+                backend
+                    .flush()
+                    .await
+                    .map_err(|source| ForwardError::Backend {
+                        source,
+                        started: true,
+                    })?;
             }
             if end {
                 return Ok(());

@@ -82,7 +82,12 @@ pub struct ReadNeeds<'a> {
 /// within the lag bound, not excluded, and (if required) have applied the
 /// session's last write. `ticket` is a counter the caller increments per
 /// read (shared by all sessions, so round-robin spreads evenly).
-pub fn pick_replica(snapshot: &Snapshot, ticket: u64, needs: &ReadNeeds<'_>, balance: Balance) -> Option<usize> {
+pub fn pick_replica(
+    snapshot: &Snapshot,
+    ticket: u64,
+    needs: &ReadNeeds<'_>,
+    balance: Balance,
+) -> Option<usize> {
     let eligible = || {
         snapshot.readable_replicas(needs.max_lag).filter(|i| {
             !needs.exclude.contains(i)
@@ -93,7 +98,9 @@ pub fn pick_replica(snapshot: &Snapshot, ticket: u64, needs: &ReadNeeds<'_>, bal
     };
     match balance {
         Balance::RoundRobin => {
-            let total: u64 = eligible().map(|i| u64::from(snapshot.servers[i].weight)).sum();
+            let total: u64 = eligible()
+                .map(|i| u64::from(snapshot.servers[i].weight))
+                .sum();
             if total == 0 {
                 return None;
             }
@@ -158,7 +165,16 @@ pub fn route(
     // Replicas are usable but none has the session's last write yet: the
     // primary answers (read-your-writes beats load spreading).
     if needs.min_gtid.is_some()
-        && pick_replica(snapshot, ticket, &ReadNeeds { min_gtid: None, ..needs }, policy.balance).is_some()
+        && pick_replica(
+            snapshot,
+            ticket,
+            &ReadNeeds {
+                min_gtid: None,
+                ..needs
+            },
+            policy.balance,
+        )
+        .is_some()
         && let Some(p) = primary
     {
         return Route::Fallback(p);
@@ -246,7 +262,11 @@ port = 3308
             ("REPLACE INTO t VALUES (1)", FREE, Route::Primary(0)),
             ("CREATE TABLE t (a int)", FREE, Route::Primary(0)),
             ("SELECT * FROM t FOR UPDATE", FREE, Route::Primary(0)),
-            ("SELECT * FROM t LOCK IN SHARE MODE", FREE, Route::Primary(0)),
+            (
+                "SELECT * FROM t LOCK IN SHARE MODE",
+                FREE,
+                Route::Primary(0),
+            ),
             ("SELECT * FROM t FOR SHARE", FREE, Route::Primary(0)),
             ("SELECT a INTO @x FROM t", FREE, Route::Primary(0)),
             ("CALL p()", FREE, Route::Primary(0)),
@@ -258,8 +278,16 @@ port = 3308
             ("SELEKT garbage", FREE, Route::Primary(0)),
             ("/* rwproxy:primary */ SELECT 1", FREE, Route::Primary(0)),
             ("/* rwproxy:replica */ SELECT 1", in_tx, Route::Replica(1)),
-            ("/* rwproxy:replica */ UPDATE t SET a=1", FREE, Route::Primary(0)),
-            ("WITH x AS (SELECT 1) SELECT * FROM x", FREE, Route::Replica(1)),
+            (
+                "/* rwproxy:replica */ UPDATE t SET a=1",
+                FREE,
+                Route::Primary(0),
+            ),
+            (
+                "WITH x AS (SELECT 1) SELECT * FROM x",
+                FREE,
+                Route::Replica(1),
+            ),
         ];
         for (sql, s, want) in cases {
             assert_eq!(r(sql, *s, &snap, 0), *want, "{sql} with {s:?}");
@@ -320,7 +348,10 @@ port = 3308
             );
         }
         // Stopped replication makes a replica unusable whatever its lag says.
-        snap.servers[2].replication = crate::topology::Replication::Stopped { io: true, sql: false };
+        snap.servers[2].replication = crate::topology::Replication::Stopped {
+            io: true,
+            sql: false,
+        };
         for t in 0..4 {
             assert_eq!(r("SELECT 1", FREE, &snap, t), Route::Replica(1));
         }

@@ -13,8 +13,8 @@ mod stmt;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
@@ -25,11 +25,11 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::backend::{BackendConn, BackendError, Credential, Pools};
 use arc_swap::ArcSwap;
 
-use crate::config::{Config, Consistency};
 use crate::accounts::{Accounts, Lookup};
+use crate::config::{Config, Consistency};
 use crate::failover::Failover;
-use crate::metrics::{ErrorKind, Metrics, RouteLabel};
 use crate::gtid::GtidPos;
+use crate::metrics::{ErrorKind, Metrics, RouteLabel};
 use crate::protocol::auth;
 use crate::protocol::command::{self, Command};
 use crate::protocol::handshake::{self, ClientHello, HandshakeError};
@@ -272,22 +272,34 @@ where
     let scramble = auth::new_scramble();
     let cfg = shared.config.load_full();
     let g = &shared.greeting;
-    handshake::send_greeting(&mut client, &g.version, conn_id, &scramble, g.caps, g.collation)
-        .await
-        .map_err(|e| e.to_string())?;
-    let hello: ClientHello = match handshake::read_client_hello(&mut client, cfg.max_allowed_packet).await {
-        Ok(h) => h,
-        Err(HandshakeError::Malformed(m)) => {
-            let e = ClientError::new(1043, b"08S01", format!("Bad handshake: {m}"));
-            client.queue_payload(2, &e.to_payload());
-            client.shutdown().await;
-            return Err(m);
-        }
-        Err(e) => return Err(e.to_string()),
-    };
+    handshake::send_greeting(
+        &mut client,
+        &g.version,
+        conn_id,
+        &scramble,
+        g.caps,
+        g.collation,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let hello: ClientHello =
+        match handshake::read_client_hello(&mut client, cfg.max_allowed_packet).await {
+            Ok(h) => h,
+            Err(HandshakeError::Malformed(m)) => {
+                let e = ClientError::new(1043, b"08S01", format!("Bad handshake: {m}"));
+                client.queue_payload(2, &e.to_payload());
+                client.shutdown().await;
+                return Err(m);
+            }
+            Err(e) => return Err(e.to_string()),
+        };
     let mut seq = hello.seq.wrapping_add(1);
     let mut reply = hello.auth_reply.clone();
-    if hello.plugin.as_deref().is_some_and(|p| p != "mysql_native_password") {
+    if hello
+        .plugin
+        .as_deref()
+        .is_some_and(|p| p != "mysql_native_password")
+    {
         // e.g. caching_sha2_password: ask for a native-password answer.
         let (r, s) = handshake::switch_to_native(&mut client, seq, &scramble)
             .await
@@ -300,7 +312,10 @@ where
         Err(e) => {
             client.queue_payload(seq, &e.to_payload());
             client.shutdown().await;
-            return Err(format!("login refused for user {:?}: {}", hello.user, e.message));
+            return Err(format!(
+                "login refused for user {:?}: {}",
+                hello.user, e.message
+            ));
         }
     };
     let caps = hello.caps & g.caps;
@@ -339,9 +354,10 @@ where
             return Err(format!("login refused by backend: {}", err.message));
         }
     }
-    session
-        .client
-        .queue_payload(seq, &ok_payload(0, 0, StatusFlags::SERVER_STATUS_AUTOCOMMIT));
+    session.client.queue_payload(
+        seq,
+        &ok_payload(0, 0, StatusFlags::SERVER_STATUS_AUTOCOMMIT),
+    );
     session.client.flush().await.map_err(|e| e.to_string())?;
     Ok(session)
 }
@@ -483,8 +499,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(c) => c,
             Err(e) => {
                 warn!(error = %e, "malformed command");
-                self.send_err(&ClientError::new(1835, b"HY000", "Malformed communication packet"))
-                    .await;
+                self.send_err(&ClientError::new(
+                    1835,
+                    b"HY000",
+                    "Malformed communication packet",
+                ))
+                .await;
                 return Ok(Flow::Continue);
             }
         };
@@ -512,7 +532,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     max_lag: None,
                     pins_session: false,
                 };
-                self.run_routed(&c, payload, Expect::FieldList).await.map(|_| ())
+                self.run_routed(&c, payload, Expect::FieldList)
+                    .await
+                    .map(|_| ())
             }
             Command::Statistics => {
                 let c = Classified {
@@ -521,7 +543,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     max_lag: None,
                     pins_session: false,
                 };
-                self.run_routed(&c, payload, Expect::Statistics).await.map(|_| ())
+                self.run_routed(&c, payload, Expect::Statistics)
+                    .await
+                    .map(|_| ())
             }
             Command::ResetConnection => {
                 self.reset_session().await;
@@ -612,10 +636,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         self.pinned = true;
                     }
                     // The connection that ran the SET already has it.
-                    if let Some(h) = self.conns.iter_mut().find(|h| h.server == route_idx) {
-                        if h.conn.state_version + 1 == self.state.version {
-                            h.conn.state_version = self.state.version;
-                        }
+                    if let Some(h) = self.conns.iter_mut().find(|h| h.server == route_idx)
+                        && h.conn.state_version + 1 == self.state.version
+                    {
+                        h.conn.state_version = self.state.version;
                     }
                 }
                 StatementKind::Use => {
@@ -669,10 +693,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if summary.error.is_none() {
             self.state.set_option = Some(opt);
             self.state.version += 1;
-            if let Some(h) = self.conns.iter_mut().find(|h| h.server == server) {
-                if h.conn.state_version + 1 == self.state.version {
-                    h.conn.state_version = self.state.version;
-                }
+            if let Some(h) = self.conns.iter_mut().find(|h| h.server == server)
+                && h.conn.state_version + 1 == self.state.version
+            {
+                h.conn.state_version = self.state.version;
             }
         }
         Ok(())
@@ -732,7 +756,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 continue;
             }
             if !is_replica && tried.contains(&idx) {
-                return Err(last_err.unwrap_or_else(|| ExecError::Refused(unavailable(Unavailable::NoPrimary))));
+                return Err(last_err
+                    .unwrap_or_else(|| ExecError::Refused(unavailable(Unavailable::NoPrimary))));
             }
             let stats = snap.servers[idx].stats.clone();
             stats.queries.fetch_add(1, Ordering::Relaxed);
@@ -770,7 +795,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Read-your-writes: after a write commits on the primary, learn its
     /// GTID (`@@last_gtid`, one extra round trip per committed write) so
     /// the session's next reads only go to replicas that applied it.
-    async fn track_write(&mut self, c: &Classified, summary: &Summary, snap: &Snapshot, idx: usize) {
+    async fn track_write(
+        &mut self,
+        c: &Classified,
+        summary: &Summary,
+        snap: &Snapshot,
+        idx: usize,
+    ) {
         if self.cfg.consistency != Consistency::Session
             || summary.error.is_some()
             || self.in_trans
@@ -828,7 +859,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 let conn = self
                     .shared
                     .pools
-                    .get(&server.addr, &key, &self.cred, self.caps, self.state.schema.as_deref())
+                    .get(
+                        &server.addr,
+                        &key,
+                        &self.cred,
+                        self.caps,
+                        self.state.schema.as_deref(),
+                    )
                     .await
                     .map_err(|source| ExecError::Acquire {
                         server: server.name.clone(),
@@ -868,7 +905,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 source,
                 started: false,
             }),
-            Ok(()) => response::forward(&mut held.conn.stream, Some(&mut self.client), expect, caps).await,
+            Ok(()) => {
+                response::forward(&mut held.conn.stream, Some(&mut self.client), expect, caps).await
+            }
         };
         match result {
             Ok(summary) => {
@@ -939,14 +978,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     async fn on_change_user(&mut self, rest: &[u8]) -> Result<Flow, String> {
         let Some(cu) = handshake::parse_change_user(rest) else {
-            self.send_err(&ClientError::new(1835, b"HY000", "Malformed communication packet"))
-                .await;
+            self.send_err(&ClientError::new(
+                1835,
+                b"HY000",
+                "Malformed communication packet",
+            ))
+            .await;
             return Ok(Flow::Continue);
         };
         let mut seq = 1u8;
         let mut reply = cu.auth_reply.clone();
         let mut scramble = self.scramble;
-        if cu.plugin.as_deref().is_some_and(|p| p != "mysql_native_password") {
+        if cu
+            .plugin
+            .as_deref()
+            .is_some_and(|p| p != "mysql_native_password")
+        {
             scramble = auth::new_scramble();
             let (r, s) = handshake::switch_to_native(&mut self.client, seq, &scramble)
                 .await
@@ -959,7 +1006,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Err(e) => {
                 self.client.queue_payload(seq, &e.to_payload());
                 let _ = self.client.flush().await;
-                return Err(format!("COM_CHANGE_USER refused for {:?}: {}", cu.user, e.message));
+                return Err(format!(
+                    "COM_CHANGE_USER refused for {:?}: {}",
+                    cu.user, e.message
+                ));
             }
         };
         self.reset_session().await;
@@ -970,8 +1020,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.state.schema = cu.db;
         tracing::Span::current().record("user", &*self.cred.user);
         info!(user = %self.cred.user, "user changed");
-        self.client
-            .queue_payload(seq, &ok_payload(0, 0, StatusFlags::SERVER_STATUS_AUTOCOMMIT));
+        self.client.queue_payload(
+            seq,
+            &ok_payload(0, 0, StatusFlags::SERVER_STATUS_AUTOCOMMIT),
+        );
         self.client.flush().await.map_err(|e| e.to_string())?;
         Ok(Flow::Continue)
     }
@@ -991,4 +1043,3 @@ fn unavailable(why: Unavailable) -> ClientError {
         ),
     }
 }
-

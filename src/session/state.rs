@@ -74,12 +74,16 @@ impl State {
             }
         }
         if !plain.is_empty()
-            && let Some(e) = conn.query_internal(&format!("SET {}", plain.join(", "))).await?
+            && let Some(e) = conn
+                .query_internal(&format!("SET {}", plain.join(", ")))
+                .await?
         {
             return Err(refused(e));
         }
         if let Some(opt) = self.set_option
-            && let Some(e) = conn.simple(code::COM_SET_OPTION, &opt.to_le_bytes()).await?
+            && let Some(e) = conn
+                .simple(code::COM_SET_OPTION, &opt.to_le_bytes())
+                .await?
         {
             return Err(refused(e));
         }
@@ -96,7 +100,10 @@ fn refused(e: crate::protocol::ClientError) -> BackendError {
 pub fn parse_use(sql: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(sql);
     let t = text.trim();
-    let rest = t.get(..3).filter(|k| k.eq_ignore_ascii_case("use")).map(|_| &t[3..])?;
+    let rest = t
+        .get(..3)
+        .filter(|k| k.eq_ignore_ascii_case("use"))
+        .map(|_| &t[3..])?;
     let name = rest.trim().trim_end_matches(';').trim();
     let name = name
         .strip_prefix('`')

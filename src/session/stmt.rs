@@ -86,7 +86,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    pub(super) async fn on_prepare(&mut self, payload: &[u8], sql: Vec<u8>) -> Result<(), ExecError> {
+    pub(super) async fn on_prepare(
+        &mut self,
+        payload: &[u8],
+        sql: Vec<u8>,
+    ) -> Result<(), ExecError> {
         let class = classify::classify(&sql);
         let snap = self.shared.topology.load();
         let idx = self.stmt_target(&snap, &class)?;
@@ -102,8 +106,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 started: false,
             }),
             Ok(()) => {
-                response::forward_prepare(&mut held.conn.stream, Some(&mut self.client), caps, client_id)
-                    .await
+                response::forward_prepare(
+                    &mut held.conn.stream,
+                    Some(&mut self.client),
+                    caps,
+                    client_id,
+                )
+                .await
             }
         };
         match r {
@@ -153,8 +162,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 started: false,
             }),
             Ok(()) => {
-                response::forward_prepare::<_, tokio::net::TcpStream>(&mut held.conn.stream, None, caps, 0)
-                    .await
+                response::forward_prepare::<_, tokio::net::TcpStream>(
+                    &mut held.conn.stream,
+                    None,
+                    caps,
+                    0,
+                )
+                .await
             }
         };
         match r {
@@ -167,7 +181,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             Ok(Err(err)) => {
                 held.conn.broken = false;
-                Err(ExecError::Refused(crate::protocol::handshake::parse_err(&err)))
+                Err(ExecError::Refused(crate::protocol::handshake::parse_err(
+                    &err,
+                )))
             }
             Err(e) => Err(self.drop_conn(pos, e)),
         }
@@ -175,9 +191,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// The connection (position) a statement command must use, preparing
     /// the statement there if needed. Returns (position, backend id).
-    async fn stmt_conn(&mut self, id: u32, forced: Option<Arc<str>>) -> Result<(usize, u32), ExecError> {
+    async fn stmt_conn(
+        &mut self,
+        id: u32,
+        forced: Option<Arc<str>>,
+    ) -> Result<(usize, u32), ExecError> {
         let snap = self.shared.topology.load();
-        let class = self.stmts.by_id.get(&id).ok_or_else(|| unknown_stmt(id))?.class;
+        let class = self
+            .stmts
+            .by_id
+            .get(&id)
+            .ok_or_else(|| unknown_stmt(id))?
+            .class;
         let idx = match forced.and_then(|name| snap.servers.iter().position(|s| s.name == name)) {
             Some(i) => i,
             None => self.stmt_target(&snap, &class)?,
@@ -187,7 +212,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         Ok((pos, bid))
     }
 
-    pub(super) async fn on_execute(&mut self, payload: &mut [u8], id: u32) -> Result<(), ExecError> {
+    pub(super) async fn on_execute(
+        &mut self,
+        payload: &mut [u8],
+        id: u32,
+    ) -> Result<(), ExecError> {
         let (forced, params, class) = {
             let stmt = self.stmts.by_id.get(&id).ok_or_else(|| unknown_stmt(id))?;
             (stmt.long_data_on.clone(), stmt.params, stmt.class)
@@ -228,7 +257,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 source,
                 started: false,
             }),
-            Ok(()) => response::forward(&mut held.conn.stream, Some(&mut self.client), Expect::Execute, caps).await,
+            Ok(()) => {
+                response::forward(
+                    &mut held.conn.stream,
+                    Some(&mut self.client),
+                    Expect::Execute,
+                    caps,
+                )
+                .await
+            }
         };
         match r {
             Ok(summary) => {
@@ -255,7 +292,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    pub(super) async fn on_long_data(&mut self, payload: &mut [u8], id: u32) -> Result<(), ExecError> {
+    pub(super) async fn on_long_data(
+        &mut self,
+        payload: &mut [u8],
+        id: u32,
+    ) -> Result<(), ExecError> {
         let forced = match self.stmts.by_id.get(&id) {
             Some(s) => s.long_data_on.clone(),
             // No reply is allowed to SEND_LONG_DATA; an unknown id surfaces
@@ -268,7 +309,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let held = &mut self.conns[pos];
         held.conn.stream.queue_payload(0, payload);
         if let Err(source) = held.conn.stream.flush().await {
-            return Err(self.drop_conn(pos, ForwardError::Backend { source, started: false }));
+            return Err(self.drop_conn(
+                pos,
+                ForwardError::Backend {
+                    source,
+                    started: false,
+                },
+            ));
         }
         if let Some(stmt) = self.stmts.by_id.get_mut(&id) {
             stmt.long_data_on = Some(server);
@@ -292,7 +339,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    pub(super) async fn on_stmt_reset(&mut self, payload: &mut [u8], id: u32) -> Result<(), ExecError> {
+    pub(super) async fn on_stmt_reset(
+        &mut self,
+        payload: &mut [u8],
+        id: u32,
+    ) -> Result<(), ExecError> {
         let holder = {
             let stmt = self.stmts.by_id.get(&id).ok_or_else(|| unknown_stmt(id))?;
             stmt.long_data_on.clone().or_else(|| stmt.cursor_on.clone())
@@ -310,8 +361,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         held.conn.broken = true;
         held.conn.stream.queue_payload(0, payload);
         let r = match held.conn.stream.flush().await {
-            Err(source) => Err(ForwardError::Backend { source, started: false }),
-            Ok(()) => response::forward(&mut held.conn.stream, Some(&mut self.client), Expect::Simple, caps).await,
+            Err(source) => Err(ForwardError::Backend {
+                source,
+                started: false,
+            }),
+            Ok(()) => {
+                response::forward(
+                    &mut held.conn.stream,
+                    Some(&mut self.client),
+                    Expect::Simple,
+                    caps,
+                )
+                .await
+            }
         };
         match r {
             Ok(_) => {
@@ -348,8 +410,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         held.conn.broken = true;
         held.conn.stream.queue_payload(0, payload);
         let r = match held.conn.stream.flush().await {
-            Err(source) => Err(ForwardError::Backend { source, started: false }),
-            Ok(()) => response::forward(&mut held.conn.stream, Some(&mut self.client), Expect::Fetch, caps).await,
+            Err(source) => Err(ForwardError::Backend {
+                source,
+                started: false,
+            }),
+            Ok(()) => {
+                response::forward(
+                    &mut held.conn.stream,
+                    Some(&mut self.client),
+                    Expect::Fetch,
+                    caps,
+                )
+                .await
+            }
         };
         match r {
             Ok(_) => {
