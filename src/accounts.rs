@@ -180,12 +180,10 @@ impl Accounts {
         }
         match self.find(user, ip) {
             Lookup::NotFound => {
-                // Maybe created since the last refresh: refresh, rate-limited.
-                if self.refresh_if_due(REFRESH_MIN_INTERVAL).await {
-                    self.find(user, ip)
-                } else {
-                    Lookup::NotFound
-                }
+                // Maybe created since the last refresh: refresh (rate-limited;
+                // a refresh another login just did counts), then look again.
+                self.refresh_if_due(REFRESH_MIN_INTERVAL).await;
+                self.find(user, ip)
             }
             found => found,
         }

@@ -87,6 +87,13 @@ pub async fn build_shared(
     let config = Arc::new(ArcSwap::from_pointee(config));
     let failover = Arc::new(Failover::new(config.clone(), topology.clone()));
     let accounts = Arc::new(Accounts::new(config.clone(), topology.clone()));
+    if config.load().auth == crate::config::AuthMode::Servers {
+        // Load accounts before the first client arrives (the refresher
+        // keeps them fresh afterwards).
+        if let Err(e) = accounts.refresh().await {
+            warn!(error = %e, "could not load server accounts at start-up");
+        }
+    }
     Arc::new(Shared {
         accounts,
         config,

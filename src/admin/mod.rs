@@ -339,23 +339,52 @@ impl AdminShim {
                 Ok(msg) => Answer::Ok(msg),
                 Err(e) => Answer::Err(ErrorKind::ER_UNKNOWN_ERROR, format!("RELOAD failed: {e}")),
             },
-            // What the mariadb/mysql CLI asks on connect and for `\s`.
-            ["SELECT", "@@VERSION_COMMENT", "LIMIT", "1"] | ["SELECT", "@@VERSION_COMMENT"] => {
-                let mut t = Table::new(&["@@version_comment"]);
-                t.row(vec![Some("rwproxy admin".into())]);
-                Answer::Table(t)
-            }
-            ["SELECT", "DATABASE()", ..] | ["SELECT", "DATABASE(),USER()", ..] => {
-                let mut t = Table::new(&["DATABASE()", "USER()"]);
-                t.row(vec![None, Some("admin".into())]);
-                Answer::Table(t)
-            }
+            // What client libraries and the CLI ask on connect and for `\s`
+            // (`SELECT @@version_comment LIMIT 1`, `SELECT DATABASE(), USER()`,
+            // `SELECT @@max_allowed_packet, @@wait_timeout`).
+            ["SELECT", ..] => match client_probe(q) {
+                Some(t) => Answer::Table(t),
+                None => Answer::Err(
+                    ErrorKind::ER_UNKNOWN_COM_ERROR,
+                    format!("unknown admin command {q:?}; accepted: {}", accepted()),
+                ),
+            },
             _ => Answer::Err(
                 ErrorKind::ER_UNKNOWN_COM_ERROR,
                 format!("unknown admin command {q:?}; accepted: {}", accepted()),
             ),
         }
     }
+}
+
+/// Answers the variable and function probes drivers send on connect.
+fn client_probe(q: &str) -> Option<Table> {
+    let body = q.get(6..)?.trim();
+    let body = match body.to_ascii_uppercase().rfind(" LIMIT ") {
+        Some(i) => &body[..i],
+        None => body,
+    };
+    let items: Vec<&str> = body.split(',').map(str::trim).collect();
+    let mut values = Vec::new();
+    for item in &items {
+        let v = match item.to_ascii_lowercase().as_str() {
+            "@@version_comment" => Some("rwproxy admin".to_string()),
+            "@@version" | "version()" => Some("5.5.5-10.11.0-rwproxy-admin".to_string()),
+            "@@max_allowed_packet" => Some("16777216".to_string()),
+            "@@wait_timeout" | "@@interactive_timeout" => Some("28800".to_string()),
+            "@@socket" | "database()" => None,
+            "user()" | "current_user()" => Some("admin".to_string()),
+            "@@character_set_client" | "@@character_set_connection" | "@@character_set_results" | "@@character_set_server" => {
+                Some("utf8mb4".to_string())
+            }
+            "connection_id()" => Some("1".to_string()),
+            _ => return None,
+        };
+        values.push(v);
+    }
+    let mut t = Table::new(&items);
+    t.row(values);
+    Some(t)
 }
 
 fn admin_state(a: AdminState) -> &'static str {

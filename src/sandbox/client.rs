@@ -5,7 +5,7 @@
 //! statements: no runtime, and `root@localhost` of a fresh data directory
 //! logs in over the socket without a password whatever the OS user.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -101,40 +101,6 @@ fn unescape(v: &str) -> String {
     out
 }
 
-/// A MariaDB GTID position (`@@gtid_binlog_pos`, `@@gtid_slave_pos`):
-/// the highest sequence number per replication domain.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GtidPos(BTreeMap<u32, u64>);
-
-impl GtidPos {
-    /// Parses `domain-server-seq[,domain-server-seq...]`; empty means empty.
-    pub fn parse(text: &str) -> Option<GtidPos> {
-        let mut map = BTreeMap::new();
-        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let mut fields = part.split('-');
-            let domain = fields.next()?.parse::<u32>().ok()?;
-            let _server = fields.next()?.parse::<u32>().ok()?;
-            let seq = fields.next()?.parse::<u64>().ok()?;
-            if fields.next().is_some() {
-                return None;
-            }
-            let entry = map.entry(domain).or_insert(0);
-            *entry = (*entry).max(seq);
-        }
-        Some(GtidPos(map))
-    }
-
-    /// Whether this position includes everything in `other`, domain by
-    /// domain (the server id part does not matter: sequence numbers grow
-    /// across a promotion under `gtid_strict_mode`).
-    pub fn covers(&self, other: &GtidPos) -> bool {
-        other
-            .0
-            .iter()
-            .all(|(domain, seq)| self.0.get(domain).is_some_and(|mine| mine >= seq))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,19 +114,5 @@ mod tests {
         assert_eq!(rows[1]["a"], "1\n2");
         assert_eq!(rows[1]["b"], "\\");
         assert!(parse_batch("").is_empty());
-    }
-
-    #[test]
-    fn gtid_positions_compare_per_domain() {
-        let p = |s| GtidPos::parse(s).expect("valid");
-        assert!(p("0-1-12").covers(&p("0-1-12")));
-        assert!(p("0-2-13").covers(&p("0-1-12")));
-        assert!(!p("0-1-11").covers(&p("0-1-12")));
-        assert!(p("").covers(&p("")));
-        assert!(!p("").covers(&p("0-1-1")));
-        assert!(p("0-1-5,1-2-7").covers(&p("1-2-7")));
-        assert!(!p("0-1-5").covers(&p("0-1-5,1-2-7")));
-        assert!(GtidPos::parse("0-1").is_none());
-        assert!(GtidPos::parse("x-1-2").is_none());
     }
 }

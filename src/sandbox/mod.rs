@@ -12,6 +12,19 @@
 //! socket. Servers run detached (own process group, output in their error
 //! log), so `rwproxy sandbox up` can exit and leave them running; tests pass
 //! an `owner_pid` so a watchdog kills them when the test process dies.
+//!
+//! Things about MariaDB 10.11 that shaped this code:
+//! - `mariadb-install-db` also creates passwordless `root@127.0.0.1` and
+//!   `root@::1`, which would shadow `root@'%'` for TCP clients: they are
+//!   dropped, only `root@localhost` (socket, no password) stays.
+//! - `SHOW SLAVE STATUS` has `Gtid_IO_Pos` but not the applied position;
+//!   that is `@@gtid_slave_pos`.
+//! - With semi-sync master enabled on every server, a replica's SQL thread
+//!   waits the full semi-sync timeout on the first event it applies
+//!   (`log_slave_updates` makes it a semi-sync master with no replica), unless
+//!   `rpl_semi_sync_master_wait_no_slave = OFF`.
+//! - After SIGKILL the main thread of `mariadbd` shows as a zombie while the
+//!   others still exit and hold the port; see [`process_alive`].
 
 mod client;
 mod process;
@@ -27,14 +40,14 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ConfigError};
+use crate::gtid::GtidPos;
 
-pub use client::GtidPos;
 pub use process::process_alive;
 
 /// How long a server may take to accept connections after being started.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long replicas may take to connect and apply the primary's binlog.
-const REPLICATION_TIMEOUT: Duration = Duration::from_secs(30);
+const REPLICATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Grace period between SIGTERM and SIGKILL in `down`.
 const STOP_GRACE: Duration = Duration::from_secs(20);
 /// How long a SIGKILLed process may take to disappear.
@@ -535,7 +548,13 @@ fn create(bins: &Binaries, sandbox: &Sandbox, opts: &UpOptions) -> Result<(), Sa
         fs::create_dir_all(&base).map_err(io_error("create directory", &base))?;
         check_port_free(s)?;
     }
+    let t0 = Instant::now();
     install_db(bins, sandbox.primary())?;
+    tracing::debug!(
+        dir = %sandbox.dir.display(),
+        ms = t0.elapsed().as_millis() as u64,
+        "sandbox: system tables installed"
+    );
     // One install, copied before any server starts: every copy is a pristine,
     // identical data directory with empty binlogs, which is all GTID
     // replication from the start needs, and far faster than N installs.
@@ -548,11 +567,26 @@ fn create(bins: &Binaries, sandbox: &Sandbox, opts: &UpOptions) -> Result<(), Sa
             start_watchdog(sandbox, owner)?;
         }
         for index in 0..sandbox.servers.len() {
-            started.push(spawn_server(bins, sandbox, index, opts.semi_sync)?);
+            let read_only = index > 0;
+            started.push(spawn_server(
+                bins,
+                sandbox,
+                index,
+                opts.semi_sync,
+                read_only,
+            )?);
         }
         let waits: Vec<_> = started.iter().map(|(i, s)| (*i, Some(s))).collect();
         wait_ready(bins, sandbox, &waits)?;
+        tracing::debug!(
+            ms = t0.elapsed().as_millis() as u64,
+            "sandbox: servers accept connections"
+        );
         set_up_replication(bins, sandbox, opts.semi_sync)?;
+        tracing::debug!(
+            ms = t0.elapsed().as_millis() as u64,
+            "sandbox: replicas caught up"
+        );
         write_proxy_config(sandbox, opts.proxy_port)?;
         Manifest::new(ManifestState::Ready, opts.semi_sync, sandbox).write(&sandbox.dir)
     })();
@@ -574,7 +608,13 @@ fn resume(bins: &Binaries, sandbox: &Sandbox, opts: &UpOptions) -> Result<(), Sa
         for (index, s) in sandbox.servers.iter().enumerate() {
             if s.running_pid().is_none() {
                 check_port_free(s)?;
-                started.push(spawn_server(bins, sandbox, index, opts.semi_sync)?);
+                started.push(spawn_server(
+                    bins,
+                    sandbox,
+                    index,
+                    opts.semi_sync,
+                    is_replica(s),
+                )?);
             }
         }
         let waits: Vec<_> = (0..sandbox.servers.len())
@@ -687,8 +727,22 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), SandboxError> {
     }
 }
 
+/// Whether a server that has run before is configured to replicate (has a
+/// `master.info`), so it restarts read-only. A replica promoted since
+/// (`RESET SLAVE ALL` removes the file) restarts writable, and so does a
+/// killed primary: fencing a returning old primary is rwproxy's job.
+fn is_replica(server: &SandboxServer) -> bool {
+    server.datadir.join("master.info").exists()
+}
+
 /// The command line of server `index`.
-fn server_args(server: &SandboxServer, index: usize, semi_sync: bool, root: bool) -> Vec<String> {
+fn server_args(
+    server: &SandboxServer,
+    index: usize,
+    semi_sync: bool,
+    read_only: bool,
+    root: bool,
+) -> Vec<String> {
     let mut args = vec![
         // Must be first, or /etc/mysql/*.cnf is read.
         "--no-defaults".to_string(),
@@ -725,7 +779,7 @@ fn server_args(server: &SandboxServer, index: usize, semi_sync: bool, root: bool
         // mariadbd refuses to run as root without it.
         args.insert(1, "--user=root".into());
     }
-    if index > 0 {
+    if read_only {
         args.push("--read-only=1".into());
     }
     if semi_sync {
@@ -738,6 +792,12 @@ fn server_args(server: &SandboxServer, index: usize, semi_sync: bool, root: bool
         // thread applying its primary's events (log_slave_updates): every
         // replica would stall 10 s on the first event after each start.
         args.push("--rpl-semi-sync-master-wait-no-slave=OFF".into());
+        // Lossless semi-sync: a transaction waits for the acknowledgement
+        // before it commits in InnoDB. With it (and semi-sync slave enabled
+        // at start-up), a crashed primary that restarts rolls back and
+        // truncates from its binlog what no replica acknowledged (MDEV-21117),
+        // so it can rejoin the promoted replica without diverging.
+        args.push("--rpl-semi-sync-master-wait-point=AFTER_SYNC".into());
     }
     args
 }
@@ -747,6 +807,7 @@ fn spawn_server(
     sandbox: &Sandbox,
     index: usize,
     semi_sync: bool,
+    read_only: bool,
 ) -> Result<(usize, process::Spawned), SandboxError> {
     let server = sandbox.server(index)?;
     let log = fs::OpenOptions::new()
@@ -760,6 +821,7 @@ fn spawn_server(
         server,
         index,
         semi_sync,
+        read_only,
         process::running_as_root(),
     ))
     .stdin(Stdio::null())
@@ -1056,13 +1118,7 @@ fn replica_state(
         "SELECT @@GLOBAL.gtid_slave_pos AS pos",
     )?;
     let replica_pos = rows.first().map(|r| field(r, "pos")).unwrap_or("");
-    let parse = |text: &str, who: &SandboxServer| {
-        GtidPos::parse(text).ok_or_else(|| SandboxError::Replication {
-            server: who.name.clone(),
-            detail: format!("unparseable GTID position {text:?}"),
-        })
-    };
-    if parse(replica_pos, server)?.covers(&parse(master_pos, master)?) {
+    if GtidPos::parse(replica_pos).covers(&GtidPos::parse(master_pos)) {
         Ok(ReplicaState::CaughtUp)
     } else {
         Ok(ReplicaState::Behind(format!(
@@ -1192,7 +1248,8 @@ fn remove_pid_file(server: &SandboxServer) -> Result<(), SandboxError> {
 
 /// Starts one stopped server of the sandbox again and waits until it
 /// accepts connections (not until it has caught up). Does nothing if it is
-/// running.
+/// running. It starts read-only if it is configured to replicate, writable
+/// otherwise (a killed primary comes back writable, as a real one would).
 pub fn start_server(sandbox: &Sandbox, index: usize) -> Result<(), SandboxError> {
     let server = sandbox.server(index)?;
     if server.running_pid().is_some() {
@@ -1201,7 +1258,7 @@ pub fn start_server(sandbox: &Sandbox, index: usize) -> Result<(), SandboxError>
     let bins = Binaries::find()?;
     let semi_sync = Manifest::read(&sandbox.dir)?.is_some_and(|m| m.semi_sync);
     check_port_free(server)?;
-    let (_, spawned) = spawn_server(&bins, sandbox, index, semi_sync)?;
+    let (_, spawned) = spawn_server(&bins, sandbox, index, semi_sync, is_replica(server))?;
     wait_ready(&bins, sandbox, &[(index, Some(&spawned))])
 }
 
@@ -1440,13 +1497,13 @@ mod tests {
         let r = &sandbox.servers[1];
         assert_eq!(r.name, "replica1");
         assert_eq!(r.socket, Path::new("/tmp/sb/replica1/mysqld.sock"));
-        let args = server_args(r, 1, true, true);
+        let args = server_args(r, 1, true, true, true);
         assert_eq!(args[0], "--no-defaults");
         assert_eq!(args[1], "--user=root");
         assert!(args.contains(&"--server-id=2".to_string()));
         assert!(args.contains(&"--read-only=1".to_string()));
         assert!(args.contains(&"--rpl-semi-sync-slave-enabled=1".to_string()));
-        let args = server_args(&sandbox.servers[0], 0, false, false);
+        let args = server_args(&sandbox.servers[0], 0, false, false, false);
         assert!(
             !args
                 .iter()

@@ -795,7 +795,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Read-your-writes: after a write commits on the primary, learn its
     /// GTID (`@@last_gtid`, one extra round trip per committed write) so
     /// the session's next reads only go to replicas that applied it.
-    async fn track_write(
+    pub(super) async fn track_write(
         &mut self,
         c: &Classified,
         summary: &Summary,

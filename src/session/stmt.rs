@@ -278,6 +278,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 };
                 if on_primary {
                     self.track_status(&summary);
+                    let snap = self.shared.topology.load();
+                    if let Some(idx) = snap.find(&server) {
+                        self.track_write(&class, &summary, &snap, idx).await;
+                    }
                 }
                 if class.pins_session {
                     self.pinned = true;

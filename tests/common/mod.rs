@@ -65,14 +65,19 @@ pub async fn start_proxy(config: Config) -> Proxy {
 }
 
 /// Like [`start_proxy`], with a config file path for RELOAD.
-pub async fn start_proxy_with_path(config: Config, config_path: Option<std::path::PathBuf>) -> Proxy {
+pub async fn start_proxy_with_path(
+    config: Config,
+    config_path: Option<std::path::PathBuf>,
+) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let admin_listener = match &config.admin {
         Some(_) => Some(TcpListener::bind("127.0.0.1:0").await.expect("bind admin")),
         None => None,
     };
-    let admin = admin_listener.as_ref().map(|l| l.local_addr().expect("addr"));
+    let admin = admin_listener
+        .as_ref()
+        .map(|l| l.local_addr().expect("addr"));
     let http_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
     let http = http_listener.local_addr().expect("addr");
     let shutdown = CancellationToken::new();
@@ -127,7 +132,9 @@ pub async fn admin(proxy: &Proxy, sql: &str) -> Result<Vec<Vec<String>>, String>
         .pass(Some("adminpw"))
         .prefer_socket(false)
         .into();
-    let mut c = mysql_async::Conn::new(opts).await.map_err(|e| e.to_string())?;
+    let mut c = mysql_async::Conn::new(opts)
+        .await
+        .map_err(|e| e.to_string())?;
     let rows: Vec<mysql_async::Row> = c.query(sql).await.map_err(|e| e.to_string())?;
     let _ = c.disconnect().await;
     Ok(rows
@@ -147,7 +154,9 @@ pub async fn admin(proxy: &Proxy, sql: &str) -> Result<Vec<Vec<String>>, String>
 /// A plain HTTP GET against the proxy's HTTP endpoint: (status, body).
 pub async fn http_get(proxy: &Proxy, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(proxy.http).await.expect("http connect");
+    let mut s = tokio::net::TcpStream::connect(proxy.http)
+        .await
+        .expect("http connect");
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
         .await
         .expect("http write");
@@ -159,7 +168,10 @@ pub async fn http_get(proxy: &Proxy, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -179,7 +191,11 @@ pub fn server<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::
 
 /// Polls `cond` every 50 ms until it holds or `within` passes; returns the
 /// time it took, or panics with `what`.
-pub async fn wait_until<F, Fut>(within: std::time::Duration, what: &str, mut cond: F) -> std::time::Duration
+pub async fn wait_until<F, Fut>(
+    within: std::time::Duration,
+    what: &str,
+    mut cond: F,
+) -> std::time::Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -202,6 +218,8 @@ pub async fn root_exec(port: u16, sql: &str) {
     let mut c = mysql_async::Conn::new(sandbox::root_opts(port))
         .await
         .expect("root connect");
-    c.query_drop(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    c.query_drop(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     let _ = c.disconnect().await;
 }
