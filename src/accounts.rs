@@ -65,11 +65,14 @@ pub enum Lookup {
     NotFound,
 }
 
-/// Whether `ip` matches a MySQL host pattern.
-pub fn host_matches(pattern: &str, ip: &IpAddr) -> bool {
+/// Whether `ip` matches a MySQL host pattern. `resolve` mirrors the
+/// server's `skip_name_resolve = OFF`: only then does a TCP client from a
+/// loopback address count as `localhost` (with name resolution off, the
+/// server keeps `localhost` for Unix-socket clients).
+pub fn host_matches(pattern: &str, ip: &IpAddr, resolve: bool) -> bool {
     let text = ip.to_string();
     if pattern.eq_ignore_ascii_case("localhost") {
-        return ip.is_loopback();
+        return resolve && ip.is_loopback();
     }
     if let Some((net, mask)) = pattern.split_once('/')
         && let (Ok(IpAddr::V4(n)), Ok(IpAddr::V4(m)), IpAddr::V4(a)) =
@@ -140,6 +143,8 @@ pub struct Accounts {
     cache: ArcSwap<Vec<ServerAccount>>,
     /// When the cache was last refreshed (rate limit for refresh-on-miss).
     last_refresh: Mutex<Option<Instant>>,
+    /// The primary's `@@skip_name_resolve` (see [`host_matches`]).
+    skip_name_resolve: std::sync::atomic::AtomicBool,
 }
 
 /// Least time between two refreshes triggered by unknown users.
@@ -158,6 +163,7 @@ impl Accounts {
             topology,
             cache: ArcSwap::from_pointee(Vec::new()),
             last_refresh: Mutex::new(None),
+            skip_name_resolve: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -191,9 +197,12 @@ impl Accounts {
 
     fn find(&self, user: &str, ip: IpAddr) -> Lookup {
         let cache = self.cache.load();
+        let resolve = !self
+            .skip_name_resolve
+            .load(std::sync::atomic::Ordering::Relaxed);
         let Some(a) = cache
             .iter()
-            .find(|a| (a.user == user || a.user.is_empty()) && host_matches(&a.host, &ip))
+            .find(|a| (a.user == user || a.user.is_empty()) && host_matches(&a.host, &ip, resolve))
         else {
             return Lookup::NotFound;
         };
@@ -256,12 +265,18 @@ impl Accounts {
                 )
                 .await
                 .map_err(|e| e.to_string())?;
+            let skip: Option<i64> = c
+                .query_first("SELECT @@skip_name_resolve")
+                .await
+                .map_err(|e| e.to_string())?;
             let _ = c.disconnect().await;
-            Ok::<_, String>(rows)
+            Ok::<_, String>((rows, skip.unwrap_or(1) != 0))
         };
-        let rows = tokio::time::timeout(cfg.connect_timeout() * 2, fetch)
+        let (rows, skip) = tokio::time::timeout(cfg.connect_timeout() * 2, fetch)
             .await
             .map_err(|_| "timed out reading mysql.global_priv".to_string())??;
+        self.skip_name_resolve
+            .store(skip, std::sync::atomic::Ordering::Relaxed);
         let mut list: Vec<ServerAccount> = rows
             .into_iter()
             .map(|(user, host, plugin, auth_string, locked, changed)| {
@@ -330,16 +345,17 @@ mod tests {
     fn host_patterns() {
         let lo: IpAddr = "127.0.0.1".parse().expect("ip");
         let ten: IpAddr = "10.1.2.3".parse().expect("ip");
-        assert!(host_matches("%", &lo));
-        assert!(host_matches("localhost", &lo));
-        assert!(!host_matches("localhost", &ten));
-        assert!(host_matches("10.%", &ten));
-        assert!(!host_matches("10.%", &lo));
-        assert!(host_matches("127.0.0._", &lo));
-        assert!(host_matches("10.0.0.0/255.0.0.0", &ten));
-        assert!(!host_matches("10.0.0.0/255.0.0.0", &lo));
-        assert!(host_matches("127.0.0.1", &lo));
-        assert!(!host_matches("127.0.0.10", &lo));
+        assert!(host_matches("%", &lo, false));
+        assert!(host_matches("localhost", &lo, true));
+        assert!(!host_matches("localhost", &lo, false));
+        assert!(!host_matches("localhost", &ten, true));
+        assert!(host_matches("10.%", &ten, false));
+        assert!(!host_matches("10.%", &lo, false));
+        assert!(host_matches("127.0.0._", &lo, false));
+        assert!(host_matches("10.0.0.0/255.0.0.0", &ten, false));
+        assert!(!host_matches("10.0.0.0/255.0.0.0", &lo, false));
+        assert!(host_matches("127.0.0.1", &lo, false));
+        assert!(!host_matches("127.0.0.10", &lo, false));
     }
 
     #[test]

@@ -27,7 +27,7 @@
 //! `GET_LOCK('rwproxy_failover')` on a majority of the configured servers.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -94,33 +94,68 @@ pub struct Report {
 }
 
 /// Holds writes at statement boundaries during a switchover.
+///
+/// A session registers every primary-bound statement (`enter`) *before*
+/// looking at the gate, and the promoter closes the gate *before* waiting
+/// for the in-flight count to drain (both sequentially consistent), so no
+/// statement can slip past a closing gate to the old primary unseen.
 #[derive(Debug)]
 pub struct WriteGate {
-    closed: watch::Sender<bool>,
+    closed: AtomicBool,
+    notify: watch::Sender<bool>,
     /// Sessions currently inside a transaction (from the primary's flags).
-    pub in_transaction: std::sync::atomic::AtomicI64,
+    pub in_transaction: AtomicI64,
+    /// Primary-bound statements executing now.
+    pub in_flight: AtomicI64,
 }
 
 impl Default for WriteGate {
     fn default() -> Self {
         WriteGate {
-            closed: watch::channel(false).0,
-            in_transaction: std::sync::atomic::AtomicI64::new(0),
+            closed: AtomicBool::new(false),
+            notify: watch::channel(false).0,
+            in_transaction: AtomicI64::new(0),
+            in_flight: AtomicI64::new(0),
         }
+    }
+}
+
+/// A primary-bound statement in flight; leaves the gate when dropped.
+#[derive(Debug)]
+pub struct GateTicket(Arc<WriteGate>);
+
+impl Drop for GateTicket {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 impl WriteGate {
     pub fn is_closed(&self) -> bool {
-        *self.closed.borrow()
+        self.closed.load(Ordering::SeqCst)
     }
+
+    /// Registers a primary-bound statement. Inside a transaction it always
+    /// passes (so the transaction can finish); otherwise `None` while a
+    /// switchover holds writes.
+    pub fn enter(self: &Arc<Self>, in_transaction: bool) -> Option<GateTicket> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let ticket = GateTicket(self.clone());
+        if !in_transaction && self.closed.load(Ordering::SeqCst) {
+            return None;
+        }
+        Some(ticket)
+    }
+
     /// Waits until the gate is open (bounded).
     pub async fn wait_open(&self, max: Duration) {
-        let mut rx = self.closed.subscribe();
+        let mut rx = self.notify.subscribe();
         let _ = tokio::time::timeout(max, rx.wait_for(|closed| !*closed)).await;
     }
+
     fn set(&self, closed: bool) {
-        self.closed.send_replace(closed);
+        self.closed.store(closed, Ordering::SeqCst);
+        self.notify.send_replace(closed);
     }
 }
 
@@ -287,8 +322,8 @@ impl Failover {
         self.gate.set(true);
         let drained = tokio::time::timeout(timeout, async {
             loop {
-                let busy = old_view.stats.in_flight.load(Ordering::Relaxed) > 0
-                    || self.gate.in_transaction.load(Ordering::Relaxed) > 0;
+                let busy = self.gate.in_flight.load(Ordering::SeqCst) > 0
+                    || self.gate.in_transaction.load(Ordering::SeqCst) > 0;
                 if !busy {
                     break;
                 }

@@ -332,6 +332,13 @@ async fn server_task(
         if result.is_err() {
             conn = None;
             failures = failures.saturating_add(1);
+            // Confirm a failure quickly instead of a full interval later,
+            // so a dead server is marked down within about one interval.
+            if failures < config.down_after {
+                ticker.reset_at(
+                    tokio::time::Instant::now() + (interval / 5).max(Duration::from_millis(50)),
+                );
+            }
         } else {
             failures = 0;
         }

@@ -16,7 +16,10 @@ fn compose_references_existing_files_and_config_parses() {
         "./rwproxy.toml",
         "./prometheus.yml",
     ] {
-        assert!(compose.contains(mounted), "compose.yml should mount {mounted}");
+        assert!(
+            compose.contains(mounted),
+            "compose.yml should mount {mounted}"
+        );
         assert!(
             root.join("docker").join(mounted).exists(),
             "docker/{mounted} is mounted by compose.yml but missing"
@@ -24,7 +27,10 @@ fn compose_references_existing_files_and_config_parses() {
     }
     assert!(root.join("docker/Dockerfile").exists());
     let dockerfile = std::fs::read_to_string(root.join("docker/Dockerfile")).expect("Dockerfile");
-    assert!(dockerfile.contains("USER 10001"), "runtime image must not run as root");
+    assert!(
+        dockerfile.contains("USER 10001"),
+        "runtime image must not run as root"
+    );
     rwproxy::config::Config::load(&root.join("docker/rwproxy.toml")).expect("docker/rwproxy.toml");
 
     match Command::new("docker-compose")
@@ -34,7 +40,10 @@ fn compose_references_existing_files_and_config_parses() {
         .arg("--quiet")
         .status()
     {
-        Ok(status) => assert!(status.success(), "docker-compose config rejected compose.yml"),
+        Ok(status) => assert!(
+            status.success(),
+            "docker-compose config rejected compose.yml"
+        ),
         Err(_) => eprintln!("docker-compose not installed: skipped the schema check"),
     }
 }

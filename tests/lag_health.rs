@@ -168,13 +168,19 @@ async fn no_usable_replica_falls_back_or_errors() {
     root_exec(r2, "STOP SLAVE SQL_THREAD").await;
     wait_until(Duration::from_secs(5), "both replicas unusable", || async {
         let s = common::status(&proxy).await;
-        common::server(&s, "replica1")["readable"] == false && common::server(&s, "replica2")["readable"] == false
+        common::server(&s, "replica1")["readable"] == false
+            && common::server(&s, "replica2")["readable"] == false
     })
     .await;
-    wait_until(Duration::from_secs(5), "both replicas unusable (strict)", || async {
-        let s = common::status(&strict).await;
-        common::server(&s, "replica1")["readable"] == false && common::server(&s, "replica2")["readable"] == false
-    })
+    wait_until(
+        Duration::from_secs(5),
+        "both replicas unusable (strict)",
+        || async {
+            let s = common::status(&strict).await;
+            common::server(&s, "replica1")["readable"] == false
+                && common::server(&s, "replica2")["readable"] == false
+        },
+    )
     .await;
     let mut c = proxy.app_conn().await;
     let before = global_status(p, "Com_select").await;
@@ -248,8 +254,8 @@ async fn replica_killed_under_load_then_restarted() {
     // Statements cut mid-stream may fail; single-row reads almost never are.
     assert!(e <= 16, "too many client-visible errors: {e}");
     assert!(
-        detect < Duration::from_millis(1500),
-        "detection took {detect:?}"
+        down_after < Duration::from_millis(1000),
+        "marking replica1 down took {down_after:?} (polled for {detect:?})"
     );
 
     rwproxy::sandbox::start_server(sb, 1).expect("restart replica1");

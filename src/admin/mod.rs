@@ -374,9 +374,10 @@ fn client_probe(q: &str) -> Option<Table> {
             "@@wait_timeout" | "@@interactive_timeout" => Some("28800".to_string()),
             "@@socket" | "database()" => None,
             "user()" | "current_user()" => Some("admin".to_string()),
-            "@@character_set_client" | "@@character_set_connection" | "@@character_set_results" | "@@character_set_server" => {
-                Some("utf8mb4".to_string())
-            }
+            "@@character_set_client"
+            | "@@character_set_connection"
+            | "@@character_set_results"
+            | "@@character_set_server" => Some("utf8mb4".to_string()),
             "connection_id()" => Some("1".to_string()),
             _ => return None,
         };

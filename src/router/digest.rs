@@ -32,7 +32,7 @@ pub const MAX_TEXT_LEN: usize = 1024;
 const TRUNCATION_MARK: &str = "…";
 
 /// Normalizes SQL into a digest text written to `out` (cleared first) and
-/// returns its 64-bit digest id: the FNV-1a hash of exactly that text, so
+/// returns its 64-bit digest id: [`digest_id`] of exactly that text, so
 /// two statements share an id if and only if (barring 64-bit collisions)
 /// they share a digest text.
 ///
@@ -79,7 +79,7 @@ pub fn normalize(sql: &[u8], out: &mut String) -> u64 {
         out: &mut buf,
     };
     n.run();
-    let digest = hash_text(&buf);
+    let digest = digest_id(&buf);
     *out = match String::from_utf8(buf) {
         Ok(s) => s,
         // Unreachable: every piece written is UTF-8 and cuts fall on
@@ -89,31 +89,17 @@ pub fn normalize(sql: &[u8], out: &mut String) -> u64 {
     digest
 }
 
-/// The digest id of a digest text: a word-at-a-time multiply–rotate hash
-/// with the MurmurHash3 finalizer. Stable across runs, builds and
-/// platforms (digest ids may be logged and compared between proxies), and
-/// about 5× cheaper than byte-wise FNV-1a on typical texts (measured:
-/// ~40 instead of ~210 instructions for a 36-byte text).
-pub fn hash_text(bytes: &[u8]) -> u64 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut h = 0xcbf2_9ce4_8422_2325 ^ (bytes.len() as u64).wrapping_mul(K);
-    let mut words = bytes.chunks_exact(8);
-    for w in &mut words {
-        h = (h ^ load8(w)).wrapping_mul(K).rotate_left(31);
+/// The digest id of a digest text: its 64-bit FNV-1a hash. Stable across
+/// runs, builds and platforms, and simple enough for other tools to
+/// compute from a logged digest text. (A word-at-a-time hash was measured
+/// at 13 instead of 20 ns for a 36-byte text: not worth a non-standard id.)
+pub fn digest_id(text: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in text {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    let rest = words.remainder();
-    if !rest.is_empty() {
-        let mut last = [0u8; 8];
-        last[..rest.len()].copy_from_slice(rest);
-        h = (h ^ u64::from_le_bytes(last))
-            .wrapping_mul(K)
-            .rotate_left(31);
-    }
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
+    h
 }
 
 // ---------------------------------------------------------------------------
@@ -288,6 +274,7 @@ impl Normalizer<'_> {
                 continue;
             }
             match (self.mode, tok) {
+                // (`Normal` is handled above; listed for exhaustiveness.)
                 (Mode::Normal, None) | (Mode::AfterRow, None) => break,
                 (Mode::Normal, Some(t)) => self.normal(t),
                 (Mode::AfterRow, Some(t)) => {
@@ -400,6 +387,9 @@ impl Normalizer<'_> {
         self.mode = Mode::Normal;
     }
 
+    // Inlined into its callers: 117 → 108 ns for the sysbench point
+    // select (plain `#[inline]` is not taken).
+    #[inline(always)]
     fn emit(&mut self, t: Tok) {
         if self.semi {
             self.semi = false;
@@ -477,6 +467,14 @@ impl Normalizer<'_> {
         loop {
             let start = self.pos;
             let b = *src.get(start)?;
+            // The two most common bytes first, before the full dispatch.
+            if b == b' ' {
+                self.pos += 1;
+                continue;
+            }
+            if is_ident(b) && !b.is_ascii_digit() {
+                return Some(self.word(start));
+            }
             let next = src.get(start + 1).copied();
             match b {
                 b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => self.pos += 1,
@@ -874,7 +872,7 @@ const KF: u8 = K | F;
 const KW_MAX: usize = 32;
 
 #[rustfmt::skip]
-static KEYWORDS: &[(&str, u8)] = &[
+const KEYWORDS: &[(&str, u8)] = &[
     // Reserved words (MySQL 8 / MariaDB).
     ("ACCESSIBLE", K), ("ADD", K), ("ALL", K), ("ALTER", K), ("ANALYZE", K), ("AND", K),
     ("AS", K), ("ASC", K), ("ASENSITIVE", K), ("BEFORE", K), ("BETWEEN", K), ("BIGINT", KF),
@@ -972,9 +970,23 @@ const KW_SLOTS: usize = 1 << KW_BITS;
 static KW_TABLE: [u16; KW_SLOTS] = build_kw_table();
 
 /// `& 0xDF` on every byte upper-cases ASCII letters and moves the other
-/// identifier bytes (digits, `_`, `$`) to values no letter has: a
-/// case-insensitive fold that keeps distinct keywords distinct.
+/// identifier bytes (digits, `_`, `$`) to values no letter has, and keeps
+/// non-ASCII bytes non-ASCII: two identifiers are equal ignoring ASCII
+/// case exactly when their folded bytes are equal.
 const FOLD: u64 = 0xDFDF_DFDF_DFDF_DFDF;
+
+/// Each keyword's folded first and last 8 bytes (see [`kw_words`]): for
+/// keywords of at most 16 bytes the two words cover every byte, so a match
+/// is two integer comparisons.
+static KW_FOLDED: [(u64, u64); KEYWORDS.len()] = {
+    let mut t = [(0u64, 0u64); KEYWORDS.len()];
+    let mut k = 0;
+    while k < KEYWORDS.len() {
+        t[k] = kw_words(KEYWORDS[k].0.as_bytes());
+        k += 1;
+    }
+    t
+};
 
 /// Hash of a word from its folded first 8 bytes `head` (zero-padded),
 /// last 8 bytes `tail` (0 if it is at most 8 long), and length.
@@ -983,8 +995,9 @@ const fn kw_hash(head: u64, tail: u64, len: usize) -> usize {
     (h >> (64 - KW_BITS)) as usize
 }
 
-/// [`kw_hash`] of a keyword, byte by byte (for the compile-time table).
-const fn kw_hash_of(word: &[u8]) -> usize {
+/// A word's folded first 8 bytes (zero-padded) and last 8 bytes (0 if it
+/// is at most 8 long), byte by byte (for the compile-time tables).
+const fn kw_words(word: &[u8]) -> (u64, u64) {
     let len = word.len();
     let (mut head, mut tail) = (0u64, 0u64);
     let mut i = 0;
@@ -999,14 +1012,16 @@ const fn kw_hash_of(word: &[u8]) -> usize {
             i += 1;
         }
     }
-    kw_hash(head, tail, len)
+    (head, tail)
 }
 
 const fn build_kw_table() -> [u16; KW_SLOTS] {
     let mut table = [0u16; KW_SLOTS];
     let mut k = 0;
     while k < KEYWORDS.len() {
-        let mut slot = kw_hash_of(KEYWORDS[k].0.as_bytes());
+        let name = KEYWORDS[k].0.as_bytes();
+        let (head, tail) = kw_words(name);
+        let mut slot = kw_hash(head, tail, name.len());
         while table[slot] != 0 {
             slot = (slot + 1) & (KW_SLOTS - 1);
         }
@@ -1032,14 +1047,18 @@ fn kw_lookup(src: &[u8], start: usize, end: usize) -> Option<&'static (&'static 
         }
     };
     let tail = if len > 8 { load8(&word[len - 8..]) } else { 0 };
-    let mut slot = kw_hash(head & FOLD, tail & FOLD, len);
+    let (head, tail) = (head & FOLD, tail & FOLD);
+    let mut slot = kw_hash(head, tail, len);
     loop {
-        let k = KW_TABLE[slot];
+        let k = usize::from(KW_TABLE[slot]);
         if k == 0 {
             return None;
         }
-        let entry = &KEYWORDS[usize::from(k) - 1];
-        if entry.0.len() == len && entry.0.as_bytes().eq_ignore_ascii_case(word) {
+        let entry = &KEYWORDS[k - 1];
+        if entry.0.len() == len
+            && KW_FOLDED[k - 1] == (head, tail)
+            && (len <= 16 || entry.0.as_bytes().eq_ignore_ascii_case(word))
+        {
             return Some(entry);
         }
         slot = (slot + 1) & (KW_SLOTS - 1);
@@ -1692,24 +1711,15 @@ mod tests {
         assert_ne!(id(b"SELECT * FROM t"), id(b"SELECT * FROM T"));
     }
 
-    const PINNED: [u64; 3] = [
-        0xefd0_1f60_ba99_2926,
-        0x99d8_e5f3_7ce3_6263,
-        0x3ae4_80fb_c0cd_a213,
-    ];
-
     #[test]
     fn digest_is_hash_of_text() {
         let mut out = String::new();
         let d = normalize(b"select c from sbtest1 where id=5", &mut out);
-        assert_eq!(d, hash_text(out.as_bytes()));
-        // Pinned values: ids must stay stable across builds and versions.
-        assert_eq!(hash_text(b""), PINNED[0]);
-        assert_eq!(hash_text(b"SELECT ?"), PINNED[1]);
-        assert_eq!(hash_text(b"SELECT c FROM sbtest1 WHERE id = ?"), PINNED[2]);
-        // Every byte counts, including zero padding of the last word.
-        assert_ne!(hash_text(b"SELECT ?"), hash_text(b"SELECT ?\0"));
-        assert_ne!(hash_text(b"a"), hash_text(b"b"));
+        assert_eq!(d, digest_id(out.as_bytes()));
+        // FNV-1a test vectors: ids must stay stable across builds.
+        assert_eq!(digest_id(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(digest_id(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(digest_id(b"foobar"), 0x8594_4171_f739_67e8);
     }
 
     #[test]
@@ -1816,7 +1826,7 @@ mod tests {
         assert_eq!(out.len(), MAX_TEXT_LEN);
         assert!(out.ends_with(TRUNCATION_MARK));
         assert!(out.starts_with("SELECT col_0, col_1, "));
-        assert_eq!(d, hash_text(out.as_bytes()));
+        assert_eq!(d, digest_id(out.as_bytes()));
         // The hash covers only the kept prefix: changing the tail does not
         // change the digest.
         let other = format!("SELECT {} FROM u WHERE z = 2", cols.join(", "));
@@ -1884,7 +1894,7 @@ mod tests {
             }
             let d = normalize(&sql, &mut out);
             assert!(out.len() <= MAX_TEXT_LEN);
-            assert_eq!(d, hash_text(out.as_bytes()));
+            assert_eq!(d, digest_id(out.as_bytes()));
         }
     }
 
@@ -1949,7 +1959,7 @@ mod tests {
         for cap in [1, 7, 100, 1000, 5000] {
             let s = DigestStore::new(cap);
             let hot: Vec<u64> = (0..(cap as u64 / 10).max(1))
-                .map(|i| hash_text(&i.to_le_bytes()))
+                .map(|i| digest_id(&i.to_le_bytes()))
                 .collect();
             for _ in 0..5 {
                 for &h in &hot {
@@ -1960,7 +1970,7 @@ mod tests {
             // now and then.
             for i in 0..10_000u64 {
                 s.record(
-                    hash_text(&(1_000_000 + i).to_le_bytes()),
+                    digest_id(&(1_000_000 + i).to_le_bytes()),
                     "cold",
                     MS,
                     1,

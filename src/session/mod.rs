@@ -724,6 +724,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let view = self.view();
         let mut tried: Vec<usize> = Vec::new();
         let mut last_err: Option<ExecError> = None;
+        let mut waited_for_primary = false;
         let session_gtid = self.last_write.clone();
         loop {
             let ticket = self.shared.read_ticket.fetch_add(1, Ordering::Relaxed);
@@ -737,27 +738,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Route::Primary(i) => (i, false, RouteLabel::Primary),
                 Route::Fallback(i) => (i, false, RouteLabel::Fallback),
                 Route::Replica(i) => (i, true, RouteLabel::Replica),
+                Route::Unavailable(Unavailable::NoPrimary)
+                    if !waited_for_primary && self.failover_expected() =>
+                {
+                    // The primary is down and automatic failover is on:
+                    // hold the statement until a new primary is published.
+                    waited_for_primary = true;
+                    self.wait_for_primary().await;
+                    snap = self.shared.topology.load();
+                    continue;
+                }
                 Route::Unavailable(why) => {
-                    return Err(last_err.unwrap_or_else(|| ExecError::Refused(unavailable(why))));
+                    return Err(
+                        last_err.unwrap_or_else(|| ExecError::Refused(unavailable(why, &snap)))
+                    );
                 }
             };
             // A switchover holds primary-bound statements at the statement
             // boundary (outside transactions): wait, then route again on
             // the new topology.
-            if !is_replica && !self.in_trans && self.shared.failover.gate.is_closed() {
-                let max = self
-                    .cfg
-                    .failover
-                    .as_ref()
-                    .map(|f| Duration::from_millis(f.switchover_timeout_ms * 2 + 1000))
-                    .unwrap_or(Duration::from_secs(10));
-                self.shared.failover.gate.wait_open(max).await;
-                snap = self.shared.topology.load();
-                continue;
-            }
+            let _ticket = if is_replica {
+                None
+            } else {
+                match self.shared.failover.gate.enter(self.in_trans) {
+                    Some(t) => Some(t),
+                    None => {
+                        self.shared.failover.gate.wait_open(self.hold_limit()).await;
+                        snap = self.shared.topology.load();
+                        continue;
+                    }
+                }
+            };
             if !is_replica && tried.contains(&idx) {
-                return Err(last_err
-                    .unwrap_or_else(|| ExecError::Refused(unavailable(Unavailable::NoPrimary))));
+                return Err(last_err.unwrap_or_else(|| {
+                    ExecError::Refused(unavailable(Unavailable::NoPrimary, &snap))
+                }));
             }
             let stats = snap.servers[idx].stats.clone();
             stats.queries.fetch_add(1, Ordering::Relaxed);
@@ -789,6 +804,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     return Err(e);
                 }
             }
+        }
+    }
+
+    /// How long a statement may be held by a switchover.
+    pub(super) fn hold_limit(&self) -> Duration {
+        self.cfg
+            .failover
+            .as_ref()
+            .map(|f| Duration::from_millis(f.switchover_timeout_ms * 2 + 1000))
+            .unwrap_or(Duration::from_secs(10))
+    }
+
+    /// Whether an automatic failover will bring a primary back.
+    pub(super) fn failover_expected(&self) -> bool {
+        self.cfg.failover.as_ref().is_some_and(|f| f.auto_failover)
+    }
+
+    /// Waits (bounded) until the topology has a primary again.
+    pub(super) async fn wait_for_primary(&self) {
+        let Some(f) = self.cfg.failover.as_ref() else {
+            return;
+        };
+        let limit = self.cfg.monitor_interval() * (f.failover_after + 4)
+            + Duration::from_millis(f.switchover_timeout_ms);
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.shared.topology.load().primary.is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 
@@ -1029,13 +1074,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 }
 
-fn unavailable(why: Unavailable) -> ClientError {
+fn unavailable(why: Unavailable, snap: &Snapshot) -> ClientError {
     match why {
-        Unavailable::NoPrimary => ClientError::new(
-            1429,
-            b"HY000",
-            "rwproxy: no primary server is available for this statement",
-        ),
+        Unavailable::NoPrimary => {
+            // Name the server that should be primary and why it is not
+            // usable, so the operator knows where to look.
+            let detail = snap
+                .servers
+                .iter()
+                .filter(|s| s.role == crate::config::Role::Primary)
+                .map(|s| {
+                    format!(
+                        "'{}' ({}) is {}{}",
+                        s.name,
+                        s.addr,
+                        if s.up { "up" } else { "down" },
+                        s.last_error
+                            .as_deref()
+                            .map(|e| format!(": {e}"))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            ClientError::new(
+                1429,
+                b"HY000",
+                if detail.is_empty() {
+                    "rwproxy: no primary server is available for this statement".to_string()
+                } else {
+                    format!("rwproxy: no primary server is available for this statement: {detail}")
+                },
+            )
+        }
         Unavailable::NoReplica => ClientError::new(
             1429,
             b"HY000",

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{ExecError, Session};
+use crate::failover::GateTicket;
 use crate::protocol::ClientError;
 use crate::protocol::command::{self, code};
 use crate::protocol::ok_payload;
@@ -70,7 +71,11 @@ fn unknown_stmt(id: u32) -> ExecError {
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Picks the server for a statement execution.
-    fn stmt_target(&self, snap: &Snapshot, class: &Classified) -> Result<usize, ExecError> {
+    fn stmt_target(
+        &self,
+        snap: &Snapshot,
+        class: &Classified,
+    ) -> Result<usize, router::Unavailable> {
         let ticket = self
             .shared
             .read_ticket
@@ -82,7 +87,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         match router::route(class, self.view(), snap, self.policy(), &needs, ticket) {
             Route::Primary(i) | Route::Replica(i) | Route::Fallback(i) => Ok(i),
-            Route::Unavailable(why) => Err(ExecError::Refused(super::unavailable(why))),
+            Route::Unavailable(why) => Err(why),
         }
     }
 
@@ -93,7 +98,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     ) -> Result<(), ExecError> {
         let class = classify::classify(&sql);
         let snap = self.shared.topology.load();
-        let idx = self.stmt_target(&snap, &class)?;
+        let idx = self
+            .stmt_target(&snap, &class)
+            .map_err(|why| ExecError::Refused(super::unavailable(why, &snap)))?;
         let pos = self.acquire(&snap, idx).await?;
         let client_id = self.stmts.next_id.wrapping_add(1).max(1);
         let caps = self.caps;
@@ -191,25 +198,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// The connection (position) a statement command must use, preparing
     /// the statement there if needed. Returns (position, backend id).
+    ///
+    /// Primary-bound executions pass the switchover write gate (the ticket
+    /// is held until the statement completes) and, when the primary is down
+    /// with automatic failover on, wait for the new one — as `run_routed`
+    /// does for text queries.
     async fn stmt_conn(
         &mut self,
         id: u32,
         forced: Option<Arc<str>>,
-    ) -> Result<(usize, u32), ExecError> {
-        let snap = self.shared.topology.load();
+    ) -> Result<(usize, u32, Option<GateTicket>), ExecError> {
         let class = self
             .stmts
             .by_id
             .get(&id)
             .ok_or_else(|| unknown_stmt(id))?
             .class;
-        let idx = match forced.and_then(|name| snap.servers.iter().position(|s| s.name == name)) {
-            Some(i) => i,
-            None => self.stmt_target(&snap, &class)?,
-        };
-        let pos = self.acquire(&snap, idx).await?;
-        let bid = self.ensure_prepared(pos, id).await?;
-        Ok((pos, bid))
+        let mut waited_for_primary = false;
+        loop {
+            let snap = self.shared.topology.load();
+            let idx = match forced
+                .as_ref()
+                .and_then(|name| snap.servers.iter().position(|s| &s.name == name))
+            {
+                Some(i) => i,
+                None => match self.stmt_target(&snap, &class) {
+                    Ok(i) => i,
+                    Err(router::Unavailable::NoPrimary)
+                        if !waited_for_primary && self.failover_expected() =>
+                    {
+                        waited_for_primary = true;
+                        self.wait_for_primary().await;
+                        continue;
+                    }
+                    Err(why) => return Err(ExecError::Refused(super::unavailable(why, &snap))),
+                },
+            };
+            let ticket = if snap.primary == Some(idx) {
+                match self.shared.failover.gate.enter(self.in_trans) {
+                    Some(t) => Some(t),
+                    None => {
+                        self.shared.failover.gate.wait_open(self.hold_limit()).await;
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            let pos = self.acquire(&snap, idx).await?;
+            let bid = self.ensure_prepared(pos, id).await?;
+            return Ok((pos, bid, ticket));
+        }
     }
 
     pub(super) async fn on_execute(
@@ -221,7 +260,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let stmt = self.stmts.by_id.get(&id).ok_or_else(|| unknown_stmt(id))?;
             (stmt.long_data_on.clone(), stmt.params, stmt.class)
         };
-        let (pos, bid) = self.stmt_conn(id, forced).await?;
+        let (pos, bid, _ticket) = self.stmt_conn(id, forced).await?;
         let server = self.conns[pos].server.clone();
         command::set_stmt_id(payload, bid);
         // Parameter types: remember what the client sends, inject them for
@@ -307,7 +346,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             // at the execution, as with a server.
             None => return Ok(()),
         };
-        let (pos, bid) = self.stmt_conn(id, forced).await?;
+        let (pos, bid, _ticket) = self.stmt_conn(id, forced).await?;
         command::set_stmt_id(payload, bid);
         let server = self.conns[pos].server.clone();
         let held = &mut self.conns[pos];
@@ -358,7 +397,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.client.queue_payload(1, &ok_payload(0, 0, st));
             return self.client.flush().await.map_err(ExecError::Client);
         };
-        let (pos, bid) = self.stmt_conn(id, Some(server)).await?;
+        let (pos, bid, _ticket) = self.stmt_conn(id, Some(server)).await?;
         command::set_stmt_id(payload, bid);
         let caps = self.caps;
         let held = &mut self.conns[pos];
@@ -407,7 +446,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 format!("The statement ({id}) has no open cursor"),
             )));
         };
-        let (pos, bid) = self.stmt_conn(id, Some(server)).await?;
+        let (pos, bid, _ticket) = self.stmt_conn(id, Some(server)).await?;
         command::set_stmt_id(payload, bid);
         let caps = self.caps;
         let held = &mut self.conns[pos];
