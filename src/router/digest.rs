@@ -1149,11 +1149,12 @@ impl DigestStore {
         Self::with_shards(capacity, shards)
     }
 
-    /// A store of at most `capacity` digests over `shards` shards (rounded
-    /// down to a power of two, at least 1). For tuning and benchmarks;
-    /// [`DigestStore::new`] picks a sensible count.
+    /// A store of at most `capacity` digests over `shards` shards (at most
+    /// `capacity` of them, so that none is empty, rounded down to a power of
+    /// two, at least 1). For tuning and benchmarks; [`DigestStore::new`]
+    /// picks a sensible count.
     pub fn with_shards(capacity: usize, shards: usize) -> Self {
-        let want = shards.clamp(1, 1 << 16);
+        let want = shards.min(capacity).clamp(1, 1 << 16);
         let n = 1usize << (usize::BITS - 1 - want.leading_zeros());
         // Shards index their entries with u32 and reserve u32::MAX.
         let per_shard_max = (u32::MAX - 1) as usize;
@@ -2048,9 +2049,12 @@ mod tests {
         assert_eq!(DigestStore::new(1000).shards.len(), 2);
         assert_eq!(DigestStore::new(10_000).shards.len(), 16);
         assert_eq!(DigestStore::with_shards(10, 3).shards.len(), 2);
+        // No shard is left without room (its digests would be dropped).
         let s = DigestStore::with_shards(10, 16);
-        let caps: usize = s.shards.iter().map(|m| lock(m).cap).sum();
-        assert_eq!(caps, 10);
+        assert_eq!(s.shards.len(), 8);
+        let caps: Vec<usize> = s.shards.iter().map(|m| lock(m).cap).collect();
+        assert_eq!(caps.iter().sum::<usize>(), 10);
+        assert!(caps.iter().all(|&c| c >= 1));
         for i in 0..1000u64 {
             s.record(i, "x", MS, 0, false, true);
         }

@@ -156,6 +156,28 @@ impl ExecError {
     }
 }
 
+/// Bounds how long one statement waits for an automatic failover: it may
+/// wait several times (the topology can flicker while the new primary is
+/// published), but never past one deadline.
+#[derive(Default)]
+pub(crate) struct FailoverWait {
+    deadline: Option<Instant>,
+}
+
+impl FailoverWait {
+    fn may_wait<S: AsyncRead + AsyncWrite + Unpin + Send>(&mut self, s: &Session<S>) -> bool {
+        let Some(f) = s.cfg.failover.as_ref().filter(|f| f.auto_failover) else {
+            return false;
+        };
+        let deadline = *self.deadline.get_or_insert_with(|| {
+            Instant::now()
+                + s.cfg.monitor_interval() * (f.failover_after + 4)
+                + Duration::from_millis(f.switchover_timeout_ms)
+        });
+        Instant::now() < deadline
+    }
+}
+
 /// Whether the command loop goes on.
 enum Flow {
     Continue,
@@ -342,7 +364,13 @@ where
     // wrong name fails the login exactly as it would against the server.
     if hello.db.is_some() {
         let snap = shared.topology.load();
-        let checked = match snap.primary {
+        // The primary when it is up; any live server otherwise (during a
+        // failover), since every server has the same schemas.
+        let target = snap
+            .primary
+            .filter(|p| snap.servers[*p].up)
+            .or_else(|| snap.servers.iter().position(|s| s.up && s.fenced.is_none()));
+        let checked = match target {
             Some(p) => session.acquire(&snap, p).await.map(|_| ()),
             None => Ok(()),
         };
@@ -724,7 +752,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let view = self.view();
         let mut tried: Vec<usize> = Vec::new();
         let mut last_err: Option<ExecError> = None;
-        let mut waited_for_primary = false;
+        let mut failover_wait = FailoverWait::default();
         let session_gtid = self.last_write.clone();
         loop {
             let ticket = self.shared.read_ticket.fetch_add(1, Ordering::Relaxed);
@@ -738,12 +766,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Route::Primary(i) => (i, false, RouteLabel::Primary),
                 Route::Fallback(i) => (i, false, RouteLabel::Fallback),
                 Route::Replica(i) => (i, true, RouteLabel::Replica),
-                Route::Unavailable(Unavailable::NoPrimary)
-                    if !waited_for_primary && self.failover_expected() =>
-                {
+                Route::Unavailable(Unavailable::NoPrimary) if failover_wait.may_wait(self) => {
                     // The primary is down and automatic failover is on:
                     // hold the statement until a new primary is published.
-                    waited_for_primary = true;
                     self.wait_for_primary().await;
                     snap = self.shared.topology.load();
                     continue;
@@ -799,6 +824,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     tried.push(idx);
                     last_err = Some(e);
                 }
+                Err(e @ ExecError::Acquire { .. })
+                    if !is_replica && e.retryable() && failover_wait.may_wait(self) =>
+                {
+                    // The primary cannot be reached and nothing was sent:
+                    // with automatic failover on, wait for the new primary
+                    // and run the statement there.
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(server = %snap.servers[idx].name, error = %e, "primary unreachable; waiting for failover");
+                    drop(_ticket);
+                    self.wait_for_new_primary(Some(&snap.servers[idx].name))
+                        .await;
+                    snap = self.shared.topology.load();
+                    last_err = Some(e);
+                }
                 Err(e) => {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
                     return Err(e);
@@ -816,13 +855,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .unwrap_or(Duration::from_secs(10))
     }
 
-    /// Whether an automatic failover will bring a primary back.
-    pub(super) fn failover_expected(&self) -> bool {
-        self.cfg.failover.as_ref().is_some_and(|f| f.auto_failover)
-    }
-
     /// Waits (bounded) until the topology has a primary again.
     pub(super) async fn wait_for_primary(&self) {
+        self.wait_for_new_primary(None).await;
+    }
+
+    /// Waits (bounded) until the topology has a primary other than `old`.
+    pub(super) async fn wait_for_new_primary(&self, old: Option<&Arc<str>>) {
         let Some(f) = self.cfg.failover.as_ref() else {
             return;
         };
@@ -830,7 +869,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             + Duration::from_millis(f.switchover_timeout_ms);
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            if self.shared.topology.load().primary.is_some() {
+            let snap = self.shared.topology.load();
+            if snap
+                .primary_view()
+                .is_some_and(|p| p.up && old != Some(&p.name))
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;

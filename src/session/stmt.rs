@@ -13,8 +13,12 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{ExecError, Session};
+use super::{ExecError, FailoverWait, Session};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
 use crate::failover::GateTicket;
+use crate::metrics::{ErrorKind as MetricError, RouteLabel};
 use crate::protocol::ClientError;
 use crate::protocol::command::{self, code};
 use crate::protocol::ok_payload;
@@ -98,9 +102,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     ) -> Result<(), ExecError> {
         let class = classify::classify(&sql);
         let snap = self.shared.topology.load();
-        let idx = self
-            .stmt_target(&snap, &class)
-            .map_err(|why| ExecError::Refused(super::unavailable(why, &snap)))?;
+        // Preparing writes nothing, so when no primary is available (e.g.
+        // during a failover) any live server can describe the statement;
+        // its executions are routed (and wait for a primary) as usual.
+        let idx = match self.stmt_target(&snap, &class) {
+            Ok(i) => i,
+            Err(why) => snap
+                .servers
+                .iter()
+                .position(|s| s.up && s.fenced.is_none())
+                .ok_or_else(|| ExecError::Refused(super::unavailable(why, &snap)))?,
+        };
         let pos = self.acquire(&snap, idx).await?;
         let client_id = self.stmts.next_id.wrapping_add(1).max(1);
         let caps = self.caps;
@@ -214,7 +226,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .get(&id)
             .ok_or_else(|| unknown_stmt(id))?
             .class;
-        let mut waited_for_primary = false;
+        let mut failover_wait = FailoverWait::default();
         loop {
             let snap = self.shared.topology.load();
             let idx = match forced
@@ -224,10 +236,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Some(i) => i,
                 None => match self.stmt_target(&snap, &class) {
                     Ok(i) => i,
-                    Err(router::Unavailable::NoPrimary)
-                        if !waited_for_primary && self.failover_expected() =>
-                    {
-                        waited_for_primary = true;
+                    Err(router::Unavailable::NoPrimary) if failover_wait.may_wait(self) => {
                         self.wait_for_primary().await;
                         continue;
                     }
@@ -245,7 +254,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             } else {
                 None
             };
-            let pos = self.acquire(&snap, idx).await?;
+            let pos = match self.acquire(&snap, idx).await {
+                Ok(p) => p,
+                Err(e @ ExecError::Acquire { .. })
+                    if ticket.is_some() && e.retryable() && failover_wait.may_wait(self) =>
+                {
+                    // Primary unreachable, nothing sent: wait for failover.
+                    drop(ticket);
+                    self.wait_for_new_primary(Some(&snap.servers[idx].name))
+                        .await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let bid = self.ensure_prepared(pos, id).await?;
             return Ok((pos, bid, ticket));
         }
@@ -286,6 +307,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         let opens_cursor = payload.get(5).is_some_and(|f| f & 0x01 != 0);
         let caps = self.caps;
+        let snap = self.shared.topology.load();
+        let stats = snap.find(&server).map(|i| snap.servers[i].stats.clone());
+        if let Some(st) = &stats {
+            st.queries.fetch_add(1, Ordering::Relaxed);
+            st.in_flight.fetch_add(1, Ordering::Relaxed);
+        }
+        let started = Instant::now();
         let held = &mut self.conns[pos];
         held.conn.broken = true;
         held.conn
@@ -306,15 +334,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .await
             }
         };
+        if let Some(st) = &stats {
+            st.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
         match r {
             Ok(summary) => {
                 held.conn.broken = false;
-                let on_primary = {
-                    let snap = self.shared.topology.load();
-                    snap.primary
-                        .and_then(|p| snap.servers.get(p))
-                        .is_some_and(|p| p.name == server)
+                let on_primary = snap.primary_view().is_some_and(|p| p.name == server);
+                let label = if on_primary {
+                    RouteLabel::Primary
+                } else {
+                    RouteLabel::Replica
                 };
+                self.shared.metrics.statement(label, started.elapsed());
+                if summary.error.is_some() {
+                    self.shared.metrics.error(MetricError::ServerError);
+                }
                 if on_primary {
                     self.track_status(&summary);
                     let snap = self.shared.topology.load();

@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""Connection rate: N sequential connect + `SELECT 1` + disconnect.
+
+Usage: connrate.py HOST PORT USER PASSWORD DB N
+
+Prints one tab-separated line: connections per second, p50 ms, p99 ms (of one
+connect + query + close cycle).  Exits non-zero on the first failure, so a
+target that refuses or drops connections fails the harness.
+"""
+
+import sys
+import time
+
+import pymysql
+
+
+def main():
+    host, port, user, password, db, n = sys.argv[1:7]
+    port, n = int(port), int(n)
+    cycles = []
+    start = time.perf_counter()
+    for i in range(n):
+        t0 = time.perf_counter()
+        try:
+            conn = pymysql.connect(
+                host=host,
+                port=port,
+                user=user,
+                password=password,
+                database=db,
+                connect_timeout=10,
+                read_timeout=10,
+                write_timeout=10,
+            )
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                if cur.fetchone() != (1,):
+                    raise RuntimeError("SELECT 1 returned something else")
+            conn.close()
+        except Exception as e:  # report which attempt failed and why
+            sys.exit(f"connection {i + 1}/{n} to {host}:{port} failed: {e!r}")
+        cycles.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - start
+    cycles.sort()
+    p50 = cycles[len(cycles) // 2] * 1000
+    p99 = cycles[min(len(cycles) - 1, int(len(cycles) * 0.99))] * 1000
+    print(f"{n / elapsed:.1f}\t{p50:.3f}\t{p99:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Turns load.sh's raw results into the markdown report.
+
+Usage: report.py RESULTS_TSV ROUTING_TSV CONNRATE_TSV
+
+RESULTS_TSV  workload, threads, target, round, status (ok|fail), qps, p95_ms,
+             p99_ms, ignored_errors, reconnects — one line per sysbench run.
+ROUTING_TSV  workload, threads, round, server, statements — the growth of
+             each server's `Questions` status counter during one rwproxy run.
+CONNRATE_TSV target, status, conn_per_s, p50_ms, p99_ms — one line per round.
+
+Medians are over the rounds that completed; a row with failed rounds says so.
+"""
+
+import statistics
+import sys
+from collections import defaultdict
+
+WORKLOADS = ["oltp_point_select", "oltp_read_only", "oltp_read_write"]
+TARGETS = ["direct", "haproxy", "rwproxy"]
+
+
+def label(workload, target):
+    if target == "direct":
+        return "direct (primary)"
+    if target == "haproxy":
+        return "haproxy (primary)" if workload == "oltp_read_write" else "haproxy (replicas)"
+    return "rwproxy"
+
+
+def read_tsv(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.rstrip("\n").split("\t") for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def order(key, known):
+    return known.index(key) if key in known else len(known)
+
+
+def main():
+    runs = defaultdict(list)  # (workload, threads, target) -> rows
+    for w, t, target, rnd, status, qps, p95, p99, ign, rec in read_tsv(sys.argv[1]):
+        runs[(w, int(t), target)].append(
+            dict(status=status, qps=float(qps), p95=float(p95), p99=float(p99), ign=int(ign), rec=int(rec))
+        )
+    med = {}
+    out = []
+    out.append("| workload | threads | target | QPS (median) | p95 ms (median) | p99 ms (median) | QPS spread (max−min)/median |")
+    out.append("| --- | ---: | --- | ---: | ---: | ---: | ---: |")
+    notes = []
+    keys = sorted(runs, key=lambda k: (order(k[0], WORKLOADS), k[1], order(k[2], TARGETS)))
+    for key in keys:
+        w, t, target = key
+        ok = [r for r in runs[key] if r["status"] == "ok"]
+        failed = len(runs[key]) - len(ok)
+        if ok:
+            qps = statistics.median(r["qps"] for r in ok)
+            p95 = statistics.median(r["p95"] for r in ok)
+            p99 = statistics.median(r["p99"] for r in ok)
+            med[key] = (qps, p95, p99)
+            spread = (max(r["qps"] for r in ok) - min(r["qps"] for r in ok)) / qps * 100 if qps else 0
+            cells = [f"{qps:,.0f}", f"{p95:.2f}", f"{p99:.2f}", f"{spread:.1f}%" if len(ok) > 1 else "–"]
+        else:
+            cells = ["FAILED", "–", "–", "–"]
+        if failed:
+            cells[0] += f" ({failed}/{len(runs[key])} runs failed)"
+        out.append(f"| {w} | {t} | {label(w, target)} | " + " | ".join(cells) + " |")
+        ign = sum(r["ign"] for r in ok)
+        rec = sum(r["rec"] for r in ok)
+        if ign or rec:
+            notes.append(f"- {w} @ {t} threads via {label(w, target)}: {ign} ignored errors (deadlock/lock wait), {rec} reconnects over {len(ok)} runs")
+    out.append("")
+    out.append("Ratios (medians):")
+    out.append("")
+    for w, t in sorted({(k[0], k[1]) for k in keys}, key=lambda x: (order(x[0], WORKLOADS), x[1])):
+        rw, hp, dr = med.get((w, t, "rwproxy")), med.get((w, t, "haproxy")), med.get((w, t, "direct"))
+        parts = []
+        if rw and hp and hp[0]:
+            parts.append(f"rwproxy/haproxy QPS = {rw[0] / hp[0]:.2f}")
+        if rw and dr and dr[0]:
+            parts.append(f"rwproxy/direct QPS = {rw[0] / dr[0]:.2f}")
+        if rw and dr:
+            parts.append(f"rwproxy p99 − direct p99 = {(rw[2] - dr[2]) * 1000:+.0f} µs")
+        out.append(f"- {w} @ {t} threads: " + ("; ".join(parts) if parts else "n/a (runs failed)"))
+    if notes:
+        out.append("")
+        out.append("Errors tolerated by sysbench:")
+        out.append("")
+        out.extend(notes)
+
+    routing = defaultdict(lambda: defaultdict(int))
+    for w, t, _rnd, server, n in read_tsv(sys.argv[2]):
+        routing[(w, int(t))][server] += int(n)
+    if routing:
+        out.append("")
+        out.append(
+            "rwproxy routing (statements each server executed during the rwproxy runs, from the servers' "
+            "`Questions` counters; includes rwproxy's own monitor and session set-up statements):"
+        )
+        out.append("")
+        for (w, t) in sorted(routing, key=lambda x: (order(x[0], WORKLOADS), x[1])):
+            total = sum(routing[(w, t)].values())
+            shares = (
+                ", ".join(f"{s} {n / total * 100:.0f}%" for s, n in sorted(routing[(w, t)].items()))
+                if total
+                else "no statements counted"
+            )
+            out.append(f"- {w} @ {t} threads: {shares}")
+
+    conns = {}
+    crows = defaultdict(list)
+    for target, status, cps, p50, p99 in read_tsv(sys.argv[3]):
+        crows[target].append((status, float(cps), float(p50), float(p99)))
+    if crows:
+        out.append("")
+        out.append("Connection rate (sequential connect + `SELECT 1` + close, PyMySQL; medians of rounds):")
+        out.append("")
+        out.append("| target | connections/s | p50 ms | p99 ms |")
+        out.append("| --- | ---: | ---: | ---: |")
+        for target in sorted(crows, key=lambda t: order(t, TARGETS)):
+            ok = [r for r in crows[target] if r[0] == "ok"]
+            failed = len(crows[target]) - len(ok)
+            if ok:
+                conns[target] = statistics.median(r[1] for r in ok)
+                cells = [
+                    f"{conns[target]:,.0f}",
+                    f"{statistics.median(r[2] for r in ok):.3f}",
+                    f"{statistics.median(r[3] for r in ok):.3f}",
+                ]
+            else:
+                cells = ["FAILED", "–", "–"]
+            if failed:
+                cells[0] += f" ({failed}/{len(crows[target])} rounds failed)"
+            out.append(f"| {label('', target)} | " + " | ".join(cells) + " |")
+        if conns.get("rwproxy") and conns.get("direct"):
+            out.append("")
+            out.append(f"- rwproxy/direct connection rate = {conns['rwproxy'] / conns['direct']:.2f}")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
