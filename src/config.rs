@@ -264,6 +264,13 @@ pub struct Config {
     /// to finish before remaining sessions are closed.
     #[serde(default = "default_shutdown_timeout_ms")]
     pub shutdown_timeout_ms: u64,
+    /// Distinct statement digests kept (least recently seen evicted; 0 turns
+    /// digests off).
+    #[serde(default = "default_digest_capacity")]
+    pub digest_capacity: usize,
+    /// Statements slower than this are logged with their digest (0 = off).
+    #[serde(default)]
+    pub slow_query_threshold_ms: u64,
     /// Where plain reads go when no replica qualifies.
     #[serde(default)]
     pub replica_fallback: ReplicaFallback,
@@ -324,6 +331,9 @@ fn default_listen() -> String {
 }
 fn default_max_client_connections() -> usize {
     10_000
+}
+fn default_digest_capacity() -> usize {
+    2000
 }
 fn default_shutdown_timeout_ms() -> u64 {
     30_000

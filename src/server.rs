@@ -84,6 +84,9 @@ pub async fn build_shared(
         config.pool_ping_after(),
         config.connect_timeout(),
     ));
+    let digests = Arc::new(crate::router::digest::DigestStore::new(
+        config.digest_capacity,
+    ));
     let config = Arc::new(ArcSwap::from_pointee(config));
     let failover = Arc::new(Failover::new(config.clone(), topology.clone()));
     let accounts = Arc::new(Accounts::new(config.clone(), topology.clone()));
@@ -102,6 +105,7 @@ pub async fn build_shared(
         failover,
         sessions: Default::default(),
         metrics: Default::default(),
+        digests,
         topology,
         pools,
         greeting,

@@ -204,3 +204,68 @@ async fn graceful_shutdown_lets_transactions_finish() {
         .expect("count");
     assert_eq!(n, Some(2), "both rows committed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digests_group_statements_and_stay_bounded() {
+    let sb = sandbox::shared();
+    common::root_exec(
+        sb.servers[0].port,
+        "CREATE TABLE IF NOT EXISTS app.dig (id INT PRIMARY KEY, v INT)",
+    )
+    .await;
+    sandbox::wait_replicas_caught_up(sb).await;
+    let mut cfg = config();
+    cfg.digest_capacity = 50;
+    let proxy = start_proxy(common::with_admin(cfg)).await;
+    let mut c = proxy.app_conn().await;
+    for i in 0..30 {
+        c.query_drop(format!("SELECT v FROM app.dig WHERE id = {i}"))
+            .await
+            .expect("read");
+        c.query_drop(format!(
+            "SELECT v FROM app.dig WHERE id IN ({i}, {}, {})",
+            i + 1,
+            i + 2
+        ))
+        .await
+        .expect("in");
+    }
+    for i in 0..5 {
+        c.exec_drop("REPLACE INTO app.dig VALUES (?, ?)", (i, i))
+            .await
+            .expect("prepared write");
+    }
+    let rows = common::admin(&proxy, "SHOW DIGESTS LIMIT 10")
+        .await
+        .expect("digests");
+    let find = |needle: &str| {
+        rows.iter()
+            .find(|r| r[9].contains(needle))
+            .unwrap_or_else(|| panic!("no digest containing {needle:?} in {rows:?}"))
+    };
+    let point = find("WHERE id = ?");
+    assert_eq!(point[1], "30", "{point:?}");
+    assert_eq!(point[8], "30", "reads ran on replicas: {point:?}");
+    let inlist = find("IN (...)");
+    assert_eq!(inlist[1], "30", "{inlist:?}");
+    let write = find("REPLACE INTO");
+    assert_eq!(
+        (write[1].as_str(), write[7].as_str()),
+        ("5", "5"),
+        "{write:?}"
+    );
+    // Many distinct statements: the table stays within its cap.
+    for i in 0..200 {
+        c.query_drop(format!("SELECT {i} AS c{i}"))
+            .await
+            .expect("distinct");
+    }
+    let (_, body) = http_get(&proxy, "/digests").await;
+    let list: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let n = list.as_array().map(|a| a.len()).unwrap_or(0);
+    assert!(n <= 50, "digest table exceeded its cap: {n}");
+    let err = common::admin(&proxy, "SHOW DIGESTS LIMIT x")
+        .await
+        .expect_err("bad limit");
+    assert!(err.contains("must be a number"), "{err}");
+}

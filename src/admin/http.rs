@@ -66,10 +66,11 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<(
                 Err(msg) => (503, "text/plain", format!("{msg}\n")),
             },
             "/status" => (200, "application/json", status_json(&shared)),
+            "/digests" => (200, "application/json", digests_json(&shared)),
             _ => (
                 404,
                 "text/plain",
-                "endpoints: /metrics /health /status\n".to_string(),
+                "endpoints: /metrics /health /status /digests\n".to_string(),
             ),
         }
     };
@@ -149,4 +150,26 @@ fn status_json(shared: &Shared) -> String {
         "servers": servers,
     })
     .to_string()
+}
+
+fn digests_json(shared: &Shared) -> String {
+    let list: Vec<serde_json::Value> = shared
+        .digests
+        .top(100)
+        .into_iter()
+        .map(|d| {
+            serde_json::json!({
+                "digest": format!("{:016x}", d.digest),
+                "text": d.text,
+                "count": d.count,
+                "total_seconds": d.total.as_secs_f64(),
+                "max_seconds": d.max.as_secs_f64(),
+                "rows": d.rows,
+                "errors": d.errors,
+                "on_primary": d.primary,
+                "on_replicas": d.replica,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(list).to_string()
 }

@@ -268,6 +268,41 @@ impl AdminShim {
         t
     }
 
+    fn show_digests(&self, n: usize) -> Table {
+        let mut t = Table::new(&[
+            "digest",
+            "count",
+            "total_ms",
+            "avg_ms",
+            "max_ms",
+            "rows",
+            "errors",
+            "on_primary",
+            "on_replicas",
+            "text",
+        ]);
+        for d in self.shared.digests.top(n) {
+            let avg = if d.count > 0 {
+                d.total / u32::try_from(d.count).unwrap_or(u32::MAX)
+            } else {
+                d.total
+            };
+            t.row(vec![
+                Some(format!("{:016x}", d.digest)),
+                Some(d.count.to_string()),
+                Some(format!("{:.3}", d.total.as_secs_f64() * 1000.0)),
+                Some(format!("{:.3}", avg.as_secs_f64() * 1000.0)),
+                Some(format!("{:.3}", d.max.as_secs_f64() * 1000.0)),
+                Some(d.rows.to_string()),
+                Some(d.errors.to_string()),
+                Some(d.primary.to_string()),
+                Some(d.replica.to_string()),
+                Some(d.text),
+            ]);
+        }
+        t
+    }
+
     fn set_server(&self, name: &str, state: &str) -> Answer {
         let new = match state.to_ascii_uppercase().as_str() {
             "ONLINE" => AdminState::Online,
@@ -311,6 +346,14 @@ impl AdminShim {
             ["SHOW", "POOLS"] => Answer::Table(self.show_pools()),
             ["SHOW", "SESSIONS"] => Answer::Table(self.show_sessions()),
             ["SHOW", "STATS"] => Answer::Table(self.show_stats()),
+            ["SHOW", "DIGESTS"] => Answer::Table(self.show_digests(20)),
+            ["SHOW", "DIGESTS", "LIMIT", n] => match n.parse::<usize>() {
+                Ok(n) => Answer::Table(self.show_digests(n)),
+                Err(_) => Answer::Err(
+                    ErrorKind::ER_SYNTAX_ERROR,
+                    format!("SHOW DIGESTS LIMIT {n}: the limit must be a number"),
+                ),
+            },
             ["HELP"] => {
                 let mut t = Table::new(&["command", "description"]);
                 for (c, d) in HELP {

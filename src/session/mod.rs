@@ -37,6 +37,7 @@ use crate::protocol::packet::{FrameError, PacketStream};
 use crate::protocol::response::{self, Expect, ForwardError, Summary};
 use crate::protocol::{ClientError, ok_payload};
 use crate::router::classify::{self, Classified, StatementKind};
+use crate::router::digest::{self, DigestStore};
 use crate::router::{self, Policy, ReadNeeds, Route, SessionView, Unavailable};
 use crate::topology::{ServerStats, Snapshot, Topology};
 use state::State;
@@ -70,6 +71,8 @@ pub struct Shared {
     /// Open sessions, for the admin's SHOW SESSIONS.
     pub sessions: Mutex<HashMap<u32, SessionInfo>>,
     pub metrics: Arc<Metrics>,
+    /// Per-digest statement statistics (bounded).
+    pub digests: Arc<DigestStore>,
     /// The running monitor and its cancellation token (RELOAD restarts it).
     pub monitor: tokio::sync::Mutex<Option<(CancellationToken, crate::monitor::Monitor)>>,
 }
@@ -358,6 +361,7 @@ where
         stmts: Statements::default(),
         last_write: None,
         bytes_seen: (0, 0),
+        digest_text: String::with_capacity(digest::MAX_TEXT_LEN + 8),
     };
     session.state.schema = hello.db.clone();
     // A schema given at login is checked on the primary now, so that a
@@ -464,6 +468,8 @@ pub struct Session<S> {
     last_write: Option<GtidPos>,
     /// Client byte counters already added to the metrics.
     bytes_seen: (u64, u64),
+    /// Reused buffer for the normalized text of the current statement.
+    digest_text: String,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
@@ -636,6 +642,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.bytes_seen = (self.client.bytes_in, self.client.bytes_out);
     }
 
+    /// Records a statement in the digest table, and in the log if slow.
+    pub(super) fn account_digest(
+        &self,
+        digest: u64,
+        took: Duration,
+        outcome: Option<(&Arc<str>, &Summary)>,
+    ) {
+        let (rows, error, on_primary) = match outcome {
+            Some((server, summary)) => {
+                let snap = self.shared.topology.load();
+                (
+                    summary.rows.max(summary.affected_rows),
+                    summary.error.is_some(),
+                    snap.primary_view().is_some_and(|p| &p.name == server),
+                )
+            }
+            None => (0, true, false),
+        };
+        self.shared
+            .digests
+            .record(digest, &self.digest_text, took, rows, error, on_primary);
+        let slow = self.cfg.slow_query_threshold_ms;
+        if slow > 0 && took >= Duration::from_millis(slow) {
+            warn!(
+                digest = format!("{digest:016x}"),
+                text = %self.digest_text,
+                ms = took.as_secs_f64() * 1000.0,
+                rows,
+                "slow statement"
+            );
+        }
+    }
+
     /// Status flags for answers rwproxy writes itself.
     fn status_flags(&self) -> StatusFlags {
         let mut st = StatusFlags::empty();
@@ -654,8 +693,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     async fn on_query(&mut self, payload: &[u8], c: Classified) -> Result<(), ExecError> {
-        let (route_idx, summary) = self.run_routed(&c, payload, Expect::Query).await?;
         let sql = payload.get(1..).unwrap_or_default();
+        let digest = if self.cfg.digest_capacity > 0 {
+            Some(digest::normalize(sql, &mut self.digest_text))
+        } else {
+            None
+        };
+        let started = Instant::now();
+        let r = self.run_routed(&c, payload, Expect::Query).await;
+        if let Some(d) = digest {
+            self.account_digest(
+                d,
+                started.elapsed(),
+                r.as_ref().ok().map(|(s, sum)| (s, sum)),
+            );
+        }
+        let (route_idx, summary) = r?;
         if summary.error.is_none() {
             match c.kind {
                 StatementKind::Set => {

@@ -30,6 +30,8 @@ use crate::topology::Snapshot;
 /// One statement as the client knows it.
 pub(super) struct Stmt {
     sql: Vec<u8>,
+    /// Digest of the statement text and its normalized form.
+    digest: Option<(u64, String)>,
     class: Classified,
     params: u16,
     /// Parameter types from the client's last execution that sent them.
@@ -141,6 +143,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.stmts.by_id.insert(
                     client_id,
                     Stmt {
+                        digest: (self.cfg.digest_capacity > 0).then(|| {
+                            let mut text = String::new();
+                            let d = crate::router::digest::normalize(&sql, &mut text);
+                            (d, text)
+                        }),
                         sql,
                         class,
                         params: p.params,
@@ -349,6 +356,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.shared.metrics.statement(label, started.elapsed());
                 if summary.error.is_some() {
                     self.shared.metrics.error(MetricError::ServerError);
+                }
+                let mut digest = None;
+                if let Some((d, text)) = self.stmts.by_id.get(&id).and_then(|s| s.digest.as_ref()) {
+                    self.digest_text.clear();
+                    self.digest_text.push_str(text);
+                    digest = Some(*d);
+                }
+                if let Some(d) = digest {
+                    self.account_digest(d, started.elapsed(), Some((&server, &summary)));
                 }
                 if on_primary {
                     self.track_status(&summary);
