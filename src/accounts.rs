@@ -143,6 +143,8 @@ pub struct Accounts {
     cache: ArcSwap<Vec<ServerAccount>>,
     /// When the cache was last refreshed (rate limit for refresh-on-miss).
     last_refresh: Mutex<Option<Instant>>,
+    /// Bumped by every refresh (lets queued logins reuse a refresh).
+    generation: std::sync::atomic::AtomicU64,
     /// The primary's `@@skip_name_resolve` (see [`host_matches`]).
     skip_name_resolve: std::sync::atomic::AtomicBool,
 }
@@ -150,7 +152,7 @@ pub struct Accounts {
 /// Least time between two refreshes triggered by unknown users.
 const REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// Periodic refresh, so ALTER/DROP USER take effect without a miss.
-const REFRESH_EVERY: Duration = Duration::from_secs(10);
+const REFRESH_EVERY: Duration = Duration::from_secs(2);
 
 impl Accounts {
     fn cfg(&self) -> Arc<Config> {
@@ -164,6 +166,7 @@ impl Accounts {
             cache: ArcSwap::from_pointee(Vec::new()),
             last_refresh: Mutex::new(None),
             skip_name_resolve: std::sync::atomic::AtomicBool::new(true),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -186,9 +189,8 @@ impl Accounts {
         }
         match self.find(user, ip) {
             Lookup::NotFound => {
-                // Maybe created since the last refresh: refresh (rate-limited;
-                // a refresh another login just did counts), then look again.
-                self.refresh_if_due(REFRESH_MIN_INTERVAL).await;
+                // Maybe created since the last refresh: refresh, then look again.
+                self.refresh_after_miss().await;
                 self.find(user, ip)
             }
             found => found,
@@ -218,6 +220,29 @@ impl Accounts {
                 hash: a.hash,
             },
             other => Lookup::Unsupported(other.to_string()),
+        }
+    }
+
+    /// Refreshes after a login found no matching account or a wrong
+    /// password (the account may have been created or changed since the
+    /// last refresh). At most one refresh per `REFRESH_MIN_INTERVAL`: a
+    /// login arriving sooner waits for the next allowed refresh, and logins
+    /// that queued behind a refresh reuse its result.
+    pub async fn refresh_after_miss(&self) {
+        let seen = self.generation.load(std::sync::atomic::Ordering::Acquire);
+        let mut last = self.last_refresh.lock().await;
+        if self.generation.load(std::sync::atomic::Ordering::Acquire) != seen {
+            return;
+        }
+        if let Some(t) = *last {
+            let age = t.elapsed();
+            if age < REFRESH_MIN_INTERVAL {
+                tokio::time::sleep(REFRESH_MIN_INTERVAL - age).await;
+            }
+        }
+        *last = Some(Instant::now());
+        if let Err(e) = self.refresh().await {
+            warn!(error = %e, "could not read server accounts");
         }
     }
 
@@ -301,6 +326,8 @@ impl Accounts {
         list.sort_by_key(specificity);
         let n = list.len();
         self.cache.store(Arc::new(list));
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok(n)
     }
 

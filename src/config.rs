@@ -241,6 +241,15 @@ pub struct Config {
     /// HTTP endpoint for /metrics, /health, /status; `""` disables it.
     #[serde(default = "default_http_listen")]
     pub http_listen: String,
+    /// PEM certificate chain offered to clients that ask for TLS.
+    #[serde(default)]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Refuse clients that do not upgrade to TLS (ERR 3159).
+    #[serde(default)]
+    pub require_tls: bool,
     /// Largest packet payload accepted from a client or a server, in bytes;
     /// checked before anything is buffered.
     #[serde(default = "default_max_allowed_packet")]
@@ -434,6 +443,14 @@ impl Config {
         }
         if self.handshake_timeout_ms == 0 {
             return Err(invalid("handshake_timeout_ms", "must be greater than 0"));
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return Err(invalid("tls_key", "required when tls_cert is set")),
+            (None, Some(_)) => return Err(invalid("tls_cert", "required when tls_key is set")),
+            _ => {}
+        }
+        if self.require_tls && self.tls_cert.is_none() {
+            return Err(invalid("require_tls", "needs tls_cert and tls_key"));
         }
         if self.monitor_interval_ms < 50 {
             return Err(invalid("monitor_interval_ms", "must be at least 50"));

@@ -84,6 +84,16 @@ pub async fn build_shared(
         config.pool_ping_after(),
         config.connect_timeout(),
     ));
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(c), Some(k)) => match crate::protocol::stream::acceptor(c, k) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                warn!(error = %e, "TLS disabled: could not load certificate");
+                None
+            }
+        },
+        _ => None,
+    };
     let digests = Arc::new(crate::router::digest::DigestStore::new(
         config.digest_capacity,
     ));
@@ -106,6 +116,7 @@ pub async fn build_shared(
         sessions: Default::default(),
         metrics: Default::default(),
         digests,
+        tls,
         topology,
         pools,
         greeting,

@@ -81,17 +81,31 @@ pub async fn send_greeting<S: AsyncRead + AsyncWrite + Unpin>(
     stream.flush().await
 }
 
-/// Reads and parses the client's handshake response.
+/// The client's first answer to the greeting.
+#[derive(Debug)]
+pub enum FirstReply {
+    /// An SSLRequest: upgrade to TLS, then read the handshake response.
+    SslRequest,
+    Hello(ClientHello),
+}
+
+/// Reads and parses the client's handshake response (or SSLRequest),
+/// which must carry sequence id `seq`.
 pub async fn read_client_hello<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut PacketStream<S>,
     limit: usize,
-) -> Result<ClientHello, HandshakeError> {
-    let p = stream.read_packet(limit.min(64 * 1024), Some(1)).await?;
+    seq: u8,
+) -> Result<FirstReply, HandshakeError> {
+    let p = stream.read_packet(limit.min(64 * 1024), Some(seq)).await?;
+    if p.payload.len() == 32 {
+        let caps = u32::from_le_bytes([p.payload[0], p.payload[1], p.payload[2], p.payload[3]]);
+        if CapabilityFlags::from_bits_truncate(caps).contains(CapabilityFlags::CLIENT_SSL) {
+            return Ok(FirstReply::SslRequest);
+        }
+    }
     if p.payload.len() < 32 {
-        // An SSLRequest is exactly 32 bytes; rwproxy does not offer TLS on
-        // this listener, so a client asking for it anyway is refused here.
         return Err(HandshakeError::Malformed(format!(
-            "handshake response of {} bytes (TLS requested but not offered?)",
+            "handshake response of {} bytes",
             p.payload.len()
         )));
     }
@@ -104,7 +118,7 @@ pub async fn read_client_hello<S: AsyncRead + AsyncWrite + Unpin>(
             "client does not speak protocol 4.1".into(),
         ));
     }
-    Ok(ClientHello {
+    Ok(FirstReply::Hello(ClientHello {
         user: String::from_utf8_lossy(hr.user()).into_owned(),
         db: hr
             .db_name()
@@ -118,7 +132,7 @@ pub async fn read_client_hello<S: AsyncRead + AsyncWrite + Unpin>(
             .map(|p| String::from_utf8_lossy(p.as_bytes()).into_owned()),
         attrs: hr.connect_attributes().unwrap_or_default(),
         seq: p.last_seq,
-    })
+    }))
 }
 
 /// Asks the client to answer `scramble` with `mysql_native_password`

@@ -11,6 +11,7 @@ pub mod command;
 pub mod handshake;
 pub mod packet;
 pub mod response;
+pub mod stream;
 
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use mysql_common::packets::{ErrPacket, ServerError, SqlState};

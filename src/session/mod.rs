@@ -32,9 +32,10 @@ use crate::gtid::GtidPos;
 use crate::metrics::{ErrorKind, Metrics, RouteLabel};
 use crate::protocol::auth;
 use crate::protocol::command::{self, Command};
-use crate::protocol::handshake::{self, ClientHello, HandshakeError};
+use crate::protocol::handshake::{self, ClientHello, FirstReply, HandshakeError};
 use crate::protocol::packet::{FrameError, PacketStream};
 use crate::protocol::response::{self, Expect, ForwardError, Summary};
+use crate::protocol::stream::ClientStream;
 use crate::protocol::{ClientError, ok_payload};
 use crate::router::classify::{self, Classified, StatementKind};
 use crate::router::digest::{self, DigestStore};
@@ -71,6 +72,8 @@ pub struct Shared {
     /// Open sessions, for the admin's SHOW SESSIONS.
     pub sessions: Mutex<HashMap<u32, SessionInfo>>,
     pub metrics: Arc<Metrics>,
+    /// TLS for clients, when `tls_cert`/`tls_key` are configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Per-digest statement statistics (bounded).
     pub digests: Arc<DigestStore>,
     /// The running monitor and its cancellation token (RELOAD restarts it).
@@ -189,10 +192,8 @@ enum Flow {
 
 /// Serves one client connection to its end. Never panics on client input;
 /// every failure ends in an ERR packet or a clean close, and a log line.
-pub async fn serve<S>(shared: Arc<Shared>, stream: S, peer: SocketAddr)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
+pub async fn serve(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: SocketAddr) {
+    let stream = ClientStream::Plain(stream);
     let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
     let span = info_span!("session", conn_id, %peer, user = tracing::field::Empty);
     async move {
@@ -285,39 +286,70 @@ where
 }
 
 /// Authenticates a client against the configured accounts.
-async fn handshake<S>(
+async fn handshake(
     shared: &Arc<Shared>,
-    mut client: PacketStream<S>,
+    mut client: PacketStream<ClientStream>,
     conn_id: u32,
     peer: SocketAddr,
-) -> Result<Session<S>, String>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
+) -> Result<Session<ClientStream>, String> {
     let scramble = auth::new_scramble();
     let cfg = shared.config.load_full();
     let g = &shared.greeting;
+    let mut caps = g.caps;
+    if shared.tls.is_some() {
+        caps |= CapabilityFlags::CLIENT_SSL;
+    }
     handshake::send_greeting(
         &mut client,
         &g.version,
         conn_id,
         &scramble,
-        g.caps,
+        caps,
         g.collation,
     )
     .await
     .map_err(|e| e.to_string())?;
-    let hello: ClientHello =
-        match handshake::read_client_hello(&mut client, cfg.max_allowed_packet).await {
-            Ok(h) => h,
+    let mut expect_seq = 1;
+    let hello: ClientHello = loop {
+        match handshake::read_client_hello(&mut client, cfg.max_allowed_packet, expect_seq).await {
+            Ok(FirstReply::Hello(h)) => break h,
+            Ok(FirstReply::SslRequest) if expect_seq == 1 => {
+                // Upgrade to TLS; the handshake response follows, encrypted,
+                // with the next sequence id.
+                let Some(acceptor) = shared.tls.clone() else {
+                    return Err("client asked for TLS, which is not configured".into());
+                };
+                let (stream, _rest) = client.into_inner();
+                let ClientStream::Plain(tcp) = stream else {
+                    return Err("TLS requested twice".into());
+                };
+                let tls = acceptor
+                    .accept(tcp)
+                    .await
+                    .map_err(|e| format!("TLS handshake failed: {e}"))?;
+                client = PacketStream::new(ClientStream::Tls(Box::new(tls)));
+                expect_seq = 2;
+            }
+            Ok(FirstReply::SslRequest) => return Err("SSLRequest after TLS".into()),
             Err(HandshakeError::Malformed(m)) => {
                 let e = ClientError::new(1043, b"08S01", format!("Bad handshake: {m}"));
-                client.queue_payload(2, &e.to_payload());
+                client.queue_payload(expect_seq.wrapping_add(1), &e.to_payload());
                 client.shutdown().await;
                 return Err(m);
             }
             Err(e) => return Err(e.to_string()),
-        };
+        }
+    };
+    if cfg.require_tls && !client.get_ref().is_tls() {
+        let e = ClientError::new(
+            3159,
+            b"HY000",
+            "Connections using insecure transport are prohibited while require_tls = true",
+        );
+        client.queue_payload(hello.seq.wrapping_add(1), &e.to_payload());
+        client.shutdown().await;
+        return Err("plaintext login refused (require_tls)".into());
+    }
     let mut seq = hello.seq.wrapping_add(1);
     let mut reply = hello.auth_reply.clone();
     if hello
@@ -343,6 +375,7 @@ where
             ));
         }
     };
+    // TLS is between the client and rwproxy only: never ask servers for it.
     let caps = hello.caps & g.caps;
     let mut session = Session {
         shared: shared.clone(),
@@ -405,6 +438,28 @@ async fn verify(
     reply: &[u8],
 ) -> Result<Credential, ClientError> {
     let denied = || ClientError::access_denied(user, &ip.to_string(), !reply.is_empty());
+    let first = verify_once(shared, user, ip, scramble, reply, denied).await;
+    match first {
+        // The password may have changed since accounts were last read:
+        // refresh (rate-limited) and try once more before refusing.
+        Err(ref e)
+            if e.code == 1045 && shared.config.load().auth == crate::config::AuthMode::Servers =>
+        {
+            shared.accounts.refresh_after_miss().await;
+            verify_once(shared, user, ip, scramble, reply, denied).await
+        }
+        other => other,
+    }
+}
+
+async fn verify_once(
+    shared: &Shared,
+    user: &str,
+    ip: std::net::IpAddr,
+    scramble: &[u8],
+    reply: &[u8],
+    denied: impl Fn() -> ClientError,
+) -> Result<Credential, ClientError> {
     match shared.accounts.lookup(user, ip).await {
         Lookup::Found { name, hash: None } if reply.is_empty() => Ok(Credential {
             user: name,
