@@ -564,6 +564,43 @@ impl Config {
     }
 }
 
+/// Things that are valid but probably unwise, for `check-config`.
+pub fn warnings(c: &Config) -> Vec<String> {
+    let mut w = Vec::new();
+    let loopback = |addr: &str| {
+        addr.parse::<SocketAddr>()
+            .map(|a| a.ip().is_loopback())
+            .unwrap_or(false)
+    };
+    if let Some(a) = &c.admin
+        && !loopback(&a.listen)
+        && c.tls_cert.is_none()
+    {
+        w.push(format!(
+            "admin.listen = {:?} is reachable beyond loopback and TLS is not configured: the admin password travels as a scramble only, but commands and answers are plaintext",
+            a.listen
+        ));
+    }
+    if !loopback(&c.listen) && c.tls_cert.is_none() {
+        w.push(format!(
+            "listen = {:?} is reachable beyond loopback without TLS (set tls_cert/tls_key)",
+            c.listen
+        ));
+    }
+    if c.auth == AuthMode::Servers && !c.users.is_empty() {
+        w.push("auth = \"servers\": the [[users]] list is ignored".into());
+    }
+    for u in &c.users {
+        if u.password.is_some() {
+            w.push(format!(
+                "user {:?} has a cleartext password in the file; prefer password_hash",
+                u.name
+            ));
+        }
+    }
+    w
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

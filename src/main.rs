@@ -93,6 +93,30 @@ fn main() -> anyhow::Result<()> {
                 cfg.users.len(),
                 cfg.listen
             );
+            for w in rwproxy::config::warnings(&cfg) {
+                println!("warning: {w}");
+            }
+            if cfg.auth == rwproxy::config::AuthMode::Servers {
+                // Read the accounts the way `run` would and list those that
+                // cannot be proxied.
+                let rt = tokio::runtime::Runtime::new()?;
+                rt.block_on(async {
+                    let shared = std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(cfg.clone()));
+                    let topo = std::sync::Arc::new(rwproxy::topology::Topology::new(
+                        rwproxy::topology::Snapshot::from_config(&cfg),
+                    ));
+                    let accounts = rwproxy::accounts::Accounts::new(shared, topo);
+                    match accounts.refresh().await {
+                        Ok(n) => {
+                            println!("server accounts: {n} read from the primary");
+                            for (u, h, p) in accounts.unsupported() {
+                                println!("warning: account '{u}'@'{h}' uses '{p}', which rwproxy cannot proxy (logins get ERR 1251)");
+                            }
+                        }
+                        Err(e) => println!("warning: could not read server accounts: {e}"),
+                    }
+                });
+            }
         }
         Cmd::Sandbox(cmd) => rwproxy::sandbox::run_cli(cmd)?,
     }

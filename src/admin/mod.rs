@@ -346,6 +346,18 @@ impl AdminShim {
             ["SHOW", "POOLS"] => Answer::Table(self.show_pools()),
             ["SHOW", "SESSIONS"] => Answer::Table(self.show_sessions()),
             ["SHOW", "STATS"] => Answer::Table(self.show_stats()),
+            ["SHOW", "ACCOUNTS"] => {
+                let mut t = Table::new(&["user", "host", "plugin", "note"]);
+                for (u, h, p) in self.shared.accounts.unsupported() {
+                    t.row(vec![
+                        Some(u),
+                        Some(h),
+                        Some(p.clone()),
+                        Some(format!("logins get ERR 1251: rwproxy cannot proxy '{p}'")),
+                    ]);
+                }
+                Answer::Table(t)
+            }
             ["SHOW", "DIGESTS"] => Answer::Table(self.show_digests(20)),
             ["SHOW", "DIGESTS", "LIMIT", n] => match n.parse::<usize>() {
                 Ok(n) => Answer::Table(self.show_digests(n)),

@@ -99,8 +99,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
     pub fn new(stream: S) -> Self {
         PacketStream {
             stream,
-            rbuf: BytesMut::with_capacity(16 * 1024),
-            wbuf: BytesMut::with_capacity(16 * 1024),
+            // Small to start: an idle session costs ~8 KiB of buffers; both
+            // grow on demand (and reading reserves in bounded steps).
+            rbuf: BytesMut::with_capacity(4 * 1024),
+            wbuf: BytesMut::with_capacity(4 * 1024),
             bytes_in: 0,
             bytes_out: 0,
         }
