@@ -294,6 +294,8 @@ BENCH_CONFIG="$WORK/sandbox/rwproxy-bench.toml"
 	grep -v '^[[:space:]]*http_listen[[:space:]]*=' "$CONFIG"
 } >"$BENCH_CONFIG"
 RWPROXY_LOGFILE="$WORK/rwproxy.log"
+# Room for the idle-connections test (10,000 clients).
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 RUST_LOG=$RWPROXY_LOG "$RW" run --config "$BENCH_CONFIG" >"$RWPROXY_LOGFILE" 2>&1 &
 RW_PID=$!
 log "rwproxy pid $RW_PID (:$PROXY_PORT, log $RWPROXY_LOGFILE)"
@@ -435,6 +437,20 @@ for r in $(seq "$ROUNDS"); do
 done
 rwproxy_alive || true
 
+: "${IDLE_N:=$([[ $SMOKE == 1 ]] && echo 500 || echo 10000)}"
+log "idle connections: $IDLE_N clients held open through rwproxy"
+IDLE_LINE=""
+if res=$("$PY" "$HERE/idle_conns.py" 127.0.0.1 "$PROXY_PORT" app app "$IDLE_N" "$RW_PID" 2>"$WORK/idle.err"); then
+	IFS=$'\t' read -r idle_n rss_before rss_held idle_secs <<<"$res"
+	IDLE_LINE="Idle clients: $idle_n connections held open through rwproxy (opened in ${idle_secs}s): rwproxy RSS $((rss_before / 1024)) MiB before, $((rss_held / 1024)) MiB while held."
+	log "$IDLE_LINE"
+else
+	FAILED=$((FAILED + 1))
+	IDLE_LINE="Idle clients: FAILED ($(tail -n 3 "$WORK/idle.err" | tr '\n' ' '))"
+	log "$IDLE_LINE"
+fi
+rwproxy_alive || true
+
 # --- report -------------------------------------------------------------------
 
 REPORT=$("$PY_ANY" "$HERE/report.py" "$RESULTS_TSV" "$ROUTING_TSV" "$CONNRATE_TSV")
@@ -464,6 +480,8 @@ mkdir -p "$(dirname "$RESULTS_FILE")"
 	echo "- percentiles are per sysbench event (a whole transaction for read_only/read_write), from sysbench's latency histogram"
 	echo
 	echo "$REPORT"
+	echo
+	echo "$IDLE_LINE"
 	echo
 	echo "rwproxy log: $N_PROBLEMS WARN/ERROR lines."
 	if ((N_PROBLEMS)); then

@@ -269,6 +269,10 @@ pub struct Config {
     /// A client silent this long between commands is disconnected (0 = never).
     #[serde(default)]
     pub client_idle_timeout_ms: u64,
+    /// A client that stops reading its results this long is disconnected
+    /// (its backend connection is closed, never reused).
+    #[serde(default = "default_client_write_timeout_ms")]
+    pub client_write_timeout_ms: u64,
     /// On SIGTERM: how long running statements and transactions may take
     /// to finish before remaining sessions are closed.
     #[serde(default = "default_shutdown_timeout_ms")]
@@ -340,6 +344,9 @@ fn default_listen() -> String {
 }
 fn default_max_client_connections() -> usize {
     10_000
+}
+fn default_client_write_timeout_ms() -> u64 {
+    60_000
 }
 fn default_digest_capacity() -> usize {
     2000

@@ -93,6 +93,9 @@ pub struct PacketStream<S> {
     pub bytes_in: u64,
     /// Bytes written to the peer so far (metrics).
     pub bytes_out: u64,
+    /// A peer that stops reading (its socket buffer full) longer than this
+    /// is given up on, so it cannot pin a backend connection forever.
+    write_timeout: Option<std::time::Duration>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
@@ -105,7 +108,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
             wbuf: BytesMut::with_capacity(4 * 1024),
             bytes_in: 0,
             bytes_out: 0,
+            write_timeout: None,
         }
+    }
+
+    /// Bounds how long one flush may wait for the peer to read.
+    pub fn set_write_timeout(&mut self, t: Option<std::time::Duration>) {
+        self.write_timeout = t;
     }
 
     /// The underlying stream (for TLS upgrade or peer address).
@@ -127,7 +136,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
             // so never reserve more than what the frame can hold (≤ 16 MiB),
             // and reserve lazily as bytes actually arrive.
             let want = (n - self.rbuf.len()).min(256 * 1024);
-            self.rbuf.reserve(want.max(8 * 1024));
+            self.rbuf.reserve(want.max(4 * 1024));
             let read = self.stream.read_buf(&mut self.rbuf).await?;
             if read == 0 {
                 if self.rbuf.is_empty() {
@@ -257,7 +266,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
     pub async fn flush(&mut self) -> Result<(), FrameError> {
         if !self.wbuf.is_empty() {
             self.bytes_out += self.wbuf.len() as u64;
-            self.stream.write_all(&self.wbuf).await?;
+            match self.write_timeout {
+                // The timer is only armed if the write does not complete at
+                // once (Timeout polls the write first).
+                Some(t) => tokio::time::timeout(t, self.stream.write_all(&self.wbuf))
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "peer stopped reading")
+                    })??,
+                None => self.stream.write_all(&self.wbuf).await?,
+            }
             self.wbuf.clear();
         }
         Ok(())
