@@ -228,7 +228,7 @@ impl Monitor {
                 let r = tokio::time::timeout(timeout, async {
                     let mut c = Conn::new(opts).await?;
                     if hb == Heartbeat::Write {
-                        ensure_heartbeat_table(&mut c).await?;
+                        let _ = ensure_heartbeat_table(&mut c).await;
                     }
                     let o = check(&mut c, hb).await;
                     let _ = c.disconnect().await;
@@ -322,7 +322,10 @@ async fn server_task(
             }
             let c = conn.as_mut().ok_or("no connection")?;
             if hb == Heartbeat::Write && !heartbeat_ready {
-                ensure_heartbeat_table(c).await.map_err(|e| e.to_string())?;
+                // Not fatal to the check (see `check`), but said once.
+                if let Err(e) = ensure_heartbeat_table(c).await {
+                    warn!(server = %name, error = %e, "cannot create rwproxy.heartbeat (grant CREATE, INSERT, UPDATE, DELETE, SELECT ON rwproxy.* to the monitor account)");
+                }
                 heartbeat_ready = true;
             }
             check(c, hb).await.map_err(|e| e.to_string())

@@ -191,3 +191,69 @@ async fn config_mode_uses_the_file_and_hashes() {
         .expect_err("not in config");
     assert_eq!(server_code(&e).map(|c| c.0), Some(1045), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_unsupported_plugin_and_caching_sha2_clients() {
+    let sb = sandbox::shared();
+    let p = sb.servers[0].port;
+    for u in ["acc_expired", "acc_socket"] {
+        root_exec(p, &format!("DROP USER IF EXISTS '{u}'@'%'")).await;
+    }
+    root_exec(
+        p,
+        "CREATE USER 'acc_expired'@'%' IDENTIFIED BY 'pw' PASSWORD EXPIRE",
+    )
+    .await;
+    root_exec(p, "CREATE USER 'acc_socket'@'%' IDENTIFIED VIA unix_socket").await;
+    let proxy = start_proxy(common::with_admin(common::sandbox_config(sb))).await;
+
+    let e = mysql_async::Conn::new(proxy.opts("acc_expired", "pw", None))
+        .await
+        .expect_err("expired");
+    assert_eq!(server_code(&e).map(|c| c.0), Some(1862), "{e}");
+    let e = mysql_async::Conn::new(proxy.opts("acc_socket", "", None))
+        .await
+        .expect_err("unix_socket");
+    let text = e.to_string();
+    assert!(
+        text.contains("1251") && text.contains("unix_socket"),
+        "{text}"
+    );
+    let rows = common::admin(&proxy, "SHOW ACCOUNTS")
+        .await
+        .expect("show accounts");
+    assert!(
+        rows.iter()
+            .any(|r| r[0] == "acc_socket" && r[2] == "unix_socket"),
+        "{rows:?}"
+    );
+
+    // A client that starts with caching_sha2_password is switched to
+    // mysql_native_password and logs in.
+    let port = proxy.addr.port();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("mariadb")
+            .args([
+                "-h127.0.0.1",
+                &format!("-P{port}"),
+                "-uapp",
+                "-papp",
+                "--default-auth=caching_sha2_password",
+                "-e",
+                "SELECT 'switched ok'",
+            ])
+            .output()
+            .expect("mariadb client")
+    })
+    .await
+    .expect("join");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("switched ok"),
+        "{text}"
+    );
+}

@@ -513,3 +513,106 @@ async fn bad_server_entry_is_down_and_the_rest_serves() {
             .is_some_and(|e| !e.is_empty())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_lag_is_sub_second_and_bounds_reads() {
+    let _g = SERIAL.lock().await;
+    heal().await;
+    setup_table().await;
+    let (_, r1, _) = ports();
+    let mut cfg = config();
+    cfg.heartbeat = true;
+    cfg.monitor_interval_ms = 200;
+    cfg.max_replica_lag_ms = 1500;
+    let proxy = start_proxy(cfg).await;
+    // Heartbeat lag is measured in fractions of a second.
+    wait_until(
+        Duration::from_secs(10),
+        "heartbeat lag on both replicas",
+        || async {
+            let s = common::status(&proxy).await;
+            ["replica1", "replica2"].iter().all(|r| {
+                common::server(&s, r)["lag_seconds"]
+                    .as_f64()
+                    .is_some_and(|l| l > 0.0 && l < 1.0)
+            })
+        },
+    )
+    .await;
+    let s = common::status(&proxy).await;
+    println!(
+        "heartbeat lag: replica1 {} s, replica2 {} s",
+        common::server(&s, "replica1")["lag_seconds"],
+        common::server(&s, "replica2")["lag_seconds"]
+    );
+    // A replica applying 3 s late (threads running, Seconds_Behind_Master
+    // small between events) is seen lagging and gets no reads.
+    root_exec(r1, "STOP SLAVE").await;
+    root_exec(r1, "CHANGE MASTER TO MASTER_DELAY = 3").await;
+    root_exec(r1, "START SLAVE").await;
+    wait_until(
+        Duration::from_secs(15),
+        "replica1 lagging by heartbeat",
+        || async {
+            let s = common::status(&proxy).await;
+            common::server(&s, "replica1")["readable"] == false
+                && common::server(&s, "replica1")["replication"] == "running"
+        },
+    )
+    .await;
+    let before = global_status(r1, "Com_select").await;
+    let mut c = proxy.app_conn().await;
+    for _ in 0..50 {
+        c.query_drop("SELECT v FROM app.lagt WHERE id = 1")
+            .await
+            .expect("read");
+    }
+    let after = global_status(r1, "Com_select").await;
+    assert!(
+        after - before <= 5,
+        "lagging replica1 served reads: +{}",
+        after - before
+    );
+    heal().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_mysql_service_is_down_with_a_clear_error() {
+    let _g = SERIAL.lock().await;
+    heal().await;
+    setup_table().await;
+    // Something that is not MySQL: answers garbage and hangs up.
+    let garbage = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let gport = garbage.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = garbage.accept().await {
+            use tokio::io::AsyncWriteExt;
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        }
+    });
+    let mut cfg = config();
+    cfg.servers.push(rwproxy::config::ServerConfig {
+        name: "web".into(),
+        host: "127.0.0.1".into(),
+        port: gport,
+        role: rwproxy::config::Role::Replica,
+        weight: 1,
+        max_replica_lag_ms: None,
+        offline: false,
+    });
+    let proxy = start_proxy(cfg).await;
+    let mut c = proxy.app_conn().await;
+    for _ in 0..40 {
+        let v: Option<i64> = c
+            .query_first("SELECT v FROM app.lagt WHERE id = 1")
+            .await
+            .expect("read");
+        assert_eq!(v, Some(1));
+    }
+    let s = common::status(&proxy).await;
+    let web = common::server(&s, "web");
+    assert_eq!(web["up"], false, "{web}");
+    println!("non-MySQL server entry: {}", web["last_error"]);
+}

@@ -467,3 +467,146 @@ async fn two_instances_follow_each_other() {
     let after = common::sandbox::global_status(r1, "Com_insert").await;
     assert_eq!(after - before, 1, "B's write must reach the new primary");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn manual_failover_on_command() {
+    let sb = sandbox::fresh(2);
+    let p = sb.servers[0].port;
+    root_exec(p, "CREATE TABLE app.ack (id BIGINT PRIMARY KEY)").await;
+    sandbox::wait_replicas_caught_up(&sb).await;
+    let proxy = start_proxy(config(&sb)).await; // auto_failover = false
+    rwproxy::sandbox::kill_server(&sb, 0).expect("kill primary");
+    wait_until(Duration::from_secs(5), "primary down", || async {
+        common::status(&proxy).await["servers"][0]["up"] == false
+    })
+    .await;
+    let report = admin(&proxy, "FAILOVER").await.expect("FAILOVER");
+    for row in &report {
+        println!("  {:<60} {} ms", row[0], row[1]);
+    }
+    let s = common::status(&proxy).await;
+    assert!(
+        s["primary"] == "replica1" || s["primary"] == "replica2",
+        "{s}"
+    );
+    let mut c = proxy.app_conn().await;
+    c.exec_drop("INSERT INTO app.ack (id) VALUES (?)", (7u64,))
+        .await
+        .expect("write after FAILOVER");
+    // A second FAILOVER now refuses: the (new) primary is up.
+    let e = admin(&proxy, "FAILOVER").await.expect_err("primary is up");
+    assert!(e.contains("primary is up"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_exactly_one_fails_over() {
+    let sb = sandbox::fresh(2);
+    let p = sb.servers[0].port;
+    root_exec(p, "CREATE TABLE app.ack (id BIGINT PRIMARY KEY)").await;
+    sandbox::wait_replicas_caught_up(&sb).await;
+    let mut cfg = config(&sb);
+    if let Some(f) = cfg.failover.as_mut() {
+        f.auto_failover = true;
+        f.failover_after = 2;
+    }
+    // Instance A in this process; instance B a separate rwproxy process.
+    let a = start_proxy(cfg.clone()).await;
+    let ports = sandbox::free_ports(3);
+    let mut b_cfg = cfg.clone();
+    b_cfg.listen = format!("127.0.0.1:{}", ports[0]);
+    b_cfg.http_listen = format!("127.0.0.1:{}", ports[1]);
+    if let Some(adm) = b_cfg.admin.as_mut() {
+        adm.listen = format!("127.0.0.1:{}", ports[2]);
+    }
+    let path = sb.dir.join("instance-b.toml");
+    std::fs::write(&path, toml::to_string(&b_cfg).expect("toml")).expect("write");
+    struct Child(std::process::Child);
+    impl Drop for Child {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _b = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_rwproxy"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start instance B"),
+    );
+    let b_metrics = format!("127.0.0.1:{}", ports[1]);
+    let scrape_b = || async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut s) = tokio::net::TcpStream::connect(&b_metrics).await else {
+            return None;
+        };
+        s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await.ok()?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await.ok()?;
+        let failovers = buf
+            .lines()
+            .find(|l| l.starts_with("rwproxy_failovers_total "))?
+            .rsplit(' ')
+            .next()?
+            .parse::<u64>()
+            .ok()?;
+        let primary_up = buf.contains("rwproxy_server_is_primary{server=\"primary\"} 1");
+        Some((failovers, primary_up))
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "instance B up and seeing the primary",
+        || async { scrape_b().await.is_some_and(|(_, up)| up) },
+    )
+    .await;
+
+    rwproxy::sandbox::kill_server(&sb, 0).expect("kill primary");
+    wait_until(Duration::from_secs(20), "A has a new primary", || async {
+        let s = common::status(&a).await;
+        s["primary"].is_string() && s["primary"] != "primary"
+    })
+    .await;
+    // B follows the same new primary.
+    let new = common::status(&a).await["primary"]
+        .as_str()
+        .expect("name")
+        .to_string();
+    wait_until(Duration::from_secs(5), "B follows", || async {
+        let Some((_, _)) = scrape_b().await else {
+            return false;
+        };
+        let (_, body) = {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let Ok(mut s) = tokio::net::TcpStream::connect(&b_metrics).await else {
+                return false;
+            };
+            if s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await.is_err() {
+                return false;
+            }
+            let mut buf = String::new();
+            let _ = s.read_to_string(&mut buf).await;
+            ((), buf)
+        };
+        body.contains(&format!("rwproxy_server_is_primary{{server=\"{new}\"}} 1"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, a_metrics) = common::http_get(&a, "/metrics").await;
+    let a_failovers: u64 = a_metrics
+        .lines()
+        .find(|l| l.starts_with("rwproxy_failovers_total "))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("A failovers");
+    let (b_failovers, _) = scrape_b().await.expect("B metrics");
+    println!(
+        "automatic failovers: instance A {a_failovers}, instance B {b_failovers}; new primary {new}"
+    );
+    assert_eq!(
+        a_failovers + b_failovers,
+        1,
+        "exactly one instance must fail over"
+    );
+}
