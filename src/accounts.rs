@@ -395,7 +395,7 @@ mod tests {
             locked: false,
             expired: false,
         };
-        let mut v = vec![
+        let mut v = [
             acc("app", "%"),
             acc("", "127.0.0.1"),
             acc("app", "127.%"),
