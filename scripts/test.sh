@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh --bench
 # Integration tests start several MariaDB servers each; run test binaries
 # one at a time and keep two test threads per binary on a 2-core machine.
-cargo test --release -- --test-threads=2
+cargo test --release --no-fail-fast -- --test-threads=2
 if [ -x benches/load.sh ]; then
   SMOKE=1 benches/load.sh
 fi

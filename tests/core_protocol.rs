@@ -1253,3 +1253,88 @@ async fn a_64_mib_result_reaches_mysql_async_row_by_row() {
     let v: Option<i64> = c.query_first("SELECT 1").await.unwrap();
     assert_eq!(v, Some(1));
 }
+
+/// COM_STMT_EXECUTE with a read-only cursor, COM_STMT_FETCH in batches,
+/// COM_STMT_RESET and COM_STMT_CLOSE, through rwproxy's statement ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursor_fetch_reset_and_close() {
+    let proxy = proxy_with(|_| {}).await;
+    let mut raw = Raw::connect(proxy.addr, "app", "app", Some("app"))
+        .await
+        .expect("login");
+    let sql = b"SELECT 1 AS n UNION ALL SELECT 2 UNION ALL SELECT 3 UNION ALL SELECT 4 UNION ALL SELECT 5";
+    let mut p = vec![0x16];
+    p.extend_from_slice(sql);
+    raw.write(0, &p).await;
+    let (_, ok) = raw.read().await.expect("prepare reply");
+    assert_eq!(ok[0], 0, "prepare failed: {ok:?}");
+    let id = u32::from_le_bytes([ok[1], ok[2], ok[3], ok[4]]);
+    let cols = u16::from_le_bytes([ok[5], ok[6]]);
+    assert_eq!(cols, 1);
+    for _ in 0..cols {
+        raw.read().await.expect("column definition");
+    }
+    raw.read().await.expect("EOF after columns");
+
+    // Execute with CURSOR_TYPE_READ_ONLY: only metadata comes back.
+    let mut exec = vec![0x17];
+    exec.extend_from_slice(&id.to_le_bytes());
+    exec.push(0x01);
+    exec.extend_from_slice(&1u32.to_le_bytes());
+    raw.write(0, &exec).await;
+    let (_, count) = raw.read().await.expect("column count");
+    assert_eq!(count, vec![1]);
+    raw.read().await.expect("column definition");
+    let (_, eof) = raw.read().await.expect("EOF");
+    assert_eq!(eof[0], 0xfe);
+    let status = u16::from_le_bytes([eof[3], eof[4]]);
+    assert!(
+        status & 0x0040 != 0,
+        "SERVER_STATUS_CURSOR_EXISTS expected: {status:#x}"
+    );
+
+    // Fetch 2 rows at a time.
+    let fetch = |n: u32| {
+        let mut f = vec![0x1c];
+        f.extend_from_slice(&id.to_le_bytes());
+        f.extend_from_slice(&n.to_le_bytes());
+        f
+    };
+    let mut got = 0;
+    for _ in 0..2 {
+        raw.write(0, &fetch(2)).await;
+        loop {
+            let (_, pkt) = raw.read().await.expect("fetch reply");
+            if pkt[0] == 0xfe && pkt.len() < 9 {
+                break;
+            }
+            assert_eq!(pkt[0], 0x00, "binary row expected: {pkt:?}");
+            got += 1;
+        }
+    }
+    assert_eq!(got, 4, "two fetches of 2 rows");
+
+    // Reset closes the cursor: fetching again is an error from the server.
+    let mut reset = vec![0x1a];
+    reset.extend_from_slice(&id.to_le_bytes());
+    raw.write(0, &reset).await;
+    let (_, r) = raw.read().await.expect("reset reply");
+    assert_eq!(r[0], 0x00, "reset OK expected: {r:?}");
+    raw.write(0, &fetch(2)).await;
+    let (_, r) = raw.read().await.expect("fetch after reset");
+    assert_eq!(r[0], 0xff, "fetch after reset must fail: {r:?}");
+
+    // Close (no reply), then the session goes on.
+    let mut close = vec![0x19];
+    close.extend_from_slice(&id.to_le_bytes());
+    raw.write(0, &close).await;
+    assert_eq!(
+        raw.value("SELECT 'after close'").await.as_deref(),
+        Some("after close")
+    );
+    // The closed id is unknown now.
+    raw.write(0, &exec).await;
+    let (_, r) = raw.read().await.expect("execute closed id");
+    assert_eq!(r[0], 0xff, "{r:?}");
+    still_works(&proxy).await;
+}

@@ -1503,7 +1503,18 @@ mod tests {
         assert_eq!(config.servers[0].role, crate::config::Role::Primary);
         assert_eq!(config.servers[2].port, 3312);
         assert_eq!(config.servers[2].role, crate::config::Role::Replica);
-        assert_eq!(config.users[0].name, "app");
+        assert_eq!(config.auth, crate::config::AuthMode::Servers);
+        assert!(config.users.is_empty());
+        let admin = config.admin.expect("admin section");
+        assert_eq!(
+            (admin.listen.as_str(), admin.user.as_str()),
+            ("127.0.0.1:6032", "admin")
+        );
+        assert_eq!(config.http_listen, "127.0.0.1:9033");
+        assert_eq!(
+            config.failover.expect("failover section").replication_user,
+            "repl"
+        );
     }
 
     #[test]
