@@ -73,15 +73,33 @@ pub async fn check(
     conn: &mut Conn,
     heartbeat: Heartbeat,
 ) -> Result<Observation, mysql_async::Error> {
-    let row: Option<(i64, Option<String>, Option<String>)> = conn
-        .query_first("SELECT @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos")
-        .await?;
+    // MariaDB and MySQL 8 spell GTID positions and replica status
+    // differently; `@@version_comment`-free detection: MariaDB reports a
+    // 10.x/11.x version, MySQL 8 an 8.x one.
+    let mariadb = conn.server_version().0 >= 10;
+    let (gtid_sql, status_sql) = if mariadb {
+        (
+            "SELECT @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos",
+            "SHOW SLAVE STATUS",
+        )
+    } else {
+        // MySQL: one executed set; applied == written on a replica with
+        // log_replica_updates. (GtidPos understands MariaDB positions only,
+        // so on MySQL read-your-writes falls back to the primary.)
+        (
+            "SELECT @@read_only, @@gtid_executed, @@gtid_executed",
+            "SHOW REPLICA STATUS",
+        )
+    };
+    let row: Option<(i64, Option<String>, Option<String>)> = conn.query_first(gtid_sql).await?;
     let (read_only, binlog, slave) = row.unwrap_or((0, None, None));
-    let status: Vec<Row> = conn.query("SHOW SLAVE STATUS").await?;
+    let status: Vec<Row> = conn.query(status_sql).await?;
     let (is_replica, replication, sbm) = match status.first() {
         None => (false, Replication::None, None),
         Some(r) => {
-            let master = col_str(r, "Master_Host").unwrap_or_default();
+            let master = col_str(r, "Master_Host")
+                .or_else(|| col_str(r, "Source_Host"))
+                .unwrap_or_default();
             let io = col_str(r, "Slave_IO_Running")
                 .or_else(|| col_str(r, "Replica_IO_Running"))
                 .is_some_and(|v| v == "Yes");

@@ -275,6 +275,21 @@ async fn refusals_change_nothing() {
         e.contains("max_promotion_lag") && e.contains("FORCE"),
         "{e}"
     );
+    // FORCE skips the lag check, but the candidate cannot catch up (its SQL
+    // thread is stopped): the switchover rolls back and says so; the old
+    // primary takes writes again.
+    let e = admin(&proxy, "PROMOTE replica2 FORCE")
+        .await
+        .expect_err("cannot catch up");
+    assert!(
+        e.contains("candidate catch-up") && e.contains("writable again"),
+        "{e}"
+    );
+    let mut c = proxy.app_conn().await;
+    c.query_drop("INSERT INTO app.lagging VALUES (0)")
+        .await
+        .expect("old primary writable after rollback");
+    drop(c);
     root_exec(r2, "START SLAVE SQL_THREAD").await;
     // A down server is refused.
     rwproxy::sandbox::kill_server(&sb, 2).expect("kill");

@@ -659,7 +659,23 @@ fn port_check_result(server: &SandboxServer, bound: io::Result<()>) -> Result<()
     }
 }
 
+/// Runs `mariadb-install-db`, one at a time per process and with one
+/// retry: two bootstraps started at the same moment under heavy load were
+/// seen to fail now and then (tests start sandboxes in parallel), and a
+/// second attempt on a clean data directory succeeds.
 fn install_db(bins: &Binaries, server: &SandboxServer) -> Result<(), SandboxError> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    match install_db_once(bins, server) {
+        Ok(()) => Ok(()),
+        Err(first) => {
+            let _ = fs::remove_dir_all(&server.datadir);
+            install_db_once(bins, server).map_err(|_| first)
+        }
+    }
+}
+
+fn install_db_once(bins: &Binaries, server: &SandboxServer) -> Result<(), SandboxError> {
     let log = server.base().join("install-db.log");
     let out = fs::File::create(&log).map_err(io_error("create", &log))?;
     let err = out.try_clone().map_err(io_error("open", &log))?;
@@ -688,10 +704,22 @@ fn install_db(bins: &Binaries, server: &SandboxServer) -> Result<(), SandboxErro
     if status.success() {
         Ok(())
     } else {
+        // The useful lines are the errors, not the usage text the script
+        // prints after them.
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        let errors: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("ERROR") || l.contains("[ERROR]") || l.contains("FATAL"))
+            .take(10)
+            .collect();
         Err(SandboxError::InstallDb {
             datadir: server.datadir.clone(),
             status: status.to_string(),
-            tail: log_tail(&log),
+            tail: if errors.is_empty() {
+                log_tail(&log)
+            } else {
+                errors.join("\n")
+            },
             log,
         })
     }
