@@ -172,7 +172,10 @@ pub struct Failover {
     pub failovers: std::sync::atomic::AtomicU64,
     /// Servers this instance demoted (old primaries): only these are fenced
     /// when they show up writable, never a server rwproxy knows nothing of.
-    demoted: std::sync::Mutex<Vec<Arc<str>>>,
+    /// With each, the new primary's position when it was promoted: an old
+    /// primary that had written beyond it has transactions the new primary
+    /// never received (its history diverged).
+    demoted: std::sync::Mutex<Vec<(Arc<str>, GtidPos)>>,
 }
 
 async fn connect(config: &Config, addr: &str) -> Result<Conn, String> {
@@ -353,7 +356,11 @@ impl Failover {
             Ok(v) => v,
             Err(e) => {
                 let state = self
-                    .undo(&mut old_conn, "old primary made writable again")
+                    .undo(
+                        &mut old_conn,
+                        &old_view.name,
+                        "old primary made writable again",
+                    )
                     .await;
                 return Err(FailoverError::Step {
                     step: "read old primary GTID",
@@ -384,6 +391,7 @@ impl Failover {
                 let state = self
                     .undo(
                         &mut old_conn,
+                        &old_view.name,
                         "old primary made writable again; topology unchanged",
                     )
                     .await;
@@ -405,6 +413,7 @@ impl Failover {
                 let state = self
                     .undo(
                         &mut old_conn,
+                        &old_view.name,
                         &format!("old primary made writable again; candidate may need `CHANGE MASTER` (failed at `{sql}`)"),
                     )
                     .await;
@@ -421,7 +430,7 @@ impl Failover {
         // 6 (before 5, so writes resume as early as possible): publish and reopen.
         let cand_name = cand_view.name.clone();
         let old_name = old_view.name.clone();
-        self.remember_demoted(&old_name);
+        self.remember_demoted(&old_name, &GtidPos::parse(&final_pos));
         self.topology.update(|s| {
             for v in s.servers.iter_mut() {
                 if v.name == cand_name {
@@ -473,9 +482,23 @@ impl Failover {
     }
 
     /// Undo of a switchover: the old primary takes writes again.
-    async fn undo(&self, old_conn: &mut Conn, state: &str) -> String {
+    async fn undo(&self, old_conn: &mut Conn, old: &Arc<str>, state: &str) -> String {
         let state = match old_conn.query_drop("SET GLOBAL read_only = 0").await {
-            Ok(()) => state.to_string(),
+            Ok(()) => {
+                // Publish at once (the monitor may have seen it read_only
+                // meanwhile) so writes go back to it without a gap.
+                let name = old.clone();
+                self.topology.update(|s| {
+                    if let Some(i) = s.find(&name) {
+                        s.servers[i].role = Role::Primary;
+                        s.servers[i].read_only = Some(false);
+                        if s.servers[i].up {
+                            s.primary = Some(i);
+                        }
+                    }
+                });
+                state.to_string()
+            }
             Err(e) => format!("{state} FAILED ({e}): old primary is still read_only"),
         };
         self.gate.set(false);
@@ -617,7 +640,7 @@ impl Failover {
             .iter()
             .filter(|s| s.role == Role::Primary && !s.up)
         {
-            self.remember_demoted(&s.name);
+            self.remember_demoted(&s.name, &pos);
         }
         self.topology.update(|s| {
             for v in s.servers.iter_mut() {
@@ -645,11 +668,10 @@ impl Failover {
         Ok(steps.report)
     }
 
-    fn remember_demoted(&self, name: &Arc<str>) {
-        if let Ok(mut d) = self.demoted.lock()
-            && !d.contains(name)
-        {
-            d.push(name.clone());
+    fn remember_demoted(&self, name: &Arc<str>, promoted_at: &GtidPos) {
+        if let Ok(mut d) = self.demoted.lock() {
+            d.retain(|(n, _)| n != name);
+            d.push((name.clone(), promoted_at.clone()));
         }
     }
 
@@ -670,12 +692,15 @@ impl Failover {
             }
             // Only a server known to have been primary before, and never
             // one that shares the current primary's address.
-            let demoted = self
+            let promoted_at = self
                 .demoted
                 .lock()
-                .map(|d| d.contains(&s.name))
-                .unwrap_or(false);
-            if !demoted || s.addr == p.addr {
+                .ok()
+                .and_then(|d| d.iter().find(|(n, _)| n == &s.name).map(|(_, g)| g.clone()));
+            let Some(promoted_at) = promoted_at else {
+                continue;
+            };
+            if s.addr == p.addr {
                 continue;
             }
             let Ok(mut c) = connect(&self.cfg(), &s.addr).await else {
@@ -686,12 +711,16 @@ impl Failover {
                 continue;
             }
             warn!(server = %s.name, primary = %p.name, "fenced a stray primary (read_only = 1)");
-            let diverged = !p.gtid_binlog.covers(&s.gtid_binlog);
+            // Sequence numbers alone cannot tell: the new primary continues
+            // the same domain's numbering with its own server id. What the
+            // old primary wrote must not go past where the new one was
+            // promoted.
+            let diverged = !promoted_at.covers(&s.gtid_binlog);
             let name = s.name.clone();
             if diverged {
                 let why = format!(
-                    "GTID history diverged: has {} not on primary {} ({})",
-                    s.gtid_binlog, p.name, p.gtid_binlog
+                    "GTID history diverged: it has {} but {} was promoted at {}",
+                    s.gtid_binlog, p.name, promoted_at
                 );
                 warn!(server = %name, reason = %why, "kept out of the topology");
                 self.topology.update(|snap| {
