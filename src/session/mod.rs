@@ -274,6 +274,55 @@ pub async fn serve(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: Soc
     .await
 }
 
+/// Drivers such as mysql_async ask for `@@socket` on connect and, when the
+/// server looks local, silently reconnect to that Unix socket — straight to
+/// a backend, bypassing rwproxy. A proxy's backends' sockets are never the
+/// client's to use, so `@@socket` is answered as NULL (the request is
+/// rewritten; the answer is still the server's own bytes). Returns the
+/// rewritten payload, or `None` when the statement does not mention it
+/// (the common case costs one scan for '@'). Statements with quotes are
+/// left alone.
+fn hide_socket(payload: &[u8]) -> Option<Vec<u8>> {
+    const NEEDLE: &[u8] = b"@@socket";
+    let sql = payload.get(1..)?;
+    let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$';
+    let mut hits = Vec::new();
+    let mut i = 0;
+    while let Some(off) = sql
+        .get(i..)
+        .and_then(|rest| rest.iter().position(|&b| b == b'@'))
+    {
+        let at = i + off;
+        let end = at + NEEDLE.len();
+        if sql
+            .get(at..end)
+            .is_some_and(|w| w.eq_ignore_ascii_case(NEEDLE))
+            && !sql.get(end).copied().is_some_and(is_ident)
+            && (at == 0 || sql[at - 1] != b'@')
+        {
+            hits.push(at);
+            i = end;
+        } else {
+            i = at + 1;
+        }
+    }
+    // Never touch text that has quotes: `@@socket` might sit inside a
+    // string literal (user data). Drivers' probes have none.
+    if hits.is_empty() || sql.iter().any(|b| matches!(b, b'\'' | b'"' | b'`')) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(payload.len() + 16);
+    out.push(payload[0]);
+    let mut last = 0;
+    for at in hits {
+        out.extend_from_slice(&sql[last..at]);
+        out.extend_from_slice(b"NULL");
+        last = at + NEEDLE.len();
+    }
+    out.extend_from_slice(&sql[last..]);
+    Some(out)
+}
+
 /// Answers a connection rwproxy will not serve with an ERR and closes it.
 pub async fn refuse<S>(stream: S, peer: SocketAddr, err: ClientError)
 where
@@ -619,7 +668,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Command::Query(sql) => {
                 let c = classify::classify(sql);
                 debug!(sql = %String::from_utf8_lossy(&sql[..sql.len().min(1024)]), kind = ?c.kind, "query");
-                self.on_query(payload, c).await
+                match hide_socket(payload) {
+                    Some(rewritten) => self.on_query(&rewritten, c).await,
+                    None => self.on_query(payload, c).await,
+                }
             }
             Command::InitDb(db) => {
                 let db = String::from_utf8_lossy(db).into_owned();
@@ -1274,5 +1326,27 @@ fn unavailable(why: Unavailable, snap: &Snapshot) -> ClientError {
             b"HY000",
             "rwproxy: no replica can serve this read (replica_fallback = \"error\")",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hide_socket;
+
+    #[test]
+    fn socket_is_hidden_from_drivers() {
+        assert_eq!(
+            hide_socket(b"\x03SELECT @@max_allowed_packet,@@wait_timeout,@@socket").as_deref(),
+            Some(&b"\x03SELECT @@max_allowed_packet,@@wait_timeout,NULL"[..])
+        );
+        assert_eq!(
+            hide_socket(b"\x03SELECT @@SOCKET").as_deref(),
+            Some(&b"\x03SELECT NULL"[..])
+        );
+        assert_eq!(hide_socket(b"\x03SELECT @@socket_x, @@sockets"), None);
+        assert_eq!(hide_socket(b"\x03SELECT 1"), None);
+        assert_eq!(hide_socket(b"\x03INSERT INTO t VALUES ('@@socket')"), None);
+        assert_eq!(hide_socket(b"\x03"), None);
+        assert_eq!(hide_socket(b""), None);
     }
 }

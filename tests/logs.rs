@@ -1,0 +1,114 @@
+//! Logs (issue: "Observability and operations", item 4): the binary's
+//! `--log-format json` writes one JSON object per line, with session
+//! open/close lines and slow statements logged with their digest; no
+//! password ever appears in the log.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::sandbox;
+use mysql_async::prelude::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_sessions_and_slow_statements() {
+    let sb = sandbox::shared();
+    let mut cfg = common::sandbox_config(sb);
+    let ports = sandbox::free_ports(2);
+    cfg.listen = format!("127.0.0.1:{}", ports[0]);
+    cfg.http_listen = format!("127.0.0.1:{}", ports[1]);
+    cfg.admin = None;
+    cfg.slow_query_threshold_ms = 50;
+    let path = sandbox::temp_dir().join("logs.toml");
+    std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
+    std::fs::write(&path, toml::to_string(&cfg).expect("toml")).expect("write");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rwproxy"))
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start rwproxy");
+    let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(ports[0])
+        .user(Some("app"))
+        .pass(Some("app"))
+        .db_name(Some("app"))
+        .into();
+    let mut conn = None;
+    for _ in 0..100 {
+        if let Ok(c) = mysql_async::Conn::new(opts.clone()).await {
+            conn = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut c = conn.expect("connect to the spawned rwproxy");
+    let _: Option<i64> = c
+        .query_first("SELECT SLEEP(0.2) /* slow one */")
+        .await
+        .expect("slow");
+    let _: Option<i64> = c.query_first("SELECT 1").await.expect("fast");
+    c.disconnect().await.expect("disconnect");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read");
+    let text = format!("{out}{err}");
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "no log output");
+    let parsed: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let msg = |v: &serde_json::Value| v["fields"]["message"].as_str().unwrap_or("").to_string();
+    assert!(parsed.iter().any(|v| msg(v) == "session opened"), "{text}");
+    assert!(parsed.iter().any(|v| msg(v) == "session closed"), "{text}");
+    let slow: Vec<&serde_json::Value> = parsed
+        .iter()
+        .filter(|v| msg(v) == "slow statement")
+        .collect();
+    assert_eq!(
+        slow.len(),
+        1,
+        "exactly the slow statement is logged: {text}"
+    );
+    let digest_text = slow[0]["fields"]["text"].as_str().unwrap_or("");
+    assert!(
+        digest_text.contains("SLEEP(?)"),
+        "logged with its digest: {digest_text}"
+    );
+    assert!(
+        slow[0]["fields"]["digest"]
+            .as_str()
+            .is_some_and(|d| d.len() == 16)
+    );
+    // Secrets never reach the log.
+    for secret in ["\"app\"@", "password", "monitor\"", "*5BCB"] {
+        assert!(
+            !text.contains(&format!("{secret}=app"))
+                && !text.to_lowercase().contains("password=\"app\""),
+            "{secret}"
+        );
+    }
+    assert!(
+        !text.contains("monitor\",") && !text.contains("\"repl\""),
+        "secrets in log:\n{text}"
+    );
+}
