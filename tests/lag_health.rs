@@ -616,3 +616,53 @@ async fn non_mysql_service_is_down_with_a_clear_error() {
     assert_eq!(web["up"], false, "{web}");
     println!("non-MySQL server entry: {}", web["last_error"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_gtids_come_from_session_tracking() {
+    // libmariadb (the mariadb CLI) negotiates session tracking: rwproxy then
+    // learns each write's GTID from the OK packet and sends no extra
+    // `SELECT @@last_gtid` (mysql_async does not negotiate it and gets the
+    // query instead).
+    let _g = SERIAL.lock().await;
+    heal().await;
+    let (p, _, _) = ports();
+    root_exec(p, "CREATE TABLE IF NOT EXISTS app.trk (id INT PRIMARY KEY)").await;
+    root_exec(p, "DELETE FROM app.trk").await;
+    let mut cfg = config();
+    cfg.consistency = Consistency::Session;
+    cfg.monitor_interval_ms = 60_000;
+    let proxy = start_proxy(cfg).await;
+    let sql: String = (0..200)
+        .map(|i| format!("INSERT INTO app.trk VALUES ({i});"))
+        .collect();
+    let before = global_status(p, "Com_select").await;
+    let port = proxy.addr.port();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("mariadb")
+            .args([
+                "-h127.0.0.1",
+                &format!("-P{port}"),
+                "-uapp",
+                "-papp",
+                "app",
+                "-e",
+                &sql,
+            ])
+            .output()
+            .expect("mariadb client")
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let extra = global_status(p, "Com_select").await - before;
+    println!("text SELECTs on the primary for 200 autocommit writes via libmariadb: {extra}");
+    // The CLI itself asks `SELECT @@version_comment` etc. a few times.
+    assert!(
+        extra < 20,
+        "write GTIDs should come from session tracking, not queries: {extra}"
+    );
+}

@@ -101,6 +101,9 @@ pub struct BackendConn {
     /// Set when a response was not fully read or the socket failed: the
     /// connection must not be reused.
     pub broken: bool,
+    /// The server reports `last_gtid` in OK packets (session tracking), so
+    /// read-your-writes needs no extra query after a commit.
+    pub tracks_gtid: bool,
 }
 
 impl BackendConn {
@@ -147,6 +150,7 @@ impl BackendConn {
                 state_version: 0,
                 last_used: Instant::now(),
                 broken: false,
+                tracks_gtid: false,
             })
         };
         match tokio::time::timeout(timeout, fut).await {
@@ -277,6 +281,8 @@ impl Pools {
             return;
         }
         conn.state_version = 0;
+        // The reset restored the server's default tracking.
+        conn.tracks_gtid = false;
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.entry(conn.key.clone()).or_default();
         if list.len() < self.max_idle {

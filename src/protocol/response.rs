@@ -199,6 +199,15 @@ impl Forwarder {
                     Ok(SessionStateChange::Gtids(g)) => {
                         self.summary.gtid = Some(g.as_str().into_owned());
                     }
+                    // MariaDB reports the session's last GTID as a tracked
+                    // system variable when rwproxy asked for it.
+                    Ok(SessionStateChange::SystemVariables(vars)) => {
+                        for v in vars {
+                            if v.name_bytes() == b"last_gtid" && !v.value_bytes().is_empty() {
+                                self.summary.gtid = Some(v.value_str().into_owned());
+                            }
+                        }
+                    }
                     _ => {}
                 }
             }

@@ -1072,6 +1072,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let Some(held) = self.conns.iter_mut().find(|h| &h.server == name) else {
             return;
         };
+        if held.conn.tracks_gtid
+            && let Some(g) = summary.gtid.as_deref().filter(|g| !g.is_empty())
+        {
+            self.last_write = Some(GtidPos::parse(g));
+            return;
+        }
         match held.conn.query_value("SELECT @@last_gtid").await {
             Ok(Some(g)) if !g.is_empty() => {
                 self.last_write = Some(GtidPos::parse(&g));
@@ -1139,6 +1145,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.conns.len() - 1
             }
         };
+        // Read-your-writes on a connection whose client negotiated session
+        // tracking: let the server report `last_gtid` in its OK packets
+        // (once per backend connection) instead of asking after each commit.
+        if self.cfg.consistency == Consistency::Session
+            && snap.primary == Some(idx)
+            && self.caps.contains(CapabilityFlags::CLIENT_SESSION_TRACK)
+            && !self.conns[pos].conn.tracks_gtid
+        {
+            let conn = &mut self.conns[pos].conn;
+            if let Ok(None) = conn
+                .query_internal(
+                    "SET SESSION session_track_system_variables = CONCAT_WS(',', NULLIF(@@session_track_system_variables, ''), 'last_gtid')",
+                )
+                .await
+            {
+                conn.tracks_gtid = true;
+            }
+        }
         if let Err(source) = self.state.sync(&mut self.conns[pos].conn).await {
             let server = self.remove_conn(pos);
             return Err(ExecError::Acquire { server, source });
