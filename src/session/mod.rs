@@ -1179,6 +1179,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         expect: Expect,
     ) -> Result<Summary, ExecError> {
         let pos = self.acquire(snap, idx).await?;
+        self.forward_on(pos, payload, expect).await
+    }
+
+    /// Sends a command on held connection `pos` and forwards its answer to
+    /// the client. The connection is marked broken while the answer is in
+    /// flight, so a failure anywhere leaves it unusable; on failure it is
+    /// dropped and the error says whether the client already got part of
+    /// the answer.
+    async fn forward_on(
+        &mut self,
+        pos: usize,
+        payload: &[u8],
+        expect: Expect,
+    ) -> Result<Summary, ExecError> {
         let caps = self.caps;
         let held = &mut self.conns[pos];
         held.conn.broken = true;

@@ -313,7 +313,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         }
         let opens_cursor = payload.get(5).is_some_and(|f| f & 0x01 != 0);
-        let caps = self.caps;
         let snap = self.shared.topology.load();
         let stats = snap.find(&server).map(|i| snap.servers[i].stats.clone());
         if let Some(st) = &stats {
@@ -321,32 +320,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             st.in_flight.fetch_add(1, Ordering::Relaxed);
         }
         let started = Instant::now();
-        let held = &mut self.conns[pos];
-        held.conn.broken = true;
-        held.conn
-            .stream
-            .queue_payload(0, rebuilt.as_deref().unwrap_or(payload));
-        let r = match held.conn.stream.flush().await {
-            Err(source) => Err(ForwardError::Backend {
-                source,
-                started: false,
-            }),
-            Ok(()) => {
-                response::forward(
-                    &mut held.conn.stream,
-                    Some(&mut self.client),
-                    Expect::Execute,
-                    caps,
-                )
-                .await
-            }
-        };
+        let r = self
+            .forward_on(pos, rebuilt.as_deref().unwrap_or(payload), Expect::Execute)
+            .await;
         if let Some(st) = &stats {
             st.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
         match r {
             Ok(summary) => {
-                held.conn.broken = false;
                 let on_primary = snap.primary_view().is_some_and(|p| p.name == server);
                 let label = if on_primary {
                     RouteLabel::Primary
@@ -382,7 +363,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
                 Ok(())
             }
-            Err(e) => Err(self.drop_conn(pos, e)),
+            Err(e) => Err(e),
         }
     }
 
@@ -450,36 +431,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let (pos, bid, _ticket) = self.stmt_conn(id, Some(server)).await?;
         command::set_stmt_id(payload, bid);
-        let caps = self.caps;
-        let held = &mut self.conns[pos];
-        held.conn.broken = true;
-        held.conn.stream.queue_payload(0, payload);
-        let r = match held.conn.stream.flush().await {
-            Err(source) => Err(ForwardError::Backend {
-                source,
-                started: false,
-            }),
-            Ok(()) => {
-                response::forward(
-                    &mut held.conn.stream,
-                    Some(&mut self.client),
-                    Expect::Simple,
-                    caps,
-                )
-                .await
-            }
-        };
-        match r {
-            Ok(_) => {
-                held.conn.broken = false;
-                if let Some(stmt) = self.stmts.by_id.get_mut(&id) {
-                    stmt.long_data_on = None;
-                    stmt.cursor_on = None;
-                }
-                Ok(())
-            }
-            Err(e) => Err(self.drop_conn(pos, e)),
+        self.forward_on(pos, payload, Expect::Simple).await?;
+        if let Some(stmt) = self.stmts.by_id.get_mut(&id) {
+            stmt.long_data_on = None;
+            stmt.cursor_on = None;
         }
+        Ok(())
     }
 
     pub(super) async fn on_fetch(&mut self, payload: &mut [u8], id: u32) -> Result<(), ExecError> {
@@ -499,31 +456,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let (pos, bid, _ticket) = self.stmt_conn(id, Some(server)).await?;
         command::set_stmt_id(payload, bid);
-        let caps = self.caps;
-        let held = &mut self.conns[pos];
-        held.conn.broken = true;
-        held.conn.stream.queue_payload(0, payload);
-        let r = match held.conn.stream.flush().await {
-            Err(source) => Err(ForwardError::Backend {
-                source,
-                started: false,
-            }),
-            Ok(()) => {
-                response::forward(
-                    &mut held.conn.stream,
-                    Some(&mut self.client),
-                    Expect::Fetch,
-                    caps,
-                )
-                .await
-            }
-        };
-        match r {
-            Ok(_) => {
-                held.conn.broken = false;
-                Ok(())
-            }
-            Err(e) => Err(self.drop_conn(pos, e)),
-        }
+        self.forward_on(pos, payload, Expect::Fetch)
+            .await
+            .map(|_| ())
     }
 }
