@@ -11,7 +11,7 @@
 //! the observed fields.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -221,10 +221,5 @@ impl Topology {
             next.generation = cur.generation + 1;
             next
         });
-    }
-
-    /// Counts a statement sent to a server.
-    pub fn count_query(view: &ServerView) {
-        view.stats.queries.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -119,16 +119,6 @@ impl ClientError {
         )
     }
 
-    /// A connect failure, as ER_CONNECT_TO_FOREIGN_DATA_SOURCE (1429, HY000):
-    /// client libraries reject server-sent codes in their own 2xxx range.
-    pub fn backend_unavailable(server: &str, why: &str) -> Self {
-        Self::new(
-            1105,
-            b"HY000",
-            format!("rwproxy: backend '{server}' is unavailable: {why}"),
-        )
-    }
-
     /// The ERR payload (without frame header).
     pub fn to_payload(&self) -> Vec<u8> {
         let err = ErrPacket::Error(ServerError::new(

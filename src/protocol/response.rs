@@ -49,8 +49,6 @@ pub struct Summary {
     pub schema: Option<String>,
     /// GTID announced by session tracking.
     pub gtid: Option<String>,
-    /// Whether any OK carried a last-insert id (LAST_INSERT_ID() changed).
-    pub inserted_id: bool,
     /// The last ERR in full (code, state, message).
     pub err: Option<super::ClientError>,
 }
@@ -184,9 +182,6 @@ impl Forwarder {
         self.summary.err = None;
         if !terminator {
             self.summary.affected_rows = ok.affected_rows();
-            if ok.last_insert_id().is_some_and(|id| id != 0) {
-                self.summary.inserted_id = true;
-            }
         }
         if status.contains(StatusFlags::SERVER_SESSION_STATE_CHANGED)
             && let Ok(infos) = ok.session_state_info()
