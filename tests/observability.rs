@@ -239,6 +239,8 @@ async fn digests_group_statements_and_stay_bounded() {
             .await
             .expect("prepared write");
     }
+    // Digests are recorded just after the client has its answer.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let rows = common::admin(&proxy, "SHOW DIGESTS LIMIT 10")
         .await
         .expect("digests");
