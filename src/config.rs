@@ -94,6 +94,24 @@ pub enum Balance {
     LeastConnections,
 }
 
+/// When a session's backend connection goes back to the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// Held for the session's life (every driver feature works unchanged;
+    /// the fewest round trips per statement).
+    #[default]
+    Session,
+    /// Returned after each transaction (an autocommit statement is one)
+    /// whenever the session holds no state that cannot move to another
+    /// connection; many clients share few server connections.
+    Transaction,
+    /// Returned after every statement; multi-statement transactions are
+    /// refused, and a connection is not kept after a write for a following
+    /// `LAST_INSERT_ID()` (drivers read the insert id from the OK packet).
+    Statement,
+}
+
 /// One backend MariaDB/MySQL server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -290,6 +308,21 @@ pub struct Config {
     /// Idle backend connections kept per (server, user) pool.
     #[serde(default = "default_pool_max_idle")]
     pub pool_max_idle: usize,
+    /// When backend connections go back to the pool (see [`PoolMode`]).
+    #[serde(default)]
+    pub pool_mode: PoolMode,
+    /// Backend connections (in use + idle) per server that client sessions
+    /// may open; 0 = no limit. Read at start-up.
+    #[serde(default)]
+    pub pool_max_per_server: usize,
+    /// How long a statement waits for a connection when the server's pool
+    /// is at `pool_max_per_server` before it gets ERR 1040.
+    #[serde(default = "default_pool_wait_timeout_ms")]
+    pub pool_wait_timeout_ms: u64,
+    /// Prepared statements kept per backend connection in the sharing pool
+    /// modes (least recently used ones are closed on the server).
+    #[serde(default = "default_pool_stmt_cache")]
+    pub pool_stmt_cache: usize,
     /// Idle pooled connections older than this are pinged before reuse, so a
     /// connection killed by the server's `wait_timeout` is never handed out.
     #[serde(default = "default_pool_ping_after_ms")]
@@ -368,6 +401,12 @@ fn default_handshake_timeout_ms() -> u64 {
 }
 fn default_pool_max_idle() -> usize {
     64
+}
+fn default_pool_wait_timeout_ms() -> u64 {
+    5_000
+}
+fn default_pool_stmt_cache() -> usize {
+    128
 }
 fn default_pool_ping_after_ms() -> u64 {
     10_000
@@ -458,6 +497,12 @@ impl Config {
         }
         if self.require_tls && self.tls_cert.is_none() {
             return Err(invalid("require_tls", "needs tls_cert and tls_key"));
+        }
+        if self.pool_stmt_cache == 0 {
+            return Err(invalid("pool_stmt_cache", "must be at least 1"));
+        }
+        if self.pool_mode != PoolMode::Session && self.pool_wait_timeout_ms == 0 {
+            return Err(invalid("pool_wait_timeout_ms", "must be greater than 0"));
         }
         if self.monitor_interval_ms < 50 {
             return Err(invalid("monitor_interval_ms", "must be at least 50"));

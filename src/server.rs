@@ -79,11 +79,13 @@ pub async fn build_shared(
 ) -> Arc<Shared> {
     let greeting = probe_greeting(&config).await;
     let topology = Arc::new(Topology::new(Snapshot::from_config(&config)));
-    let pools = Arc::new(Pools::new(
-        config.pool_max_idle,
-        config.pool_ping_after(),
-        config.connect_timeout(),
-    ));
+    let pools = Arc::new(Pools::new(crate::backend::PoolLimits {
+        max_idle: config.pool_max_idle,
+        ping_after: config.pool_ping_after(),
+        connect_timeout: config.connect_timeout(),
+        max_per_server: config.pool_max_per_server,
+        wait_timeout: Duration::from_millis(config.pool_wait_timeout_ms),
+    }));
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(c), Some(k)) => match crate::protocol::stream::acceptor(c, k) {
             Ok(a) => Some(a),

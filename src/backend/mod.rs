@@ -3,10 +3,22 @@
 //! they serve, and per-server pools of idle ones.
 //!
 //! A session borrows connections with [`Pools::get`] and gives them back
-//! with [`Pools::put`], which resets them (`COM_RESET_CONNECTION`) so no
-//! state leaks from one client to the next. The boundary is deliberately
-//! narrow so that multiplexing (giving a connection back between
-//! transactions) is a policy decision in the session, not a rewrite here.
+//! with [`Pools::put`]. At the end of a session the connection is reset
+//! (`COM_RESET_CONNECTION`) so no state leaks from one client to the next.
+//! In the sharing pool modes a session gives a connection back between
+//! transactions *without* a reset: the connection carries a fingerprint of
+//! the replayable state applied to it (`state_fp`), the next borrower
+//! prefers a connection whose fingerprint matches its own, and a mismatch
+//! costs a reset plus a replay (see `session::state::State::sync`).
+//! Prepared statements live on with the connection in a bounded cache
+//! keyed by SQL text ([`StmtCache`]), so they are prepared once per
+//! connection, not once per borrow, and churn cannot exhaust the server's
+//! `max_prepared_stmt_count`.
+//!
+//! `pool_max_per_server` bounds the connections sessions open to a server:
+//! a semaphore counts connections in use (FIFO, so waiters are served in
+//! order), idle connections of other users are closed to make room, and a
+//! borrower that waits longer than `pool_wait_timeout_ms` gets ERR 1040.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use mysql_common::constants::CapabilityFlags;
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
 
 use crate::protocol::auth::Stage1;
@@ -65,6 +78,15 @@ pub enum BackendError {
     Io(#[from] FrameError),
     #[error("{0}")]
     Forward(#[from] ForwardError),
+    /// The server's pool stayed at `pool_max_per_server` for the whole wait.
+    #[error(
+        "no connection to server '{server}' became free within {waited:?} (pool_max_per_server = {max})"
+    )]
+    PoolExhausted {
+        server: Arc<str>,
+        max: usize,
+        waited: Duration,
+    },
     /// Replaying the session's state on this connection failed.
     #[error("replaying session state failed: {} ({})", .0.message, .0.code)]
     Replay(ClientError),
@@ -94,8 +116,14 @@ pub struct BackendConn {
     pub hello: ServerHello,
     /// Schema currently selected on the server side, as far as rwproxy knows.
     pub schema: Option<String>,
-    /// Version of the session's replayable state applied here (0 = none).
-    pub state_version: u64,
+    /// Fingerprint of the replayable session state applied here (0 = the
+    /// server's defaults, as after a reset).
+    pub state_fp: u64,
+    /// Prepared statements this connection holds for the sharing pool modes.
+    pub stmt_cache: StmtCache,
+    /// While the connection is in use and its server's pool is bounded: the
+    /// slot it takes (freed when it goes idle or is dropped).
+    permit: Option<OwnedSemaphorePermit>,
     /// When it was last used (to decide whether to ping before reuse).
     pub last_used: Instant,
     /// Set when a response was not fully read or the socket failed: the
@@ -147,7 +175,9 @@ impl BackendConn {
                 key: key.clone(),
                 hello,
                 schema: db.map(str::to_string),
-                state_version: 0,
+                state_fp: 0,
+                stmt_cache: StmtCache::default(),
+                permit: None,
                 last_used: Instant::now(),
                 broken: false,
                 tracks_gtid: false,
@@ -156,6 +186,28 @@ impl BackendConn {
         match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,
             Err(_) => Err(BackendError::Timeout(timeout, addr.to_string())),
+        }
+    }
+
+    /// `COM_RESET_CONNECTION`: back to the server's defaults for this user
+    /// (variables, temporary tables, prepared statements, tracking). The
+    /// schema stays selected.
+    pub async fn reset(&mut self) -> Result<Option<ClientError>, BackendError> {
+        let r = self.simple(code::COM_RESET_CONNECTION, &[]).await?;
+        if r.is_none() {
+            self.state_fp = 0;
+            self.stmt_cache.clear();
+            // The reset restored the server's default tracking.
+            self.tracks_gtid = false;
+        }
+        Ok(r)
+    }
+
+    /// Sends a command that has no answer (e.g. `COM_STMT_CLOSE`).
+    pub async fn send_no_reply(&mut self, payload: &[u8]) {
+        self.stream.queue_payload(0, payload);
+        if self.stream.flush().await.is_err() {
+            self.broken = true;
         }
     }
 
@@ -211,21 +263,115 @@ impl BackendConn {
     }
 }
 
+/// A connection's prepared statements by SQL text, least recently used
+/// first out. The session layer closes what [`StmtCache::insert`] evicts.
+#[derive(Default)]
+pub struct StmtCache {
+    by_sql: HashMap<Vec<u8>, (u32, u64)>,
+    clock: u64,
+}
+
+impl StmtCache {
+    /// The backend id of `sql` here, marking it recently used.
+    pub fn get(&mut self, sql: &[u8]) -> Option<u32> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.by_sql.get_mut(sql).map(|e| {
+            e.1 = clock;
+            e.0
+        })
+    }
+
+    /// Remembers `sql` as backend statement `id`; returns the ids the
+    /// caller must close on the server: a previous id for the same text,
+    /// and the least recently used entry when the cache is over `cap`.
+    pub fn insert(&mut self, sql: Vec<u8>, id: u32, cap: usize) -> Vec<u32> {
+        self.clock += 1;
+        let mut close = Vec::new();
+        if let Some((old, _)) = self.by_sql.insert(sql, (id, self.clock))
+            && old != id
+        {
+            close.push(old);
+        }
+        while self.by_sql.len() > cap.max(1) {
+            let Some(oldest) = self
+                .by_sql
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            if let Some((old, _)) = self.by_sql.remove(&oldest) {
+                close.push(old);
+            }
+        }
+        close
+    }
+
+    /// Whether backend statement `id` is cached (then it must stay open).
+    pub fn holds(&self, id: u32) -> bool {
+        self.by_sql.values().any(|(i, _)| *i == id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_sql.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_sql.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.by_sql.clear();
+    }
+}
+
+/// What a borrower would like a pooled connection to carry already.
+#[derive(Debug, Clone, Copy)]
+pub struct Want<'a> {
+    /// Fingerprint of the session's replayable state.
+    pub state_fp: u64,
+    /// The session's schema.
+    pub schema: Option<&'a str>,
+}
+
 /// Idle connections per pool key, with the knobs that govern reuse.
 pub struct Pools {
     idle: Mutex<HashMap<PoolKey, Vec<BackendConn>>>,
+    /// Connections in use per server, when `max_per_server` bounds them.
+    in_use: Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
     max_idle: usize,
     ping_after: Duration,
     connect_timeout: Duration,
+    max_per_server: usize,
+    wait_timeout: Duration,
+}
+
+/// The knobs of [`Pools`], from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolLimits {
+    /// Idle connections kept per pool key.
+    pub max_idle: usize,
+    /// Idle connections older than this are pinged before reuse.
+    pub ping_after: Duration,
+    pub connect_timeout: Duration,
+    /// Connections per server (in use + idle); 0 = unbounded.
+    pub max_per_server: usize,
+    /// How long a borrower waits for a bounded server.
+    pub wait_timeout: Duration,
 }
 
 impl Pools {
-    pub fn new(max_idle: usize, ping_after: Duration, connect_timeout: Duration) -> Pools {
+    pub fn new(limits: PoolLimits) -> Pools {
         Pools {
             idle: Mutex::new(HashMap::new()),
-            max_idle,
-            ping_after,
-            connect_timeout,
+            in_use: Mutex::new(HashMap::new()),
+            max_idle: limits.max_idle,
+            ping_after: limits.ping_after,
+            connect_timeout: limits.connect_timeout,
+            max_per_server: limits.max_per_server,
+            wait_timeout: limits.wait_timeout,
         }
     }
 
@@ -244,50 +390,136 @@ impl Pools {
         }
     }
 
-    fn take_idle(&self, key: &PoolKey) -> Option<BackendConn> {
+    /// An idle connection for `key`: preferably one that already carries
+    /// the wanted state, else the most recently used. A session without a
+    /// schema never gets one with a schema selected (it cannot be unset).
+    fn take_idle(&self, key: &PoolKey, want: Want<'_>) -> Option<BackendConn> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.get_mut(key).and_then(Vec::pop)
+        let list = idle.get_mut(key)?;
+        let fits = |c: &BackendConn| want.schema.is_some() || c.schema.is_none();
+        let pos = list
+            .iter()
+            .rposition(|c| c.state_fp == want.state_fp && c.schema.as_deref() == want.schema)
+            .or_else(|| list.iter().rposition(fits))?;
+        Some(list.swap_remove(pos))
+    }
+
+    fn limiter(&self, server: &Arc<str>) -> Option<Arc<Semaphore>> {
+        if self.max_per_server == 0 {
+            return None;
+        }
+        let mut m = self.in_use.lock().unwrap_or_else(|p| p.into_inner());
+        Some(
+            m.entry(server.clone())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.max_per_server)))
+                .clone(),
+        )
+    }
+
+    /// Closes idle connections of `server` (any user) until a new one fits
+    /// under `max_per_server`.
+    fn make_room(&self, server: &Arc<str>, sem: &Semaphore) {
+        let in_use = self.max_per_server - sem.available_permits();
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut total = in_use
+            + idle
+                .iter()
+                .filter(|(k, _)| &k.server == server)
+                .map(|(_, v)| v.len())
+                .sum::<usize>();
+        for (k, list) in idle.iter_mut() {
+            while total > self.max_per_server && &k.server == server && !list.is_empty() {
+                list.remove(0);
+                total -= 1;
+            }
+        }
     }
 
     /// Borrows a connection: an idle one (pinged first if it sat idle long
-    /// enough for `wait_timeout` to have killed it) or a new one.
+    /// enough for `wait_timeout` to have killed it) or a new one. With
+    /// `pool_max_per_server`, waits (bounded) for a slot first.
     pub async fn get(
         &self,
         addr: &str,
         key: &PoolKey,
         cred: &Credential,
         caps: CapabilityFlags,
-        db: Option<&str>,
+        want: Want<'_>,
     ) -> Result<BackendConn, BackendError> {
-        while let Some(mut conn) = self.take_idle(key) {
-            if conn.last_used.elapsed() < self.ping_after {
-                return Ok(conn);
+        let limiter = self.limiter(&key.server);
+        let permit = match &limiter {
+            None => None,
+            Some(sem) => match sem.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    match tokio::time::timeout(self.wait_timeout, sem.clone().acquire_owned()).await
+                    {
+                        Ok(Ok(p)) => Some(p),
+                        _ => {
+                            return Err(BackendError::PoolExhausted {
+                                server: key.server.clone(),
+                                max: self.max_per_server,
+                                waited: self.wait_timeout,
+                            });
+                        }
+                    }
+                }
+            },
+        };
+        while let Some(mut conn) = self.take_idle(key, want) {
+            if conn.last_used.elapsed() >= self.ping_after
+                && !matches!(conn.simple(code::COM_PING, &[]).await, Ok(None))
+            {
+                debug!(server = %key.server, "dropping stale pooled connection");
+                continue;
             }
-            match conn.simple(code::COM_PING, &[]).await {
-                Ok(None) => return Ok(conn),
-                _ => debug!(server = %key.server, "dropping stale pooled connection"),
-            }
+            conn.permit = permit;
+            return Ok(conn);
         }
-        BackendConn::connect(addr, key.clone(), cred, caps, db, self.connect_timeout).await
+        if let Some(sem) = &limiter {
+            self.make_room(&key.server, sem);
+        }
+        let mut conn = BackendConn::connect(
+            addr,
+            key.clone(),
+            cred,
+            caps,
+            want.schema,
+            self.connect_timeout,
+        )
+        .await?;
+        conn.permit = permit;
+        Ok(conn)
     }
 
-    /// Gives a connection back: reset, then kept idle (or closed if the
-    /// pool is full or the connection is not clean).
+    /// Gives a connection back at the end of a session: reset, then kept
+    /// idle (or closed if the pool is full or the connection is not clean).
     pub async fn put(&self, mut conn: BackendConn) {
-        if conn.broken {
+        if conn.broken || !matches!(conn.reset().await, Ok(None)) {
             return;
         }
-        if !matches!(conn.simple(code::COM_RESET_CONNECTION, &[]).await, Ok(None)) {
-            return;
+        self.keep(conn);
+    }
+
+    /// Gives a connection back between statements in a sharing pool mode:
+    /// no reset; its state fingerprint tells the next borrower what it has.
+    pub fn give_back(&self, conn: BackendConn) {
+        if !conn.broken {
+            self.keep(conn);
         }
-        conn.state_version = 0;
-        // The reset restored the server's default tracking.
-        conn.tracks_gtid = false;
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = idle.entry(conn.key.clone()).or_default();
-        if list.len() < self.max_idle {
-            list.push(conn);
+    }
+
+    fn keep(&self, mut conn: BackendConn) {
+        // Idle connections do not count against the in-use bound.
+        let permit = conn.permit.take();
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let list = idle.entry(conn.key.clone()).or_default();
+            if list.len() < self.max_idle {
+                list.push(conn);
+            }
         }
+        drop(permit);
     }
 
     /// Idle connections per server (admin / metrics).
@@ -298,5 +530,25 @@ impl Pools {
             *out.entry(k.server.clone()).or_default() += v.len();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StmtCache;
+
+    #[test]
+    fn stmt_cache_is_bounded_and_evicts_least_recently_used() {
+        let mut c = StmtCache::default();
+        assert!(c.insert(b"a".to_vec(), 1, 2).is_empty());
+        assert!(c.insert(b"b".to_vec(), 2, 2).is_empty());
+        assert_eq!(c.get(b"a"), Some(1));
+        // "b" is the least recently used: it goes.
+        assert_eq!(c.insert(b"c".to_vec(), 3, 2), vec![2]);
+        assert_eq!(c.get(b"b"), None);
+        assert_eq!(c.len(), 2);
+        // Re-preparing the same text replaces (and closes) the old id.
+        assert_eq!(c.insert(b"a".to_vec(), 4, 2), vec![1]);
+        assert!(c.holds(4) && !c.holds(1));
     }
 }

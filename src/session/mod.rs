@@ -22,11 +22,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::backend::{BackendConn, BackendError, Credential, Pools};
+use crate::backend::{BackendConn, BackendError, Credential, Pools, Want};
 use arc_swap::ArcSwap;
 
 use crate::accounts::{Accounts, Lookup};
-use crate::config::{Config, Consistency};
+use crate::config::{Config, Consistency, PoolMode};
 use crate::failover::Failover;
 use crate::gtid::GtidPos;
 use crate::metrics::{ErrorKind, Metrics, RouteLabel};
@@ -93,6 +93,9 @@ pub struct SessionInfo {
 struct Held {
     server: Arc<str>,
     conn: BackendConn,
+    /// Borrowed while the server was the primary: transactions and pinned
+    /// state live here (sharing pool modes keep it while they last).
+    primary: bool,
     /// The server's counters: `in_use` counts this connection while held.
     stats: Arc<ServerStats>,
 }
@@ -136,7 +139,10 @@ impl ExecError {
     /// Whether the same statement may safely be tried on another server.
     fn retryable(&self) -> bool {
         match self {
-            ExecError::Acquire { source, .. } => source.server_refusal().is_none(),
+            ExecError::Acquire { source, .. } => {
+                source.server_refusal().is_none()
+                    && !matches!(source, BackendError::PoolExhausted { .. })
+            }
             ExecError::Backend { started, .. } => !started,
             _ => false,
         }
@@ -145,6 +151,10 @@ impl ExecError {
     /// The ERR the client sees (when nothing was sent yet).
     fn to_client(&self) -> ClientError {
         match self {
+            ExecError::Acquire {
+                source: source @ BackendError::PoolExhausted { .. },
+                ..
+            } => ClientError::new(1040, b"08004", format!("rwproxy: {source}")),
             ExecError::Acquire { server, source } => match source.server_refusal() {
                 Some(e) => e.clone(),
                 None => ClientError::new(
@@ -452,6 +462,7 @@ async fn handshake(
         last_write: None,
         bytes_seen: (0, 0),
         digest_text: String::new(),
+        sticky: false,
     };
     session.state.schema = hello.db.clone();
     // A schema given at login is checked on the primary now, so that a
@@ -475,6 +486,9 @@ async fn handshake(
             session.release_all().await;
             return Err(format!("login refused by backend: {}", err.message));
         }
+        // Sharing pool modes: a client that logs in and then idles holds
+        // no server connection.
+        session.release_idle();
     }
     session.client.queue_payload(
         seq,
@@ -582,6 +596,10 @@ pub struct Session<S> {
     bytes_seen: (u64, u64),
     /// Reused buffer for the normalized text of the current statement.
     digest_text: String,
+    /// Sharing pool modes: the last statement wrote on the primary, so its
+    /// connection stays with the session through the next command (which
+    /// may ask `LAST_INSERT_ID()`, `ROW_COUNT()` or `@@last_gtid`).
+    sticky: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
@@ -633,6 +651,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             // replay and forwarding); inline, every idle session would carry
             // it. Measured: ~24 KiB per idle client without the box.
             let r = Box::pin(self.dispatch(&mut payload)).await;
+            self.release_idle();
             self.account_bytes();
             match r {
                 Ok(Flow::Continue) => {}
@@ -817,6 +836,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         } else {
             None
         };
+        if let Some(e) = self.refuse_in_statement_mode(&c, sql) {
+            return Err(ExecError::Refused(e));
+        }
         let started = Instant::now();
         let r = self.run_routed(&c, payload, Expect::Query).await;
         if let Some(d) = digest {
@@ -830,15 +852,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if summary.error.is_none() {
             match c.kind {
                 StatementKind::Set => {
+                    let before = self.state.fp;
                     if self.state.record_set(sql) {
                         // Unreplayable SET: only the primary connection has it.
                         self.pinned = true;
                     }
                     // The connection that ran the SET already has it.
                     if let Some(h) = self.conns.iter_mut().find(|h| h.server == route_idx)
-                        && h.conn.state_version + 1 == self.state.version
+                        && h.conn.state_fp == before
                     {
-                        h.conn.state_version = self.state.version;
+                        h.conn.state_fp = self.state.fp;
                     }
                 }
                 StatementKind::Use => {
@@ -890,12 +913,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let (server, summary) = self.run_routed(&c, payload, Expect::Simple).await?;
         if summary.error.is_none() {
-            self.state.set_option = Some(opt);
-            self.state.version += 1;
+            let before = self.state.fp;
+            self.state.record_set_option(opt);
             if let Some(h) = self.conns.iter_mut().find(|h| h.server == server)
-                && h.conn.state_version + 1 == self.state.version
+                && h.conn.state_fp == before
             {
-                h.conn.state_version = self.state.version;
+                h.conn.state_fp = self.state.fp;
             }
         }
         Ok(())
@@ -1061,6 +1084,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         snap: &Snapshot,
         idx: usize,
     ) {
+        if summary.error.is_none() && c.kind == StatementKind::Write {
+            self.sticky = true;
+        }
         if self.cfg.consistency != Consistency::Session
             || summary.error.is_some()
             || self.in_trans
@@ -1092,6 +1118,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
+    /// Statement pool mode refuses what would open a multi-statement
+    /// transaction, since the connection goes back after every statement.
+    fn refuse_in_statement_mode(&self, c: &Classified, sql: &[u8]) -> Option<ClientError> {
+        if self.cfg.pool_mode != PoolMode::Statement || !opens_transaction(c, sql) {
+            return None;
+        }
+        Some(ClientError::new(
+            1235,
+            b"42000",
+            "rwproxy: transactions are not allowed with pool_mode = \"statement\" (use \"transaction\" or \"session\")",
+        ))
+    }
+
     /// Updates transaction state from the primary's status flags.
     fn track_status(&mut self, summary: &Summary) {
         if let Some(st) = summary.status {
@@ -1121,16 +1160,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Some(p) => p,
             None => {
                 let key = Pools::key(&server.name, &self.cred.user, self.caps, self.collation);
+                let want = Want {
+                    state_fp: self.state.fp,
+                    schema: self.state.schema.as_deref(),
+                };
                 let conn = self
                     .shared
                     .pools
-                    .get(
-                        &server.addr,
-                        &key,
-                        &self.cred,
-                        self.caps,
-                        self.state.schema.as_deref(),
-                    )
+                    .get(&server.addr, &key, &self.cred, self.caps, want)
                     .await
                     .map_err(|source| ExecError::Acquire {
                         server: server.name.clone(),
@@ -1140,6 +1177,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.conns.push(Held {
                     server: server.name.clone(),
                     conn,
+                    primary: snap.primary == Some(idx),
                     stats: server.stats.clone(),
                 });
                 self.conns.len() - 1
@@ -1253,6 +1291,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
+    /// Sharing pool modes: gives back, between commands, every held
+    /// connection the session has no reason to keep. The primary's
+    /// connection stays while a transaction is open, autocommit is off,
+    /// unreplayable state lives on it (temporary tables, locks, user
+    /// variables set by queries, SQL `PREPARE` — `pinned`), or right after
+    /// a write (transaction mode: the next command may ask for
+    /// `LAST_INSERT_ID()`). Any connection holding long data or an open
+    /// cursor of a prepared statement stays too. Replayable state (schema,
+    /// `SET`s) moves with the session: the connection's fingerprint says
+    /// what it carries. The session's statement ids on a connection given
+    /// back are forgotten; the connection's own statement cache keeps
+    /// them for whoever borrows it next.
+    fn release_idle(&mut self) {
+        let mode = self.cfg.pool_mode;
+        let sticky = std::mem::take(&mut self.sticky);
+        if mode == PoolMode::Session || self.conns.is_empty() {
+            return;
+        }
+        let keep_primary = self.in_trans
+            || !self.autocommit
+            || self.pinned
+            || (sticky && mode == PoolMode::Transaction);
+        let mut i = 0;
+        while i < self.conns.len() {
+            let held = &self.conns[i];
+            if (held.primary && keep_primary) || self.stmts.busy_on(&held.server) {
+                i += 1;
+                continue;
+            }
+            let held = self.conns.swap_remove(i);
+            self.stmts.forget_server(&held.server);
+            self.shared.pools.give_back(held.into_conn());
+        }
+    }
+
     /// Returns every held connection to its pool (reset there).
     async fn release_all(&mut self) {
         let conns: Vec<Held> = self.conns.drain(..).collect();
@@ -1326,6 +1399,51 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 }
 
+/// Whether a statement would open a transaction spanning statements:
+/// `BEGIN`, `START TRANSACTION`, `XA …`, or `SET autocommit = 0`.
+fn opens_transaction(c: &Classified, sql: &[u8]) -> bool {
+    match c.kind {
+        StatementKind::Transaction => {
+            let word: Vec<u8> = skip_comments(sql)
+                .iter()
+                .take_while(|b| b.is_ascii_alphabetic())
+                .map(u8::to_ascii_uppercase)
+                .collect();
+            matches!(&word[..], b"BEGIN" | b"START" | b"XA")
+        }
+        StatementKind::Set => match crate::router::set::parse_set(sql) {
+            crate::router::set::SetEffect::Session(items) => items.iter().any(|i| {
+                i.key == "autocommit" && {
+                    let v = i.text.rsplit('=').next().unwrap_or("").trim();
+                    v == "0" || v.eq_ignore_ascii_case("off") || v.eq_ignore_ascii_case("false")
+                }
+            }),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// The statement text after leading whitespace and comments.
+fn skip_comments(mut sql: &[u8]) -> &[u8] {
+    loop {
+        sql = sql.trim_ascii_start();
+        if let Some(rest) = sql.strip_prefix(b"/*") {
+            match rest.windows(2).position(|w| w == b"*/") {
+                Some(end) => sql = &rest[end + 2..],
+                None => return &[],
+            }
+        } else if sql.starts_with(b"#") || sql.starts_with(b"-- ") {
+            match sql.iter().position(|&b| b == b'\n') {
+                Some(end) => sql = &sql[end + 1..],
+                None => return &[],
+            }
+        } else {
+            return sql;
+        }
+    }
+}
+
 fn unavailable(why: Unavailable, snap: &Snapshot) -> ClientError {
     match why {
         Unavailable::NoPrimary => {
@@ -1370,6 +1488,33 @@ fn unavailable(why: Unavailable, snap: &Snapshot) -> ClientError {
 #[cfg(test)]
 mod tests {
     use super::hide_socket;
+
+    #[test]
+    fn statement_mode_knows_what_opens_a_transaction() {
+        use crate::router::classify::classify;
+        let opens = |sql: &str| super::opens_transaction(&classify(sql.as_bytes()), sql.as_bytes());
+        for sql in [
+            "BEGIN",
+            "begin work",
+            "/* app */ START TRANSACTION READ ONLY",
+            "XA START 'x'",
+            "SET autocommit=0",
+            "SET SESSION autocommit = OFF",
+            "set @@autocommit=0",
+        ] {
+            assert!(opens(sql), "{sql}");
+        }
+        for sql in [
+            "COMMIT",
+            "ROLLBACK",
+            "SET autocommit=1",
+            "SELECT 1",
+            "INSERT INTO t VALUES (1)",
+            "SET NAMES utf8mb4",
+        ] {
+            assert!(!opens(sql), "{sql}");
+        }
+    }
 
     #[test]
     fn socket_is_hidden_from_drivers() {

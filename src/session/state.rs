@@ -15,9 +15,10 @@ pub struct State {
     pub items: Vec<SetItem>,
     /// COM_SET_OPTION value (multi-statements on/off), if the client sent one.
     pub set_option: Option<u16>,
-    /// Bumped on every change of `items` or `set_option`; a connection whose
-    /// `state_version` differs gets the state replayed before its next use.
-    pub version: u64,
+    /// Fingerprint of `items` and `set_option` (0 = nothing set), kept up
+    /// to date on every change; a connection whose `state_fp` differs gets
+    /// the state replayed before its next use.
+    pub fp: u64,
 }
 
 impl State {
@@ -38,7 +39,7 @@ impl State {
                     changed = true;
                 }
                 if changed {
-                    self.version += 1;
+                    self.refresh_fp();
                 }
                 false
             }
@@ -47,11 +48,41 @@ impl State {
         }
     }
 
+    /// Records a COM_SET_OPTION the server accepted.
+    pub fn record_set_option(&mut self, opt: u16) {
+        self.set_option = Some(opt);
+        self.refresh_fp();
+    }
+
+    fn refresh_fp(&mut self) {
+        use std::hash::{Hash, Hasher};
+        if self.items.is_empty() && self.set_option.is_none() {
+            self.fp = 0;
+            return;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for i in &self.items {
+            i.key.hash(&mut h);
+            i.text.hash(&mut h);
+        }
+        self.set_option.hash(&mut h);
+        self.fp = h.finish().max(1);
+    }
+
     /// Brings `conn` up to date: schema first, then one SET carrying every
     /// recorded setting (transaction characteristics separately, as they
     /// cannot share a SET with other assignments), then COM_SET_OPTION.
-    /// Costs nothing when the connection is already current.
+    /// Costs nothing when the connection is already current. A connection
+    /// carrying another session's settings (sharing pool modes) is reset
+    /// first: settings cannot be unset one by one without knowing the
+    /// server's defaults.
     pub async fn sync(&self, conn: &mut BackendConn) -> Result<(), BackendError> {
+        if conn.state_fp != self.fp
+            && conn.state_fp != 0
+            && let Some(e) = conn.reset().await?
+        {
+            return Err(refused(e));
+        }
         if let Some(db) = &self.schema
             && conn.schema.as_deref() != Some(db.as_str())
         {
@@ -60,7 +91,7 @@ impl State {
             }
             conn.schema = Some(db.clone());
         }
-        if conn.state_version == self.version {
+        if conn.state_fp == self.fp {
             return Ok(());
         }
         let mut plain: Vec<&str> = Vec::new();
@@ -87,7 +118,7 @@ impl State {
         {
             return Err(refused(e));
         }
-        conn.state_version = self.version;
+        conn.state_fp = self.fp;
         Ok(())
     }
 }

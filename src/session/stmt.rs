@@ -17,6 +17,7 @@ use super::{ExecError, FailoverWait, Session};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use crate::config::PoolMode;
 use crate::failover::GateTicket;
 use crate::metrics::{ErrorKind as MetricError, RouteLabel};
 use crate::protocol::ClientError;
@@ -53,6 +54,21 @@ pub(super) struct Statements {
 }
 
 impl Statements {
+    /// Whether a statement holds long data or an open cursor on `server`
+    /// (its connection must then stay with the session).
+    pub(super) fn busy_on(&self, server: &Arc<str>) -> bool {
+        self.by_id.values().any(|s| {
+            s.long_data_on.as_ref() == Some(server) || s.cursor_on.as_ref() == Some(server)
+        })
+    }
+
+    /// Forgets backend statement `bid` on `server` (closed by the cache).
+    fn forget_backend_id(&mut self, server: &Arc<str>, bid: u32) {
+        for s in self.by_id.values_mut() {
+            s.on.retain(|(name, id, _)| !(name == server && *id == bid));
+        }
+    }
+
     /// Forgets every id on a server whose connection the session dropped.
     pub(super) fn forget_server(&mut self, server: &Arc<str>) {
         for s in self.by_id.values_mut() {
@@ -76,6 +92,30 @@ fn unknown_stmt(id: u32) -> ExecError {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    fn sharing(&self) -> bool {
+        self.cfg.pool_mode != PoolMode::Session
+    }
+
+    /// Sharing pool modes: remembers a statement prepared on the connection
+    /// at `pos` in its bounded cache, closing what the cache evicts.
+    async fn cache_stmt(&mut self, pos: usize, sql: &[u8], bid: u32) {
+        if !self.sharing() {
+            return;
+        }
+        let cap = self.cfg.pool_stmt_cache;
+        let evicted = self.conns[pos]
+            .conn
+            .stmt_cache
+            .insert(sql.to_vec(), bid, cap);
+        let server = self.conns[pos].server.clone();
+        for old in evicted {
+            self.stmts.forget_backend_id(&server, old);
+            let mut p = vec![code::COM_STMT_CLOSE];
+            p.extend_from_slice(&old.to_le_bytes());
+            self.conns[pos].conn.send_no_reply(&p).await;
+        }
+    }
+
     /// Picks the server for a statement execution.
     fn stmt_target(
         &self,
@@ -139,6 +179,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         match r {
             Ok(Ok(p)) => {
                 held.conn.broken = false;
+                let bid = p.backend_id;
+                self.cache_stmt(pos, &sql, bid).await;
+                let held = &self.conns[pos];
                 self.stmts.next_id = client_id;
                 self.stmts.by_id.insert(
                     client_id,
@@ -175,6 +218,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if let Some((_, bid, _)) = stmt.on.iter().find(|(s, _, _)| *s == server) {
             return Ok(*bid);
         }
+        if self.sharing()
+            && let Some(bid) = self.conns[pos].conn.stmt_cache.get(&stmt.sql)
+        {
+            // Prepared here by an earlier borrower: reuse it (parameter
+            // types are sent again with the first execution, `seen` false).
+            if let Some(stmt) = self.stmts.by_id.get_mut(&id) {
+                stmt.on.push((server, bid, false));
+            }
+            return Ok(bid);
+        }
         let mut payload = Vec::with_capacity(1 + stmt.sql.len());
         payload.push(code::COM_STMT_PREPARE);
         payload.extend_from_slice(&stmt.sql);
@@ -200,8 +253,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         match r {
             Ok(Ok(p)) => {
                 held.conn.broken = false;
+                let sql = self.stmts.by_id.get(&id).map(|s| s.sql.clone());
                 if let Some(stmt) = self.stmts.by_id.get_mut(&id) {
                     stmt.on.push((server, p.backend_id, false));
+                }
+                if let Some(sql) = sql {
+                    self.cache_stmt(pos, &sql, p.backend_id).await;
                 }
                 Ok(p.backend_id)
             }
@@ -403,7 +460,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return;
         };
         for (server, bid, _) in stmt.on {
-            if let Some(held) = self.conns.iter_mut().find(|h| h.server == server) {
+            if let Some(held) = self.conns.iter_mut().find(|h| h.server == server)
+                // A statement in the connection's cache outlives the
+                // client's handle: later borrowers reuse it.
+                && !held.conn.stmt_cache.holds(bid)
+            {
                 let mut p = vec![code::COM_STMT_CLOSE];
                 p.extend_from_slice(&bid.to_le_bytes());
                 held.conn.stream.queue_payload(0, &p);
