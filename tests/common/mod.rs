@@ -55,7 +55,11 @@ impl Proxy {
 
 /// Loads the sandbox's generated config.
 pub fn sandbox_config(sb: &rwproxy::sandbox::Sandbox) -> Config {
-    Config::load(&sb.config_path).expect("sandbox config")
+    let mut c = Config::load(&sb.config_path).expect("sandbox config");
+    if std::env::var("TEST_POOL_MODE").as_deref() == Ok("transaction") {
+        c.pool_mode = rwproxy::config::PoolMode::Transaction;
+    }
+    c
 }
 
 /// Starts rwproxy on 127.0.0.1:0 (and its admin port, if configured, on
