@@ -264,6 +264,13 @@ impl RuleSet {
 ///
 /// A forced replica still honours lag limits and read-your-writes (the
 /// router picks among replicas that qualify, or falls back as configured).
+///
+/// Caveat, on purpose: `read_primary` also covers reads whose *answer*
+/// depends on the primary connection (`LAST_INSERT_ID()`, `FOUND_ROWS()`,
+/// `ROW_COUNT()`) and sequence reads (`NEXTVAL`). The classifier does not
+/// tell these apart from `SHOW` or a lock-free use of a locking read, so a
+/// rule forcing them to a replica gets what it asked for; match such rules
+/// narrowly (`digest` or `regex`), not on `kind = "read_primary"` alone.
 pub fn apply_route(c: Classified, route: RuleRoute, session: SessionView) -> Classified {
     match route {
         RuleRoute::Primary => Classified {
