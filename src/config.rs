@@ -6,10 +6,12 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::router::classify::StatementKind;
 
 /// Errors found while loading or validating a configuration file.
 #[derive(Debug, thiserror::Error)]
@@ -145,9 +147,10 @@ impl ServerConfig {
 }
 
 /// A client account known to rwproxy. Exactly one of `password` and
-/// `password_hash` is set; only the native hash (`*HEX` of
+/// `password_hash` is set (directly or through its `_env` / `_file`
+/// alternative, resolved at load); only the native hash (`*HEX` of
 /// SHA1(SHA1(password))) is ever needed at run time.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     /// Account name, the same on rwproxy and on every server.
@@ -155,9 +158,21 @@ pub struct UserConfig {
     /// Cleartext password (convenient for demos; prefer `password_hash`).
     #[serde(default)]
     pub password: Option<String>,
+    /// `password` from this environment variable.
+    #[serde(default, skip_serializing)]
+    pub password_env: Option<String>,
+    /// `password` from this file.
+    #[serde(default, skip_serializing)]
+    pub password_file: Option<PathBuf>,
     /// `mysql_native_password` hash as `SELECT PASSWORD('x')` prints it.
     #[serde(default)]
     pub password_hash: Option<String>,
+    /// `password_hash` from this environment variable.
+    #[serde(default, skip_serializing)]
+    pub password_hash_env: Option<String>,
+    /// `password_hash` from this file.
+    #[serde(default, skip_serializing)]
+    pub password_hash_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for UserConfig {
@@ -181,6 +196,12 @@ pub struct MonitorConfig {
     pub user: String,
     #[serde(default)]
     pub password: String,
+    /// `password` from this environment variable.
+    #[serde(default, skip_serializing)]
+    pub password_env: Option<String>,
+    /// `password` from this file.
+    #[serde(default, skip_serializing)]
+    pub password_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for MonitorConfig {
@@ -200,7 +221,15 @@ pub struct AdminConfig {
     pub listen: String,
     /// Admin account (required: the admin port never runs open).
     pub user: String,
+    /// Required, here or through `password_env` / `password_file`.
+    #[serde(default)]
     pub password: String,
+    /// `password` from this environment variable.
+    #[serde(default, skip_serializing)]
+    pub password_env: Option<String>,
+    /// `password` from this file.
+    #[serde(default, skip_serializing)]
+    pub password_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for AdminConfig {
@@ -221,6 +250,12 @@ pub struct FailoverConfig {
     pub replication_user: String,
     #[serde(default)]
     pub replication_password: String,
+    /// `replication_password` from this environment variable.
+    #[serde(default, skip_serializing)]
+    pub replication_password_env: Option<String>,
+    /// `replication_password` from this file.
+    #[serde(default, skip_serializing)]
+    pub replication_password_file: Option<PathBuf>,
     /// How long in-flight transactions may run on after a switchover
     /// starts holding writes, and how long the candidate may take to catch up.
     #[serde(default = "default_switchover_timeout_ms")]
@@ -370,6 +405,58 @@ pub struct Config {
     /// Client accounts (used when `auth = "config"`).
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// Query rules, in order; the first that matches a statement decides
+    /// (see [`crate::router::rules`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleConfig>,
+}
+
+/// What a query rule does with the statements it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleAction {
+    /// Refuse with ERR 1142 naming the rule; the server never sees it.
+    Deny,
+}
+
+/// Where a query rule sends the statements it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleRoute {
+    Primary,
+    Replica,
+}
+
+/// One `[[rules]]` entry: every match field given must match, then
+/// exactly one of `action` and `route` applies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Unique; shown in the client's ERR, in metrics and in SHOW STATS.
+    pub name: String,
+    /// Statement kind as the router classifies it (`read`, `read_primary`,
+    /// `write`, `transaction`, `set`, `use`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<StatementKind>,
+    /// A digest text as `SHOW DIGESTS` prints it (it is normalized again,
+    /// so any spelling of the same statement shape works) or its 16-hex
+    /// digest id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// A regular expression (`regex` crate syntax) searched in the raw
+    /// statement text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// The session's user name, exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The session's current schema, exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<RuleAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<RuleRoute>,
 }
 
 fn default_listen() -> String {
@@ -443,13 +530,14 @@ fn default_weight() -> u32 {
 }
 
 impl Config {
-    /// Reads, parses and validates a file.
+    /// Reads, parses and validates a file. Relative `*_file` paths are
+    /// taken from the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&text).map_err(|e| match e {
+        Self::parse_in(&text, path.parent()).map_err(|e| match e {
             ConfigError::Parse { source, .. } => ConfigError::Parse {
                 path: path.display().to_string(),
                 source,
@@ -458,14 +546,81 @@ impl Config {
         })
     }
 
-    /// Parses and validates TOML text.
+    /// Parses and validates TOML text (relative `*_file` paths are taken
+    /// from the working directory).
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        Self::parse_in(text, None)
+    }
+
+    fn parse_in(text: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: "<text>".into(),
             source: Box::new(e),
         })?;
+        config.resolve_secrets(base)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Reads every password given as `<field>_env` or `<field>_file` into
+    /// `<field>`. Each secret has exactly one source; errors name the field
+    /// and the variable or path, never the content. The `_env` / `_file`
+    /// fields stay set (and are not serialized, so a serialized `Config`
+    /// carries the resolved values: never write one where secrets must not go).
+    pub fn resolve_secrets(&mut self, base: Option<&Path>) -> Result<(), ConfigError> {
+        let m = &mut self.monitor;
+        if let Some(p) = secret(
+            "monitor.password",
+            !m.password.is_empty(),
+            &m.password_env,
+            &m.password_file,
+            base,
+        )? {
+            m.password = p;
+        }
+        if let Some(a) = &mut self.admin
+            && let Some(p) = secret(
+                "admin.password",
+                !a.password.is_empty(),
+                &a.password_env,
+                &a.password_file,
+                base,
+            )?
+        {
+            a.password = p;
+        }
+        if let Some(f) = &mut self.failover
+            && let Some(p) = secret(
+                "failover.replication_password",
+                !f.replication_password.is_empty(),
+                &f.replication_password_env,
+                &f.replication_password_file,
+                base,
+            )?
+        {
+            f.replication_password = p;
+        }
+        for (i, u) in self.users.iter_mut().enumerate() {
+            if let Some(p) = secret(
+                &format!("users[{i}].password"),
+                u.password.is_some(),
+                &u.password_env,
+                &u.password_file,
+                base,
+            )? {
+                u.password = Some(p);
+            }
+            if let Some(h) = secret(
+                &format!("users[{i}].password_hash"),
+                u.password_hash.is_some(),
+                &u.password_hash_env,
+                &u.password_hash_file,
+                base,
+            )? {
+                u.password_hash = Some(h);
+            }
+        }
+        Ok(())
     }
 
     /// Checks what serde cannot: cross-field rules and value ranges.
@@ -518,7 +673,10 @@ impl Config {
                 return Err(invalid("admin.user", "must not be empty"));
             }
             if a.password.is_empty() {
-                return Err(invalid("admin.password", "an admin password is required"));
+                return Err(invalid(
+                    "admin.password",
+                    "an admin password is required (password, password_env or password_file)",
+                ));
             }
         }
         if let Some(f) = &self.failover {
@@ -596,6 +754,7 @@ impl Config {
                 (Some(_), None) => {}
             }
         }
+        crate::router::rules::RuleSet::compile(&self.rules)?;
         Ok(())
     }
 
@@ -614,6 +773,72 @@ impl Config {
     pub fn pool_ping_after(&self) -> Duration {
         Duration::from_millis(self.pool_ping_after_ms)
     }
+}
+
+/// Resolves one secret field from its `_env` / `_file` alternative.
+/// `field` is the dotted path of the value field (`monitor.password`);
+/// `literal` says whether the value field itself was set. Returns the
+/// secret when it came from the environment or a file.
+fn secret(
+    field: &str,
+    literal: bool,
+    env: &Option<String>,
+    file: &Option<PathBuf>,
+    base: Option<&Path>,
+) -> Result<Option<String>, ConfigError> {
+    let key = field.rsplit('.').next().unwrap_or(field);
+    let sources = usize::from(literal) + usize::from(env.is_some()) + usize::from(file.is_some());
+    if sources > 1 {
+        return Err(invalid(
+            field,
+            format!("set only one of `{key}`, `{key}_env` and `{key}_file`"),
+        ));
+    }
+    if let Some(var) = env {
+        let field = format!("{field}_env");
+        if var.is_empty() {
+            return Err(invalid(field, "names no environment variable"));
+        }
+        return match std::env::var(var) {
+            Ok(v) if v.is_empty() => Err(invalid(
+                field,
+                format!("environment variable {var} is empty"),
+            )),
+            Ok(v) => Ok(Some(v)),
+            Err(std::env::VarError::NotPresent) => Err(invalid(
+                field,
+                format!("environment variable {var} is not set"),
+            )),
+            Err(std::env::VarError::NotUnicode(_)) => Err(invalid(
+                field,
+                format!("environment variable {var} is not valid UTF-8"),
+            )),
+        };
+    }
+    if let Some(path) = file {
+        let field = format!("{field}_file");
+        let path = match base {
+            Some(b) if path.is_relative() => b.join(path),
+            _ => path.clone(),
+        };
+        // The io::Error says why (missing, permissions), never what is in it.
+        let bytes = std::fs::read(&path)
+            .map_err(|e| invalid(&field, format!("cannot read {}: {e}", path.display())))?;
+        let mut text = String::from_utf8(bytes)
+            .map_err(|_| invalid(&field, format!("{} is not valid UTF-8", path.display())))?;
+        // Editors and `echo` add a final newline; it is never part of the secret.
+        if text.ends_with('\n') {
+            text.pop();
+            if text.ends_with('\r') {
+                text.pop();
+            }
+        }
+        if text.is_empty() {
+            return Err(invalid(field, format!("{} is empty", path.display())));
+        }
+        return Ok(Some(text));
+    }
+    Ok(None)
 }
 
 /// Things that are valid but probably unwise, for `check-config`.
@@ -643,7 +868,7 @@ pub fn warnings(c: &Config) -> Vec<String> {
         w.push("auth = \"servers\": the [[users]] list is ignored".into());
     }
     for u in &c.users {
-        if u.password.is_some() {
+        if u.password.is_some() && u.password_env.is_none() && u.password_file.is_none() {
             w.push(format!(
                 "user {:?} has a cleartext password in the file; prefer password_hash",
                 u.name
@@ -711,5 +936,138 @@ password = "secret"
         let s = format!("{c:?}");
         assert!(!s.contains("secret"));
         assert!(!s.contains("\"m\""));
+    }
+
+    /// A directory of its own for file-based secrets.
+    fn secrets_dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("rwproxy-cfg-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        d
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_env() {
+        let dir = secrets_dir("ok");
+        std::fs::write(dir.join("mon"), "m0n-pw\n").expect("write");
+        std::fs::write(
+            dir.join("hash"),
+            "*5BCB3E6AC345B435C7C2E6B7949A04CE6F6563D3\r\n",
+        )
+        .expect("write");
+        std::fs::write(dir.join("repl"), "r3pl").expect("write");
+        // Tests must not set variables (unsafe, racy): PATH is always set.
+        let path_var = std::env::var("PATH").expect("PATH");
+        let text = GOOD
+            .replace("password = \"m\"", "password_file = \"mon\"")
+            .replace("password = \"secret\"", "password_hash_file = \"hash\"")
+            + "[admin]\nuser = \"a\"\npassword_env = \"PATH\"\n\
+               [failover]\nreplication_user = \"r\"\nreplication_password_file = \"repl\"\n";
+        let toml_path = dir.join("rwproxy.toml");
+        std::fs::write(&toml_path, &text).expect("write");
+        // Relative paths are taken from the config file's directory.
+        let c = Config::load(&toml_path).expect("valid");
+        assert_eq!(c.monitor.password, "m0n-pw", "one trailing newline dropped");
+        assert_eq!(
+            c.users[0].password_hash.as_deref(),
+            Some("*5BCB3E6AC345B435C7C2E6B7949A04CE6F6563D3")
+        );
+        assert_eq!(
+            c.admin.as_ref().map(|a| a.password.as_str()),
+            Some(path_var.as_str())
+        );
+        assert_eq!(
+            c.failover.as_ref().map(|f| f.replication_password.as_str()),
+            Some("r3pl")
+        );
+        // A file-sourced password is not "cleartext in the file".
+        let text = GOOD.replace("password = \"secret\"", "password_file = \"mon\"");
+        std::fs::write(&toml_path, &text).expect("write");
+        let c = Config::load(&toml_path).expect("valid");
+        assert_eq!(c.users[0].password.as_deref(), Some("m0n-pw"));
+        assert!(warnings(&c).iter().all(|w| !w.contains("cleartext")));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn secret_errors_name_field_and_source_never_content() {
+        let dir = secrets_dir("bad");
+        let secret_file = dir.join("s");
+        std::fs::write(&secret_file, "Secr3t-content\n").expect("write");
+        let empty_file = dir.join("empty");
+        std::fs::write(&empty_file, "\n").expect("write");
+        let missing = dir.join("missing");
+        let unset = "RWPROXY_TEST_SURELY_UNSET_5D1E";
+        let f = |p: &Path| p.display().to_string();
+        // (config text, field named, detail named)
+        let cases: Vec<(String, &str, String)> = vec![
+            (
+                GOOD.replace(
+                    "password = \"m\"",
+                    &format!("password_file = \"{}\"", f(&missing)),
+                ),
+                "monitor.password_file",
+                f(&missing),
+            ),
+            (
+                GOOD.replace("password = \"m\"", &format!("password_env = \"{unset}\"")),
+                "monitor.password_env",
+                unset.to_string(),
+            ),
+            (
+                GOOD.replace(
+                    "password = \"m\"",
+                    &format!("password = \"m\"\npassword_file = \"{}\"", f(&secret_file)),
+                ),
+                "monitor.password",
+                "only one".into(),
+            ),
+            (
+                GOOD.replace(
+                    "password = \"secret\"",
+                    &format!(
+                        "password_env = \"PATH\"\npassword_hash_file = \"{}\"",
+                        f(&secret_file)
+                    ),
+                ),
+                "users[0]",
+                "not both".into(),
+            ),
+            (
+                GOOD.replace(
+                    "password = \"secret\"",
+                    &format!("password_hash_file = \"{}\"", f(&secret_file)),
+                ),
+                "users[0].password_hash",
+                "40 hex".into(),
+            ),
+            (
+                GOOD.replace(
+                    "password = \"secret\"",
+                    &format!("password_file = \"{}\"", f(&empty_file)),
+                ),
+                "users[0].password_file",
+                "empty".into(),
+            ),
+            (
+                format!("{GOOD}[admin]\nuser = \"a\"\n"),
+                "admin.password",
+                "required".into(),
+            ),
+            (
+                format!(
+                    "{GOOD}[failover]\nreplication_user = \"r\"\nreplication_password_env = \"{unset}\"\n"
+                ),
+                "failover.replication_password_env",
+                unset.to_string(),
+            ),
+        ];
+        for (text, field, detail) in cases {
+            let e = Config::parse(&text).expect_err(&text).to_string();
+            assert!(e.contains(field), "{e} should name {field}");
+            assert!(e.contains(&detail), "{e} should say {detail}");
+            assert!(!e.contains("Secr3t"), "{e} leaks the content");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

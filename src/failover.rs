@@ -39,6 +39,7 @@ use tracing::{info, warn};
 use crate::config::{Config, FailoverConfig, Role};
 use crate::gtid::GtidPos;
 use crate::monitor::monitor_opts;
+use crate::router::digest::Redacted;
 use crate::topology::{Replication, Snapshot, Topology};
 
 /// Why a promotion was refused or failed. Refusals change nothing.
@@ -619,7 +620,7 @@ impl Failover {
             };
             for sql in sqls {
                 if let Err(e) = c.query_drop(*sql).await {
-                    warn!(server = %snap.servers[*i].name, error = %e, sql, "failover step failed");
+                    warn!(server = %snap.servers[*i].name, error = %e, sql = %Redacted(sql.as_bytes()), "failover step failed");
                     if *i == cand {
                         return Err(FailoverError::Step {
                             step: "promote candidate",
@@ -739,7 +740,7 @@ impl Failover {
                     "START SLAVE",
                 ] {
                     if let Err(e) = c.query_drop(sql).await {
-                        warn!(server = %name, error = %e, sql, "rejoin failed");
+                        warn!(server = %name, error = %e, sql = %Redacted(sql.as_bytes()), "rejoin failed");
                         ok = false;
                         break;
                     }

@@ -75,6 +75,19 @@ const ERRORS: [&str; 6] = [
     "server_error",
 ];
 
+/// Appends `rwproxy_rule_hits_total{rule}` for every configured query rule
+/// (rule names are restricted to label-safe characters at config load).
+pub fn render_rule_hits<'a>(o: &mut String, hits: impl Iterator<Item = (&'a str, u64)>) {
+    let _ = writeln!(
+        o,
+        "# HELP rwproxy_rule_hits_total Statements decided by each query rule."
+    );
+    let _ = writeln!(o, "# TYPE rwproxy_rule_hits_total counter");
+    for (rule, n) in hits {
+        let _ = writeln!(o, "rwproxy_rule_hits_total{{rule=\"{rule}\"}} {n}");
+    }
+}
+
 /// All of one proxy instance's counters.
 #[derive(Debug, Default)]
 pub struct Metrics {

@@ -20,6 +20,7 @@ use crate::failover::Failover;
 use crate::monitor::Monitor;
 use crate::protocol::packet::PacketStream;
 use crate::protocol::{ClientError, supported_capabilities};
+use crate::router::rules::RuleSet;
 use crate::session::{self, Greeting, Shared};
 use crate::topology::{Snapshot, Topology};
 use arc_swap::ArcSwap;
@@ -99,6 +100,11 @@ pub async fn build_shared(
     let digests = Arc::new(crate::router::digest::DigestStore::new(
         config.digest_capacity,
     ));
+    // The config was validated, so its rules compile.
+    let rules = RuleSet::compile(&config.rules).unwrap_or_else(|e| {
+        warn!(error = %e, "query rules disabled");
+        RuleSet::default()
+    });
     let config = Arc::new(ArcSwap::from_pointee(config));
     let failover = Arc::new(Failover::new(config.clone(), topology.clone()));
     let accounts = Arc::new(Accounts::new(config.clone(), topology.clone()));
@@ -118,6 +124,7 @@ pub async fn build_shared(
         sessions: Default::default(),
         metrics: Default::default(),
         digests,
+        rules: ArcSwap::from_pointee(rules),
         tls,
         topology,
         pools,
@@ -278,6 +285,8 @@ pub async fn reload(shared: &Arc<Shared>) -> Result<String, String> {
         .ok_or("rwproxy was started without a configuration file")?;
     let new = Config::load(&path)
         .map_err(|e| format!("configuration rejected, old one stays in force: {e}"))?;
+    let mut rules = RuleSet::compile(&new.rules)
+        .map_err(|e| format!("configuration rejected, old one stays in force: {e}"))?;
     let old = shared.config.load_full();
     let mut notes = Vec::new();
     if new.listen != old.listen
@@ -324,6 +333,8 @@ pub async fn reload(shared: &Arc<Shared>) -> Result<String, String> {
     });
     let servers = new.servers.len();
     shared.config.store(Arc::new(new));
+    rules.inherit_hits(&shared.rules.load());
+    shared.rules.store(Arc::new(rules));
     start_monitor(shared).await;
     let msg = format!(
         "configuration reloaded from {} ({servers} servers){}",

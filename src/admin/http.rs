@@ -90,12 +90,14 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<(
 
 fn render_metrics(shared: &Shared) -> String {
     let snap = shared.topology.load();
-    shared.metrics.render(
+    let mut text = shared.metrics.render(
         &snap,
         &shared.pools.idle_counts(),
         shared.failover.promotions.load(Ordering::Relaxed),
         shared.failover.failovers.load(Ordering::Relaxed),
-    )
+    );
+    crate::metrics::render_rule_hits(&mut text, shared.rules.load().hits());
+    text
 }
 
 /// Whether rwproxy can serve writes and reads now.

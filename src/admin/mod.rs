@@ -36,7 +36,7 @@ const HELP: &[(&str, &str)] = &[
     ("SHOW SESSIONS", "client sessions: id, user, address, since"),
     (
         "SHOW STATS",
-        "totals: sessions, queries, errors, promotions",
+        "totals: sessions, queries, errors, promotions, query rule hits",
     ),
     (
         "PROMOTE <name> [FORCE]",
@@ -264,6 +264,12 @@ impl AdminShim {
             ("topology_generation", snap.generation),
         ] {
             t.row(vec![Some(k.into()), Some(v.to_string())]);
+        }
+        for (rule, hits) in self.shared.rules.load().hits() {
+            t.row(vec![
+                Some(format!("rule_hits.{rule}")),
+                Some(hits.to_string()),
+            ]);
         }
         t
     }
@@ -531,7 +537,8 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for AdminShim {
         query: &'a str,
         results: QueryResultWriter<'a, W>,
     ) -> io::Result<()> {
-        info!(command = query, "admin command");
+        // Normalized: an unknown command might hold anything, secrets included.
+        info!(command = %crate::router::digest::Redacted(query.as_bytes()), "admin command");
         match self.run(query).await {
             Answer::Table(t) => {
                 let mut w = results.start(&t.columns).await?;

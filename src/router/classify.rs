@@ -18,8 +18,10 @@
 
 use std::time::Duration;
 
-/// What a statement is, as far as routing cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a statement is, as far as routing cares. Spelled in snake case in
+/// the configuration (`[[rules]] kind = "read_primary"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StatementKind {
     /// A plain read that any up-to-date server may answer (replica-eligible).
     Read,

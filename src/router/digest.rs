@@ -1462,6 +1462,21 @@ impl Hasher for MixState {
     }
 }
 
+/// Displays a statement as its digest text (literals replaced by `?`), for
+/// logs: statement text is logged at debug level, and string literals carry
+/// passwords (`IDENTIFIED BY '…'`, `MASTER_PASSWORD='…'`) and user data.
+/// The normalization runs only when the value is actually formatted, i.e.
+/// when the log line is enabled.
+pub struct Redacted<'a>(pub &'a [u8]);
+
+impl std::fmt::Display for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut text = String::new();
+        normalize(self.0, &mut text);
+        f.write_str(&text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2087,5 +2102,18 @@ mod tests {
             (count, rows, errors, primary),
             (80_000, 80_000, 8_000, 40_000)
         );
+    }
+
+    #[test]
+    fn redacted_hides_string_literals() {
+        let shown = Redacted(b"CREATE USER u IDENTIFIED BY 'Secr3t-x'").to_string();
+        assert!(!shown.contains("Secr3t"), "{shown}");
+        let shown = Redacted(b"SET PASSWORD FOR u = PASSWORD(\"Secr3t-y\")").to_string();
+        assert!(!shown.contains("Secr3t"), "{shown}");
+        let shown = Redacted(
+            b"CHANGE MASTER TO MASTER_HOST='h', MASTER_PASSWORD='Secr3t-z', MASTER_USE_GTID=slave_pos",
+        )
+        .to_string();
+        assert!(!shown.contains("Secr3t"), "{shown}");
     }
 }

@@ -18,6 +18,7 @@
 
 pub mod classify;
 pub mod digest;
+pub mod rules;
 pub mod set;
 
 use std::sync::atomic::Ordering;

@@ -39,6 +39,7 @@ use crate::protocol::stream::ClientStream;
 use crate::protocol::{ClientError, ok_payload};
 use crate::router::classify::{self, Classified, StatementKind};
 use crate::router::digest::{self, DigestStore};
+use crate::router::rules::{self, RuleSet, Subject, Verdict};
 use crate::router::{self, Policy, ReadNeeds, Route, SessionView, Unavailable};
 use crate::topology::{ServerStats, Snapshot, Topology};
 use state::State;
@@ -76,6 +77,11 @@ pub struct Shared {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Per-digest statement statistics (bounded).
     pub digests: Arc<DigestStore>,
+    /// Query rules compiled from the configuration. Unlike the rest of the
+    /// config, RELOAD applies them to open sessions at their next statement:
+    /// a firewall rule added in an emergency must reach long-lived pooled
+    /// connections too.
+    pub rules: ArcSwap<RuleSet>,
     /// The running monitor and its cancellation token (RELOAD restarts it).
     pub monitor: tokio::sync::Mutex<Option<(CancellationToken, crate::monitor::Monitor)>>,
 }
@@ -686,7 +692,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             Command::Query(sql) => {
                 let c = classify::classify(sql);
-                debug!(sql = %String::from_utf8_lossy(&sql[..sql.len().min(1024)]), kind = ?c.kind, "query");
+                // Normalized (literals as `?`), never the raw text: string
+                // literals carry passwords (`IDENTIFIED BY '…'`) and user data.
+                debug!(statement = %digest::Redacted(sql), kind = ?c.kind, "query");
                 match hide_socket(payload) {
                     Some(rewritten) => self.on_query(&rewritten, c).await,
                     None => self.on_query(payload, c).await,
@@ -829,6 +837,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let _ = self.client.flush().await;
     }
 
+    /// Matches a statement against the query rules. `Err` is the ERR for
+    /// a denied statement; `Ok` carries the classification to route with
+    /// (changed when a rule forces the route). With no rules configured this
+    /// is one branch: no digest, no regex.
+    fn apply_rules(
+        &mut self,
+        sql: &[u8],
+        c: Classified,
+        digest: Option<u64>,
+    ) -> Result<(Classified, Option<Verdict>), ClientError> {
+        let set = self.shared.rules.load();
+        if set.is_empty() {
+            return Ok((c, None));
+        }
+        let subject = Subject {
+            sql,
+            kind: c.kind,
+            user: &self.cred.user,
+            schema: self.state.schema.as_deref(),
+        };
+        let scratch = &mut self.digest_text;
+        let Some(rule) = set.check(&subject, || {
+            digest.unwrap_or_else(|| digest::normalize(sql, scratch))
+        }) else {
+            return Ok((c, None));
+        };
+        debug!(rule = %rule.name, verdict = ?rule.verdict, "query rule matched");
+        match rule.verdict {
+            Verdict::Deny => Err(rule.denial()),
+            Verdict::Route(r) => Ok((rules::apply_route(c, r, self.view()), Some(rule.verdict))),
+        }
+    }
+
     async fn on_query(&mut self, payload: &[u8], c: Classified) -> Result<(), ExecError> {
         let sql = payload.get(1..).unwrap_or_default();
         let digest = if self.cfg.digest_capacity > 0 {
@@ -839,8 +880,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if let Some(e) = self.refuse_in_statement_mode(&c, sql) {
             return Err(ExecError::Refused(e));
         }
+        let routed = match self.apply_rules(sql, c, digest) {
+            Ok((routed, _)) => routed,
+            Err(denied) => {
+                // Denied statements show in SHOW DIGESTS as errors.
+                if let Some(d) = digest {
+                    self.account_digest(d, Duration::ZERO, None);
+                }
+                return Err(ExecError::Refused(denied));
+            }
+        };
         let started = Instant::now();
-        let r = self.run_routed(&c, payload, Expect::Query).await;
+        let r = self.run_routed(&routed, payload, Expect::Query).await;
         if let Some(d) = digest {
             self.account_digest(
                 d,

@@ -12,12 +12,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
 
 use super::{ExecError, FailoverWait, Session};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use crate::config::PoolMode;
+use crate::config::{PoolMode, RuleRoute};
 use crate::failover::GateTicket;
 use crate::metrics::{ErrorKind as MetricError, RouteLabel};
 use crate::protocol::ClientError;
@@ -25,6 +26,7 @@ use crate::protocol::command::{self, code};
 use crate::protocol::ok_payload;
 use crate::protocol::response::{self, Expect, ForwardError};
 use crate::router::classify::{self, Classified};
+use crate::router::rules::{self, Verdict};
 use crate::router::{self, Route};
 use crate::topology::Snapshot;
 
@@ -34,6 +36,9 @@ pub(super) struct Stmt {
     /// Digest of the statement text and its normalized form.
     digest: Option<(u64, String)>,
     class: Classified,
+    /// Route forced by a query rule at prepare time; applied to each
+    /// execution against the session state of that moment.
+    forced: Option<RuleRoute>,
     params: u16,
     /// Parameter types from the client's last execution that sent them.
     types: Option<Vec<u8>>,
@@ -143,11 +148,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         sql: Vec<u8>,
     ) -> Result<(), ExecError> {
         let class = classify::classify(&sql);
+        debug!(statement = %crate::router::digest::Redacted(&sql), kind = ?class.kind, "prepare");
+        // Rules are matched once, at prepare: a denied statement is never
+        // prepared anywhere (its executions then fail as unknown ids).
+        let forced = match self.apply_rules(&sql, class, None) {
+            Ok((_, Some(Verdict::Route(r)))) => Some(r),
+            Ok(_) => None,
+            Err(denied) => return Err(ExecError::Refused(denied)),
+        };
         let snap = self.shared.topology.load();
+        let routed = match forced {
+            Some(r) => rules::apply_route(class, r, self.view()),
+            None => class,
+        };
         // Preparing writes nothing, so when no primary is available (e.g.
         // during a failover) any live server can describe the statement;
         // its executions are routed (and wait for a primary) as usual.
-        let idx = match self.stmt_target(&snap, &class) {
+        let idx = match self.stmt_target(&snap, &routed) {
             Ok(i) => i,
             Err(why) => snap
                 .servers
@@ -193,6 +210,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         }),
                         sql,
                         class,
+                        forced,
                         params: p.params,
                         types: None,
                         on: vec![(held.server.clone(), p.backend_id, false)],
@@ -284,12 +302,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         id: u32,
         forced: Option<Arc<str>>,
     ) -> Result<(usize, u32, Option<GateTicket>), ExecError> {
-        let class = self
+        let (class, forced_route) = self
             .stmts
             .by_id
             .get(&id)
-            .ok_or_else(|| unknown_stmt(id))?
-            .class;
+            .map(|s| (s.class, s.forced))
+            .ok_or_else(|| unknown_stmt(id))?;
+        let class = match forced_route {
+            Some(r) => rules::apply_route(class, r, self.view()),
+            None => class,
+        };
         let mut failover_wait = FailoverWait::default();
         loop {
             let snap = self.shared.topology.load();

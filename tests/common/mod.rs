@@ -111,10 +111,14 @@ pub fn with_admin(mut config: Config) -> Config {
         listen: "127.0.0.1:0".into(),
         user: "admin".into(),
         password: "adminpw".into(),
+        password_env: None,
+        password_file: None,
     });
     config.failover = Some(rwproxy::config::FailoverConfig {
         replication_user: "repl".into(),
         replication_password: "repl".into(),
+        replication_password_env: None,
+        replication_password_file: None,
         switchover_timeout_ms: 5000,
         max_promotion_lag_ms: 10_000,
         auto_failover: false,
