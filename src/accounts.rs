@@ -276,7 +276,7 @@ impl Accounts {
         let cfg = self.cfg();
         let opts = monitor_opts(&cfg, &primary.addr);
         let fetch = async {
-            let mut c = mysql_async::Conn::new(opts)
+            let mut c = crate::backend::tls::connect_mysql(opts)
                 .await
                 .map_err(|e| e.to_string())?;
             let rows: Vec<AccountRow> = c

@@ -180,6 +180,7 @@ async fn config_mode_uses_the_file_and_hashes() {
         password: None,
         // SELECT PASSWORD('app')
         password_hash: Some("*5BCB3E6AC345B435C7C2E6B7949A04CE6F6563D3".into()),
+        require_tls: false,
     }];
     let proxy = start_proxy(cfg).await;
     let mut c = proxy.app_conn().await;

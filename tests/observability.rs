@@ -116,6 +116,7 @@ async fn reload_applies_to_new_sessions_and_rejects_bad_files() {
         name: "app".into(),
         password: Some("app".into()),
         password_hash: None,
+        require_tls: false,
     }];
     let write = |c: &Config| {
         std::fs::write(&path, toml::to_string(c).expect("toml")).expect("write config")
@@ -131,6 +132,7 @@ async fn reload_applies_to_new_sessions_and_rejects_bad_files() {
         name: "app".into(),
         password: None,
         password_hash: Some("*5BCB3E6AC345B435C7C2E6B7949A04CE6F6563D3".into()),
+        require_tls: false,
     }];
     next.servers[2].weight = 0;
     write(&next);
