@@ -22,7 +22,56 @@ pub fn crypto_provider() -> std::sync::Arc<tokio_rustls::rustls::crypto::CryptoP
 /// A client connection, before or after the TLS upgrade.
 pub enum ClientStream {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsStream<Prefixed>>),
+}
+
+/// A TCP stream with bytes already read from it put back in front: a
+/// client may send its TLS ClientHello right behind the SSLRequest, in the
+/// same segment, so the packet reader can hold the start of the TLS
+/// handshake when the upgrade begins (mysql_async does this).
+pub struct Prefixed {
+    prefix: bytes::BytesMut,
+    inner: TcpStream,
+}
+
+impl Prefixed {
+    pub fn new(prefix: bytes::BytesMut, inner: TcpStream) -> Prefixed {
+        Prefixed { prefix, inner }
+    }
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 impl ClientStream {

@@ -372,12 +372,14 @@ async fn handshake(
                 let Some(acceptor) = shared.tls.clone() else {
                     return Err("client asked for TLS, which is not configured".into());
                 };
-                let (stream, _rest) = client.into_inner();
+                // What was read past the SSLRequest is the start of the
+                // TLS handshake: it goes back in front of the stream.
+                let (stream, rest) = client.into_inner();
                 let ClientStream::Plain(tcp) = stream else {
                     return Err("TLS requested twice".into());
                 };
                 let tls = acceptor
-                    .accept(tcp)
+                    .accept(crate::protocol::stream::Prefixed::new(rest, tcp))
                     .await
                     .map_err(|e| format!("TLS handshake failed: {e}"))?;
                 client = PacketStream::new(ClientStream::Tls(Box::new(tls)));
