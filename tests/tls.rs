@@ -100,6 +100,56 @@ async fn clients_can_upgrade_and_plaintext_can_be_refused() {
     assert!(ok && out.contains("tls ok"), "{out}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_user_with_require_tls_logs_in_over_tls_only() {
+    let sb = sandbox::shared();
+    let (cert, key) = write_cert(&sandbox::temp_dir());
+    let mut cfg = common::sandbox_config(sb);
+    cfg.tls_cert = Some(cert);
+    cfg.tls_key = Some(key);
+    cfg.auth = rwproxy::config::AuthMode::Config;
+    cfg.users = vec![
+        rwproxy::config::UserConfig {
+            name: "app".into(),
+            password: Some("app".into()),
+            password_hash: None,
+            require_tls: true,
+        },
+        rwproxy::config::UserConfig {
+            name: "root".into(),
+            password: Some("root".into()),
+            password_hash: None,
+            require_tls: false,
+        },
+    ];
+    let proxy = start_proxy(cfg).await;
+    match mysql_async::Conn::new(proxy.app_opts()).await {
+        Err(mysql_async::Error::Server(e)) => {
+            assert_eq!((e.code, e.state.as_str()), (3159, "HY000"), "{e}")
+        }
+        other => panic!("plaintext login of a require_tls user: {other:?}"),
+    }
+    // A wrong password over plaintext is a plain 1045: 3159 only tells
+    // someone who knows the password.
+    match mysql_async::Conn::new(proxy.opts("app", "wrong", Some("app"))).await {
+        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 1045, "{e}"),
+        other => panic!("wrong password: {other:?}"),
+    }
+    // Other users are not affected.
+    let mut root = mysql_async::Conn::new(proxy.opts("root", "root", None))
+        .await
+        .expect("root in plaintext");
+    root.query_drop("SELECT 1").await.expect("query");
+    let tls: mysql_async::Opts = mysql_async::OptsBuilder::from_opts(proxy.app_opts())
+        .ssl_opts(Some(
+            mysql_async::SslOpts::default().with_danger_accept_invalid_certs(true),
+        ))
+        .into();
+    let mut c = mysql_async::Conn::new(tls).await.expect("app over TLS");
+    let one: Option<i64> = c.query_first("SELECT 1").await.expect("query");
+    assert_eq!(one, Some(1));
+}
+
 /// A TLS sandbox (primary + `replicas`) owned by the calling test, with
 /// server certificates valid for `names`.
 fn tls_sandbox(replicas: usize, names: &[&str]) -> OwnedSandbox {
