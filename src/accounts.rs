@@ -8,6 +8,12 @@
 //! most once per `refresh_min_interval`, so a storm of logins with a wrong
 //! user name costs the primary one query per interval, not one per login.
 //! Only native-password hashes are kept, in memory; nothing is written out.
+//!
+//! TLS requirements of server accounts are honoured on the client side of
+//! rwproxy: `REQUIRE SSL` (and `REQUIRE CIPHER` alone) accounts may only log
+//! in over TLS to rwproxy. `REQUIRE X509`/`ISSUER`/`SUBJECT` accounts are
+//! refused outright: they need a client certificate, which rwproxy neither
+//! asks clients for nor could present to the servers on their behalf.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -34,6 +40,36 @@ pub struct ServerAccount {
     pub hash: Option<NativeHash>,
     pub locked: bool,
     pub expired: bool,
+    /// The account's `REQUIRE` clause.
+    pub tls: TlsRequirement,
+}
+
+/// What an account's `REQUIRE` clause asks of the client's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsRequirement {
+    #[default]
+    None,
+    /// `REQUIRE SSL` or `REQUIRE CIPHER '…'`: any TLS connection (the
+    /// cipher is then enforced by the server on rwproxy's own connection).
+    Tls,
+    /// `REQUIRE X509`, `ISSUER` or `SUBJECT`: a client certificate.
+    ClientCertificate,
+}
+
+impl TlsRequirement {
+    /// From `mysql.global_priv` JSON: `ssl_type` (0 none, 1 ANY = `REQUIRE
+    /// SSL`, 2 X509, 3 SPECIFIED) and, for SPECIFIED, whether an issuer or
+    /// subject is set.
+    fn from_priv(ssl_type: Option<&str>, issuer: Option<&str>, subject: Option<&str>) -> Self {
+        let set = |v: Option<&str>| v.is_some_and(|v| !v.is_empty());
+        match ssl_type {
+            Some("1") => TlsRequirement::Tls,
+            Some("2") => TlsRequirement::ClientCertificate,
+            Some("3") if set(issuer) || set(subject) => TlsRequirement::ClientCertificate,
+            Some("3") => TlsRequirement::Tls,
+            _ => TlsRequirement::None,
+        }
+    }
 }
 
 impl std::fmt::Debug for ServerAccount {
@@ -44,6 +80,7 @@ impl std::fmt::Debug for ServerAccount {
             .field("plugin", &self.plugin)
             .field("locked", &self.locked)
             .field("expired", &self.expired)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -55,7 +92,11 @@ pub enum Lookup {
     Found {
         name: Arc<str>,
         hash: Option<NativeHash>,
+        /// The account may only log in over TLS (ERR 3159 otherwise).
+        require_tls: bool,
     },
+    /// The account requires a client certificate (`REQUIRE X509` …).
+    NeedsClientCertificate,
     /// ER_ACCOUNT_HAS_BEEN_LOCKED.
     Locked,
     /// ER_MUST_CHANGE_PASSWORD_LOGIN.
@@ -124,10 +165,14 @@ fn specificity(a: &ServerAccount) -> (u8, usize, u8) {
 }
 
 /// One row of the accounts query: user, host, plugin, authentication
-/// string, account_locked, password_last_changed.
+/// string, account_locked, password_last_changed, ssl_type, x509_issuer,
+/// x509_subject.
 type AccountRow = (
     String,
     String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
     Option<String>,
     Option<String>,
     Option<String>,
@@ -183,6 +228,7 @@ impl Accounts {
                         (None, Some(h)) => auth::parse_native_hash(h),
                         (None, None) => None,
                     },
+                    require_tls: u.require_tls,
                 },
                 None => Lookup::NotFound,
             };
@@ -214,10 +260,14 @@ impl Accounts {
         if a.expired {
             return Lookup::Expired;
         }
+        if a.tls == TlsRequirement::ClientCertificate {
+            return Lookup::NeedsClientCertificate;
+        }
         match a.plugin.as_str() {
             "mysql_native_password" | "" => Lookup::Found {
                 name: Arc::from(user),
                 hash: a.hash,
+                require_tls: a.tls == TlsRequirement::Tls,
             },
             other => Lookup::Unsupported(other.to_string()),
         }
@@ -276,7 +326,7 @@ impl Accounts {
         let cfg = self.cfg();
         let opts = monitor_opts(&cfg, &primary.addr);
         let fetch = async {
-            let mut c = mysql_async::Conn::new(opts)
+            let mut c = crate::backend::tls::connect_mysql(opts)
                 .await
                 .map_err(|e| e.to_string())?;
             let rows: Vec<AccountRow> = c
@@ -285,7 +335,10 @@ impl Accounts {
                        JSON_VALUE(Priv, '$.plugin'), \
                        JSON_VALUE(Priv, '$.authentication_string'), \
                        JSON_VALUE(Priv, '$.account_locked'), \
-                       JSON_VALUE(Priv, '$.password_last_changed') \
+                       JSON_VALUE(Priv, '$.password_last_changed'), \
+                       JSON_VALUE(Priv, '$.ssl_type'), \
+                       JSON_VALUE(Priv, '$.x509_issuer'), \
+                       JSON_VALUE(Priv, '$.x509_subject') \
                      FROM mysql.global_priv",
                 )
                 .await
@@ -304,24 +357,31 @@ impl Accounts {
             .store(skip, std::sync::atomic::Ordering::Relaxed);
         let mut list: Vec<ServerAccount> = rows
             .into_iter()
-            .map(|(user, host, plugin, auth_string, locked, changed)| {
-                let plugin = plugin.unwrap_or_default();
-                let auth_string = auth_string.unwrap_or_default();
-                let hash = if plugin == "mysql_native_password" || plugin.is_empty() {
-                    auth::parse_native_hash(&auth_string)
-                } else {
-                    None
-                };
-                ServerAccount {
-                    user,
-                    host,
-                    plugin,
-                    hash,
-                    locked: matches!(locked.as_deref(), Some("1" | "true")),
-                    // `ALTER USER … PASSWORD EXPIRE` sets this to 0.
-                    expired: changed.as_deref() == Some("0"),
-                }
-            })
+            .map(
+                |(user, host, plugin, auth_string, locked, changed, ssl_type, issuer, subject)| {
+                    let plugin = plugin.unwrap_or_default();
+                    let auth_string = auth_string.unwrap_or_default();
+                    let hash = if plugin == "mysql_native_password" || plugin.is_empty() {
+                        auth::parse_native_hash(&auth_string)
+                    } else {
+                        None
+                    };
+                    ServerAccount {
+                        user,
+                        host,
+                        plugin,
+                        hash,
+                        locked: matches!(locked.as_deref(), Some("1" | "true")),
+                        // `ALTER USER … PASSWORD EXPIRE` sets this to 0.
+                        expired: changed.as_deref() == Some("0"),
+                        tls: TlsRequirement::from_priv(
+                            ssl_type.as_deref(),
+                            issuer.as_deref(),
+                            subject.as_deref(),
+                        ),
+                    }
+                },
+            )
             .collect();
         list.sort_by_key(specificity);
         let n = list.len();
@@ -386,6 +446,21 @@ mod tests {
     }
 
     #[test]
+    fn require_clauses() {
+        use TlsRequirement as T;
+        assert_eq!(T::from_priv(None, None, None), T::None);
+        assert_eq!(T::from_priv(Some("0"), None, None), T::None);
+        assert_eq!(T::from_priv(Some("1"), None, None), T::Tls);
+        assert_eq!(T::from_priv(Some("2"), None, None), T::ClientCertificate);
+        // REQUIRE CIPHER only: TLS, the server checks the cipher.
+        assert_eq!(T::from_priv(Some("3"), Some(""), Some("")), T::Tls);
+        assert_eq!(
+            T::from_priv(Some("3"), Some("/CN=ca"), Some("")),
+            T::ClientCertificate
+        );
+    }
+
+    #[test]
     fn most_specific_first() {
         let acc = |user: &str, host: &str| ServerAccount {
             user: user.into(),
@@ -394,6 +469,7 @@ mod tests {
             hash: None,
             locked: false,
             expired: false,
+            tls: TlsRequirement::None,
         };
         let mut v = [
             acc("app", "%"),

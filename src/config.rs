@@ -114,6 +114,58 @@ pub enum PoolMode {
     Statement,
 }
 
+/// How rwproxy secures its own connections to the servers (data path,
+/// monitor, promotion, account reads).
+///
+/// There is deliberately no `preferred` (use TLS when the server offers
+/// it, plaintext otherwise): it protects against nobody who can tamper with
+/// the network, since stripping `CLIENT_SSL` from the greeting silently
+/// downgrades it, and it hides a misconfigured server behind a connection
+/// that "works". A fleet migrating to TLS sets `server_tls` for the servers
+/// that have it and `tls = "disabled"` on those that do not yet, so what is
+/// encrypted is always what the file says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerTlsMode {
+    /// Plaintext, even if the server offers TLS.
+    #[default]
+    Disabled,
+    /// Encrypted, but the server's certificate is not checked (handshake
+    /// signatures still are): protects against eavesdropping only.
+    Required,
+    /// The certificate chain must lead to `server_tls_ca`; the name in it
+    /// is not checked (servers addressed by names their certificates lack).
+    VerifyCa,
+    /// Chain and name: the certificate must be valid for the server's
+    /// configured `host` (DNS name or IP address SAN).
+    VerifyIdentity,
+}
+
+impl ServerTlsMode {
+    /// Whether connections use TLS at all.
+    pub fn enabled(self) -> bool {
+        self != ServerTlsMode::Disabled
+    }
+
+    /// Whether the mode checks the certificate against `server_tls_ca`.
+    pub fn verifies(self) -> bool {
+        matches!(
+            self,
+            ServerTlsMode::VerifyCa | ServerTlsMode::VerifyIdentity
+        )
+    }
+
+    /// The spelling used in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerTlsMode::Disabled => "disabled",
+            ServerTlsMode::Required => "required",
+            ServerTlsMode::VerifyCa => "verify_ca",
+            ServerTlsMode::VerifyIdentity => "verify_identity",
+        }
+    }
+}
+
 /// One backend MariaDB/MySQL server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,6 +189,9 @@ pub struct ServerConfig {
     /// `OFFLINE`: no new work is sent here (the operator's choice).
     #[serde(default)]
     pub offline: bool,
+    /// Per-server override of `server_tls`.
+    #[serde(default)]
+    pub tls: Option<ServerTlsMode>,
 }
 
 impl ServerConfig {
@@ -173,6 +228,10 @@ pub struct UserConfig {
     /// `password_hash` from this file.
     #[serde(default, skip_serializing)]
     pub password_hash_file: Option<PathBuf>,
+    /// Refuse this user's plaintext logins (ERR 3159), like the global
+    /// `require_tls` but for one account.
+    #[serde(default)]
+    pub require_tls: bool,
 }
 
 impl std::fmt::Debug for UserConfig {
@@ -185,6 +244,7 @@ impl std::fmt::Debug for UserConfig {
                 "password_hash",
                 &self.password_hash.as_ref().map(|_| "<redacted>"),
             )
+            .field("require_tls", &self.require_tls)
             .finish()
     }
 }
@@ -303,6 +363,14 @@ pub struct Config {
     /// Refuse clients that do not upgrade to TLS (ERR 3159).
     #[serde(default)]
     pub require_tls: bool,
+    /// TLS to the servers (data path, monitor, promotion, account reads);
+    /// `[[servers]] tls` overrides it per server.
+    #[serde(default)]
+    pub server_tls: ServerTlsMode,
+    /// PEM file with the CA certificate(s) server certificates must chain
+    /// to; required by `verify_ca` and `verify_identity`.
+    #[serde(default)]
+    pub server_tls_ca: Option<std::path::PathBuf>,
     /// Largest packet payload accepted from a client or a server, in bytes;
     /// checked before anything is buffered.
     #[serde(default = "default_max_allowed_packet")]
@@ -659,6 +727,15 @@ impl Config {
         if self.pool_mode != PoolMode::Session && self.pool_wait_timeout_ms == 0 {
             return Err(invalid("pool_wait_timeout_ms", "must be greater than 0"));
         }
+        if self.server_tls.verifies() && self.server_tls_ca.is_none() {
+            return Err(invalid(
+                "server_tls_ca",
+                format!(
+                    "required when server_tls = \"{}\" (the CA server certificates must chain to)",
+                    self.server_tls.as_str()
+                ),
+            ));
+        }
         if self.monitor_interval_ms < 50 {
             return Err(invalid("monitor_interval_ms", "must be at least 50"));
         }
@@ -707,6 +784,15 @@ impl Config {
             if s.port == 0 {
                 return Err(invalid(format!("servers[{i}].port"), "must not be 0"));
             }
+            if let Some(mode) = s.tls
+                && mode.verifies()
+                && self.server_tls_ca.is_none()
+            {
+                return Err(invalid(
+                    format!("servers[{i}].tls"),
+                    format!("\"{}\" needs server_tls_ca", mode.as_str()),
+                ));
+            }
         }
         let primaries = self
             .servers
@@ -753,9 +839,32 @@ impl Config {
                 }
                 (Some(_), None) => {}
             }
+            if u.require_tls && self.tls_cert.is_none() {
+                return Err(invalid(
+                    format!("users[{i}].require_tls"),
+                    "needs tls_cert and tls_key (clients must be able to upgrade)",
+                ));
+            }
         }
         crate::router::rules::RuleSet::compile(&self.rules)?;
         Ok(())
+    }
+
+    /// The TLS mode for connections to `server` (its override, else
+    /// `server_tls`).
+    pub fn tls_for(&self, server: &ServerConfig) -> ServerTlsMode {
+        server.tls.unwrap_or(self.server_tls)
+    }
+
+    /// The TLS mode for a server known by its `host:port` address (the
+    /// topology's key for monitor and promotion connections); `server_tls`
+    /// for an address that is not configured.
+    pub fn tls_for_addr(&self, addr: &str) -> ServerTlsMode {
+        self.servers
+            .iter()
+            .find(|s| s.address() == addr)
+            .map(|s| self.tls_for(s))
+            .unwrap_or(self.server_tls)
     }
 
     pub fn connect_timeout(&self) -> Duration {
@@ -928,6 +1037,48 @@ password = "secret"
         let bad = format!("{GOOD}\nbogus = 1\n");
         let e = Config::parse(&bad).unwrap_err().to_string();
         assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn server_tls_modes_and_their_errors() {
+        let c = Config::parse(GOOD).expect("valid");
+        assert_eq!(c.server_tls, ServerTlsMode::Disabled);
+        let text = format!("server_tls = \"required\"\n{GOOD}");
+        let c = Config::parse(&text).expect("required needs no CA");
+        assert_eq!(c.tls_for(&c.servers[1]), ServerTlsMode::Required);
+        assert_eq!(c.tls_for_addr("127.0.0.1:3307"), ServerTlsMode::Required);
+
+        let text = format!("server_tls = \"verify_identity\"\n{GOOD}");
+        let e = Config::parse(&text).unwrap_err().to_string();
+        assert!(e.contains("`server_tls_ca`"), "{e}");
+        let text = format!("server_tls = \"sometimes\"\n{GOOD}");
+        let e = Config::parse(&text).unwrap_err().to_string();
+        assert!(e.contains("server_tls") && e.contains("verify_ca"), "{e}");
+
+        // Per-server override: the replica stays plaintext.
+        let text = format!(
+            "server_tls = \"verify_ca\"\nserver_tls_ca = \"/ca.pem\"\n{}",
+            GOOD.replace("port = 3307", "port = 3307\ntls = \"disabled\"")
+        );
+        let c = Config::parse(&text).expect("valid");
+        assert_eq!(c.tls_for(&c.servers[0]), ServerTlsMode::VerifyCa);
+        assert_eq!(c.tls_for(&c.servers[1]), ServerTlsMode::Disabled);
+        let text = GOOD.replace("port = 3307", "port = 3307\ntls = \"verify_ca\"");
+        let e = Config::parse(&text).unwrap_err().to_string();
+        assert!(e.contains("servers[1].tls"), "{e}");
+    }
+
+    #[test]
+    fn per_user_require_tls_needs_a_certificate() {
+        let text = GOOD.replace(
+            "password = \"secret\"",
+            "password = \"secret\"\nrequire_tls = true",
+        );
+        let e = Config::parse(&text).unwrap_err().to_string();
+        assert!(e.contains("users[0].require_tls"), "{e}");
+        let text = format!("tls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\n{text}");
+        let c = Config::parse(&text).expect("valid");
+        assert!(c.users[0].require_tls);
     }
 
     #[test]

@@ -182,7 +182,7 @@ pub struct Failover {
 async fn connect(config: &Config, addr: &str) -> Result<Conn, String> {
     tokio::time::timeout(
         config.connect_timeout(),
-        Conn::new(monitor_opts(config, addr)),
+        crate::backend::tls::connect_mysql(monitor_opts(config, addr)),
     )
     .await
     .map_err(|_| format!("connect to {addr} timed out"))?
@@ -200,11 +200,21 @@ fn sql_quote(s: &str) -> String {
 }
 
 /// `CHANGE MASTER TO` the new primary (MariaDB spelling; MySQL 8 would be
-/// `CHANGE REPLICATION SOURCE TO … SOURCE_AUTO_POSITION = 1`).
-fn change_master_sql(f: &FailoverConfig, primary_addr: &str) -> String {
+/// `CHANGE REPLICATION SOURCE TO … SOURCE_AUTO_POSITION = 1`). When
+/// rwproxy talks TLS to the new primary, replication does too
+/// (`MASTER_SSL=1`): such a primary typically runs with
+/// `require_secure_transport`, which would refuse a plaintext replica.
+/// The CA a replica verifies with (`MASTER_SSL_CA`) is a path on the
+/// replica's host, which rwproxy does not know: whatever was set stays.
+fn change_master_sql(config: &Config, f: &FailoverConfig, primary_addr: &str) -> String {
     let (host, port) = host_port(primary_addr);
+    let ssl = if config.tls_for_addr(primary_addr).enabled() {
+        ", MASTER_SSL=1"
+    } else {
+        ""
+    };
     format!(
-        "CHANGE MASTER TO MASTER_HOST={}, MASTER_PORT={port}, MASTER_USER={}, MASTER_PASSWORD={}, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1",
+        "CHANGE MASTER TO MASTER_HOST={}, MASTER_PORT={port}, MASTER_USER={}, MASTER_PASSWORD={}, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1{ssl}",
         sql_quote(&host),
         sql_quote(&f.replication_user),
         sql_quote(&f.replication_password)
@@ -452,7 +462,7 @@ impl Failover {
         steps.done("published; writes released");
 
         // 5. Repoint the others.
-        let change = change_master_sql(&f, &cand_view.addr);
+        let change = change_master_sql(&self.cfg(), &f, &cand_view.addr);
         let _ = old_conn
             .query_drop("SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos")
             .await;
@@ -611,7 +621,7 @@ impl Failover {
         let cand_view = snap.servers[cand].clone();
         steps.report.new_primary = cand_view.name.to_string();
         steps.done(format!("chose {} at GTID {pos}", cand_view.name));
-        let change = change_master_sql(&f, &cand_view.addr);
+        let change = change_master_sql(&self.cfg(), &f, &cand_view.addr);
         for (i, c) in cands.iter_mut() {
             let sqls: &[&str] = if *i == cand {
                 &["STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = 0"]
@@ -731,7 +741,7 @@ impl Failover {
                     }
                 });
             } else if rejoin && let Some(f) = &cfg.failover {
-                let change = change_master_sql(f, &p.addr);
+                let change = change_master_sql(&cfg, f, &p.addr);
                 let mut ok = true;
                 for sql in [
                     "STOP SLAVE",

@@ -86,6 +86,8 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::CheckConfig { config } => {
             let cfg = rwproxy::config::Config::load(&config)?;
+            // Reads server_tls_ca the way `run` would.
+            rwproxy::backend::tls::ServerTls::from_config(&cfg)?;
             println!(
                 "{}: OK ({} servers, {} users, listen {})",
                 config.display(),

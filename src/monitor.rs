@@ -39,7 +39,9 @@ pub struct Observation {
     pub is_replica: bool,
 }
 
-/// Connection options for the monitor account on one server.
+/// Connection options for the monitor account on one server, with the TLS
+/// the configuration asks for that server (promotion and account reads use
+/// the same options). Open them with [`crate::backend::tls::connect_mysql`].
 pub fn monitor_opts(config: &Config, addr: &str) -> mysql_async::Opts {
     let (host, port) = addr
         .rsplit_once(':')
@@ -52,6 +54,10 @@ pub fn monitor_opts(config: &Config, addr: &str) -> mysql_async::Opts {
         .pass(Some(config.monitor.password.clone()))
         .prefer_socket(false)
         .wait_timeout(Some(28_800))
+        .ssl_opts(crate::backend::tls::ssl_opts(
+            config,
+            config.tls_for_addr(addr),
+        ))
         .into()
 }
 
@@ -244,7 +250,7 @@ impl Monitor {
             let hb = heartbeat_mode(&config, s.role);
             first.spawn(async move {
                 let r = tokio::time::timeout(timeout, async {
-                    let mut c = Conn::new(opts).await?;
+                    let mut c = crate::backend::tls::connect_mysql(opts).await?;
                     if hb == Heartbeat::Write {
                         let _ = ensure_heartbeat_table(&mut c).await;
                     }
@@ -335,7 +341,7 @@ async fn server_task(
         let started = Instant::now();
         let result: Result<Observation, String> = tokio::time::timeout(bound, async {
             if conn.is_none() {
-                conn = Some(Conn::new(opts.clone()).await.map_err(|e| e.to_string())?);
+                conn = Some(crate::backend::tls::connect_mysql(opts.clone()).await.map_err(|e| e.to_string())?);
                 heartbeat_ready = false;
             }
             let c = conn.as_mut().ok_or("no connection")?;

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::accounts::Accounts;
 use crate::backend::Pools;
+use crate::backend::tls::ServerTls;
 use crate::config::Config;
 use crate::failover::Failover;
 use crate::monitor::Monitor;
@@ -30,6 +31,10 @@ use arc_swap::ArcSwap;
 pub enum ServerError {
     #[error("cannot listen: {0}")]
     Listen(#[source] std::io::Error),
+    /// The configuration cannot be put in force (e.g. an unreadable
+    /// `server_tls_ca`).
+    #[error("{0}")]
+    Config(#[source] crate::config::ConfigError),
 }
 
 /// A version string for clients when no server answered at start-up.
@@ -182,7 +187,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     let listener = listeners.proxy;
+    // Built before anything connects: a server_tls setting that cannot be
+    // honoured stops the start rather than degrading to plaintext.
+    let server_tls = ServerTls::from_config(&config).map_err(ServerError::Config)?;
     let shared = build_shared(config, config_path, shutdown.clone()).await;
+    shared.pools.set_server_tls(server_tls);
     start_monitor(&shared).await;
     let hup = tokio::spawn(reload_on_sighup(shared.clone()));
     let watcher = tokio::spawn(shared.failover.clone().watch(shutdown.clone()));
@@ -287,6 +296,8 @@ pub async fn reload(shared: &Arc<Shared>) -> Result<String, String> {
         .map_err(|e| format!("configuration rejected, old one stays in force: {e}"))?;
     let mut rules = RuleSet::compile(&new.rules)
         .map_err(|e| format!("configuration rejected, old one stays in force: {e}"))?;
+    let server_tls = ServerTls::from_config(&new)
+        .map_err(|e| format!("configuration rejected, old one stays in force: {e}"))?;
     let old = shared.config.load_full();
     let mut notes = Vec::new();
     if new.listen != old.listen
@@ -332,6 +343,7 @@ pub async fn reload(shared: &Arc<Shared>) -> Result<String, String> {
         *snap = merged;
     });
     let servers = new.servers.len();
+    shared.pools.set_server_tls(server_tls);
     shared.config.store(Arc::new(new));
     rules.inherit_hits(&shared.rules.load());
     shared.rules.store(Arc::new(rules));

@@ -64,6 +64,9 @@ async fn server_accounts_lifecycle_through_the_proxy() {
         "new account logged in {:.0} ms after CREATE USER",
         created.elapsed().as_secs_f64() * 1000.0
     );
+    // The read goes to a replica: let it apply the table and the grant
+    // (on a busy machine it may be a few ms behind).
+    sandbox::wait_replicas_caught_up(sb).await;
     let n: Option<i64> = u1
         .query_first("SELECT COUNT(*) FROM app.acc_secret")
         .await

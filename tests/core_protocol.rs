@@ -899,6 +899,7 @@ async fn a_replica_on_a_closed_port_does_not_disturb_reads() {
             weight: 1,
             max_replica_lag_ms: None,
             offline: false,
+            tls: None,
         });
     })
     .await;

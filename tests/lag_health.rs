@@ -495,6 +495,7 @@ async fn bad_server_entry_is_down_and_the_rest_serves() {
         weight: 1,
         max_replica_lag_ms: None,
         offline: false,
+        tls: None,
     });
     let proxy = start_proxy(cfg).await;
     let mut c = proxy.app_conn().await;
@@ -601,6 +602,7 @@ async fn non_mysql_service_is_down_with_a_clear_error() {
         weight: 1,
         max_replica_lag_ms: None,
         offline: false,
+        tls: None,
     });
     let proxy = start_proxy(cfg).await;
     let mut c = proxy.app_conn().await;

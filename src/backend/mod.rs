@@ -19,6 +19,12 @@
 //! a semaphore counts connections in use (FIFO, so waiters are served in
 //! order), idle connections of other users are closed to make room, and a
 //! borrower that waits longer than `pool_wait_timeout_ms` gets ERR 1040.
+//!
+//! Connections are TLS-encrypted per `server_tls` ([`tls`]); the pools hold
+//! the TLS settings of the current configuration, so the session never
+//! deals with them.
+
+pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -34,6 +40,7 @@ use crate::protocol::command::code;
 use crate::protocol::handshake::{self, HandshakeError, Login, ServerHello};
 use crate::protocol::packet::{FrameError, PacketStream};
 use crate::protocol::response::{self, Expect, ForwardError};
+use crate::protocol::stream::BackendStream;
 use crate::protocol::{ClientError, shaping_capabilities};
 
 /// The identity of a pool: connections in one pool are interchangeable.
@@ -68,6 +75,23 @@ pub enum BackendError {
     },
     #[error("timed out after {0:?} connecting to {1}")]
     Timeout(Duration, String),
+    /// TLS is configured for the server but its greeting does not offer it.
+    #[error(
+        "server {server} ({addr}) does not offer TLS, which server_tls = \"{mode}\" requires (start it with ssl_cert/ssl_key, or set tls = \"disabled\" for it)"
+    )]
+    TlsUnavailable {
+        server: String,
+        addr: String,
+        mode: &'static str,
+    },
+    /// The TLS handshake failed (certificate refused, protocol error…).
+    #[error("TLS to server {server} ({addr}) failed: {source}")]
+    Tls {
+        server: String,
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("login to {addr} failed: {source}")]
     Login {
         addr: String,
@@ -107,9 +131,13 @@ impl BackendError {
     }
 }
 
+/// The byte stream under a backend connection (plain or TLS). An alias so
+/// code that names the stream type does not change with its definition.
+pub type BackendIo = BackendStream;
+
 /// One authenticated connection to a backend server.
 pub struct BackendConn {
-    pub stream: PacketStream<TcpStream>,
+    pub stream: PacketStream<BackendIo>,
     pub key: PoolKey,
     /// Capabilities in force on this connection.
     pub caps: CapabilityFlags,
@@ -135,7 +163,9 @@ pub struct BackendConn {
 }
 
 impl BackendConn {
-    /// Connects and logs in.
+    /// Connects and logs in, over TLS when `tls` is given (the SSLRequest
+    /// goes out after the greeting, the login after the TLS handshake).
+    #[allow(clippy::too_many_arguments)]
     pub async fn connect(
         addr: &str,
         key: PoolKey,
@@ -143,7 +173,12 @@ impl BackendConn {
         caps: CapabilityFlags,
         db: Option<&str>,
         timeout: Duration,
+        tls: Option<&tls::ServerTlsConfig>,
     ) -> Result<BackendConn, BackendError> {
+        let login_error = |source| BackendError::Login {
+            addr: addr.to_string(),
+            source,
+        };
         let fut = async {
             let tcp = TcpStream::connect(addr)
                 .await
@@ -152,23 +187,51 @@ impl BackendConn {
                     source,
                 })?;
             let _ = tcp.set_nodelay(true);
-            let mut stream = PacketStream::new(tcp);
-            let hello = handshake::login(
-                &mut stream,
-                &Login {
-                    user: &cred.user,
-                    stage1: cred.stage1.as_ref(),
-                    db,
-                    caps,
-                    collation: key.collation,
-                    max_packet: 1 << 30,
-                },
-            )
-            .await
-            .map_err(|source| BackendError::Login {
-                addr: addr.to_string(),
-                source,
-            })?;
+            let mut stream = PacketStream::new(BackendStream::Plain(tcp));
+            let login = Login {
+                user: &cred.user,
+                stage1: cred.stage1.as_ref(),
+                db,
+                caps,
+                collation: key.collation,
+                max_packet: 1 << 30,
+            };
+            let greeting = handshake::read_greeting(&mut stream)
+                .await
+                .map_err(login_error)?;
+            if let Some(tls) = tls {
+                if !greeting.offers_tls() {
+                    return Err(BackendError::TlsUnavailable {
+                        server: key.server.to_string(),
+                        addr: addr.to_string(),
+                        mode: tls.mode.as_str(),
+                    });
+                }
+                handshake::send_ssl_request(&mut stream, &greeting, &login)
+                    .await
+                    .map_err(login_error)?;
+                let (inner, rest) = stream.into_inner();
+                let BackendStream::Plain(tcp) = inner else {
+                    return Err(login_error(HandshakeError::Malformed(
+                        "TLS requested twice".into(),
+                    )));
+                };
+                if !rest.is_empty() {
+                    // Bytes before the TLS handshake would be unauthenticated.
+                    return Err(login_error(HandshakeError::Malformed(
+                        "server sent data after the SSLRequest".into(),
+                    )));
+                }
+                let encrypted = tls.connect(tcp).await.map_err(|source| BackendError::Tls {
+                    server: key.server.to_string(),
+                    addr: addr.to_string(),
+                    source,
+                })?;
+                stream = PacketStream::new(BackendStream::Tls(Box::new(encrypted)));
+            }
+            let hello = handshake::authenticate(&mut stream, &greeting, &login, tls.is_some())
+                .await
+                .map_err(login_error)?;
             Ok::<_, BackendError>(BackendConn {
                 stream,
                 caps: hello.caps,
@@ -209,6 +272,11 @@ impl BackendConn {
         if self.stream.flush().await.is_err() {
             self.broken = true;
         }
+    }
+
+    /// Whether the connection to the server is encrypted.
+    pub fn is_tls(&self) -> bool {
+        self.stream.get_ref().is_tls()
     }
 
     /// Sends a simple command and reads its one-packet answer; returns the
@@ -346,6 +414,8 @@ pub struct Pools {
     connect_timeout: Duration,
     max_per_server: usize,
     wait_timeout: Duration,
+    /// TLS settings of the configuration in force (swapped by RELOAD).
+    tls: arc_swap::ArcSwap<tls::ServerTls>,
 }
 
 /// The knobs of [`Pools`], from the configuration.
@@ -372,7 +442,14 @@ impl Pools {
             connect_timeout: limits.connect_timeout,
             max_per_server: limits.max_per_server,
             wait_timeout: limits.wait_timeout,
+            tls: Default::default(),
         }
+    }
+
+    /// Sets the TLS settings new connections use (at start-up and RELOAD;
+    /// idle connections opened under the old ones stay until they close).
+    pub fn set_server_tls(&self, tls: tls::ServerTls) {
+        self.tls.store(Arc::new(tls));
     }
 
     /// The pool key a session with these parameters uses on `server`.
@@ -479,6 +556,7 @@ impl Pools {
         if let Some(sem) = &limiter {
             self.make_room(&key.server, sem);
         }
+        let tls = self.tls.load();
         let mut conn = BackendConn::connect(
             addr,
             key.clone(),
@@ -486,6 +564,7 @@ impl Pools {
             caps,
             want.schema,
             self.connect_timeout,
+            tls.for_server(&key.server),
         )
         .await?;
         conn.permit = permit;

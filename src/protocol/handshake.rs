@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::{
-    AuthPlugin, AuthSwitchRequest, ErrPacket, HandshakePacket, HandshakeResponse,
+    AuthPlugin, AuthSwitchRequest, ErrPacket, HandshakePacket, HandshakeResponse, SslRequest,
 };
 use mysql_common::proto::MySerialize;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -176,11 +176,32 @@ pub struct Login<'a> {
     pub max_packet: u32,
 }
 
-/// Logs into a backend server.
-pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
+/// A backend server's greeting, kept (owned) while rwproxy decides whether
+/// to upgrade the connection to TLS before answering it.
+#[derive(Debug, Clone)]
+pub struct ServerGreeting {
+    /// What the server offers.
+    pub caps: CapabilityFlags,
+    nonce: Vec<u8>,
+    version: (u16, u16, u16),
+    version_str: String,
+    connection_id: u32,
+    collation: u8,
+    /// Sequence id of the greeting (the answer uses the next one).
+    seq: u8,
+}
+
+impl ServerGreeting {
+    /// Whether the server can do TLS (`CLIENT_SSL` in its greeting).
+    pub fn offers_tls(&self) -> bool {
+        self.caps.contains(CapabilityFlags::CLIENT_SSL)
+    }
+}
+
+/// Reads a backend server's greeting (or its refusal, e.g. 1040 or 1130).
+pub async fn read_greeting<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut PacketStream<S>,
-    params: &Login<'_>,
-) -> Result<ServerHello, HandshakeError> {
+) -> Result<ServerGreeting, HandshakeError> {
     let p = stream.read_packet(64 * 1024, Some(0)).await?;
     if p.payload.first() == Some(&0xff) {
         return Err(HandshakeError::Refused(parse_err(&p.payload)));
@@ -188,44 +209,88 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     let hs: HandshakePacket<'_> = ParseBuf(&p.payload)
         .parse(())
         .map_err(|e| HandshakeError::Malformed(e.to_string()))?;
-    let server_caps = hs.capabilities();
-    let mut caps = params.caps & server_caps & super::supported_capabilities();
+    Ok(ServerGreeting {
+        caps: hs.capabilities(),
+        nonce: hs.nonce(),
+        version: hs
+            .server_version_parsed()
+            .or_else(|| hs.maria_db_server_version_parsed())
+            .unwrap_or((5, 7, 0)),
+        version_str: hs.server_version_str().into_owned(),
+        connection_id: hs.connection_id(),
+        collation: hs.default_collation(),
+        seq: p.last_seq,
+    })
+}
+
+/// The handshake response for `greeting`; with `tls`, `CLIENT_SSL` is set
+/// (the SSLRequest and the response must carry the same capabilities).
+fn response<'a>(greeting: &ServerGreeting, params: &Login<'a>, tls: bool) -> HandshakeResponse<'a> {
+    let mut caps = params.caps & greeting.caps & super::supported_capabilities();
     caps |= CapabilityFlags::CLIENT_PROTOCOL_41
         | CapabilityFlags::CLIENT_SECURE_CONNECTION
         | CapabilityFlags::CLIENT_PLUGIN_AUTH
         | CapabilityFlags::CLIENT_LONG_PASSWORD;
-    if params.db.is_some() {
-        caps |= CapabilityFlags::CLIENT_CONNECT_WITH_DB;
-    } else {
-        caps.remove(CapabilityFlags::CLIENT_CONNECT_WITH_DB);
+    if tls {
+        caps |= CapabilityFlags::CLIENT_SSL;
     }
-    let nonce = hs.nonce();
-    let reply = params.stage1.map(|s| auth::reply(&nonce, s).to_vec());
-    let version = hs
-        .server_version_parsed()
-        .or_else(|| hs.maria_db_server_version_parsed())
-        .unwrap_or((5, 7, 0));
+    let reply = params
+        .stage1
+        .map(|s| auth::reply(&greeting.nonce, s).to_vec());
     let mut attrs = HashMap::new();
     attrs.insert("program_name".to_string(), "rwproxy".to_string());
-    let resp = HandshakeResponse::new(
-        Some(reply.clone().unwrap_or_default()),
-        version,
+    // `new` sets or clears CLIENT_CONNECT_WITH_DB from `db` itself.
+    HandshakeResponse::new(
+        Some(reply.unwrap_or_default()),
+        greeting.version,
         Some(params.user.as_bytes()),
         params.db.map(str::as_bytes),
         Some(AuthPlugin::MysqlNativePassword),
         caps,
         Some(attrs),
         params.max_packet,
-    );
+    )
+}
+
+/// Answers the greeting with an SSLRequest: the caller then runs the TLS
+/// handshake on the raw stream and continues with [`authenticate`]
+/// (`tls = true`) on the encrypted one.
+pub async fn send_ssl_request<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut PacketStream<S>,
+    greeting: &ServerGreeting,
+    params: &Login<'_>,
+) -> Result<(), HandshakeError> {
+    let resp = response(greeting, params, true);
+    let req = SslRequest::new(resp.capabilities(), params.max_packet, resp.collation());
+    let mut buf = Vec::with_capacity(32);
+    req.serialize(&mut buf);
+    stream.queue_payload(greeting.seq.wrapping_add(1), &buf);
+    stream.flush().await?;
+    Ok(())
+}
+
+/// Logs into a backend server whose greeting is already read (and, with
+/// `tls`, after the SSLRequest and the TLS handshake): sends the handshake
+/// response, follows auth switches, returns at the server's OK.
+pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut PacketStream<S>,
+    greeting: &ServerGreeting,
+    params: &Login<'_>,
+    tls: bool,
+) -> Result<ServerHello, HandshakeError> {
+    let resp = response(greeting, params, tls);
+    let caps = resp.capabilities();
     let mut buf = Vec::with_capacity(128);
     resp.serialize(&mut buf);
-    stream.queue_payload(p.last_seq.wrapping_add(1), &buf);
+    // After an SSLRequest (seq + 1) the response takes the next id.
+    let seq = greeting.seq.wrapping_add(1 + u8::from(tls));
+    stream.queue_payload(seq, &buf);
     stream.flush().await?;
     let hello = ServerHello {
-        version: hs.server_version_str().into_owned(),
-        connection_id: hs.connection_id(),
+        version: greeting.version_str.clone(),
+        connection_id: greeting.connection_id,
         caps,
-        collation: hs.default_collation(),
+        collation: greeting.collation,
     };
     loop {
         let r = stream.read_packet(64 * 1024, None).await?;
@@ -255,6 +320,15 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// Logs into a backend server over plaintext (greeting, response, auth).
+pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut PacketStream<S>,
+    params: &Login<'_>,
+) -> Result<ServerHello, HandshakeError> {
+    let greeting = read_greeting(stream).await?;
+    authenticate(stream, &greeting, params, false).await
 }
 
 /// Turns an ERR payload into a [`ClientError`] (server's code, state, text).

@@ -25,7 +25,15 @@
 //!   `rpl_semi_sync_master_wait_no_slave = OFF`.
 //! - After SIGKILL the main thread of `mariadbd` shows as a zombie while the
 //!   others still exit and hold the port; see [`process_alive`].
+//!
+//! A TLS sandbox (`up --tls`, [`up_with_tls`]) generates a CA and a server
+//! certificate under `DIR/tls/`, runs every server with
+//! `require_secure_transport = ON` (plaintext TCP logins are refused, so
+//! nothing can silently fall back to them; the setup client uses the Unix
+//! socket, which counts as secure), replicates over TLS, and writes an
+//! `rwproxy.toml` with `server_tls = "verify_identity"`.
 
+mod certs;
 mod client;
 mod process;
 
@@ -167,6 +175,10 @@ pub enum SandboxCommand {
         /// Enable semi-synchronous replication (primary waits for one replica ack)
         #[arg(long)]
         semi_sync: bool,
+        /// Servers require TLS (generated CA and certificate for 127.0.0.1
+        /// and localhost; rwproxy.toml verifies them)
+        #[arg(long)]
+        tls: bool,
     },
     /// Stop the servers started from DIR (by pid file).
     Down {
@@ -197,6 +209,24 @@ pub struct UpOptions {
     pub semi_sync: bool,
     /// if set, a detached watchdog stops the servers when this pid exits
     pub owner_pid: Option<u32>,
+}
+
+/// TLS for a new sandbox's servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxTls {
+    /// Names the server certificate is valid for (IP addresses become IP
+    /// SANs). The servers listen on 127.0.0.1, so the default names match
+    /// the generated configuration; a test that wants a mismatch picks
+    /// others.
+    pub names: Vec<String>,
+}
+
+impl Default for SandboxTls {
+    fn default() -> Self {
+        SandboxTls {
+            names: vec!["127.0.0.1".into(), "localhost".into()],
+        }
+    }
 }
 
 /// One server of a sandbox and where its files are.
@@ -263,6 +293,9 @@ pub struct Sandbox {
     pub servers: Vec<SandboxServer>,
     /// `DIR/rwproxy.toml`.
     pub config_path: PathBuf,
+    /// For a TLS sandbox: the CA certificate (PEM) the servers'
+    /// certificate is signed by.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl Sandbox {
@@ -276,6 +309,7 @@ impl Sandbox {
             dir: dir.to_path_buf(),
             servers,
             config_path: dir.join(PROXY_CONFIG),
+            tls_ca: None,
         }
     }
 
@@ -328,6 +362,9 @@ fn server_name(index: usize) -> String {
 struct Manifest {
     state: ManifestState,
     semi_sync: bool,
+    /// Created with `--tls` (absent in manifests written before TLS).
+    #[serde(default)]
+    tls: bool,
     servers: Vec<ManifestServer>,
 }
 
@@ -353,6 +390,7 @@ impl Manifest {
         Manifest {
             state,
             semi_sync,
+            tls: sandbox.tls_ca.is_some(),
             servers: sandbox
                 .servers
                 .iter()
@@ -408,7 +446,9 @@ impl Manifest {
     }
 
     fn sandbox(&self, dir: &Path) -> Sandbox {
-        Sandbox::layout(dir, &self.ports())
+        let mut sandbox = Sandbox::layout(dir, &self.ports());
+        sandbox.tls_ca = self.tls.then(|| certs::ca_path(dir));
+        sandbox
     }
 }
 
@@ -455,15 +495,32 @@ fn is_executable(path: &Path) -> bool {
 /// half-created by a failed `up` is wiped and created again. If `up` fails,
 /// the servers it started are stopped again.
 pub fn up(opts: &UpOptions) -> Result<Sandbox, SandboxError> {
+    up_with_tls(opts, None)
+}
+
+/// [`up`], with servers that require TLS when `tls` is given (see the
+/// module doc). TLS is decided when the sandbox is created: an existing TLS
+/// sandbox stays one, and asking for TLS on an existing plaintext one is an
+/// error. (A separate function rather than a field of [`UpOptions`], which
+/// callers build as struct literals.)
+pub fn up_with_tls(opts: &UpOptions, tls: Option<&SandboxTls>) -> Result<Sandbox, SandboxError> {
     validate_ports(&opts.ports)?;
     let bins = Binaries::find()?;
     fs::create_dir_all(&opts.dir).map_err(io_error("create directory", &opts.dir))?;
     let dir = fs::canonicalize(&opts.dir).map_err(io_error("open directory", &opts.dir))?;
-    let sandbox = Sandbox::layout(&dir, &opts.ports);
+    let mut sandbox = Sandbox::layout(&dir, &opts.ports);
     check_socket_paths(&sandbox)?;
 
     match Manifest::read(&dir)? {
         Some(m) if m.state == ManifestState::Ready => {
+            if tls.is_some() && !m.tls {
+                return Err(SandboxError::InvalidOptions(format!(
+                    "the sandbox in {} was created without TLS; run `sandbox down` and remove \
+                     the directory to create it with --tls",
+                    dir.display()
+                )));
+            }
+            sandbox.tls_ca = m.tls.then(|| certs::ca_path(&dir));
             if m.ports() != opts.ports {
                 return Err(SandboxError::InvalidOptions(format!(
                     "the sandbox in {} was created with ports {:?} (primary first), not {:?}; \
@@ -487,7 +544,7 @@ pub fn up(opts: &UpOptions) -> Result<Sandbox, SandboxError> {
                     fs::remove_dir_all(&base).map_err(io_error("remove", &base))?;
                 }
             }
-            create(&bins, &sandbox, opts)?;
+            create(&bins, &mut sandbox, opts, tls)?;
         }
         None => {
             for s in &sandbox.servers {
@@ -501,7 +558,7 @@ pub fn up(opts: &UpOptions) -> Result<Sandbox, SandboxError> {
                     });
                 }
             }
-            create(&bins, &sandbox, opts)?;
+            create(&bins, &mut sandbox, opts, tls)?;
         }
     }
     Ok(sandbox)
@@ -541,7 +598,17 @@ fn check_socket_paths(sandbox: &Sandbox) -> Result<(), SandboxError> {
 }
 
 /// First `up` in a directory: install once, copy, start, set up replication.
-fn create(bins: &Binaries, sandbox: &Sandbox, opts: &UpOptions) -> Result<(), SandboxError> {
+fn create(
+    bins: &Binaries,
+    sandbox: &mut Sandbox,
+    opts: &UpOptions,
+    tls: Option<&SandboxTls>,
+) -> Result<(), SandboxError> {
+    if let Some(tls) = tls {
+        certs::generate(&sandbox.dir, &tls.names)?;
+        sandbox.tls_ca = Some(certs::ca_path(&sandbox.dir));
+    }
+    let sandbox = &*sandbox;
     Manifest::new(ManifestState::Initializing, opts.semi_sync, sandbox).write(&sandbox.dir)?;
     for s in &sandbox.servers {
         let base = s.base();
@@ -770,6 +837,7 @@ fn server_args(
     semi_sync: bool,
     read_only: bool,
     root: bool,
+    tls_of: Option<&Path>,
 ) -> Vec<String> {
     let mut args = vec![
         // Must be first, or /etc/mysql/*.cnf is read.
@@ -809,6 +877,15 @@ fn server_args(
     }
     if read_only {
         args.push("--read-only=1".into());
+    }
+    if let Some(dir) = tls_of {
+        let (cert, key) = certs::server_paths(dir);
+        args.push(format!("--ssl-ca={}", certs::ca_path(dir).display()));
+        args.push(format!("--ssl-cert={}", cert.display()));
+        args.push(format!("--ssl-key={}", key.display()));
+        // Plaintext TCP logins are refused: a client that silently did not
+        // use TLS fails instead of passing.
+        args.push("--require-secure-transport=ON".into());
     }
     if semi_sync {
         // On every server, so that a promoted replica is a semi-sync primary.
@@ -851,6 +928,7 @@ fn spawn_server(
         semi_sync,
         read_only,
         process::running_as_root(),
+        sandbox.tls_ca.as_ref().map(|_| sandbox.dir.as_path()),
     ))
     .stdin(Stdio::null())
     .stdout(log)
@@ -986,9 +1064,21 @@ fn set_up_replication(
         primary,
         &format!("{drop_roots}{ACCOUNTS_SQL}"),
     )?;
+    // Over TLS when the servers require it, verifying the primary against
+    // the sandbox CA.
+    let ssl = match &sandbox.tls_ca {
+        Some(ca) => format!(
+            ", MASTER_SSL=1, MASTER_SSL_CA='{}'",
+            ca.display()
+                .to_string()
+                .replace('\\', "\\\\")
+                .replace('\'', "\\'")
+        ),
+        None => String::new(),
+    };
     let change_master = format!(
         "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='repl', \
-         MASTER_PASSWORD='repl', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1; START SLAVE;",
+         MASTER_PASSWORD='repl', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1{ssl}; START SLAVE;",
         primary.port
     );
     for replica in sandbox.replicas() {
@@ -1165,12 +1255,23 @@ fn proxy_config_text(sandbox: &Sandbox, proxy_port: u16) -> String {
     // the same offsets.
     let admin_port = proxy_port.saturating_sub(1);
     let http_port = proxy_port.saturating_add(3000);
+    // Top-level keys, so before the first table.
+    let tls = match &sandbox.tls_ca {
+        Some(ca) => format!(
+            "# The servers require TLS; their certificate is signed by this CA.\n\
+             server_tls = \"verify_identity\"\n\
+             server_tls_ca = {}\n",
+            toml_string(&ca.display().to_string())
+        ),
+        None => String::new(),
+    };
     let mut text = format!(
         "# Generated by `rwproxy sandbox up` for the sandbox in {dir}.\n\
          # Start the proxy: rwproxy run --config {}\n\
          listen = \"127.0.0.1:{proxy_port}\"\n\
          http_listen = \"127.0.0.1:{http_port}\"\n\
          # Client accounts are the servers' own (auth = \"servers\"): app/app, root/root.\n\
+         {tls}\
          \n\
          [monitor]\n\
          user = \"rwproxy_monitor\"\n\
@@ -1198,6 +1299,11 @@ fn proxy_config_text(sandbox: &Sandbox, proxy_port: u16) -> String {
         ));
     }
     text
+}
+
+/// A TOML basic string.
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
 }
 
 fn write_proxy_config(sandbox: &Sandbox, proxy_port: u16) -> Result<(), SandboxError> {
@@ -1413,6 +1519,7 @@ pub fn run_cli(cmd: SandboxCommand) -> Result<(), SandboxError> {
             replicas,
             proxy_port,
             semi_sync,
+            tls,
         } => {
             let ports = (0..=replicas)
                 .map(|i| {
@@ -1432,13 +1539,16 @@ pub fn run_cli(cmd: SandboxCommand) -> Result<(), SandboxError> {
                 )));
             }
             let started = Instant::now();
-            let sandbox = up(&UpOptions {
-                dir,
-                ports,
-                proxy_port,
-                semi_sync,
-                owner_pid: None,
-            })?;
+            let sandbox = up_with_tls(
+                &UpOptions {
+                    dir,
+                    ports,
+                    proxy_port,
+                    semi_sync,
+                    owner_pid: None,
+                },
+                tls.then(SandboxTls::default).as_ref(),
+            )?;
             emit(&up_text(&sandbox, proxy_port, semi_sync, started.elapsed()));
             Ok(())
         }
@@ -1473,13 +1583,19 @@ fn up_text(sandbox: &Sandbox, proxy_port: u16, semi_sync: bool, took: Duration) 
         if semi_sync { "semi-sync" } else { "async" },
         took.as_secs_f64()
     );
+    // Servers of a TLS sandbox refuse plaintext TCP logins.
+    let ssl = sandbox
+        .tls_ca
+        .as_ref()
+        .map(|ca| format!(" --ssl-ca={}", ca.display()))
+        .unwrap_or_default();
     for s in &sandbox.servers {
         let pid = s
             .running_pid()
             .map(|p| p.to_string())
             .unwrap_or_else(|| "-".into());
         text.push_str(&format!(
-            "  {:<10} mariadb -h127.0.0.1 -P{} -uroot -proot    (pid {pid}, log {})\n",
+            "  {:<10} mariadb -h127.0.0.1 -P{} -uroot -proot{ssl}    (pid {pid}, log {})\n",
             s.name,
             s.port,
             s.log.display()
@@ -1551,17 +1667,41 @@ mod tests {
         let r = &sandbox.servers[1];
         assert_eq!(r.name, "replica1");
         assert_eq!(r.socket, Path::new("/tmp/sb/replica1/mysqld.sock"));
-        let args = server_args(r, 1, true, true, true);
+        let args = server_args(r, 1, true, true, true, None);
         assert_eq!(args[0], "--no-defaults");
         assert_eq!(args[1], "--user=root");
         assert!(args.contains(&"--server-id=2".to_string()));
         assert!(args.contains(&"--read-only=1".to_string()));
         assert!(args.contains(&"--rpl-semi-sync-slave-enabled=1".to_string()));
-        let args = server_args(&sandbox.servers[0], 0, false, false, false);
+        let args = server_args(&sandbox.servers[0], 0, false, false, false, None);
         assert!(
             !args
                 .iter()
                 .any(|a| a == "--user=root" || a == "--read-only=1")
+        );
+        assert!(!args.iter().any(|a| a.starts_with("--ssl")));
+        let args = server_args(
+            &sandbox.servers[0],
+            0,
+            false,
+            false,
+            false,
+            Some(Path::new("/tmp/sb")),
+        );
+        assert!(args.contains(&"--ssl-ca=/tmp/sb/tls/ca.pem".to_string()));
+        assert!(args.contains(&"--ssl-cert=/tmp/sb/tls/server.pem".to_string()));
+        assert!(args.contains(&"--require-secure-transport=ON".to_string()));
+    }
+
+    #[test]
+    fn tls_proxy_config_verifies_the_servers() {
+        let mut sandbox = Sandbox::layout(Path::new("/tmp/sb"), &[3310, 3311]);
+        sandbox.tls_ca = Some(certs::ca_path(&sandbox.dir));
+        let c = Config::parse(&proxy_config_text(&sandbox, 6033)).expect("valid config");
+        assert_eq!(c.server_tls, crate::config::ServerTlsMode::VerifyIdentity);
+        assert_eq!(
+            c.server_tls_ca.as_deref(),
+            Some(Path::new("/tmp/sb/tls/ca.pem"))
         );
     }
 

@@ -388,12 +388,14 @@ async fn handshake(
                 let Some(acceptor) = shared.tls.clone() else {
                     return Err("client asked for TLS, which is not configured".into());
                 };
-                let (stream, _rest) = client.into_inner();
+                // What was read past the SSLRequest is the start of the
+                // TLS handshake: it goes back in front of the stream.
+                let (stream, rest) = client.into_inner();
                 let ClientStream::Plain(tcp) = stream else {
                     return Err("TLS requested twice".into());
                 };
                 let tls = acceptor
-                    .accept(tcp)
+                    .accept(crate::protocol::stream::Prefixed::new(rest, tcp))
                     .await
                     .map_err(|e| format!("TLS handshake failed: {e}"))?;
                 client = PacketStream::new(ClientStream::Tls(Box::new(tls)));
@@ -437,7 +439,8 @@ async fn handshake(
         reply = r;
         seq = s.wrapping_add(1);
     }
-    let stage1 = match verify(shared, &hello.user, peer.ip(), &scramble, &reply).await {
+    let tls = client.get_ref().is_tls();
+    let stage1 = match verify(shared, &hello.user, peer.ip(), tls, &scramble, &reply).await {
         Ok(c) => c,
         Err(e) => {
             client.queue_payload(seq, &e.to_payload());
@@ -455,6 +458,7 @@ async fn handshake(
         cfg,
         client,
         peer,
+        client_tls: tls,
         scramble,
         caps,
         collation: hello.collation,
@@ -511,11 +515,12 @@ async fn verify(
     shared: &Shared,
     user: &str,
     ip: std::net::IpAddr,
+    tls: bool,
     scramble: &[u8],
     reply: &[u8],
 ) -> Result<Credential, ClientError> {
     let denied = || ClientError::access_denied(user, &ip.to_string(), !reply.is_empty());
-    let first = verify_once(shared, user, ip, scramble, reply, denied).await;
+    let first = verify_once(shared, user, ip, tls, scramble, reply, denied).await;
     match first {
         // The password may have changed since accounts were last read:
         // refresh (rate-limited) and try once more before refusing.
@@ -523,35 +528,66 @@ async fn verify(
             if e.code == 1045 && shared.config.load().auth == crate::config::AuthMode::Servers =>
         {
             shared.accounts.refresh_after_miss().await;
-            verify_once(shared, user, ip, scramble, reply, denied).await
+            verify_once(shared, user, ip, tls, scramble, reply, denied).await
         }
         other => other,
     }
+}
+
+/// A TLS-only account's plaintext login, refused like the global
+/// `require_tls` (only once the password proved right, so the answer does
+/// not tell strangers which accounts exist).
+fn insecure_transport() -> ClientError {
+    ClientError::new(
+        3159,
+        b"HY000",
+        "Connections using insecure transport are prohibited for this account (it requires TLS)",
+    )
 }
 
 async fn verify_once(
     shared: &Shared,
     user: &str,
     ip: std::net::IpAddr,
+    tls: bool,
     scramble: &[u8],
     reply: &[u8],
     denied: impl Fn() -> ClientError,
 ) -> Result<Credential, ClientError> {
     match shared.accounts.lookup(user, ip).await {
-        Lookup::Found { name, hash: None } if reply.is_empty() => Ok(Credential {
-            user: name,
-            stage1: None,
-        }),
+        Lookup::Found {
+            name,
+            hash: None,
+            require_tls,
+        } if reply.is_empty() => {
+            if require_tls && !tls {
+                return Err(insecure_transport());
+            }
+            Ok(Credential {
+                user: name,
+                stage1: None,
+            })
+        }
         Lookup::Found { hash: None, .. } => Err(denied()),
         Lookup::Found {
             name,
             hash: Some(hash),
-        } => auth::verify(scramble, reply, &hash)
-            .map(|s| Credential {
+            require_tls,
+        } => {
+            let stage1 = auth::verify(scramble, reply, &hash).ok_or_else(denied)?;
+            if require_tls && !tls {
+                return Err(insecure_transport());
+            }
+            Ok(Credential {
                 user: name,
-                stage1: Some(s),
+                stage1: Some(stage1),
             })
-            .ok_or_else(denied),
+        }
+        Lookup::NeedsClientCertificate => Err(ClientError::new(
+            1251,
+            b"08004",
+            "rwproxy cannot proxy accounts that REQUIRE X509, ISSUER or SUBJECT (client certificates are neither checked nor forwarded); use REQUIRE SSL",
+        )),
         Lookup::Locked => Err(ClientError::new(
             4151,
             b"HY000",
@@ -581,6 +617,8 @@ pub struct Session<S> {
     client: PacketStream<S>,
     /// The client's address (host patterns of accounts are judged on it).
     peer: SocketAddr,
+    /// The client connection is TLS (TLS-only accounts may change to it).
+    client_tls: bool,
     /// The scramble of the initial handshake (COM_CHANGE_USER answers it).
     scramble: [u8; auth::SCRAMBLE_LEN],
     /// Capabilities negotiated with the client; backend connections use the same.
@@ -1422,7 +1460,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             reply = r;
             seq = s.wrapping_add(1);
         }
-        let cred = match verify(&self.shared, &cu.user, self.peer.ip(), &scramble, &reply).await {
+        let cred = match verify(
+            &self.shared,
+            &cu.user,
+            self.peer.ip(),
+            self.client_tls,
+            &scramble,
+            &reply,
+        )
+        .await
+        {
             Ok(c) => c,
             Err(e) => {
                 self.client.queue_payload(seq, &e.to_payload());
