@@ -1411,6 +1411,13 @@ pub fn start_server(sandbox: &Sandbox, index: usize) -> Result<(), SandboxError>
     wait_ready(&bins, sandbox, &[(index, Some(&spawned))])
 }
 
+/// Stops one server cleanly (SIGTERM, SIGKILL after the grace period) and
+/// waits until it is gone — for tests that restart a server the way an
+/// operator would. Does nothing if it is not running; data stays.
+pub fn stop_server(sandbox: &Sandbox, index: usize) -> Result<(), SandboxError> {
+    stop_servers(sandbox, &[index], STOP_GRACE)
+}
+
 /// Kills one server with SIGKILL (by its pid file) and waits until it is
 /// gone — for failure tests. Does nothing if it is not running.
 pub fn kill_server(sandbox: &Sandbox, index: usize) -> Result<(), SandboxError> {

@@ -19,6 +19,8 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::config::{PoolMode, RuleRoute};
+use tracing::warn;
+
 use crate::failover::GateTicket;
 use crate::metrics::{ErrorKind as MetricError, RouteLabel};
 use crate::protocol::ClientError;
@@ -126,6 +128,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         &self,
         snap: &Snapshot,
         class: &Classified,
+        exclude: &[usize],
     ) -> Result<usize, router::Unavailable> {
         let ticket = self
             .shared
@@ -134,7 +137,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let needs = router::ReadNeeds {
             max_lag: None,
             min_gtid: self.last_write.as_ref(),
-            exclude: &[],
+            exclude,
         };
         match router::route(class, self.view(), snap, self.policy(), &needs, ticket) {
             Route::Primary(i) | Route::Replica(i) | Route::Fallback(i) => Ok(i),
@@ -164,7 +167,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // Preparing writes nothing, so when no primary is available (e.g.
         // during a failover) any live server can describe the statement;
         // its executions are routed (and wait for a primary) as usual.
-        let idx = match self.stmt_target(&snap, &routed) {
+        let idx = match self.stmt_target(&snap, &routed, &[]) {
             Ok(i) => i,
             Err(why) => snap
                 .servers
@@ -301,7 +304,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         &mut self,
         id: u32,
         forced: Option<Arc<str>>,
-    ) -> Result<(usize, u32, Option<GateTicket>), ExecError> {
+        tried: &mut Vec<usize>,
+    ) -> Result<(usize, u32, Option<GateTicket>, usize), ExecError> {
         let (class, forced_route) = self
             .stmts
             .by_id
@@ -320,7 +324,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .and_then(|name| snap.servers.iter().position(|s| &s.name == name))
             {
                 Some(i) => i,
-                None => match self.stmt_target(&snap, &class) {
+                None => match self.stmt_target(&snap, &class, tried) {
                     Ok(i) => i,
                     Err(router::Unavailable::NoPrimary) if failover_wait.may_wait(self) => {
                         self.wait_for_primary().await;
@@ -351,11 +355,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         .await;
                     continue;
                 }
+                Err(e) if self.may_retry_elsewhere(&e, &snap, idx, &forced, tried) => {
+                    warn!(server = %snap.servers[idx].name, error = %e, "statement execution could not reach replica; retrying elsewhere");
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
-            let bid = self.ensure_prepared(pos, id).await?;
-            return Ok((pos, bid, ticket));
+            let bid = match self.ensure_prepared(pos, id).await {
+                Ok(bid) => bid,
+                Err(e) if self.may_retry_elsewhere(&e, &snap, idx, &forced, tried) => {
+                    warn!(server = %snap.servers[idx].name, error = %e, "preparing on replica failed; retrying elsewhere");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            return Ok((pos, bid, ticket, idx));
         }
+    }
+
+    /// Whether a failure on server `idx` may be retried on another server:
+    /// a replica chosen freely (no long data or cursor tie), failing before
+    /// any byte reached the client. Records `idx` in `tried` if so.
+    fn may_retry_elsewhere(
+        &self,
+        e: &ExecError,
+        snap: &Snapshot,
+        idx: usize,
+        forced: &Option<Arc<str>>,
+        tried: &mut Vec<usize>,
+    ) -> bool {
+        let retry =
+            forced.is_none() && snap.primary != Some(idx) && !tried.contains(&idx) && e.retryable();
+        if retry {
+            tried.push(idx);
+        }
+        retry
     }
 
     pub(super) async fn on_execute(
@@ -367,7 +401,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let stmt = self.stmts.by_id.get(&id).ok_or_else(|| unknown_stmt(id))?;
             (stmt.long_data_on.clone(), stmt.params, stmt.class)
         };
-        let (pos, bid, _ticket) = self.stmt_conn(id, forced).await?;
+        // A read on a replica that fails before any byte of its answer
+        // reached the client is run again elsewhere, as text queries are.
+        let mut tried = Vec::new();
+        loop {
+            let snap = self.shared.topology.load();
+            match self
+                .execute_once(payload, id, forced.clone(), params, class, &mut tried)
+                .await
+            {
+                Err((Some(idx), e))
+                    if self.may_retry_elsewhere(&e, &snap, idx, &forced, &mut tried) =>
+                {
+                    warn!(server = %snap.servers[idx].name, error = %e, "execution failed on replica before any reply; retrying elsewhere");
+                }
+                Err((_, e)) => return Err(e),
+                Ok(()) => return Ok(()),
+            }
+        }
+    }
+
+    /// One attempt of an execution; on failure, also says on which server
+    /// (when one was chosen).
+    async fn execute_once(
+        &mut self,
+        payload: &mut [u8],
+        id: u32,
+        forced: Option<Arc<str>>,
+        params: u16,
+        class: Classified,
+        tried: &mut Vec<usize>,
+    ) -> Result<(), (Option<usize>, ExecError)> {
+        let (pos, bid, _ticket, idx) = self
+            .stmt_conn(id, forced, tried)
+            .await
+            .map_err(|e| (None, e))?;
         let server = self.conns[pos].server.clone();
         command::set_stmt_id(payload, bid);
         // Parameter types: remember what the client sends, inject them for
@@ -442,7 +510,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
                 Ok(())
             }
-            Err(e) => Err(e),
+            Err(e) => Err((Some(idx), e)),
         }
     }
 
@@ -457,7 +525,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             // at the execution, as with a server.
             None => return Ok(()),
         };
-        let (pos, bid, _ticket) = self.stmt_conn(id, forced).await?;
+        let (pos, bid, _ticket, _) = self.stmt_conn(id, forced, &mut Vec::new()).await?;
         command::set_stmt_id(payload, bid);
         let server = self.conns[pos].server.clone();
         let held = &mut self.conns[pos];
@@ -512,7 +580,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.client.queue_payload(1, &ok_payload(0, 0, st));
             return self.client.flush().await.map_err(ExecError::Client);
         };
-        let (pos, bid, _ticket) = self.stmt_conn(id, Some(server)).await?;
+        let (pos, bid, _ticket, _) = self.stmt_conn(id, Some(server), &mut Vec::new()).await?;
         command::set_stmt_id(payload, bid);
         self.forward_on(pos, payload, Expect::Simple).await?;
         if let Some(stmt) = self.stmts.by_id.get_mut(&id) {
@@ -537,7 +605,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 format!("The statement ({id}) has no open cursor"),
             )));
         };
-        let (pos, bid, _ticket) = self.stmt_conn(id, Some(server)).await?;
+        let (pos, bid, _ticket, _) = self.stmt_conn(id, Some(server), &mut Vec::new()).await?;
         command::set_stmt_id(payload, bid);
         self.forward_on(pos, payload, Expect::Fetch)
             .await

@@ -3,6 +3,8 @@
 //! library entry point as the binary.
 #![allow(dead_code)]
 
+pub mod child;
+pub mod raw;
 pub mod sandbox;
 
 use std::net::SocketAddr;
