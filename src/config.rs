@@ -394,6 +394,11 @@ pub struct Config {
     /// (its backend connection is closed, never reused).
     #[serde(default = "default_client_write_timeout_ms")]
     pub client_write_timeout_ms: u64,
+    /// A client packet that has started arriving must be complete within
+    /// this (MariaDB's `net_read_timeout`): a client that stalls mid-packet
+    /// is disconnected even when `client_idle_timeout_ms` is off. 0 = off.
+    #[serde(default = "default_client_read_timeout_ms")]
+    pub client_read_timeout_ms: u64,
     /// On SIGTERM: how long running statements and transactions may take
     /// to finish before remaining sessions are closed.
     #[serde(default = "default_shutdown_timeout_ms")]
@@ -532,6 +537,9 @@ fn default_listen() -> String {
 }
 fn default_max_client_connections() -> usize {
     10_000
+}
+fn default_client_read_timeout_ms() -> u64 {
+    30_000
 }
 fn default_client_write_timeout_ms() -> u64 {
     60_000

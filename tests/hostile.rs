@@ -225,7 +225,9 @@ fn server_answer(reply: &Reply, what: &str) -> String {
 async fn truncated_packets_and_wrong_sequence_ids_close_only_that_connection() {
     let mut proxy = ChildProxy::start(
         config(|c| {
-            c.client_idle_timeout_ms = 2000;
+            // Idle sessions are never cut here: only the mid-packet bound.
+            c.client_idle_timeout_ms = 0;
+            c.client_read_timeout_ms = 2000;
             c.handshake_timeout_ms = 2000;
         }),
         "info",
@@ -256,7 +258,8 @@ async fn truncated_packets_and_wrong_sequence_ids_close_only_that_connection() {
     assert!(got.is_empty());
 
     // A truncated packet from a client that then stays silent (socket
-    // open): the idle timeout cuts it; it does not hold a session forever.
+    // open): `client_read_timeout_ms` cuts it even with no idle timeout;
+    // it does not hold a session forever.
     let mut r = Raw::connect(proxy.addr, "app", "app", None)
         .await
         .expect("login");

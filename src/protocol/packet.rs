@@ -128,6 +128,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         (self.stream, self.rbuf)
     }
 
+    /// Waits until at least one byte of the next packet is here (`Ok(false)`
+    /// on a clean EOF). Cancel-safe: bytes read stay buffered.
+    pub async fn wait_readable(&mut self) -> Result<bool, FrameError> {
+        self.fill(1).await
+    }
+
     /// Reads until at least `n` bytes are buffered. `Ok(false)` on a clean
     /// EOF with nothing buffered.
     async fn fill(&mut self, n: usize) -> Result<bool, FrameError> {

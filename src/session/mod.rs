@@ -667,13 +667,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     tokio::time::sleep(Duration::from_millis(idle)).await
                 }
             };
-            let read = tokio::select! {
-                r = self.client.read_packet(self.cfg.max_allowed_packet, Some(0)) => r,
+            // Idle between commands: bounded by `client_idle_timeout_ms`
+            // (and shutdown). Once a packet has started, the rest of it is
+            // bounded by `client_read_timeout_ms` (a stalled client).
+            let started = tokio::select! {
+                r = self.client.wait_readable() => r,
                 _ = shutdown.cancelled(), if !self.in_trans => {
                     return "server shutting down".into();
                 }
                 _ = idle_limit => {
                     return "client idle timeout".into();
+                }
+            };
+            let read = match started {
+                Ok(false) => Err(FrameError::Closed),
+                Err(e) => Err(e),
+                Ok(true) => {
+                    let rest = self
+                        .client
+                        .read_packet(self.cfg.max_allowed_packet, Some(0));
+                    match self.cfg.client_read_timeout_ms {
+                        0 => rest.await,
+                        ms => match tokio::time::timeout(Duration::from_millis(ms), rest).await {
+                            Ok(r) => r,
+                            Err(_) => {
+                                self.shared.metrics.error(ErrorKind::ClientProtocol);
+                                warn!(ms, "client stalled in the middle of a packet");
+                                return "client read timeout (stalled mid-packet)".into();
+                            }
+                        },
+                    }
                 }
             };
             let packet = match read {
