@@ -28,6 +28,8 @@
 #   HAPROXY_PRIMARY_PORT=BASE_PORT+12  HTTP_PORT=BASE_PORT+13 (rwproxy /metrics)
 #   SYSBENCH_OPTS=""   extra options for every measured sysbench run
 #   RWPROXY_LOG=info   RUST_LOG for rwproxy
+#   RWPROXY_SETTINGS=""  top-level config lines for rwproxy, e.g.
+#                      'pool_mode = "transaction"' or 'worker_threads = 1' (one per line)
 #   RESULTS_FILE=benches/results/latest.md (smoke.md with SMOKE=1)
 #   SKIP_BUILD=1       use the existing target/release/rwproxy (or RWPROXY_BIN=path)
 #   KEEP=1             keep the temporary directory (logs, raw sysbench output)
@@ -41,7 +43,7 @@ set -euo pipefail
 # The command line as given, for the report (knobs set in the environment first).
 KNOBS=(SMOKE ROUNDS DURATION THREADS TABLES TABLE_SIZE WORKLOADS CONN_N WARMUP
 	BASE_PORT PROXY_PORT HAPROXY_REPLICAS_PORT HAPROXY_PRIMARY_PORT HTTP_PORT
-	SYSBENCH_OPTS RWPROXY_LOG RESULTS_FILE SKIP_BUILD KEEP)
+	SYSBENCH_OPTS RWPROXY_LOG RWPROXY_SETTINGS RESULTS_FILE SKIP_BUILD KEEP)
 CMDLINE=""
 for k in "${KNOBS[@]}"; do
 	if [[ -n "${!k+x}" ]]; then
@@ -291,6 +293,7 @@ log "haproxy pid $HAPROXY_PID (replicas :$HAPROXY_REPLICAS_PORT, primary :$HAPRO
 BENCH_CONFIG="$WORK/sandbox/rwproxy-bench.toml"
 {
 	printf 'http_listen = "127.0.0.1:%s"\n' "$HTTP_PORT"
+	[[ -n ${RWPROXY_SETTINGS:-} ]] && printf '%s\n' "$RWPROXY_SETTINGS"
 	grep -v '^[[:space:]]*http_listen[[:space:]]*=' "$CONFIG"
 } >"$BENCH_CONFIG"
 RWPROXY_LOGFILE="$WORK/rwproxy.log"

@@ -394,6 +394,9 @@ pub struct Config {
     /// (its backend connection is closed, never reused).
     #[serde(default = "default_client_write_timeout_ms")]
     pub client_write_timeout_ms: u64,
+    /// Threads running client sessions (0 = one per CPU). Read at start.
+    #[serde(default)]
+    pub worker_threads: usize,
     /// A client packet that has started arriving must be complete within
     /// this (MariaDB's `net_read_timeout`): a client that stalls mid-packet
     /// is disconnected even when `client_idle_timeout_ms` is off. 0 = off.

@@ -60,7 +60,12 @@ fn main() -> anyhow::Result<()> {
                 cfg.listen = l;
                 cfg.validate()?;
             }
-            let rt = tokio::runtime::Runtime::new()?;
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.enable_all();
+            if cfg.worker_threads > 0 {
+                builder.worker_threads(cfg.worker_threads);
+            }
+            let rt = builder.build()?;
             rt.block_on(async move {
                 let listeners = rwproxy::server::Listeners::bind(&cfg)
                     .await
