@@ -6,8 +6,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::Duration;
 
 use mysql_common::constants::CapabilityFlags;
-use mysql_common::io::ParseBuf;
-use mysql_common::packets::HandshakePacket;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -52,7 +50,7 @@ async fn probe_greeting(config: &Config) -> Greeting {
             let tcp = TcpStream::connect(&addr).await.ok()?;
             let mut ps = PacketStream::new(tcp);
             let p = ps.read_packet(64 * 1024, Some(0)).await.ok()?;
-            let hs: HandshakePacket<'_> = ParseBuf(&p.payload).parse(()).ok()?;
+            let hs = crate::protocol::handshake::parse_greeting(&p.payload).ok()?;
             Some(Greeting {
                 version: config
                     .server_version

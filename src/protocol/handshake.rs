@@ -206,16 +206,11 @@ pub async fn read_greeting<S: AsyncRead + AsyncWrite + Unpin>(
     if p.payload.first() == Some(&0xff) {
         return Err(HandshakeError::Refused(parse_err(&p.payload)));
     }
-    let hs: HandshakePacket<'_> = ParseBuf(&p.payload)
-        .parse(())
-        .map_err(|e| HandshakeError::Malformed(e.to_string()))?;
+    let hs = parse_greeting(&p.payload)?;
     Ok(ServerGreeting {
         caps: hs.capabilities(),
         nonce: hs.nonce(),
-        version: hs
-            .server_version_parsed()
-            .or_else(|| hs.maria_db_server_version_parsed())
-            .unwrap_or((5, 7, 0)),
+        version: server_version(&hs),
         version_str: hs.server_version_str().into_owned(),
         connection_id: hs.connection_id(),
         collation: hs.default_collation(),
@@ -331,6 +326,51 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     authenticate(stream, &greeting, params, false).await
 }
 
+/// Parses a server's greeting (HandshakeV10), refusing what makes
+/// mysql_common's parser misbehave (see [`check_greeting`]).
+pub fn parse_greeting(payload: &[u8]) -> Result<HandshakePacket<'_>, HandshakeError> {
+    check_greeting(payload)?;
+    ParseBuf(payload)
+        .parse(())
+        .map_err(|e| HandshakeError::Malformed(e.to_string()))
+}
+
+/// The server's version as (major, minor, patch), (5, 7, 0) if unknown.
+///
+/// mysql_common matches the version with a Unicode-aware `\d` and then
+/// `unwrap`s an ASCII integer parse, so a version string holding a
+/// non-ASCII digit (`10.11.1\u{662}`) panics (found by the `handshake` fuzz
+/// target). Real servers send ASCII; anything else is treated as unknown.
+pub fn server_version(hs: &HandshakePacket<'_>) -> (u16, u16, u16) {
+    if !hs.server_version_ref().is_ascii() {
+        return (5, 7, 0);
+    }
+    hs.server_version_parsed()
+        .or_else(|| hs.maria_db_server_version_parsed())
+        .unwrap_or((5, 7, 0))
+}
+
+/// Rejects a greeting whose auth-plugin-data length byte is 128 or more.
+///
+/// mysql_common reads that byte as an `i8` and subtracts 8: values
+/// 0x80..=0x87 overflow (a panic where overflow checks are on, as in debug
+/// builds; found by the `handshake` fuzz target). Real servers send 21 or 0,
+/// so refusing the whole range costs nothing.
+fn check_greeting(payload: &[u8]) -> Result<(), HandshakeError> {
+    // protocol version (1), server version (NUL-terminated), then connection
+    // id (4), scramble part 1 (8), filler (1), capabilities (2), collation
+    // (1), status (2), capabilities (2), and the length byte.
+    let Some(nul) = payload.iter().skip(1).position(|&b| b == 0) else {
+        return Ok(()); // too short: mysql_common reports it
+    };
+    match payload.get(1 + nul + 1 + 20) {
+        Some(&len) if len >= 0x80 => Err(HandshakeError::Malformed(format!(
+            "server greeting announces {len} bytes of auth-plugin-data"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Turns an ERR payload into a [`ClientError`] (server's code, state, text).
 pub fn parse_err(payload: &[u8]) -> ClientError {
     match ParseBuf(payload).parse::<ErrPacket<'_>>(CapabilityFlags::CLIENT_PROTOCOL_41) {
@@ -400,4 +440,95 @@ pub fn parse_prepare_ok(payload: &[u8]) -> Option<(u32, u16, u16)> {
     let cols = u16::from_le_bytes([payload[5], payload[6]]);
     let params = u16::from_le_bytes([payload[7], payload[8]]);
     Some((id, cols, params))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A greeting plus an OK, as a server would send them.
+    async fn login_against(server_bytes: &[u8]) -> Result<ServerHello, HandshakeError> {
+        let mut s = PacketStream::new(tokio::io::join(server_bytes, Vec::new()));
+        let stage1 = Stage1([0x5a; 20]);
+        let params = Login {
+            user: "app",
+            stage1: Some(&stage1),
+            db: None,
+            caps: CapabilityFlags::empty(),
+            collation: 45,
+            max_packet: 16 << 20,
+        };
+        login(&mut s, &params).await
+    }
+
+    /// Found by the `handshake` fuzz target: auth-plugin-data length 0x81
+    /// made mysql_common's greeting parser overflow (`0x81 as i8 - 8`).
+    #[tokio::test]
+    async fn greeting_with_overflowing_auth_data_length_is_malformed() {
+        #[rustfmt::skip]
+        let crash: &[u8] = &[
+            0x67, 0x00, 0x00, 0x00, 0x0a, 0x35, 0x2e, 0x35, 0x2e, 0x35, 0x2d, 0x31, 0x30, 0x2e, 0x31, 0x31,
+            0x2e, 0x36, 0x2d, 0x4d, 0x61, 0x72, 0x69, 0x61, 0x44, 0x42, 0x2d, 0x30, 0x2b, 0x64, 0x65, 0x62,
+            0x31, 0x32, 0x75, 0x31, 0x2d, 0x6c, 0x6f, 0x67, 0x00, 0x2a, 0x00, 0x00, 0x00, 0x01, 0x02, 0x03,
+            0x04, 0x05, 0x06, 0x07, 0x08, 0x00, 0xfe, 0xf7, 0x2d, 0x02, 0x00, 0xbf, 0x5b, 0x81, 0x15, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x1d, 0x00, 0x00, 0x00, 0x09, 0x0a, 0x0b, 0x0c, 0x0c, 0x0d, 0x0e,
+            0x0f, 0x10, 0x11, 0x12, 0x13, 0x14, 0x00, 0x6d, 0x79, 0x73, 0x71, 0x6c, 0x5f, 0x6e, 0x61, 0x74,
+            0x69, 0x65, 0x5f, 0x70, 0x61, 0x73, 0x73, 0x77, 0x6f, 0x72, 0x64, 0x00, 0x07, 0x00, 0x00, 0x02,
+            0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00,
+        ];
+        // (Release builds wrap instead of panicking, so check the guard
+        // itself too, not only the login's outcome.)
+        assert!(check_greeting(&crash[4..0x67 + 4]).is_err());
+        let e = login_against(crash).await.unwrap_err();
+        assert!(matches!(e, HandshakeError::Malformed(_)), "{e:?}");
+        // The fuzzer had inserted a byte (0x5b) into a real greeting, which
+        // put a capability byte (0x81) where the length byte goes; without
+        // the extra byte the greeting is clean and the login succeeds.
+        let mut good = crash.to_vec();
+        good.remove(60);
+        login_against(&good).await.expect("clean greeting logs in");
+    }
+
+    /// Found by the `handshake` fuzz target: a server version with a
+    /// non-ASCII digit (U+0662) made mysql_common's version parser panic.
+    #[tokio::test]
+    async fn greeting_with_unicode_digit_in_version_does_not_panic() {
+        let greeting = |version: &str| {
+            let hs = HandshakePacket::new(
+                10,
+                version.as_bytes(),
+                42,
+                [1; 8],
+                Some(vec![2; 13]),
+                CapabilityFlags::CLIENT_PROTOCOL_41
+                    | CapabilityFlags::CLIENT_SECURE_CONNECTION
+                    | CapabilityFlags::CLIENT_PLUGIN_AUTH,
+                45,
+                StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+                Some(NATIVE),
+            );
+            let mut buf = Vec::new();
+            hs.serialize(&mut buf);
+            buf
+        };
+        let odd = greeting("10.11.1\u{662}-MariaDB");
+        let hs = parse_greeting(&odd).expect("parses");
+        assert_eq!(server_version(&hs), (5, 7, 0));
+        let real = greeting("5.5.5-10.11.6-MariaDB-log");
+        let hs = parse_greeting(&real).expect("parses");
+        assert_eq!(server_version(&hs), (5, 5, 5));
+        // The fuzzer's own input, greeting frame and what followed.
+        let mut wire = vec![0x67, 0, 0, 0];
+        wire.extend_from_slice(&[
+            0x2d, 0x31, 0x30, 0x2e, 0x31, 0x31, 0x2e, 0x31, 0xd9, 0xa2, 0xa2, 0xa2,
+        ]);
+        let crash = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/regressions/handshake/greeting-version-unicode-digit"
+        ))
+        .expect("regression input");
+        // Control bytes (6) come first in the fuzz input; the rest is the wire.
+        assert_eq!(&crash[6..6 + wire.len()], &wire[..]);
+        let _ = login_against(&crash[6..]).await;
+    }
 }
