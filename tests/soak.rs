@@ -129,13 +129,24 @@ async fn client(
     tally: Arc<Tally>,
 ) -> Written {
     let mut w = Written::default();
-    let mut conn = match Conn::new(opts.clone()).await {
-        Ok(conn) => conn,
-        Err(e) => {
-            tally.note(&tally.errors, format!("client {c}: connect: {e}"));
-            return w;
-        }
-    };
+    // Bounded, so a connection that never completes is named in the
+    // failure instead of stalling the whole start (seen once, in a run
+    // that shared the machine with a compile; not reproduced since).
+    let mut conn =
+        match tokio::time::timeout(Duration::from_secs(60), Conn::new(opts.clone())).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                tally.note(&tally.errors, format!("client {c}: connect: {e}"));
+                return w;
+            }
+            Err(_) => {
+                tally.note(
+                    &tally.errors,
+                    format!("client {c}: connect did not complete in 60 s"),
+                );
+                return w;
+            }
+        };
     tally.connected.fetch_add(1, Ordering::Relaxed);
     let mut rng = Lcg(c as u64 + 1);
     let mut seq: i64 = 0;
