@@ -18,6 +18,26 @@
 # and which server rwproxy sent statements to. Everything it started is stopped on
 # exit (by recorded PID, never by name).
 #
+# CPU per statement (robust to the machine's noise, unlike QPS): around every
+# measured sysbench run the harness samples the proxy's CPU time (utime+stime
+# from /proc/PID/stat, HAProxy or rwproxy, all threads) and the whole
+# machine's CPU time from the `cpu ` line of /proc/stat (busy = user + nice +
+# system + irq + softirq, idle = idle + iowait; steal is in neither), and
+# divides the growth by the statements sysbench completed (the total of its
+# `queries:` line), in µs per statement:
+#   proxy CPU µs/stmt    CPU the proxy process spent per statement ("–" for
+#                        direct runs, or when the proxy's /proc entry is gone)
+#   machine busy µs/stmt CPU time all cores spent working per statement (MariaDB
+#                        servers, sysbench, the proxy, anything else running)
+#   idle µs/stmt         CPU time all cores sat idle per statement; busy + idle
+#                        ≈ cores × 10⁶ / QPS
+# The window is the whole sysbench process (its connects and statement
+# preparation too), so it is slightly longer than --time; the figures are in
+# clock ticks (`getconf CLK_TCK`, usually 10 ms) before the division.
+# The report also gives per-round ratios: rounds run direct, haproxy and
+# rwproxy back to back, so a ratio within one round suffers less from slow
+# drift of the machine than the ratio of medians.
+#
 # Knobs (environment):
 #   ROUNDS=3  DURATION=10  THREADS="8 64"  TABLES=4  TABLE_SIZE=10000
 #   WORKLOADS="oltp_point_select oltp_read_only oltp_read_write"
@@ -32,6 +52,7 @@
 #                      'pool_mode = "transaction"' or 'worker_threads = 1' (one per line)
 #   RESULTS_FILE=benches/results/latest.md (smoke.md with SMOKE=1)
 #   SKIP_BUILD=1       use the existing target/release/rwproxy (or RWPROXY_BIN=path)
+#   IDLE_N=10000       clients held open in the idle-connections test (500 with SMOKE=1)
 #   KEEP=1             keep the temporary directory (logs, raw sysbench output)
 #
 # Exit status: 0 when every run completed (no performance thresholds), 1 when
@@ -43,7 +64,7 @@ set -euo pipefail
 # The command line as given, for the report (knobs set in the environment first).
 KNOBS=(SMOKE ROUNDS DURATION THREADS TABLES TABLE_SIZE WORKLOADS CONN_N WARMUP
 	BASE_PORT PROXY_PORT HAPROXY_REPLICAS_PORT HAPROXY_PRIMARY_PORT HTTP_PORT
-	SYSBENCH_OPTS RWPROXY_LOG RWPROXY_SETTINGS RESULTS_FILE SKIP_BUILD KEEP)
+	SYSBENCH_OPTS RWPROXY_LOG RWPROXY_SETTINGS RESULTS_FILE SKIP_BUILD RWPROXY_BIN IDLE_N KEEP)
 CMDLINE=""
 for k in "${KNOBS[@]}"; do
 	if [[ -n "${!k+x}" ]]; then
@@ -86,6 +107,10 @@ die() {
 }
 
 WORK="" SANDBOX_STARTED=0 RW_PID="" HAPROXY_PID="" FAILED=0 RW_DEAD=0
+# RESULTS_TSV columns after "workload threads target round" for a failed run:
+# status, qps, p95, p99, ignored, reconnects, queries, then proxy CPU, machine
+# busy and idle µs/stmt ("-" = unknown). See benches/load/report.py.
+FAIL_COLS=$'fail\t0\t0\t0\t0\t0\t0\t-\t-\t-'
 
 # Stops a child we started, by PID: TERM, then KILL after 10 s.
 stop_pid() {
@@ -183,6 +208,8 @@ for p in "$BASE_PORT" "${REPLICA_PORTS[@]}" "$PROXY_PORT" "$HAPROXY_REPLICAS_POR
 		die "port $p is already in use; choose other ports with BASE_PORT=…"
 	fi
 done
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+[[ $CLK_TCK =~ ^[1-9][0-9]*$ ]] || CLK_TCK=100
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/rwproxy-load.XXXXXX")
 mkdir -p "$WORK/runs"
@@ -356,36 +383,96 @@ server_questions() {
 	done
 }
 
+# CPU time (utime + stime, clock ticks, all threads) process $1 has used so
+# far; prints nothing and fails when its /proc entry is gone or unreadable.
+proc_ticks() {
+	local s f
+	s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+	# Field 2 (comm) is in parentheses and may hold spaces: drop fields 1–2.
+	[[ $s == *") "* ]] || return 1
+	s=${s##*) }
+	read -ra f <<<"$s" || true
+	# f[0] is field 3, so fields 14 and 15 are f[11] and f[12].
+	[[ ${f[11]:-} =~ ^[0-9]+$ && ${f[12]:-} =~ ^[0-9]+$ ]] || return 1
+	echo $((f[11] + f[12]))
+}
+
+# One CPU sample, "proxy busy idle" in clock ticks: the proxy's CPU time
+# ("-" when there is no proxy or it is unknown), the whole machine's busy
+# (user+nice+system+irq+softirq) and idle (idle+iowait) time from /proc/stat.
+cpu_sample() { # [proxy pid]
+	local pt=- label user nice system idle iowait irq softirq rest
+	if [[ -n ${1:-} ]]; then pt=$(proc_ticks "$1") || pt=-; fi
+	read -r label user nice system idle iowait irq softirq rest </proc/stat || true
+	if [[ $label == cpu && $softirq =~ ^[0-9]+$ ]]; then
+		echo "$pt $((user + nice + system + irq + softirq)) $((idle + iowait))"
+	else
+		echo "$pt - -"
+	fi
+}
+
+proxy_pid() { # target
+	case $1 in
+	haproxy) echo "$HAPROXY_PID" ;;
+	rwproxy) echo "$RW_PID" ;;
+	esac
+}
+
 # Runs one sysbench; prints the parsed stats line, returns non-zero on failure.
-sysbench_run() { # workload threads target seconds output
-	local w=$1 t=$2 target=$3 secs=$4 out=$5 port extra=()
+# With a sixth argument, writes the CPU samples taken just before and just
+# after sysbench ("proxy busy idle proxy busy idle", ticks) to that file.
+sysbench_run() { # workload threads target seconds output [cpu-file]
+	local w=$1 t=$2 target=$3 secs=$4 out=$5 cpu_file=${6:-} port pid="" before="" extra=()
 	port=$(target_port "$w" "$target")
+	pid=$(proxy_pid "$target")
 	if [[ $w == oltp_read_write ]]; then extra+=("--mysql-ignore-errors=1213,1205"); fi
+	if [[ -n $cpu_file ]]; then before=$(cpu_sample "$pid"); fi
 	timeout --kill-after=10 $((secs * 3 + 60)) \
 		sysbench "$w" "${SB_COMMON[@]}" --mysql-port="$port" --threads="$t" --time="$secs" \
 		--db-ps-mode=auto --report-interval=0 --histogram=on --percentile=99 \
 		"${extra[@]}" "${EXTRA_OPTS[@]}" run >"$out" 2>&1 || return 1
+	if [[ -n $cpu_file ]]; then echo "$before $(cpu_sample "$pid")" >"$cpu_file"; fi
 	"$PY_ANY" "$HERE/parse_sysbench.py" "$out" 2>>"$out.parse"
+}
+
+# µs per statement from a CPU-samples file and the statement count: one line
+# "proxy<TAB>busy<TAB>idle", each "-" when unknown. Never fails.
+cpu_per_stmt() { # cpu-file queries
+	local res=""
+	if [[ -r $1 ]]; then
+		res=$(awk -v q="$2" -v hz="$CLK_TCK" '
+			function per(a, b) {
+				if (a == "-" || b == "-" || b + 0 < a + 0) return "-"
+				return sprintf("%.1f", (b - a) * 1e6 / hz / q)
+			}
+			NF == 6 && q + 0 > 0 { printf "%s\t%s\t%s\n", per($1, $4), per($2, $5), per($3, $6); exit }
+		' "$1" 2>/dev/null) || res=""
+	fi
+	[[ $res == *$'\t'*$'\t'* && $res != *$'\n'* ]] || res=$'-\t-\t-'
+	printf '%s\n' "$res"
 }
 
 measure() { # workload threads target round
 	local w=$1 t=$2 target=$3 r=$4 out stats before=""
 	out="$WORK/runs/${w}_t${t}_${target}_r${r}.txt"
 	if [[ $target == rwproxy ]] && ! rwproxy_alive; then
-		printf '%s\t%s\t%s\t%s\tfail\t0\t0\t0\t0\t0\n' "$w" "$t" "$target" "$r" >>"$RESULTS_TSV"
+		printf '%s\t%s\t%s\t%s\t%s\n' "$w" "$t" "$target" "$r" "$FAIL_COLS" >>"$RESULTS_TSV"
 		log "round $r $w threads=$t $target: skipped, rwproxy is gone"
 		return
 	fi
 	if [[ $target == rwproxy ]]; then before=$(server_questions); fi
-	if stats=$(sysbench_run "$w" "$t" "$target" "$DURATION" "$out"); then
-		local qps p95 p99 ign rec errs=""
-		IFS=$'\t' read -r qps p95 p99 ign rec <<<"$stats"
-		printf '%s\t%s\t%s\t%s\tok\t%s\n' "$w" "$t" "$target" "$r" "$stats" >>"$RESULTS_TSV"
+	if stats=$(sysbench_run "$w" "$t" "$target" "$DURATION" "$out" "$out.cpu"); then
+		local qps p95 p99 ign rec queries cpu proxy_us busy_us idle_us errs=""
+		IFS=$'\t' read -r qps p95 p99 ign rec queries <<<"$stats"
+		cpu=$(cpu_per_stmt "$out.cpu" "$queries")
+		IFS=$'\t' read -r proxy_us busy_us idle_us <<<"$cpu"
+		printf '%s\t%s\t%s\t%s\tok\t%s\t%s\n' "$w" "$t" "$target" "$r" "$stats" "$cpu" >>"$RESULTS_TSV"
 		if ((ign + rec)); then errs=", $ign ignored errors, $rec reconnects"; fi
-		log "round $r $w threads=$t $target: $qps qps, p95 $p95 ms, p99 $p99 ms$errs"
+		log "round $r $w threads=$t $target: $qps qps, p95 $p95 ms, p99 $p99 ms$errs;" \
+			"µs/stmt: proxy CPU ${proxy_us/#-/–}, machine busy ${busy_us/#-/–}, idle ${idle_us/#-/–}"
 	else
 		FAILED=$((FAILED + 1))
-		printf '%s\t%s\t%s\t%s\tfail\t0\t0\t0\t0\t0\n' "$w" "$t" "$target" "$r" >>"$RESULTS_TSV"
+		printf '%s\t%s\t%s\t%s\t%s\n' "$w" "$t" "$target" "$r" "$FAIL_COLS" >>"$RESULTS_TSV"
 		log "round $r $w threads=$t $target: FAILED; output ($out):"
 		{ grep -E 'FATAL|ERROR|error' "$out" | head -n 10 || tail -n 15 "$out"; } >&2
 		cat "$out.parse" >&2 2>/dev/null || true

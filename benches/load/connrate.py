@@ -6,6 +6,14 @@ Usage: connrate.py HOST PORT USER PASSWORD DB N
 Prints one tab-separated line: connections per second, p50 ms, p99 ms (of one
 connect + query + close cycle).  Exits non-zero on the first failure, so a
 target that refuses or drops connections fails the harness.
+
+Each connect names the schema (DB) in the handshake and passes
+`autocommit=None`, which leaves autocommit at the server default: with its
+default (autocommit=False) PyMySQL sends `SET AUTOCOMMIT = 0` after every
+handshake, an extra round trip that PHP's mysqli/PDO — the short-lived-
+connection applications this test stands for — never send.  (PyMySQL 1.1 and
+later also send `SET NAMES` on every connect; Debian's PyMySQL 1.0.x, which
+load.sh installs, does not.)
 """
 
 import sys
@@ -28,6 +36,7 @@ def main():
                 user=user,
                 password=password,
                 database=db,
+                autocommit=None,  # no SET AUTOCOMMIT round trip, as PHP
                 connect_timeout=10,
                 read_timeout=10,
                 write_timeout=10,

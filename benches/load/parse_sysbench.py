@@ -2,8 +2,11 @@
 """Extracts the numbers load.sh reports from one sysbench 1.0 run's output.
 
 Prints one tab-separated line: qps, p95_ms, p99_ms, ignored_errors,
-reconnects.  Exits 1 (with the reason on stderr) when the output is not that
-of a completed run.
+reconnects, queries.  `queries` is the total number of statements sysbench
+completed (the count on its `queries:` line, e.g. 171126 from
+`queries: 171126 (21382.50 per sec.)`); load.sh divides CPU time by it.
+New columns go at the end, so existing ones keep their meaning.  Exits 1
+(with the reason on stderr) when the output is not that of a completed run.
 
 Both percentiles come from the latency histogram (`--histogram=on`), computed
 the way sysbench computes its own `--percentile`: the value of the first
@@ -33,8 +36,9 @@ def main():
     text = open(sys.argv[1], encoding="utf-8", errors="replace").read()
     if "FATAL" in text:
         sys.exit("sysbench reported FATAL errors")
-    qps = re.search(r"^\s*queries:\s+\d+\s+\(([\d.]+) per sec\.\)", text, re.M)
-    if not qps:
+    # Group 1: statements completed; group 2: their rate.
+    queries = re.search(r"^\s*queries:\s+(\d+)\s+\(([\d.]+) per sec\.\)", text, re.M)
+    if not queries:
         sys.exit("no 'queries:' line (run did not complete)")
     ignored = re.search(r"^\s*ignored errors:\s+(\d+)", text, re.M)
     reconnects = re.search(r"^\s*reconnects:\s+(\d+)", text, re.M)
@@ -63,11 +67,12 @@ def main():
     print(
         "\t".join(
             [
-                qps.group(1),
+                queries.group(2),
                 f"{p95:.3f}",
                 f"{p99:.3f}",
                 ignored.group(1) if ignored else "0",
                 reconnects.group(1) if reconnects else "0",
+                queries.group(1),
             ]
         )
     )

@@ -4,12 +4,32 @@
 Usage: report.py RESULTS_TSV ROUTING_TSV CONNRATE_TSV
 
 RESULTS_TSV  workload, threads, target, round, status (ok|fail), qps, p95_ms,
-             p99_ms, ignored_errors, reconnects — one line per sysbench run.
+             p99_ms, ignored_errors, reconnects, queries, proxy_us, busy_us,
+             idle_us — one line per sysbench run.  queries: statements sysbench
+             completed; proxy_us: CPU time (utime+stime) of the HAProxy or
+             rwproxy process during the run per statement, in µs ("-" for
+             direct runs or when unknown); busy_us / idle_us: the whole
+             machine's busy (user+nice+system+irq+softirq) and idle
+             (idle+iowait) CPU time during the run per statement, in µs, all
+             cores together ("-" when unknown).  Rows with only the first ten
+             columns (older harness) are read with the rest unknown.
 ROUTING_TSV  workload, threads, round, server, statements — the growth of
              each server's `Questions` status counter during one rwproxy run.
 CONNRATE_TSV target, status, conn_per_s, p50_ms, p99_ms — one line per round.
 
 Medians are over the rounds that completed; a row with failed rounds says so.
+
+The main table's columns "proxy CPU µs/stmt (median)", "machine busy µs/stmt"
+and "idle µs/stmt" are the medians of proxy_us, busy_us and idle_us; CPU per
+statement varies far less with the noise of a shared machine than QPS does.
+
+The ratios section gives, per workload and thread count, the ratios of the
+medians (unchanged wording, one line each) and in a sub-bullet the paired
+per-round ratios: rounds run direct, haproxy and rwproxy back to back, so
+rwproxy/haproxy and rwproxy/direct QPS within one round (only rounds where
+both runs succeeded) suffer less from slow drift of the machine; their
+median and min–max are shown, with the ratio of the median proxy CPU per
+statement rwproxy/haproxy.
 """
 
 import statistics
@@ -40,22 +60,76 @@ def order(key, known):
     return known.index(key) if key in known else len(known)
 
 
+def num(text):
+    """A float, or None for an unknown value ("-", "–", empty, garbage)."""
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def median_known(values):
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def fmt_us(value):
+    return "–" if value is None else f"{value:,.1f}"
+
+
+def paired(rounds_a, rounds_b):
+    """Per-round QPS ratios a/b over the rounds where both runs succeeded."""
+    return [rounds_a[r] / rounds_b[r] for r in sorted(rounds_a) if r in rounds_b and rounds_b[r]]
+
+
+def fmt_paired(name, ratios):
+    if not ratios:
+        return f"{name} = n/a (no round with both runs ok)"
+    n = len(ratios)
+    if n == 1:
+        return f"{name} = {ratios[0]:.2f} (1 round)"
+    return (
+        f"{name} = {statistics.median(ratios):.2f} "
+        f"({min(ratios):.2f}–{max(ratios):.2f}, {n} rounds)"
+    )
+
+
 def main():
     runs = defaultdict(list)  # (workload, threads, target) -> rows
-    for w, t, target, rnd, status, qps, p95, p99, ign, rec in read_tsv(sys.argv[1]):
+    for row in read_tsv(sys.argv[1]):
+        row += ["-"] * (14 - len(row))
+        w, t, target, rnd, status, qps, p95, p99, ign, rec, queries, proxy_us, busy_us, idle_us = row[:14]
         runs[(w, int(t), target)].append(
-            dict(status=status, qps=float(qps), p95=float(p95), p99=float(p99), ign=int(ign), rec=int(rec))
+            dict(
+                rnd=rnd,
+                status=status,
+                qps=float(qps),
+                p95=float(p95),
+                p99=float(p99),
+                ign=int(ign),
+                rec=int(rec),
+                queries=num(queries),
+                proxy_us=num(proxy_us) if target != "direct" else None,
+                busy_us=num(busy_us),
+                idle_us=num(idle_us),
+            )
         )
     med = {}
+    proxy_cpu = {}  # (workload, threads, target) -> median proxy CPU µs/stmt
+    by_round = {}  # (workload, threads, target) -> {round: qps} of the runs that succeeded
     out = []
-    out.append("| workload | threads | target | QPS (median) | p95 ms (median) | p99 ms (median) | QPS spread (max−min)/median |")
-    out.append("| --- | ---: | --- | ---: | ---: | ---: | ---: |")
+    out.append(
+        "| workload | threads | target | QPS (median) | p95 ms (median) | p99 ms (median) | QPS spread (max−min)/median "
+        "| proxy CPU µs/stmt (median) | machine busy µs/stmt | idle µs/stmt |"
+    )
+    out.append("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     notes = []
     keys = sorted(runs, key=lambda k: (order(k[0], WORKLOADS), k[1], order(k[2], TARGETS)))
     for key in keys:
         w, t, target = key
         ok = [r for r in runs[key] if r["status"] == "ok"]
         failed = len(runs[key]) - len(ok)
+        by_round[key] = {r["rnd"]: r["qps"] for r in ok}
         if ok:
             qps = statistics.median(r["qps"] for r in ok)
             p95 = statistics.median(r["p95"] for r in ok)
@@ -63,8 +137,16 @@ def main():
             med[key] = (qps, p95, p99)
             spread = (max(r["qps"] for r in ok) - min(r["qps"] for r in ok)) / qps * 100 if qps else 0
             cells = [f"{qps:,.0f}", f"{p95:.2f}", f"{p99:.2f}", f"{spread:.1f}%" if len(ok) > 1 else "–"]
+            proxy = median_known(r["proxy_us"] for r in ok)
+            if proxy is not None:
+                proxy_cpu[key] = proxy
+            cells += [
+                fmt_us(proxy),
+                fmt_us(median_known(r["busy_us"] for r in ok)),
+                fmt_us(median_known(r["idle_us"] for r in ok)),
+            ]
         else:
-            cells = ["FAILED", "–", "–", "–"]
+            cells = ["FAILED", "–", "–", "–", "–", "–", "–"]
         if failed:
             cells[0] += f" ({failed}/{len(runs[key])} runs failed)"
         out.append(f"| {w} | {t} | {label(w, target)} | " + " | ".join(cells) + " |")
@@ -72,6 +154,14 @@ def main():
         rec = sum(r["rec"] for r in ok)
         if ign or rec:
             notes.append(f"- {w} @ {t} threads via {label(w, target)}: {ign} ignored errors (deadlock/lock wait), {rec} reconnects over {len(ok)} runs")
+    out.append("")
+    out.append(
+        "CPU per statement (µs, medians over rounds; less sensitive to the machine's noise than QPS): "
+        "proxy CPU = user+system time of the HAProxy or rwproxy process during the run ÷ statements "
+        "sysbench completed; machine busy / idle = the whole machine's busy (user+nice+system+irq+softirq) "
+        "and idle (idle+iowait) time, all cores together, during the run ÷ statements, so busy + idle ≈ "
+        "cores × 10⁶ ÷ QPS. Busy includes the MariaDB servers and sysbench itself."
+    )
     out.append("")
     out.append("Ratios (medians):")
     out.append("")
@@ -85,6 +175,20 @@ def main():
         if rw and dr:
             parts.append(f"rwproxy p99 − direct p99 = {(rw[2] - dr[2]) * 1000:+.0f} µs")
         out.append(f"- {w} @ {t} threads: " + ("; ".join(parts) if parts else "n/a (runs failed)"))
+        rw_r, hp_r, dr_r = (by_round.get((w, t, x), {}) for x in ("rwproxy", "haproxy", "direct"))
+        if rw_r and (hp_r or dr_r):
+            sub = []
+            if hp_r:
+                sub.append(fmt_paired("rwproxy/haproxy QPS", paired(rw_r, hp_r)))
+            if dr_r:
+                sub.append(fmt_paired("rwproxy/direct QPS", paired(rw_r, dr_r)))
+            out.append("  - per-round ratios, median (min–max, rounds): " + "; ".join(sub))
+        rw_cpu, hp_cpu = proxy_cpu.get((w, t, "rwproxy")), proxy_cpu.get((w, t, "haproxy"))
+        if rw_cpu is not None and hp_cpu:
+            out.append(
+                f"  - proxy CPU per statement rwproxy/haproxy = {rw_cpu / hp_cpu:.2f} "
+                f"(medians {rw_cpu:.1f} vs {hp_cpu:.1f} µs)"
+            )
     if notes:
         out.append("")
         out.append("Errors tolerated by sysbench:")
@@ -116,7 +220,10 @@ def main():
         crows[target].append((status, float(cps), float(p50), float(p99)))
     if crows:
         out.append("")
-        out.append("Connection rate (sequential connect + `SELECT 1` + close, PyMySQL; medians of rounds):")
+        out.append(
+            "Connection rate (sequential connect (with schema) + `SELECT 1` + close, PyMySQL with autocommit "
+            "left at the server default, as PHP's mysqli/PDO do; medians of rounds):"
+        )
         out.append("")
         out.append("| target | connections/s | p50 ms | p99 ms |")
         out.append("| --- | ---: | ---: | ---: |")
