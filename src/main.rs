@@ -85,7 +85,17 @@ fn main() -> anyhow::Result<()> {
                     }
                     signal_token.cancel();
                 });
-                rwproxy::server::run(listeners, cfg, Some(config_path), shutdown).await?;
+                // On a worker thread, not this `block_on` thread: sessions
+                // the accept loop spawns then start on the accepting
+                // worker's own queue, with no cross-thread wake-up per
+                // connection.
+                tokio::spawn(rwproxy::server::run(
+                    listeners,
+                    cfg,
+                    Some(config_path),
+                    shutdown,
+                ))
+                .await??;
                 Ok::<_, anyhow::Error>(())
             })?;
         }

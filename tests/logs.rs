@@ -1,6 +1,7 @@
 //! Logs (issue: "Observability and operations", item 4): the binary's
-//! `--log-format json` writes one JSON object per line, with session
-//! open/close lines and slow statements logged with their digest; no
+//! `--log-format json` writes one JSON object per line, with a session
+//! close line and slow statements logged with their digest, both naming
+//! the session (conn_id, peer, user); no
 //! password ever appears in the log.
 
 mod common;
@@ -78,8 +79,19 @@ async fn json_logs_sessions_and_slow_statements() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
     let msg = |v: &serde_json::Value| v["fields"]["message"].as_str().unwrap_or("").to_string();
-    assert!(parsed.iter().any(|v| msg(v) == "session opened"), "{text}");
-    assert!(parsed.iter().any(|v| msg(v) == "session closed"), "{text}");
+    // One line per session at info ("session opened" is debug): it names
+    // the session (conn_id, peer, user) through its span.
+    let closed: Vec<&serde_json::Value> = parsed
+        .iter()
+        .filter(|v| msg(v) == "session closed")
+        .collect();
+    assert_eq!(closed.len(), 1, "{text}");
+    assert_eq!(closed[0]["span"]["user"].as_str(), Some("app"), "{text}");
+    assert!(closed[0]["span"]["conn_id"].is_u64(), "{text}");
+    assert!(
+        !parsed.iter().any(|v| msg(v) == "session opened"),
+        "session opened is a debug line: {text}"
+    );
     let slow: Vec<&serde_json::Value> = parsed
         .iter()
         .filter(|v| msg(v) == "slow statement")
@@ -89,6 +101,8 @@ async fn json_logs_sessions_and_slow_statements() {
         1,
         "exactly the slow statement is logged: {text}"
     );
+    // Logged from the command loop, where the span is a parent, not entered.
+    assert_eq!(slow[0]["span"]["user"].as_str(), Some("app"), "{text}");
     let digest_text = slow[0]["fields"]["text"].as_str().unwrap_or("");
     assert!(
         digest_text.contains("SLEEP(?)"),

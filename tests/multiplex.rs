@@ -403,3 +403,121 @@ async fn prepared_statement_churn_stays_bounded() {
         );
     }
 }
+
+/// At the end of a session (default `session` mode) a backend connection
+/// that ran only plain reads goes back to the pool without a
+/// COM_RESET_CONNECTION — one round trip and server work less per
+/// short-lived client. The server counts each reset in
+/// `Com_admin_commands`. A connection that wrote, ran with autocommit off,
+/// holds a user variable or a prepared statement is still reset: the next
+/// session (same account, same pooled connection) must never see the last
+/// one's `LAST_INSERT_ID()`, `@@autocommit`, `@x` or statement handles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_end_resets_only_connections_that_need_it() {
+    let _serial = SERIAL.lock().await;
+    let sb = sandbox::shared();
+    let primary = sb.servers[0].port;
+    common::root_exec(
+        primary,
+        "CREATE TABLE IF NOT EXISTS app.reset_probe (id INT AUTO_INCREMENT PRIMARY KEY, v INT)",
+    )
+    .await;
+    let proxy = common::start_proxy(config(PoolMode::Session, 0, |_| {})).await;
+    let n = 100u64;
+    let session = |sql: &'static str| {
+        let opts = proxy.app_opts();
+        async move {
+            let mut c = Conn::new(opts).await.expect("connect");
+            c.query_drop(sql).await.expect(sql);
+            c.disconnect().await.expect("disconnect");
+        }
+    };
+    // Warm the pool so both phases reuse connections.
+    session("SELECT 1").await;
+
+    let before = sandbox::global_status(primary, "Com_admin_commands").await;
+    for _ in 0..n {
+        session("SELECT 1").await;
+    }
+    let reads = sandbox::global_status(primary, "Com_admin_commands").await - before;
+
+    let before = sandbox::global_status(primary, "Com_admin_commands").await;
+    for _ in 0..n {
+        session("INSERT INTO reset_probe (v) VALUES (1)").await;
+    }
+    let writes = sandbox::global_status(primary, "Com_admin_commands").await - before;
+    println!(
+        "Com_admin_commands on the primary: {reads} after {n} read-only sessions, {writes} after {n} writing sessions"
+    );
+    assert!(
+        writes >= n,
+        "only {writes} resets for {n} sessions that wrote"
+    );
+    // The monitor's own admin commands are the only other source.
+    assert!(
+        reads < n / 4,
+        "{reads} admin commands for {n} read-only sessions: their connections were reset"
+    );
+
+    // Whatever a session leaves behind never reaches the next one.
+    let probe = |sql: &'static str| {
+        let opts = proxy.app_opts();
+        async move {
+            let mut c = Conn::new(opts).await.expect("connect");
+            let v: Option<Option<String>> = c.query_first(sql).await.expect(sql);
+            c.disconnect().await.expect("disconnect");
+            v.flatten()
+        }
+    };
+    for _ in 0..10 {
+        session("INSERT INTO reset_probe (v) VALUES (2)").await;
+        assert_eq!(
+            probe("SELECT LAST_INSERT_ID()").await.as_deref(),
+            Some("0"),
+            "LAST_INSERT_ID() of the previous session leaked"
+        );
+        let opts = proxy.app_opts();
+        let mut c = Conn::new(opts).await.expect("connect");
+        c.query_drop("SET autocommit = 0")
+            .await
+            .expect("autocommit");
+        c.query_drop("SELECT COUNT(*) FROM reset_probe")
+            .await
+            .expect("read");
+        c.query_drop("SET @x = 42").await.expect("user variable");
+        c.disconnect().await.expect("disconnect");
+        assert_eq!(
+            probe("/* rwproxy:primary */ SELECT @@autocommit")
+                .await
+                .as_deref(),
+            Some("1"),
+            "autocommit = 0 of the previous session leaked"
+        );
+        assert_eq!(
+            probe("/* rwproxy:primary */ SELECT @x").await,
+            None,
+            "a user variable of the previous session leaked"
+        );
+    }
+    let mut before = Vec::new();
+    for s in &sb.servers {
+        before.push(sandbox::global_status(s.port, "Prepared_stmt_count").await);
+    }
+    for i in 0..50u32 {
+        let mut c = Conn::new(proxy.app_opts()).await.expect("connect");
+        let v: Option<u32> = c.exec_first("SELECT ? + 1", (i,)).await.expect("execute");
+        assert_eq!(v, Some(i + 1));
+        // No COM_STMT_CLOSE: the session just ends.
+        drop(c);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (i, s) in sb.servers.iter().enumerate() {
+        let after = sandbox::global_status(s.port, "Prepared_stmt_count").await;
+        assert!(
+            after <= before[i] + 2,
+            "{}: {} statement handles left open by ended sessions",
+            s.name,
+            after.saturating_sub(before[i])
+        );
+    }
+}

@@ -152,7 +152,8 @@ pub struct BackendConn {
     /// While the connection is in use and its server's pool is bounded: the
     /// slot it takes (freed when it goes idle or is dropped).
     permit: Option<OwnedSemaphorePermit>,
-    /// When it was last used (to decide whether to ping before reuse).
+    /// When it last went idle in the pool (to decide whether to ping it
+    /// before reuse).
     pub last_used: Instant,
     /// Set when a response was not fully read or the socket failed: the
     /// connection must not be reused.
@@ -160,6 +161,9 @@ pub struct BackendConn {
     /// The server reports `last_gtid` in OK packets (session tracking), so
     /// read-your-writes needs no extra query after a commit.
     pub tracks_gtid: bool,
+    /// A client statement left state here that only a reset clears (see
+    /// [`Pools::put`]); false after connect and after a reset.
+    pub dirty: bool,
 }
 
 impl BackendConn {
@@ -244,6 +248,7 @@ impl BackendConn {
                 last_used: Instant::now(),
                 broken: false,
                 tracks_gtid: false,
+                dirty: false,
             })
         };
         match tokio::time::timeout(timeout, fut).await {
@@ -262,6 +267,7 @@ impl BackendConn {
             self.stmt_cache.clear();
             // The reset restored the server's default tracking.
             self.tracks_gtid = false;
+            self.dirty = false;
         }
         Ok(r)
     }
@@ -571,10 +577,27 @@ impl Pools {
         Ok(conn)
     }
 
-    /// Gives a connection back at the end of a session: reset, then kept
-    /// idle (or closed if the pool is full or the connection is not clean).
-    pub async fn put(&self, mut conn: BackendConn) {
-        if conn.broken || !matches!(conn.reset().await, Ok(None)) {
+    /// Gives a connection back at the end of a session, then kept idle
+    /// (or closed if the pool is full or a reset fails).
+    ///
+    /// The reset (one round trip and server work per session) is skipped
+    /// when nothing on the connection needs it: `session_clean` (the
+    /// session ends with autocommit on, outside a transaction, holding no
+    /// unreplayable state) and the connection not `dirty` (it only ran
+    /// plain reads and replayable `SET`/`USE`). What such a connection
+    /// still carries — schema and `SET`s — is in its `schema` and
+    /// `state_fp`, which the next borrower syncs (resetting on a mismatch),
+    /// exactly as between statements in the sharing pool modes. Writes,
+    /// transactions, prepared statements, `LAST_INSERT_ID(expr)`, locks and
+    /// temporary tables all make it dirty, so no session ever sees another
+    /// one's `LAST_INSERT_ID()`, `ROW_COUNT()` or statement handles. This
+    /// is what makes short-lived read-mostly clients (PHP-style
+    /// connect/query/close) cheap on the servers.
+    pub async fn put(&self, mut conn: BackendConn, session_clean: bool) {
+        if conn.broken {
+            return;
+        }
+        if (conn.dirty || !session_clean) && !matches!(conn.reset().await, Ok(None)) {
             return;
         }
         self.keep(conn);
@@ -591,6 +614,7 @@ impl Pools {
     fn keep(&self, mut conn: BackendConn) {
         // Idle connections do not count against the in-use bound.
         let permit = conn.permit.take();
+        conn.last_used = Instant::now();
         {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             let list = idle.entry(conn.key.clone()).or_default();

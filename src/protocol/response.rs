@@ -17,6 +17,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::get_lenenc_int;
 use super::packet::{Frame, FrameError, MAX_FRAME_PAYLOAD, PacketStream};
 
+/// Output queued for the client is sent once it reaches this size (and at
+/// the end of each response).
+const FLUSH_AT: usize = 64 * 1024;
+
 /// The shape of response a command produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
@@ -131,10 +135,20 @@ impl Forwarder {
     ) -> Result<(), ForwardError> {
         if let Some(c) = client {
             c.queue_raw(frame.raw());
-            if c.queued() >= 64 * 1024 {
-                self.flushed = true;
-                c.flush().await.map_err(ForwardError::Client)?;
-            }
+        }
+        self.flush_if_full(client).await
+    }
+
+    /// Sends the queued output once it reaches [`FLUSH_AT`] bytes.
+    async fn flush_if_full<C: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut Option<&mut PacketStream<C>>,
+    ) -> Result<(), ForwardError> {
+        if let Some(c) = client
+            && c.queued() >= FLUSH_AT
+        {
+            self.flushed = true;
+            c.flush().await.map_err(ForwardError::Client)?;
         }
         Ok(())
     }
@@ -328,6 +342,17 @@ impl Forwarder {
         C: AsyncRead + AsyncWrite + Unpin,
     {
         loop {
+            // Fast path: every plain row already buffered, in one copy.
+            let (n, rows) = backend.buffered_rows(FLUSH_AT);
+            if rows > 0 {
+                if let Some(c) = client {
+                    c.queue_raw(backend.buffered(n));
+                }
+                backend.consume(n);
+                self.summary.rows += rows;
+                self.flush_if_full(client).await?;
+                continue;
+            }
             let f = self.next(backend).await?;
             self.out(client, &f).await?;
             if Self::is_terminator(&f) {

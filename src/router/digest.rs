@@ -1183,7 +1183,30 @@ impl DigestStore {
         error: bool,
         on_primary: bool,
     ) {
-        let now = Instant::now();
+        self.record_at(
+            digest,
+            normalized,
+            took,
+            rows,
+            error,
+            on_primary,
+            Instant::now(),
+        );
+    }
+
+    /// [`DigestStore::record`] with the caller's clock reading for "last
+    /// seen" (the data path already has one; reading the clock is not free).
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_at(
+        &self,
+        digest: u64,
+        normalized: &str,
+        took: Duration,
+        rows: u64,
+        error: bool,
+        on_primary: bool,
+        now: Instant,
+    ) {
         let shard = &self.shards[digest as usize & (self.shards.len() - 1)];
         lock(shard).record(
             digest,

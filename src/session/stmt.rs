@@ -8,8 +8,9 @@
 //! statement for the first time. Long data and cursors tie the statement
 //! to the connection that holds them until the execution / reset.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
@@ -56,7 +57,9 @@ pub(super) struct Stmt {
 /// The session's statements by client-visible id.
 #[derive(Default)]
 pub(super) struct Statements {
-    by_id: HashMap<u32, Stmt>,
+    /// Fx, not SipHash: looked up several times per execution, and the
+    /// ids are rwproxy's own (a client cannot choose colliding keys).
+    by_id: FxHashMap<u32, Stmt>,
     next_id: u32,
 }
 
@@ -107,6 +110,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// at `pos` in its bounded cache, closing what the cache evicts.
     async fn cache_stmt(&mut self, pos: usize, sql: &[u8], bid: u32) {
         if !self.sharing() {
+            // Session mode: the handle lives on until the session ends,
+            // and only a reset closes it then.
+            self.conns[pos].conn.dirty = true;
             return;
         }
         let cap = self.cfg.pool_stmt_cache;
@@ -151,7 +157,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         sql: Vec<u8>,
     ) -> Result<(), ExecError> {
         let class = classify::classify(&sql);
-        debug!(statement = %crate::router::digest::Redacted(&sql), kind = ?class.kind, "prepare");
+        debug!(parent: &self.span, statement = %crate::router::digest::Redacted(&sql), kind = ?class.kind, "prepare");
         // Rules are matched once, at prepare: a denied statement is never
         // prepared anywhere (its executions then fail as unknown ids).
         let forced = match self.apply_rules(&sql, class, None) {
@@ -356,7 +362,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     continue;
                 }
                 Err(e) if self.may_retry_elsewhere(&e, &snap, idx, &forced, tried) => {
-                    warn!(server = %snap.servers[idx].name, error = %e, "statement execution could not reach replica; retrying elsewhere");
+                    warn!(parent: &self.span, server = %snap.servers[idx].name, error = %e, "statement execution could not reach replica; retrying elsewhere");
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -364,7 +370,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let bid = match self.ensure_prepared(pos, id).await {
                 Ok(bid) => bid,
                 Err(e) if self.may_retry_elsewhere(&e, &snap, idx, &forced, tried) => {
-                    warn!(server = %snap.servers[idx].name, error = %e, "preparing on replica failed; retrying elsewhere");
+                    warn!(parent: &self.span, server = %snap.servers[idx].name, error = %e, "preparing on replica failed; retrying elsewhere");
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -413,7 +419,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Err((Some(idx), e))
                     if self.may_retry_elsewhere(&e, &snap, idx, &forced, &mut tried) =>
                 {
-                    warn!(server = %snap.servers[idx].name, error = %e, "execution failed on replica before any reply; retrying elsewhere");
+                    warn!(parent: &self.span, server = %snap.servers[idx].name, error = %e, "execution failed on replica before any reply; retrying elsewhere");
                 }
                 Err((_, e)) => return Err(e),
                 Ok(()) => return Ok(()),
@@ -473,6 +479,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if let Some(st) = &stats {
             st.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
+        self.note_effects(&server, &class);
         match r {
             Ok(summary) => {
                 let on_primary = snap.primary_view().is_some_and(|p| p.name == server);
@@ -481,18 +488,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 } else {
                     RouteLabel::Replica
                 };
-                self.shared.metrics.statement(label, started.elapsed());
+                let now = Instant::now();
+                self.shared
+                    .metrics
+                    .statement(label, now.saturating_duration_since(started));
                 if summary.error.is_some() {
                     self.shared.metrics.error(MetricError::ServerError);
                 }
-                let mut digest = None;
                 if let Some((d, text)) = self.stmts.by_id.get(&id).and_then(|s| s.digest.as_ref()) {
-                    self.digest_text.clear();
-                    self.digest_text.push_str(text);
-                    digest = Some(*d);
-                }
-                if let Some(d) = digest {
-                    self.account_digest(d, started.elapsed(), Some((&server, &summary)));
+                    self.account_digest(*d, text, (started, now), Some((on_primary, &summary)));
                 }
                 if on_primary {
                     self.track_status(&summary);
