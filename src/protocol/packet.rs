@@ -402,6 +402,70 @@ mod tests {
         p
     }
 
+    /// A stream whose read buffer holds exactly `bytes`.
+    async fn buffered_with(bytes: &[u8]) -> PacketStream<tokio::io::DuplexStream> {
+        let (mut a, mut b) = pair().await;
+        a.queue_raw(bytes);
+        let writer = tokio::spawn(async move {
+            a.flush().await.expect("flush");
+            a
+        });
+        b.fill(bytes.len()).await.expect("fill");
+        writer.await.expect("writer");
+        b
+    }
+
+    fn frame(seq: u8, payload: &[u8]) -> Vec<u8> {
+        let n = payload.len();
+        let mut f = vec![n as u8, (n >> 8) as u8, (n >> 16) as u8, seq];
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[tokio::test]
+    async fn row_runs_stop_at_terminators_errors_partial_and_continued_frames() {
+        let rows = [
+            frame(3, b"\x01a"),
+            frame(4, b"\x02bc"),
+            frame(5, b"\x00\x00x"),
+        ]
+        .concat();
+        let eof = frame(6, &[0xfe, 0, 0, 2, 0]);
+        let err = frame(6, &[0xff, 0x15, 0x04, b'#']);
+        // Rows then the terminator: the rows only.
+        let b = buffered_with(&[rows.clone(), eof.clone()].concat()).await;
+        assert_eq!(b.buffered_rows(usize::MAX), (rows.len(), 3));
+        assert_eq!(b.buffered(rows.len()), &rows[..]);
+        // Rows then an ERR: the rows only.
+        let b = buffered_with(&[rows.clone(), err].concat()).await;
+        assert_eq!(b.buffered_rows(usize::MAX), (rows.len(), 3));
+        // A terminator first: nothing.
+        let b = buffered_with(&eof).await;
+        assert_eq!(b.buffered_rows(usize::MAX), (0, 0));
+        // A frame not yet complete ends the run.
+        let partial = frame(6, b"\x05hello");
+        let b = buffered_with(&[rows.clone(), partial[..6].to_vec()].concat()).await;
+        assert_eq!(b.buffered_rows(usize::MAX), (rows.len(), 3));
+        // An empty frame (the end of a continued packet) is not a row.
+        let b = buffered_with(&[rows.clone(), frame(6, b"")].concat()).await;
+        assert_eq!(b.buffered_rows(usize::MAX), (rows.len(), 3));
+        // `max` bounds the run, but the first row always goes.
+        let b = buffered_with(&rows).await;
+        assert_eq!(b.buffered_rows(7), (6, 1));
+        assert_eq!(b.buffered_rows(1), (6, 1));
+        let mut b = buffered_with(&[rows.clone(), eof.clone()].concat()).await;
+        b.consume(rows.len());
+        assert_eq!(b.read_frame().await.expect("eof").raw(), &eof[..]);
+    }
+
+    #[tokio::test]
+    async fn a_continued_row_is_left_to_the_frame_path() {
+        // A 16 MiB - 1 frame continues in the next: never part of a run.
+        let big = vec![0x01u8; MAX_FRAME_PAYLOAD];
+        let b = buffered_with(&[frame(3, b"\x01a"), frame(4, &big)].concat()).await;
+        assert_eq!(b.buffered_rows(usize::MAX), (6, 1));
+    }
+
     #[tokio::test]
     async fn split_exactly_at_and_over_the_frame_limit() {
         // Exactly 16 MiB - 1 needs a trailing empty frame.
