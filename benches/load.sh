@@ -14,7 +14,8 @@
 #   oltp_point_select, oltp_read_only   direct = primary, haproxy = replicas
 #   oltp_read_write                     direct = primary, haproxy = primary
 # and reports median QPS / p95 / p99 per workload, thread count and target,
-# plus a sequential connection-rate test (also interleaved, ROUNDS times),
+# plus a sequential connection-rate test and a concurrent one (sysbench
+# connect.lua, CONN_THREADS clients; both interleaved, ROUNDS times),
 # and which server rwproxy sent statements to. Everything it started is stopped on
 # exit (by recorded PID, never by name).
 #
@@ -41,7 +42,8 @@
 # Knobs (environment):
 #   ROUNDS=3  DURATION=10  THREADS="8 64"  TABLES=4  TABLE_SIZE=10000
 #   WORKLOADS="oltp_point_select oltp_read_only oltp_read_write"
-#   CONN_N=2000        connections per target in the connection-rate test
+#   CONN_N=2000        connections per target in the sequential connection-rate test
+#   CONN_THREADS=8     clients of the concurrent connection test (connect.lua)
 #   WARMUP=3           seconds of point selects per target before measuring
 #   BASE_PORT=4310     primary; replicas on BASE_PORT+1, BASE_PORT+2
 #   PROXY_PORT=BASE_PORT+10  HAPROXY_REPLICAS_PORT=BASE_PORT+11
@@ -64,7 +66,7 @@ set -euo pipefail
 # The command line as given, for the report (knobs set in the environment first).
 KNOBS=(SMOKE ROUNDS DURATION THREADS TABLES TABLE_SIZE WORKLOADS CONN_N WARMUP
 	BASE_PORT PROXY_PORT HAPROXY_REPLICAS_PORT HAPROXY_PRIMARY_PORT HTTP_PORT
-	SYSBENCH_OPTS RWPROXY_LOG RWPROXY_SETTINGS RESULTS_FILE SKIP_BUILD RWPROXY_BIN IDLE_N KEEP)
+	SYSBENCH_OPTS RWPROXY_LOG RWPROXY_SETTINGS RESULTS_FILE SKIP_BUILD RWPROXY_BIN IDLE_N CONN_THREADS KEEP)
 CMDLINE=""
 for k in "${KNOBS[@]}"; do
 	if [[ -n "${!k+x}" ]]; then
@@ -214,9 +216,11 @@ CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/rwproxy-load.XXXXXX")
 mkdir -p "$WORK/runs"
 RESULTS_TSV="$WORK/results.tsv" ROUTING_TSV="$WORK/routing.tsv" CONNRATE_TSV="$WORK/connrate.tsv"
+CONNCONC_TSV="$WORK/connconc.tsv"
 : >"$RESULTS_TSV"
 : >"$ROUTING_TSV"
 : >"$CONNRATE_TSV"
+: >"$CONNCONC_TSV"
 log "work directory $WORK"
 
 # --- sandbox ------------------------------------------------------------------
@@ -527,6 +531,40 @@ for r in $(seq "$ROUNDS"); do
 done
 rwproxy_alive || true
 
+# The same churn from CONN_THREADS concurrent clients (sysbench, C client
+# library): connect + close, and connect + SELECT 1 + close; with the proxy's
+# CPU per connection.
+: "${CONN_THREADS:=8}"
+log "concurrent connections: $CONN_THREADS sysbench threads, ${DURATION}s per target, $ROUNDS interleaved round(s)"
+for r in $(seq "$ROUNDS"); do
+	for q in 0 1; do
+		for target in "${TARGETS[@]}"; do
+			port=$(target_port oltp_point_select "$target")
+			out="$WORK/runs/connect_q${q}_${target}_r${r}.txt"
+			pid=$(proxy_pid "$target")
+			before=$(cpu_sample "$pid")
+			if timeout --kill-after=10 $((DURATION * 3 + 60)) \
+				sysbench "$HERE/connect.lua" --db-driver=mysql --mysql-host=127.0.0.1 \
+				--mysql-user=app --mysql-password=app --mysql-db=app --mysql-port="$port" \
+				--threads="$CONN_THREADS" --time="$DURATION" --query="$q" --report-interval=0 \
+				run >"$out" 2>&1 &&
+				n=$(awk '/^ *transactions:/ {print $2; exit}' "$out") && [[ $n =~ ^[0-9]+$ ]] && ((n > 0)); then
+				echo "$before $(cpu_sample "$pid")" >"$out.cpu"
+				IFS=$'\t' read -r pus _ _ <<<"$(cpu_per_stmt "$out.cpu" "$n")"
+				rate=$(awk -v n="$n" -v d="$DURATION" 'BEGIN { printf "%.1f", n / d }')
+				printf '%s\t%s\tok\t%s\t%s\n' "$target" "$q" "$rate" "$pus" >>"$CONNCONC_TSV"
+				log "round $r concurrent connections (query=$q) $target: $rate/s, proxy CPU $pus µs per connection"
+			else
+				FAILED=$((FAILED + 1))
+				printf '%s\t%s\tfail\t0\t-\n' "$target" "$q" >>"$CONNCONC_TSV"
+				log "round $r concurrent connections (query=$q) $target FAILED:"
+				tail -n 10 "$out" >&2
+			fi
+		done
+	done
+done
+rwproxy_alive || true
+
 : "${IDLE_N:=$([[ $SMOKE == 1 ]] && echo 500 || echo 10000)}"
 log "idle connections: $IDLE_N clients held open through rwproxy"
 IDLE_LINE=""
@@ -543,7 +581,7 @@ rwproxy_alive || true
 
 # --- report -------------------------------------------------------------------
 
-REPORT=$("$PY_ANY" "$HERE/report.py" "$RESULTS_TSV" "$ROUTING_TSV" "$CONNRATE_TSV")
+REPORT=$("$PY_ANY" "$HERE/report.py" "$RESULTS_TSV" "$ROUTING_TSV" "$CONNRATE_TSV" "$CONNCONC_TSV")
 LOG_PROBLEMS=$(strip_ansi "$RWPROXY_LOGFILE" | grep -E '^\S+\s+(WARN|ERROR)' || true)
 N_PROBLEMS=$(if [[ -n $LOG_PROBLEMS ]]; then wc -l <<<"$LOG_PROBLEMS"; else echo 0; fi)
 

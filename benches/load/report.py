@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Turns load.sh's raw results into the markdown report.
 
-Usage: report.py RESULTS_TSV ROUTING_TSV CONNRATE_TSV
+Usage: report.py RESULTS_TSV ROUTING_TSV CONNRATE_TSV [CONNCONC_TSV]
 
 RESULTS_TSV  workload, threads, target, round, status (ok|fail), qps, p95_ms,
              p99_ms, ignored_errors, reconnects, queries, proxy_us, busy_us,
@@ -16,6 +16,9 @@ RESULTS_TSV  workload, threads, target, round, status (ok|fail), qps, p95_ms,
 ROUTING_TSV  workload, threads, round, server, statements — the growth of
              each server's `Questions` status counter during one rwproxy run.
 CONNRATE_TSV target, status, conn_per_s, p50_ms, p99_ms — one line per round.
+CONNCONC_TSV target, query (0: connect + close, 1: + SELECT 1), status,
+             connections_per_s, proxy_cpu_us_per_connection ("-" if unknown)
+             — one line per round of the concurrent connection test.
 
 Medians are over the rounds that completed; a row with failed rounds says so.
 
@@ -245,6 +248,45 @@ def main():
         if conns.get("rwproxy") and conns.get("direct"):
             out.append("")
             out.append(f"- rwproxy/direct connection rate = {conns['rwproxy'] / conns['direct']:.2f}")
+    cc = defaultdict(list)  # (query, target) -> [(status, rate, proxy_us)]
+    for target, q, status, rate, pus in read_tsv(sys.argv[4]) if len(sys.argv) > 4 else []:
+        cc[(q, target)].append((status, float(rate), pus))
+    if cc:
+        out.append("")
+        out.append(
+            "Concurrent connections (sysbench `benches/load/connect.lua`, C client, "
+            "connect with schema [+ `SELECT 1`] + close in a loop; medians of rounds; "
+            "proxy CPU = the proxy process's CPU time per connection):"
+        )
+        out.append("")
+        out.append("| churn | target | connections/s | proxy CPU µs/conn |")
+        out.append("| --- | --- | ---: | ---: |")
+        rates = {}
+        for q, what in (("0", "connect + close"), ("1", "connect + SELECT 1 + close")):
+            for target in TARGETS:
+                rows = cc.get((q, target))
+                if not rows:
+                    continue
+                ok = [r for r in rows if r[0] == "ok"]
+                if ok:
+                    rates[(q, target)] = statistics.median(r[1] for r in ok)
+                    cpu = [float(r[2]) for r in ok if r[2] not in ("-", "")]
+                    cells = [f"{rates[(q, target)]:,.0f}", f"{statistics.median(cpu):.1f}" if cpu else "–"]
+                else:
+                    cells = ["FAILED", "–"]
+                if len(ok) < len(rows):
+                    cells[0] += f" ({len(rows) - len(ok)}/{len(rows)} rounds failed)"
+                out.append(f"| {what} | {label('', target)} | " + " | ".join(cells) + " |")
+        out.append("")
+        for q, what in (("0", "connect + close"), ("1", "connect + SELECT 1 + close")):
+            rw, dr, hp = rates.get((q, "rwproxy")), rates.get((q, "direct")), rates.get((q, "haproxy"))
+            parts = []
+            if rw and dr:
+                parts.append(f"rwproxy/direct = {rw / dr:.2f}")
+            if rw and hp:
+                parts.append(f"rwproxy/haproxy = {rw / hp:.2f}")
+            if parts:
+                out.append(f"- {what}: " + "; ".join(parts))
     print("\n".join(out))
 
 
