@@ -11,7 +11,9 @@
 //!   `read_frame`.
 //! * `forward_100B`: the proxy's hot path for result sets: frames read from
 //!   one stream with `read_frame` and queued unchanged on another with
-//!   `queue_raw` (server → rwproxy → client), 1,000 rows per iteration.
+//!   `queue_raw` (server → rwproxy → client), 1,000 rows per iteration;
+//!   and the same with the row-run fast path (`buffered_rows` + one copy
+//!   per run), which response forwarding uses for result rows.
 //! * `payload_1MiB`: one 1 MiB payload per iteration (a big BLOB or a big
 //!   `INSERT`), `queue_payload` + `flush`, read back with `read_frame` and
 //!   with `read_packet(limit, Some(0))` (the path client commands take).
@@ -112,6 +114,45 @@ fn bench_rows(c: &mut Criterion) {
                             } else {
                                 proxy_out.flush_if_full().await.expect("flush_if_full");
                             }
+                        }
+                        proxy_out.flush().await.expect("flush");
+                    };
+                    let ((), (), n) = tokio::join!(
+                        write_rows(&mut server, &row),
+                        forward,
+                        read_rows(&mut client)
+                    );
+                    assert_eq!(n, ROWS * ROW_LEN);
+                })
+            })
+        },
+    );
+
+    // The same forwarding with the row-run fast path response forwarding
+    // uses: every complete plain row already buffered goes in one copy.
+    let (mut server, mut proxy_in) = pair();
+    let (mut proxy_out, mut client) = pair();
+    group.bench_function(
+        BenchmarkId::new("forward_100B", "buffered_rows+consume"),
+        |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let forward = async {
+                        let mut left = ROWS as u64;
+                        while left > 0 {
+                            let (n, rows) = proxy_in.buffered_rows(64 * 1024);
+                            if rows > 0 {
+                                proxy_out.queue_raw(proxy_in.buffered(n));
+                                proxy_in.consume(n);
+                                left -= rows;
+                                proxy_out.flush_if_full().await.expect("flush_if_full");
+                                continue;
+                            }
+                            // Nothing buffered: send what is queued, wait for more.
+                            proxy_out.flush().await.expect("flush");
+                            let frame = proxy_in.read_frame().await.expect("read_frame");
+                            proxy_out.queue_raw(frame.raw());
+                            left -= 1;
                         }
                         proxy_out.flush().await.expect("flush");
                     };
