@@ -358,6 +358,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         Ok(())
     }
 
+    /// Drops queued output past the first `len` bytes (a response that
+    /// failed before any of it was sent).
+    pub fn truncate_queued(&mut self, len: usize) {
+        self.wbuf.truncate(len);
+    }
+
     /// Bytes waiting to be written.
     pub fn queued(&self) -> usize {
         self.wbuf.len()

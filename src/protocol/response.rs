@@ -95,6 +95,7 @@ where
         flushed: false,
     };
     let deprecate_eof = caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
+    let mark = client.as_ref().map_or(0, |c| c.queued());
     let r = fw.run(backend, &mut client, expect, deprecate_eof).await;
     match r {
         Ok(()) => {
@@ -103,7 +104,25 @@ where
             }
             Ok(fw.summary)
         }
-        Err(e) => Err(e),
+        Err(e) => {
+            unqueue(&mut client, mark, &e);
+            Err(e)
+        }
+    }
+}
+
+/// A response that failed before any of it left for the client must not
+/// leave part of it queued either: the caller then retries the statement
+/// on another server or answers with an ERR, and the client must see only
+/// that. (Rows are queued without flushing until 64 KiB, so a server dying
+/// mid-result would otherwise leave a half result in front of the retry.)
+fn unqueue<C: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut Option<&mut PacketStream<C>>,
+    mark: usize,
+    e: &ForwardError,
+) {
+    if let (Some(c), ForwardError::Backend { started: false, .. }) = (client, e) {
+        c.truncate_queued(mark);
     }
 }
 
@@ -430,6 +449,24 @@ where
     B: AsyncRead + AsyncWrite + Unpin,
     C: AsyncRead + AsyncWrite + Unpin,
 {
+    let mark = client.as_ref().map_or(0, |c| c.queued());
+    let r = prepare_response(backend, &mut client, caps, client_id).await;
+    if let Err(e) = &r {
+        unqueue(&mut client, mark, e);
+    }
+    r
+}
+
+async fn prepare_response<B, C>(
+    backend: &mut PacketStream<B>,
+    client: &mut Option<&mut PacketStream<C>>,
+    caps: CapabilityFlags,
+    client_id: u32,
+) -> Result<Result<Prepared, Vec<u8>>, ForwardError>
+where
+    B: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin,
+{
     let mut fw = Forwarder {
         caps,
         summary: Summary::default(),
@@ -437,7 +474,7 @@ where
     };
     let mut first = fw.next(backend).await?;
     if first.first() == Some(0xff) {
-        fw.out(&mut client, &first).await?;
+        fw.out(client, &first).await?;
         if let Some(c) = client {
             c.flush().await.map_err(ForwardError::Client)?;
         }
@@ -446,7 +483,7 @@ where
     let (backend_id, columns, params) = super::handshake::parse_prepare_ok(first.payload())
         .ok_or(ForwardError::Malformed("bad COM_STMT_PREPARE response"))?;
     first.payload_mut()[1..5].copy_from_slice(&client_id.to_le_bytes());
-    fw.out(&mut client, &first).await?;
+    fw.out(client, &first).await?;
     let deprecate_eof = caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
     for count in [params, columns] {
         if count == 0 {
@@ -454,12 +491,12 @@ where
         }
         for _ in 0..count {
             let f = fw.next(backend).await?;
-            fw.out(&mut client, &f).await?;
-            fw.rest_of_packet(backend, &mut client, f).await?;
+            fw.out(client, &f).await?;
+            fw.rest_of_packet(backend, client, f).await?;
         }
         if !deprecate_eof {
             let eof = fw.next(backend).await?;
-            fw.out(&mut client, &eof).await?;
+            fw.out(client, &eof).await?;
         }
     }
     if let Some(c) = client {
@@ -516,5 +553,55 @@ where
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    fn frame(seq: u8, payload: &[u8]) -> Vec<u8> {
+        let n = payload.len();
+        let mut f = vec![n as u8, (n >> 8) as u8, (n >> 16) as u8, seq];
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// A server that dies in the middle of a result set, before anything
+    /// was flushed to the client: the error says nothing started, and none
+    /// of the half result stays queued (a retry elsewhere or an ERR
+    /// follows, and must be all the client sees).
+    #[tokio::test]
+    async fn a_result_cut_short_leaves_nothing_queued_for_the_client() {
+        let (mut server, proxy_side) = tokio::io::duplex(1 << 16);
+        let (client_side, _client) = tokio::io::duplex(1 << 16);
+        let mut backend = PacketStream::new(proxy_side);
+        let mut client = PacketStream::new(client_side);
+        client.queue_raw(b"earlier");
+        let column =
+            b"\x03def\x00\x00\x00\x01a\x00\x0c\x3f\x00\x01\x00\x00\x00\x03\x81\x00\x00\x00\x00";
+        let cut = [
+            frame(1, &[1]),
+            frame(2, column),
+            frame(3, &[0xfe, 0, 0, 2, 0]),
+            frame(4, b"\x011"),
+            frame(5, b"\x012"),
+        ]
+        .concat();
+        server.write_all(&cut).await.expect("write");
+        drop(server);
+        let r = forward(
+            &mut backend,
+            Some(&mut client),
+            Expect::Query,
+            CapabilityFlags::CLIENT_PROTOCOL_41,
+        )
+        .await;
+        assert!(
+            matches!(r, Err(ForwardError::Backend { started: false, .. })),
+            "{r:?}"
+        );
+        assert_eq!(client.queued(), b"earlier".len());
     }
 }
