@@ -411,7 +411,8 @@ async fn prepared_statement_churn_stays_bounded() {
 /// `Com_admin_commands`. A connection that wrote, ran with autocommit off,
 /// holds a user variable or a prepared statement is still reset: the next
 /// session (same account, same pooled connection) must never see the last
-/// one's `LAST_INSERT_ID()`, `@@autocommit`, `@x` or statement handles.
+/// one's `LAST_INSERT_ID()`, `@@autocommit`, `@x`, warnings or statement
+/// handles.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_end_resets_only_connections_that_need_it() {
     let _serial = SERIAL.lock().await;
@@ -497,6 +498,16 @@ async fn session_end_resets_only_connections_that_need_it() {
             probe("/* rwproxy:primary */ SELECT @x").await,
             None,
             "a user variable of the previous session leaked"
+        );
+        // A read that raised a warning (1292) on the primary.
+        session("/* rwproxy:primary */ SELECT CAST('1x' AS SIGNED)").await;
+        let mut c = Conn::new(proxy.app_opts()).await.expect("connect");
+        let warnings: Vec<(String, u32, String)> =
+            c.query("SHOW WARNINGS").await.expect("show warnings");
+        c.disconnect().await.expect("disconnect");
+        assert!(
+            warnings.is_empty(),
+            "warnings of the previous session leaked: {warnings:?}"
         );
     }
     let mut before = Vec::new();

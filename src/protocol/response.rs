@@ -55,6 +55,8 @@ pub struct Summary {
     pub gtid: Option<String>,
     /// The last ERR in full (code, state, message).
     pub err: Option<super::ClientError>,
+    /// Warnings the last OK/EOF reported (`SHOW WARNINGS` would list them).
+    pub warnings: u16,
 }
 
 /// Why forwarding stopped.
@@ -211,6 +213,7 @@ impl Forwarder {
             };
         let status = ok.status_flags();
         self.summary.status = Some(status);
+        self.summary.warnings = ok.warnings();
         self.summary.error = None;
         self.summary.err = None;
         if !terminator {

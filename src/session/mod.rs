@@ -1127,7 +1127,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let started = Instant::now();
             let r = self.run_on(&snap, idx, payload, expect).await;
             stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-            self.note_effects(&snap.servers[idx].name, c);
+            let warned = r.as_ref().is_ok_and(|s| s.warnings > 0);
+            self.note_effects(&snap.servers[idx].name, c, warned);
             match r {
                 Ok(summary) => {
                     self.shared.metrics.statement(label, started.elapsed());
@@ -1468,13 +1469,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// another session may use it, unless a statement of class `c` leaves
     /// nothing behind that a reset would clear: plain reads (not pinning)
     /// and `SET`/`USE`, whose effects the connection's fingerprint and
-    /// schema track. Writes leave `LAST_INSERT_ID()`/`ROW_COUNT()`;
-    /// `ReadPrimary` covers `LAST_INSERT_ID(expr)` and sequences.
-    pub(super) fn note_effects(&mut self, server: &Arc<str>, c: &Classified) {
+    /// schema track, that raised no warnings (`SHOW WARNINGS` would show
+    /// them to the next session). Writes leave `LAST_INSERT_ID()` and
+    /// `ROW_COUNT()`; `ReadPrimary` covers `LAST_INSERT_ID(expr)` and
+    /// sequences.
+    pub(super) fn note_effects(&mut self, server: &Arc<str>, c: &Classified, warned: bool) {
         let clean = matches!(
             c.kind,
             StatementKind::Read | StatementKind::Set | StatementKind::Use
-        ) && !c.pins_session;
+        ) && !c.pins_session
+            && !warned;
         if !clean && let Some(h) = self.conns.iter_mut().find(|h| &h.server == server) {
             h.conn.dirty = true;
         }

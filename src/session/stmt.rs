@@ -479,7 +479,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if let Some(st) = &stats {
             st.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
-        self.note_effects(&server, &class);
+        let warned = r.as_ref().is_ok_and(|s| s.warnings > 0);
+        self.note_effects(&server, &class, warned);
         match r {
             Ok(summary) => {
                 let on_primary = snap.primary_view().is_some_and(|p| p.name == server);
