@@ -376,6 +376,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
     }
 }
 
+/// One wire frame (header + payload), for tests that feed raw bytes.
+#[cfg(test)]
+pub(crate) fn test_frame(seq: u8, payload: &[u8]) -> Vec<u8> {
+    let n = payload.len();
+    let mut f = vec![n as u8, (n >> 8) as u8, (n >> 16) as u8, seq];
+    f.extend_from_slice(payload);
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,12 +430,7 @@ mod tests {
         b
     }
 
-    fn frame(seq: u8, payload: &[u8]) -> Vec<u8> {
-        let n = payload.len();
-        let mut f = vec![n as u8, (n >> 8) as u8, (n >> 16) as u8, seq];
-        f.extend_from_slice(payload);
-        f
-    }
+    use super::test_frame as frame;
 
     #[tokio::test]
     async fn row_runs_stop_at_terminators_errors_partial_and_continued_frames() {

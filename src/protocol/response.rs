@@ -562,14 +562,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::packet::test_frame as frame;
     use tokio::io::AsyncWriteExt;
-
-    fn frame(seq: u8, payload: &[u8]) -> Vec<u8> {
-        let n = payload.len();
-        let mut f = vec![n as u8, (n >> 8) as u8, (n >> 16) as u8, seq];
-        f.extend_from_slice(payload);
-        f
-    }
 
     /// A server that dies in the middle of a result set, before anything
     /// was flushed to the client: the error says nothing started, and none
