@@ -57,6 +57,10 @@ async fn probe_greeting(config: &Config) -> Greeting {
                     .clone()
                     .unwrap_or_else(|| hs.server_version_str().into_owned()),
                 caps: hs.capabilities() & supported_capabilities(),
+                ext: crate::protocol::handshake::mariadb_ext(
+                    hs.capabilities(),
+                    hs.mariadb_ext_capabilities(),
+                ) & crate::protocol::supported_ext(),
                 collation: hs.default_collation(),
             })
         };
@@ -71,6 +75,7 @@ async fn probe_greeting(config: &Config) -> Greeting {
             .clone()
             .unwrap_or_else(|| FALLBACK_VERSION.to_string()),
         caps: supported_capabilities() - CapabilityFlags::CLIENT_DEPRECATE_EOF,
+        ext: Default::default(),
         collation: 45,
     }
 }

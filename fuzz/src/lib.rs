@@ -21,7 +21,7 @@ use rwproxy::protocol::auth::Stage1;
 use rwproxy::protocol::command::{self, Command};
 use rwproxy::protocol::handshake::{self, FirstReply, Login};
 use rwproxy::protocol::packet::{FrameError, MAX_FRAME_PAYLOAD, PacketStream};
-use rwproxy::protocol::response::{self, Expect};
+use rwproxy::protocol::response::{self, Expect, MetaCache};
 use rwproxy::protocol::{get_lenenc_int, put_lenenc_int};
 use rwproxy::router::classify::{StatementKind, classify as classify_sql};
 use rwproxy::router::digest::{MAX_TEXT_LEN, digest_id, normalize};
@@ -120,13 +120,19 @@ pub fn packet(data: &[u8]) {
                 if client_len % 2 == 0 {
                     let mut s = mem(server_in);
                     let mut cl = mem(client_in);
-                    let _ =
-                        response::forward_prepare(&mut s, Some(&mut cl), caps, 0x0102_0304).await;
+                    let _ = response::forward_prepare(
+                        &mut s,
+                        Some(&mut cl),
+                        caps,
+                        0x0102_0304,
+                        client_len % 4 == 0,
+                    )
+                    .await;
                     // Only the statement id is rewritten; the length is kept.
                     assert!(written(&cl).len() <= server_in.len());
                 } else {
                     let mut s = mem(server_in);
-                    let _ = response::read_single_value(&mut s, caps).await;
+                    let _ = response::read_single_value(&mut s, caps, client_len % 4 == 1).await;
                 }
             }
         }
@@ -199,7 +205,7 @@ async fn read_frames(input: &[u8]) {
 async fn forward(client_in: &[u8], server_in: &[u8], expect: Expect, caps: CapabilityFlags) {
     let mut s = mem(server_in);
     let mut cl = mem(client_in);
-    let r = response::forward(&mut s, Some(&mut cl), expect, caps).await;
+    let r = response::forward(&mut s, Some(&mut cl), expect, caps, MetaCache::OFF).await;
     let to_client = written(&cl);
     assert!(
         server_in.starts_with(to_client),
@@ -212,7 +218,31 @@ async fn forward(client_in: &[u8], server_in: &[u8], expect: Expect, caps: Capab
     );
     // The same response consumed silently (state replay) must not panic.
     let mut s = mem(server_in);
-    let _ = response::forward(&mut s, None::<&mut PacketStream<Mem<'_>>>, expect, caps).await;
+    let _ = response::forward(
+        &mut s,
+        None::<&mut PacketStream<Mem<'_>>>,
+        expect,
+        caps,
+        MetaCache::OFF,
+    )
+    .await;
+    // With MariaDB's metadata cache on both sides, and column definitions
+    // that differ between what the client holds and what the server sent
+    // (rwproxy may then insert frames of its own): no panic.
+    let holds: std::sync::Arc<[u8]> = std::sync::Arc::from(&b"\x01\x00\x00\x02\xfb"[..]);
+    let sent: std::sync::Arc<[u8]> =
+        std::sync::Arc::from(&b"\x02\x00\x00\x02\x00\x01\x01\x00\x00\x03\xfb"[..]);
+    for (server, client) in [(true, true), (false, true), (true, false)] {
+        let meta = MetaCache {
+            server,
+            client,
+            client_holds: Some(&holds),
+            server_sent: Some(&sent),
+        };
+        let mut s = mem(server_in);
+        let mut cl = mem(client_in);
+        let _ = response::forward(&mut s, Some(&mut cl), expect, caps, meta).await;
+    }
 }
 
 /// Writing a payload and reading it back yields the same payload.
@@ -282,6 +312,9 @@ pub fn handshake(data: &[u8]) {
                 stage1: (flags & 1 != 0).then_some(&stage1),
                 db: (flags & 2 != 0).then_some("appdb"),
                 caps,
+                ext: mysql_common::constants::MariadbCapabilities::from_bits_truncate(u32::from(
+                    flags,
+                )),
                 collation: 45,
                 max_packet: 16 << 20,
             };

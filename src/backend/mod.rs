@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mysql_common::constants::CapabilityFlags;
+use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
@@ -52,6 +52,8 @@ pub struct PoolKey {
     pub user: Arc<str>,
     /// Protocol-shaping capabilities (see `protocol::shaping_capabilities`).
     pub caps: u32,
+    /// MariaDB extended capabilities (see `protocol::supported_ext`).
+    pub ext: u32,
     /// Connection collation from the handshake.
     pub collation: u8,
 }
@@ -149,6 +151,10 @@ pub struct BackendConn {
     pub state_fp: u64,
     /// Prepared statements this connection holds for the sharing pool modes.
     pub stmt_cache: StmtCache,
+    /// Metadata cache: per server statement id, the result columns the
+    /// server last sent for it (at prepare or with an execution), which is
+    /// what it skips sending while they do not change.
+    pub sent_columns: rustc_hash::FxHashMap<u32, Arc<[u8]>>,
     /// While the connection is in use and its server's pool is bounded: the
     /// slot it takes (freed when it goes idle or is dropped).
     permit: Option<OwnedSemaphorePermit>,
@@ -197,6 +203,7 @@ impl BackendConn {
                 stage1: cred.stage1.as_ref(),
                 db,
                 caps,
+                ext: MariadbCapabilities::from_bits_truncate(key.ext),
                 collation: key.collation,
                 max_packet: 1 << 30,
             };
@@ -244,6 +251,7 @@ impl BackendConn {
                 schema: db.map(str::to_string),
                 state_fp: 0,
                 stmt_cache: StmtCache::default(),
+                sent_columns: Default::default(),
                 permit: None,
                 last_used: Instant::now(),
                 broken: false,
@@ -265,11 +273,38 @@ impl BackendConn {
         if r.is_none() {
             self.state_fp = 0;
             self.stmt_cache.clear();
+            self.sent_columns.clear();
             // The reset restored the server's default tracking.
             self.tracks_gtid = false;
             self.dirty = false;
         }
         Ok(r)
+    }
+
+    /// Whether the server's column count packets carry MariaDB's "metadata
+    /// follows" byte (the metadata cache is on for this connection).
+    pub fn caches_metadata(&self) -> bool {
+        self.hello
+            .ext
+            .contains(MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA)
+    }
+
+    /// The metadata cache settings for a response on this connection to
+    /// rwproxy's own statements (no client).
+    fn meta_internal(&self) -> response::MetaCache<'static> {
+        response::MetaCache {
+            server: self.caches_metadata(),
+            ..response::MetaCache::OFF
+        }
+    }
+
+    /// Closes server statement `id` (its answer-less `COM_STMT_CLOSE`).
+    pub async fn close_stmt(&mut self, id: u32) {
+        self.sent_columns.remove(&id);
+        let mut p = [0u8; 5];
+        p[0] = code::COM_STMT_CLOSE;
+        p[1..].copy_from_slice(&id.to_le_bytes());
+        self.send_no_reply(&p).await;
     }
 
     /// Sends a command that has no answer (e.g. `COM_STMT_CLOSE`).
@@ -316,7 +351,8 @@ impl BackendConn {
         self.broken = true;
         self.stream.queue_payload(0, &payload);
         self.stream.flush().await?;
-        let v = response::read_single_value(&mut self.stream, self.caps).await?;
+        let flag = self.caches_metadata();
+        let v = response::read_single_value(&mut self.stream, self.caps, flag).await?;
         self.broken = false;
         Ok(v)
     }
@@ -329,8 +365,10 @@ impl BackendConn {
         self.broken = true;
         self.stream.queue_payload(0, payload);
         self.stream.flush().await?;
+        let meta = self.meta_internal();
         let summary =
-            response::forward::<_, TcpStream>(&mut self.stream, None, expect, self.caps).await?;
+            response::forward::<_, TcpStream>(&mut self.stream, None, expect, self.caps, meta)
+                .await?;
         self.broken = false;
         self.last_used = Instant::now();
         Ok(summary.err)
@@ -463,12 +501,14 @@ impl Pools {
         server: &Arc<str>,
         user: &Arc<str>,
         caps: CapabilityFlags,
+        ext: MariadbCapabilities,
         collation: u8,
     ) -> PoolKey {
         PoolKey {
             server: server.clone(),
             user: user.clone(),
             caps: shaping_capabilities(caps).bits(),
+            ext: ext.bits(),
             collation,
         }
     }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use mysql_common::constants::{CapabilityFlags, StatusFlags};
+use mysql_common::constants::{CapabilityFlags, MariadbCapabilities, StatusFlags};
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::{
     AuthPlugin, AuthSwitchRequest, ErrPacket, HandshakePacket, HandshakeResponse, SslRequest,
@@ -40,6 +40,9 @@ pub struct ClientHello {
     pub user: String,
     pub db: Option<String>,
     pub caps: CapabilityFlags,
+    /// MariaDB extended capabilities (only a client that leaves
+    /// `CLIENT_MYSQL` unset sends them).
+    pub ext: MariadbCapabilities,
     pub collation: u8,
     /// The scramble reply for the plugin named in `plugin`.
     pub auth_reply: Vec<u8>,
@@ -57,6 +60,7 @@ pub async fn send_greeting<S: AsyncRead + AsyncWrite + Unpin>(
     conn_id: u32,
     scramble: &[u8; auth::SCRAMBLE_LEN],
     caps: CapabilityFlags,
+    ext: MariadbCapabilities,
     collation: u8,
 ) -> Result<(), FrameError> {
     let mut s1 = [0u8; 8];
@@ -74,7 +78,8 @@ pub async fn send_greeting<S: AsyncRead + AsyncWrite + Unpin>(
         collation,
         StatusFlags::SERVER_STATUS_AUTOCOMMIT,
         Some(NATIVE),
-    );
+    )
+    .with_mariadb_ext_capabilities(ext);
     let mut buf = Vec::with_capacity(128);
     hs.serialize(&mut buf);
     stream.queue_payload(0, &buf);
@@ -125,6 +130,7 @@ pub async fn read_client_hello<S: AsyncRead + AsyncWrite + Unpin>(
             .filter(|d| !d.is_empty())
             .map(|d| String::from_utf8_lossy(d).into_owned()),
         caps,
+        ext: mariadb_ext(caps, hr.mariadb_ext_capabilities()),
         collation: hr.collation(),
         auth_reply: hr.scramble_buf().to_vec(),
         plugin: hr
@@ -154,12 +160,25 @@ pub async fn switch_to_native<S: AsyncRead + AsyncWrite + Unpin>(
     Ok((p.payload.to_vec(), p.last_seq))
 }
 
+/// The MariaDB extended capabilities a peer announced: the 4 bytes that
+/// carry them are reserved (and ignored) when `CLIENT_MYSQL` (the old
+/// `CLIENT_LONG_PASSWORD` bit) is set, as MySQL servers and clients do.
+pub fn mariadb_ext(caps: CapabilityFlags, ext: MariadbCapabilities) -> MariadbCapabilities {
+    if caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD) {
+        MariadbCapabilities::empty()
+    } else {
+        ext
+    }
+}
+
 /// What a backend server told about itself when rwproxy logged in.
 #[derive(Debug, Clone)]
 pub struct ServerHello {
     pub version: String,
     pub connection_id: u32,
     pub caps: CapabilityFlags,
+    /// MariaDB extended capabilities in force (asked for and offered).
+    pub ext: MariadbCapabilities,
     pub collation: u8,
 }
 
@@ -172,6 +191,8 @@ pub struct Login<'a> {
     /// Capabilities the client negotiated with rwproxy (masked further by
     /// what the server offers).
     pub caps: CapabilityFlags,
+    /// MariaDB extended capabilities the client negotiated with rwproxy.
+    pub ext: MariadbCapabilities,
     pub collation: u8,
     pub max_packet: u32,
 }
@@ -182,6 +203,8 @@ pub struct Login<'a> {
 pub struct ServerGreeting {
     /// What the server offers.
     pub caps: CapabilityFlags,
+    /// MariaDB extended capabilities the server offers.
+    pub ext: MariadbCapabilities,
     nonce: Vec<u8>,
     version: (u16, u16, u16),
     version_str: String,
@@ -209,6 +232,7 @@ pub async fn read_greeting<S: AsyncRead + AsyncWrite + Unpin>(
     let hs = parse_greeting(&p.payload)?;
     Ok(ServerGreeting {
         caps: hs.capabilities(),
+        ext: mariadb_ext(hs.capabilities(), hs.mariadb_ext_capabilities()),
         nonce: hs.nonce(),
         version: server_version(&hs),
         version_str: hs.server_version_str().into_owned(),
@@ -224,8 +248,15 @@ fn response<'a>(greeting: &ServerGreeting, params: &Login<'a>, tls: bool) -> Han
     let mut caps = params.caps & greeting.caps & super::supported_capabilities();
     caps |= CapabilityFlags::CLIENT_PROTOCOL_41
         | CapabilityFlags::CLIENT_SECURE_CONNECTION
-        | CapabilityFlags::CLIENT_PLUGIN_AUTH
-        | CapabilityFlags::CLIENT_LONG_PASSWORD;
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH;
+    let ext = params.ext & greeting.ext & super::supported_ext();
+    if ext.is_empty() {
+        caps |= CapabilityFlags::CLIENT_LONG_PASSWORD;
+    } else {
+        // A MariaDB server reads extended capabilities only from a client
+        // that leaves CLIENT_MYSQL unset.
+        caps -= CapabilityFlags::CLIENT_LONG_PASSWORD;
+    }
     if tls {
         caps |= CapabilityFlags::CLIENT_SSL;
     }
@@ -245,6 +276,7 @@ fn response<'a>(greeting: &ServerGreeting, params: &Login<'a>, tls: bool) -> Han
         Some(attrs),
         params.max_packet,
     )
+    .with_mariadb_ext_capabilities(ext)
 }
 
 /// Answers the greeting with an SSLRequest: the caller then runs the TLS
@@ -256,7 +288,8 @@ pub async fn send_ssl_request<S: AsyncRead + AsyncWrite + Unpin>(
     params: &Login<'_>,
 ) -> Result<(), HandshakeError> {
     let resp = response(greeting, params, true);
-    let req = SslRequest::new(resp.capabilities(), params.max_packet, resp.collation());
+    let req = SslRequest::new(resp.capabilities(), params.max_packet, resp.collation())
+        .with_mariadb_capabilities(resp.mariadb_ext_capabilities());
     let mut buf = Vec::with_capacity(32);
     req.serialize(&mut buf);
     stream.queue_payload(greeting.seq.wrapping_add(1), &buf);
@@ -275,6 +308,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<ServerHello, HandshakeError> {
     let resp = response(greeting, params, tls);
     let caps = resp.capabilities();
+    let ext = resp.mariadb_ext_capabilities();
     let mut buf = Vec::with_capacity(128);
     resp.serialize(&mut buf);
     // After an SSLRequest (seq + 1) the response takes the next id.
@@ -285,6 +319,7 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         version: greeting.version_str.clone(),
         connection_id: greeting.connection_id,
         caps,
+        ext,
         collation: greeting.collation,
     };
     loop {
@@ -455,6 +490,7 @@ mod tests {
             stage1: Some(&stage1),
             db: None,
             caps: CapabilityFlags::empty(),
+            ext: MariadbCapabilities::empty(),
             collation: 45,
             max_packet: 16 << 20,
         };

@@ -13,7 +13,7 @@ pub mod packet;
 pub mod response;
 pub mod stream;
 
-use mysql_common::constants::{CapabilityFlags, StatusFlags};
+use mysql_common::constants::{CapabilityFlags, MariadbCapabilities, StatusFlags};
 use mysql_common::packets::{ErrPacket, ServerError, SqlState};
 use mysql_common::proto::MySerialize;
 
@@ -46,6 +46,15 @@ pub fn supported_capabilities() -> CapabilityFlags {
         | CapabilityFlags::CLIENT_CAN_HANDLE_EXPIRED_PASSWORDS
         | CapabilityFlags::CLIENT_SESSION_TRACK
         | CapabilityFlags::CLIENT_DEPRECATE_EOF
+}
+
+/// MariaDB extended capabilities rwproxy can carry: only the metadata
+/// cache (a prepared statement's result columns are not sent again with
+/// every execution while they stay the same), which rwproxy understands and
+/// keeps consistent across the servers a statement runs on (see
+/// `session::stmt`). Bulk execute and progress reports are masked off.
+pub fn supported_ext() -> MariadbCapabilities {
+    MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA
 }
 
 /// The capabilities that change the shape of packets on a connection. A

@@ -358,6 +358,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
         Ok(())
     }
 
+    /// Adds `by` to the sequence id of the frame queued at offset `at`.
+    pub fn shift_seq(&mut self, at: usize, by: u8) {
+        if let Some(s) = self.wbuf.get_mut(at + 3) {
+            *s = s.wrapping_add(by);
+        }
+    }
+
+    /// Sets the sequence id of the frame queued at offset `at`.
+    pub fn set_seq(&mut self, at: usize, seq: u8) {
+        if let Some(s) = self.wbuf.get_mut(at + 3) {
+            *s = seq;
+        }
+    }
+
     /// Drops queued output past the first `len` bytes (a response that
     /// failed before any of it was sent).
     pub fn truncate_queued(&mut self, len: usize) {

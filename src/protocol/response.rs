@@ -12,6 +12,8 @@ use mysql_common::packets::session_state_change::SessionStateChange;
 use mysql_common::packets::{
     CommonOkPacket, OkPacket, OkPacketDeserializer, OldEofPacket, ResultSetTerminator,
 };
+use std::sync::Arc;
+
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::get_lenenc_int;
@@ -57,6 +59,55 @@ pub struct Summary {
     pub err: Option<super::ClientError>,
     /// Warnings the last OK/EOF reported (`SHOW WARNINGS` would list them).
     pub warnings: u16,
+    /// An execution's result columns, when the server sent them (metadata
+    /// cache: the server and the client now both hold these). Shares the
+    /// client's copy when the content is the same.
+    pub columns_sent: Option<Arc<[u8]>>,
+    /// The server skipped columns the client does not hold: rwproxy sent
+    /// the server's (`MetaCache::server_sent`) in their place, so the client
+    /// now holds those.
+    pub columns_injected: bool,
+}
+
+/// MariaDB's metadata cache (`MARIADB_CLIENT_CACHE_METADATA`) on one
+/// response. With it, a column count packet carries a "metadata follows"
+/// byte, and a server skips an execution's column definitions while they
+/// are the same as the ones it last sent *for that statement on that
+/// connection*. A client's statement runs on several connections (replicas,
+/// re-prepares), so what the client holds and what a server last sent can
+/// differ (DDL seen by one server first): rwproxy tracks both, as raw
+/// column-definition frames, and when a server skips columns the client
+/// does not hold, it sends the server's own in their place.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MetaCache<'a> {
+    /// The server's column count packets carry the flag byte.
+    pub server: bool,
+    /// The client's must.
+    pub client: bool,
+    /// For an execution: the column definitions the client holds for the
+    /// statement (`None`: unknown or none).
+    pub client_holds: Option<&'a Arc<[u8]>>,
+    /// For an execution: those the server last sent for its statement.
+    pub server_sent: Option<&'a Arc<[u8]>>,
+}
+
+impl MetaCache<'_> {
+    /// No metadata cache on either side.
+    pub const OFF: MetaCache<'static> = MetaCache {
+        server: false,
+        client: false,
+        client_holds: None,
+        server_sent: None,
+    };
+}
+
+/// Whether two sets of column definitions are the same.
+fn same_columns(a: Option<&Arc<[u8]>>, b: Option<&Arc<[u8]>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a[..] == b[..],
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 /// Why forwarding stopped.
@@ -86,6 +137,7 @@ pub async fn forward<B, C>(
     mut client: Option<&mut PacketStream<C>>,
     expect: Expect,
     caps: CapabilityFlags,
+    meta: MetaCache<'_>,
 ) -> Result<Summary, ForwardError>
 where
     B: AsyncRead + AsyncWrite + Unpin,
@@ -95,10 +147,13 @@ where
         caps,
         summary: Summary::default(),
         flushed: false,
+        shift: 0,
     };
     let deprecate_eof = caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
     let mark = client.as_ref().map_or(0, |c| c.queued());
-    let r = fw.run(backend, &mut client, expect, deprecate_eof).await;
+    let r = fw
+        .run(backend, &mut client, expect, deprecate_eof, meta)
+        .await;
     match r {
         Ok(()) => {
             if let Some(c) = client {
@@ -133,6 +188,9 @@ struct Forwarder {
     summary: Summary,
     /// Whether output has already left for the client.
     flushed: bool,
+    /// Added to the sequence id of every frame forwarded (after rwproxy
+    /// inserted column definitions of its own into the response).
+    shift: u8,
 }
 
 impl Forwarder {
@@ -155,7 +213,13 @@ impl Forwarder {
         frame: &Frame,
     ) -> Result<(), ForwardError> {
         if let Some(c) = client {
-            c.queue_raw(frame.raw());
+            if self.shift == 0 {
+                c.queue_raw(frame.raw());
+            } else {
+                let at = c.queued();
+                c.queue_raw(frame.raw());
+                c.shift_seq(at, self.shift);
+            }
         }
         self.flush_if_full(client).await
     }
@@ -263,6 +327,7 @@ impl Forwarder {
         client: &mut Option<&mut PacketStream<C>>,
         expect: Expect,
         deprecate_eof: bool,
+        meta: MetaCache<'_>,
     ) -> Result<(), ForwardError>
     where
         B: AsyncRead + AsyncWrite + Unpin,
@@ -298,37 +363,36 @@ impl Forwarder {
             }
             Expect::Query | Expect::Execute => {}
         }
+        // The statement's cached columns concern its first result set only.
+        let mut stmt_meta = (expect == Expect::Execute).then_some(meta);
         loop {
             let f = self.next(backend).await?;
-            self.out(client, &f).await?;
             let more = match f.first() {
                 Some(0x00) => {
+                    self.out(client, &f).await?;
                     let st = self.record_ok(&f, false)?;
                     st.contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS)
                 }
                 Some(0xff) => {
+                    self.out(client, &f).await?;
                     self.record_err(&f);
                     false
                 }
                 Some(0xfe) => {
+                    self.out(client, &f).await?;
                     let st = self.record_ok(&f, true)?;
                     st.contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS)
                 }
                 Some(0xfb) if expect == Expect::Query => {
                     // LOCAL INFILE: the client streams the file, ending with
                     // an empty packet; then the server answers OK or ERR.
+                    self.out(client, &f).await?;
                     self.local_infile(backend, client).await?;
                     continue;
                 }
                 Some(_) => {
-                    let (columns, _) = get_lenenc_int(f.payload())
-                        .ok_or(ForwardError::Malformed("bad column count"))?;
-                    self.rest_of_packet(backend, client, f).await?;
-                    for _ in 0..columns {
-                        let c = self.next(backend).await?;
-                        self.out(client, &c).await?;
-                        self.rest_of_packet(backend, client, c).await?;
-                    }
+                    self.columns(backend, client, f, meta, stmt_meta.take())
+                        .await?;
                     if !deprecate_eof {
                         let eof = self.next(backend).await?;
                         self.out(client, &eof).await?;
@@ -353,6 +417,109 @@ impl Forwarder {
         }
     }
 
+    /// Forwards a column count packet and the column definitions after it,
+    /// translating MariaDB's "metadata follows" byte between the server's
+    /// and the client's capabilities. `stmt` is given for an execution's
+    /// first result set: columns the server sends are captured (the client
+    /// and the server then both hold them), and skipped columns that the
+    /// client does not hold are replaced by the server's (see [`MetaCache`]).
+    async fn columns<B, C>(
+        &mut self,
+        backend: &mut PacketStream<B>,
+        client: &mut Option<&mut PacketStream<C>>,
+        count: Frame,
+        meta: MetaCache<'_>,
+        stmt: Option<MetaCache<'_>>,
+    ) -> Result<(), ForwardError>
+    where
+        B: AsyncRead + AsyncWrite + Unpin,
+        C: AsyncRead + AsyncWrite + Unpin,
+    {
+        if count.continues() {
+            return Err(ForwardError::Malformed("oversized column count packet"));
+        }
+        let (columns, n) =
+            get_lenenc_int(count.payload()).ok_or(ForwardError::Malformed("bad column count"))?;
+        let follows = if meta.server {
+            match count.payload().get(n) {
+                Some(0) => false,
+                Some(1) => true,
+                _ => return Err(ForwardError::Malformed("bad metadata flag")),
+            }
+        } else {
+            true
+        };
+        // Skipped columns the client does not hold: send the server's.
+        let mut inject = None;
+        if !follows {
+            let holds = stmt.and_then(|m| m.client_holds);
+            let sent = stmt.and_then(|m| m.server_sent);
+            if stmt.is_none() || !meta.client {
+                return Err(ForwardError::Malformed(
+                    "server skipped result metadata rwproxy cannot supply",
+                ));
+            }
+            if !same_columns(holds, sent) {
+                inject = Some(sent.ok_or(ForwardError::Malformed(
+                    "server skipped result metadata rwproxy never saw",
+                ))?);
+            }
+        }
+        if meta.server == meta.client && inject.is_none() {
+            self.out(client, &count).await?;
+        } else if let Some(c) = client {
+            let mut payload = count.payload()[..n].to_vec();
+            if meta.client {
+                payload.push(u8::from(follows || inject.is_some()));
+            }
+            c.queue_payload(count.seq().wrapping_add(self.shift), &payload);
+        }
+        if let Some(cols) = inject {
+            let mut seq = count.seq().wrapping_add(self.shift);
+            if let Some(c) = client {
+                let mut at = 0;
+                while let Some(len) = cols.get(at..at + 3) {
+                    let len =
+                        usize::from(len[0]) | usize::from(len[1]) << 8 | usize::from(len[2]) << 16;
+                    seq = seq.wrapping_add(1);
+                    let start = c.queued();
+                    c.queue_raw(cols.get(at..at + 4 + len).unwrap_or_default());
+                    c.set_seq(start, seq);
+                    at += 4 + len;
+                }
+            }
+            // Every later frame of the response moves up by the number of
+            // frames inserted (one per column; sequence ids wrap).
+            self.shift = self.shift.wrapping_add(columns as u8);
+            self.summary.columns_injected = true;
+            return Ok(());
+        }
+        if !follows {
+            return Ok(());
+        }
+        let capture = stmt.is_some() && meta.server;
+        let mut captured = Vec::new();
+        for _ in 0..columns {
+            let c = self.next(backend).await?;
+            self.out(client, &c).await?;
+            if capture {
+                if c.continues() {
+                    return Err(ForwardError::Malformed("oversized column definition"));
+                }
+                captured.extend_from_slice(c.raw());
+            }
+            self.rest_of_packet(backend, client, c).await?;
+        }
+        if capture {
+            let holds = stmt.and_then(|m| m.client_holds);
+            self.summary.columns_sent = Some(match holds {
+                Some(h) if h[..] == captured[..] => h.clone(),
+                _ => Arc::from(captured),
+            });
+        }
+        Ok(())
+    }
+
     /// Forwards rows until the terminator; returns whether more results follow.
     async fn rows<B, C>(
         &mut self,
@@ -364,8 +531,13 @@ impl Forwarder {
         C: AsyncRead + AsyncWrite + Unpin,
     {
         loop {
-            // Fast path: every plain row already buffered, in one copy.
-            let (n, rows) = backend.buffered_rows(FLUSH_AT);
+            // Fast path: every plain row already buffered, in one copy
+            // (not when sequence ids must be rewritten).
+            let (n, rows) = if self.shift == 0 {
+                backend.buffered_rows(FLUSH_AT)
+            } else {
+                (0, 0)
+            };
             if rows > 0 {
                 if let Some(c) = client {
                     c.queue_raw(backend.buffered(n));
@@ -431,12 +603,15 @@ impl Forwarder {
 }
 
 /// A statement prepared on a backend connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prepared {
     /// The id the backend assigned (never shown to the client).
     pub backend_id: u32,
     pub columns: u16,
     pub params: u16,
+    /// The result column definitions (raw frames), when asked to keep them
+    /// (metadata cache).
+    pub column_defs: Option<Arc<[u8]>>,
 }
 
 /// Reads a COM_STMT_PREPARE response. With a client, forwards it with the
@@ -447,13 +622,14 @@ pub async fn forward_prepare<B, C>(
     mut client: Option<&mut PacketStream<C>>,
     caps: CapabilityFlags,
     client_id: u32,
+    keep_columns: bool,
 ) -> Result<Result<Prepared, Vec<u8>>, ForwardError>
 where
     B: AsyncRead + AsyncWrite + Unpin,
     C: AsyncRead + AsyncWrite + Unpin,
 {
     let mark = client.as_ref().map_or(0, |c| c.queued());
-    let r = prepare_response(backend, &mut client, caps, client_id).await;
+    let r = prepare_response(backend, &mut client, caps, client_id, keep_columns).await;
     if let Err(e) = &r {
         unqueue(&mut client, mark, e);
     }
@@ -465,6 +641,7 @@ async fn prepare_response<B, C>(
     client: &mut Option<&mut PacketStream<C>>,
     caps: CapabilityFlags,
     client_id: u32,
+    keep_columns: bool,
 ) -> Result<Result<Prepared, Vec<u8>>, ForwardError>
 where
     B: AsyncRead + AsyncWrite + Unpin,
@@ -474,6 +651,7 @@ where
         caps,
         summary: Summary::default(),
         flushed: false,
+        shift: 0,
     };
     let mut first = fw.next(backend).await?;
     if first.first() == Some(0xff) {
@@ -488,13 +666,20 @@ where
     first.payload_mut()[1..5].copy_from_slice(&client_id.to_le_bytes());
     fw.out(client, &first).await?;
     let deprecate_eof = caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
-    for count in [params, columns] {
+    let mut kept = Vec::new();
+    for (count, keep) in [(params, false), (columns, keep_columns)] {
         if count == 0 {
             continue;
         }
         for _ in 0..count {
             let f = fw.next(backend).await?;
             fw.out(client, &f).await?;
+            if keep {
+                if f.continues() {
+                    return Err(ForwardError::Malformed("oversized column definition"));
+                }
+                kept.extend_from_slice(f.raw());
+            }
             fw.rest_of_packet(backend, client, f).await?;
         }
         if !deprecate_eof {
@@ -509,6 +694,7 @@ where
         backend_id,
         columns,
         params,
+        column_defs: (keep_columns && columns > 0).then(|| Arc::from(kept)),
     }))
 }
 
@@ -517,6 +703,7 @@ where
 pub async fn read_single_value<B>(
     backend: &mut PacketStream<B>,
     caps: CapabilityFlags,
+    meta_flag: bool,
 ) -> Result<Option<String>, ForwardError>
 where
     B: AsyncRead + AsyncWrite + Unpin,
@@ -525,6 +712,7 @@ where
         caps,
         summary: Summary::default(),
         flushed: false,
+        shift: 0,
     };
     let first = fw.next(backend).await?;
     match first.first() {
@@ -532,10 +720,13 @@ where
         Some(0x00) => return Ok(None),
         _ => {}
     }
-    let (columns, _) =
+    let (columns, n) =
         get_lenenc_int(first.payload()).ok_or(ForwardError::Malformed("bad column count"))?;
-    for _ in 0..columns {
-        fw.next(backend).await?;
+    // A text result always has its metadata, flag or not.
+    if !(meta_flag && first.payload().get(n) == Some(&0)) {
+        for _ in 0..columns {
+            fw.next(backend).await?;
+        }
     }
     let deprecate_eof = caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
     if !deprecate_eof {
@@ -593,6 +784,7 @@ mod tests {
             Some(&mut client),
             Expect::Query,
             CapabilityFlags::CLIENT_PROTOCOL_41,
+            MetaCache::OFF,
         )
         .await;
         assert!(
@@ -600,5 +792,146 @@ mod tests {
             "{r:?}"
         );
         assert_eq!(client.queued(), b"earlier".len());
+    }
+
+    /// A client with the metadata cache in front of a server without it
+    /// (e.g. an older replica): the "metadata follows" byte is added, and
+    /// nothing else changes.
+    #[tokio::test]
+    async fn a_server_without_the_metadata_cache_gets_the_flag_added_for_the_client() {
+        let (mut server, proxy_side) = tokio::io::duplex(1 << 16);
+        let (client_side, mut client_end) = tokio::io::duplex(1 << 16);
+        let mut backend = PacketStream::new(proxy_side);
+        let mut client = PacketStream::new(client_side);
+        let column =
+            b"\x03def\x00\x00\x00\x01a\x00\x0c\x3f\x00\x01\x00\x00\x00\x03\x81\x00\x00\x00\x00";
+        let reply = [
+            frame(1, &[1]),
+            frame(2, column),
+            frame(3, &[0xfe, 0, 0, 2, 0]),
+            frame(4, b"\x011"),
+            frame(5, &[0xfe, 0, 0, 2, 0]),
+        ];
+        server.write_all(&reply.concat()).await.expect("write");
+        let meta = MetaCache {
+            server: false,
+            client: true,
+            ..MetaCache::OFF
+        };
+        let caps = CapabilityFlags::CLIENT_PROTOCOL_41;
+        let summary = forward(&mut backend, Some(&mut client), Expect::Query, caps, meta)
+            .await
+            .expect("forward");
+        assert_eq!(summary.rows, 1);
+        drop(client);
+        let mut got = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut client_end, &mut got)
+            .await
+            .expect("read");
+        let want = [frame(1, &[1, 1]), reply[1..].concat()].concat();
+        assert_eq!(got, want);
+    }
+
+    /// A server that skips columns the client does not hold: its own
+    /// columns are sent in their place and every later frame's sequence id
+    /// moves up by the frames inserted.
+    #[tokio::test]
+    async fn skipped_columns_the_client_does_not_hold_are_supplied() {
+        let (mut server, proxy_side) = tokio::io::duplex(1 << 16);
+        let (client_side, mut client_end) = tokio::io::duplex(1 << 16);
+        let mut backend = PacketStream::new(proxy_side);
+        let mut client = PacketStream::new(client_side);
+        let col_a = frame(
+            9,
+            b"\x03def\x00\x00\x00\x01a\x00\x0c\x3f\x00\x01\x00\x00\x00\x03\x81\x00\x00\x00\x00",
+        );
+        let col_b = frame(
+            9,
+            b"\x03def\x00\x00\x00\x01b\x00\x0c\x3f\x00\x01\x00\x00\x00\x08\x81\x00\x00\x00\x00",
+        );
+        let server_sent: Arc<[u8]> = Arc::from([col_a.clone(), col_b.clone()].concat());
+        let client_holds: Arc<[u8]> = Arc::from(col_a.clone());
+        let row = b"\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00";
+        let reply = [
+            frame(1, &[2, 0]),
+            frame(2, &[0xfe, 0, 0, 2, 0]),
+            frame(3, row),
+            frame(4, &[0xfe, 0, 0, 2, 0]),
+        ];
+        server.write_all(&reply.concat()).await.expect("write");
+        let meta = MetaCache {
+            server: true,
+            client: true,
+            client_holds: Some(&client_holds),
+            server_sent: Some(&server_sent),
+        };
+        let caps = CapabilityFlags::CLIENT_PROTOCOL_41;
+        let summary = forward(&mut backend, Some(&mut client), Expect::Execute, caps, meta)
+            .await
+            .expect("forward");
+        assert!(summary.columns_injected);
+        assert_eq!(summary.columns_sent, None);
+        drop(client);
+        let mut got = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut client_end, &mut got)
+            .await
+            .expect("read");
+        let with_seq = |f: &[u8], seq: u8| {
+            let mut f = f.to_vec();
+            f[3] = seq;
+            f
+        };
+        let want = [
+            frame(1, &[2, 1]),
+            with_seq(&col_a, 2),
+            with_seq(&col_b, 3),
+            frame(4, &[0xfe, 0, 0, 2, 0]),
+            frame(5, row),
+            frame(6, &[0xfe, 0, 0, 2, 0]),
+        ]
+        .concat();
+        assert_eq!(got, want);
+    }
+
+    /// Columns a server sends with an execution are kept, sharing the
+    /// client's copy when they are the same.
+    #[tokio::test]
+    async fn columns_sent_with_an_execution_are_captured() {
+        let col = frame(
+            2,
+            b"\x03def\x00\x00\x00\x01a\x00\x0c\x3f\x00\x01\x00\x00\x00\x03\x81\x00\x00\x00\x00",
+        );
+        for same in [true, false] {
+            let (mut server, proxy_side) = tokio::io::duplex(1 << 16);
+            let (client_side, _client_end) = tokio::io::duplex(1 << 16);
+            let mut backend = PacketStream::new(proxy_side);
+            let mut client = PacketStream::new(client_side);
+            let holds: Arc<[u8]> = if same {
+                Arc::from(col.clone())
+            } else {
+                Arc::from(&b"other"[..])
+            };
+            let reply = [
+                frame(1, &[1, 1]),
+                col.clone(),
+                frame(3, &[0xfe, 0, 0, 2, 0]),
+                frame(4, &[0xfe, 0, 0, 2, 0]),
+            ];
+            server.write_all(&reply.concat()).await.expect("write");
+            let meta = MetaCache {
+                server: true,
+                client: true,
+                client_holds: Some(&holds),
+                server_sent: None,
+            };
+            let caps = CapabilityFlags::CLIENT_PROTOCOL_41;
+            let summary = forward(&mut backend, Some(&mut client), Expect::Execute, caps, meta)
+                .await
+                .expect("forward");
+            let sent = summary.columns_sent.expect("captured");
+            assert_eq!(&sent[..], &col[..]);
+            assert_eq!(Arc::ptr_eq(&sent, &holds), same);
+            assert!(!summary.columns_injected);
+        }
     }
 }

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mysql_common::constants::{CapabilityFlags, StatusFlags};
+use mysql_common::constants::{CapabilityFlags, MariadbCapabilities, StatusFlags};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -50,6 +50,9 @@ use stmt::Statements;
 pub struct Greeting {
     pub version: String,
     pub caps: CapabilityFlags,
+    /// MariaDB extended capabilities (the metadata cache, when the servers
+    /// offer it).
+    pub ext: MariadbCapabilities,
     pub collation: u8,
 }
 
@@ -380,6 +383,7 @@ async fn handshake(
         conn_id,
         &scramble,
         caps,
+        g.ext,
         g.collation,
     )
     .await
@@ -459,6 +463,7 @@ async fn handshake(
     };
     // TLS is between the client and rwproxy only: never ask servers for it.
     let caps = hello.caps & g.caps;
+    let ext = hello.ext & g.ext;
     let mut session = Session {
         shared: shared.clone(),
         cfg,
@@ -467,6 +472,7 @@ async fn handshake(
         client_tls: tls,
         scramble,
         caps,
+        ext,
         collation: hello.collation,
         cred: stage1,
         state: State::default(),
@@ -630,6 +636,9 @@ pub struct Session<S> {
     scramble: [u8; auth::SCRAMBLE_LEN],
     /// Capabilities negotiated with the client; backend connections use the same.
     caps: CapabilityFlags,
+    /// MariaDB extended capabilities negotiated with the client (part of
+    /// the pool key, so backend connections ask for the same).
+    ext: MariadbCapabilities,
     collation: u8,
     cred: Credential,
     /// Replayable state (schema, SET NAMES, session variables).
@@ -1289,7 +1298,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let pos = match self.conns.iter().position(|h| h.server == server.name) {
             Some(p) => p,
             None => {
-                let key = Pools::key(&server.name, &self.cred.user, self.caps, self.collation);
+                let key = Pools::key(
+                    &server.name,
+                    &self.cred.user,
+                    self.caps,
+                    self.ext,
+                    self.collation,
+                );
                 let want = Want {
                     state_fp: self.state.fp,
                     schema: self.state.schema.as_deref(),
@@ -1347,7 +1362,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         expect: Expect,
     ) -> Result<Summary, ExecError> {
         let pos = self.acquire(snap, idx).await?;
-        self.forward_on(pos, payload, expect).await
+        self.forward_on(pos, payload, expect, None).await
     }
 
     /// Sends a command on held connection `pos` and forwards its answer to
@@ -1355,11 +1370,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// flight, so a failure anywhere leaves it unusable; on failure it is
     /// dropped and the error says whether the client already got part of
     /// the answer.
+    ///
+    /// `stmt` (client statement id, server statement id) is given for an
+    /// execution, so the metadata cache can be kept consistent (see
+    /// `response::MetaCache`).
     async fn forward_on(
         &mut self,
         pos: usize,
         payload: &[u8],
         expect: Expect,
+        stmt: Option<(u32, u32)>,
     ) -> Result<Summary, ExecError> {
         let caps = self.caps;
         let held = &mut self.conns[pos];
@@ -1371,12 +1391,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 started: false,
             }),
             Ok(()) => {
-                response::forward(&mut held.conn.stream, Some(&mut self.client), expect, caps).await
+                let meta = response::MetaCache {
+                    server: held.conn.caches_metadata(),
+                    client: self
+                        .ext
+                        .contains(MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA),
+                    client_holds: stmt
+                        .and_then(|(id, _)| self.stmts.by_id.get(&id))
+                        .and_then(|s| s.columns.as_ref()),
+                    server_sent: stmt.and_then(|(_, bid)| held.conn.sent_columns.get(&bid)),
+                };
+                response::forward(
+                    &mut held.conn.stream,
+                    Some(&mut self.client),
+                    expect,
+                    caps,
+                    meta,
+                )
+                .await
             }
         };
         match result {
             Ok(summary) => {
                 held.conn.broken = false;
+                if let Some((id, bid)) = stmt {
+                    let now_holds = match &summary.columns_sent {
+                        Some(cols) => {
+                            held.conn.sent_columns.insert(bid, cols.clone());
+                            Some(cols.clone())
+                        }
+                        None if summary.columns_injected => {
+                            held.conn.sent_columns.get(&bid).cloned()
+                        }
+                        None => None,
+                    };
+                    if let (Some(cols), Some(s)) = (now_holds, self.stmts.by_id.get_mut(&id)) {
+                        s.columns = Some(cols);
+                    }
+                }
                 Ok(summary)
             }
             Err(e) => Err(self.drop_conn(pos, e)),

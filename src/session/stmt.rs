@@ -45,6 +45,10 @@ pub(super) struct Stmt {
     params: u16,
     /// Parameter types from the client's last execution that sent them.
     types: Option<Vec<u8>>,
+    /// Metadata cache: the result column definitions the client holds for
+    /// this statement (from its prepare, or the last execution that sent
+    /// them); see `response::MetaCache`.
+    pub(super) columns: Option<Arc<[u8]>>,
     /// Backend id per server name, and whether that connection has seen
     /// the parameter types.
     on: Vec<(Arc<str>, u32, bool)>,
@@ -59,7 +63,7 @@ pub(super) struct Stmt {
 pub(super) struct Statements {
     /// Fx, not SipHash: looked up several times per execution, and the
     /// ids are rwproxy's own (a client cannot choose colliding keys).
-    by_id: FxHashMap<u32, Stmt>,
+    pub(super) by_id: FxHashMap<u32, Stmt>,
     next_id: u32,
 }
 
@@ -123,9 +127,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let server = self.conns[pos].server.clone();
         for old in evicted {
             self.stmts.forget_backend_id(&server, old);
-            let mut p = vec![code::COM_STMT_CLOSE];
-            p.extend_from_slice(&old.to_le_bytes());
-            self.conns[pos].conn.send_no_reply(&p).await;
+            self.conns[pos].conn.close_stmt(old).await;
         }
     }
 
@@ -185,6 +187,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let client_id = self.stmts.next_id.wrapping_add(1).max(1);
         let caps = self.caps;
         let held = &mut self.conns[pos];
+        let keep_columns = held.conn.caches_metadata();
         held.conn.broken = true;
         held.conn.stream.queue_payload(0, payload);
         let r = match held.conn.stream.flush().await {
@@ -198,6 +201,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     Some(&mut self.client),
                     caps,
                     client_id,
+                    keep_columns,
                 )
                 .await
             }
@@ -206,6 +210,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(Ok(p)) => {
                 held.conn.broken = false;
                 let bid = p.backend_id;
+                if let Some(cols) = &p.column_defs {
+                    held.conn.sent_columns.insert(bid, cols.clone());
+                }
                 self.cache_stmt(pos, &sql, bid).await;
                 let held = &self.conns[pos];
                 self.stmts.next_id = client_id;
@@ -222,6 +229,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         forced,
                         params: p.params,
                         types: None,
+                        columns: p.column_defs,
                         on: vec![(held.server.clone(), p.backend_id, false)],
                         long_data_on: None,
                         cursor_on: None,
@@ -260,6 +268,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         payload.extend_from_slice(&stmt.sql);
         let caps = self.caps;
         let held = &mut self.conns[pos];
+        let keep_columns = held.conn.caches_metadata();
         held.conn.broken = true;
         held.conn.stream.queue_payload(0, &payload);
         let r = match held.conn.stream.flush().await {
@@ -273,6 +282,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     None,
                     caps,
                     0,
+                    keep_columns,
                 )
                 .await
             }
@@ -280,6 +290,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         match r {
             Ok(Ok(p)) => {
                 held.conn.broken = false;
+                if let Some(cols) = p.column_defs {
+                    // Shared with the client's copy when they are the same
+                    // (the usual case: replicas have the same schema).
+                    let holds = self.stmts.by_id.get(&id).and_then(|s| s.columns.as_ref());
+                    let cols = match holds {
+                        Some(h) if h[..] == cols[..] => h.clone(),
+                        _ => cols,
+                    };
+                    held.conn.sent_columns.insert(p.backend_id, cols);
+                }
                 let sql = self.stmts.by_id.get(&id).map(|s| s.sql.clone());
                 if let Some(stmt) = self.stmts.by_id.get_mut(&id) {
                     stmt.on.push((server, p.backend_id, false));
@@ -474,7 +494,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         let started = Instant::now();
         let r = self
-            .forward_on(pos, rebuilt.as_deref().unwrap_or(payload), Expect::Execute)
+            .forward_on(
+                pos,
+                rebuilt.as_deref().unwrap_or(payload),
+                Expect::Execute,
+                Some((id, bid)),
+            )
             .await;
         if let Some(st) = &stats {
             st.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -560,12 +585,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 // client's handle: later borrowers reuse it.
                 && !held.conn.stmt_cache.holds(bid)
             {
-                let mut p = vec![code::COM_STMT_CLOSE];
-                p.extend_from_slice(&bid.to_le_bytes());
-                held.conn.stream.queue_payload(0, &p);
-                if held.conn.stream.flush().await.is_err() {
-                    held.conn.broken = true;
-                }
+                held.conn.close_stmt(bid).await;
             }
         }
     }
@@ -587,7 +607,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let (pos, bid, _ticket, _) = self.stmt_conn(id, Some(server), &mut Vec::new()).await?;
         command::set_stmt_id(payload, bid);
-        self.forward_on(pos, payload, Expect::Simple).await?;
+        self.forward_on(pos, payload, Expect::Simple, None).await?;
         if let Some(stmt) = self.stmts.by_id.get_mut(&id) {
             stmt.long_data_on = None;
             stmt.cursor_on = None;
@@ -612,7 +632,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let (pos, bid, _ticket, _) = self.stmt_conn(id, Some(server), &mut Vec::new()).await?;
         command::set_stmt_id(payload, bid);
-        self.forward_on(pos, payload, Expect::Fetch)
+        self.forward_on(pos, payload, Expect::Fetch, None)
             .await
             .map(|_| ())
     }

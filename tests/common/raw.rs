@@ -110,6 +110,19 @@ impl Raw {
         password: &str,
         db: Option<&str>,
     ) -> Result<Raw, Reply> {
+        Self::connect_with(addr, user, password, db, 0).await
+    }
+
+    /// Like [`Raw::connect`], asking for MariaDB extended capabilities
+    /// `ext` (then `CLIENT_MYSQL`, the old `CLIENT_LONG_PASSWORD`, is left
+    /// unset, as MariaDB clients do).
+    pub async fn connect_with(
+        addr: std::net::SocketAddr,
+        user: &str,
+        password: &str,
+        db: Option<&str>,
+        ext: u32,
+    ) -> Result<Raw, Reply> {
         let s = TcpStream::connect(addr).await.expect("tcp connect");
         let mut raw = Raw { s };
         let (_, greeting) = raw.read().await.expect("greeting");
@@ -129,11 +142,15 @@ impl Raw {
         if db.is_some() {
             caps |= CLIENT_CONNECT_WITH_DB;
         }
+        if ext != 0 {
+            caps &= !CLIENT_LONG_PASSWORD;
+        }
         let mut hr = Vec::new();
         hr.extend_from_slice(&caps.to_le_bytes());
         hr.extend_from_slice(&(1u32 << 30).to_le_bytes());
         hr.push(45); // utf8mb4_general_ci
-        hr.extend_from_slice(&[0; 23]);
+        hr.extend_from_slice(&[0; 19]);
+        hr.extend_from_slice(&ext.to_le_bytes());
         hr.extend_from_slice(user.as_bytes());
         hr.push(0);
         let auth = mysql_common::scramble::scramble_native(&scramble, password.as_bytes())
