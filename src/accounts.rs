@@ -196,8 +196,6 @@ pub struct Accounts {
 
 /// Least time between two refreshes triggered by unknown users.
 const REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(1);
-/// Periodic refresh, so ALTER/DROP USER take effect without a miss.
-const REFRESH_EVERY: Duration = Duration::from_secs(2);
 
 impl Accounts {
     fn cfg(&self) -> Arc<Config> {
@@ -413,12 +411,13 @@ impl Accounts {
             }
         }
         loop {
+            let every = Duration::from_millis(self.cfg().accounts_refresh_ms);
             tokio::select! {
-                _ = tokio::time::sleep(REFRESH_EVERY) => {}
+                _ = tokio::time::sleep(every) => {}
                 _ = shutdown.cancelled() => return,
             }
             if self.cfg().auth == AuthMode::Servers {
-                self.refresh_if_due(REFRESH_EVERY / 2).await;
+                self.refresh_if_due(every / 2).await;
             }
         }
     }

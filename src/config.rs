@@ -441,6 +441,10 @@ pub struct Config {
     /// How often the monitor polls each server.
     #[serde(default = "default_monitor_interval_ms")]
     pub monitor_interval_ms: u64,
+    /// How often the primary's accounts are re-read (`auth = "servers"`;
+    /// an unknown user or a wrong password also triggers a re-read).
+    #[serde(default = "default_accounts_refresh_ms")]
+    pub accounts_refresh_ms: u64,
     /// Consecutive failed checks before a server is marked down.
     #[serde(default = "default_down_after")]
     pub down_after: u32,
@@ -591,6 +595,9 @@ fn default_failover_after() -> u32 {
 }
 fn default_monitor_interval_ms() -> u64 {
     500
+}
+fn default_accounts_refresh_ms() -> u64 {
+    2000
 }
 fn default_down_after() -> u32 {
     2
@@ -749,6 +756,9 @@ impl Config {
         }
         if self.monitor_interval_ms < 50 {
             return Err(invalid("monitor_interval_ms", "must be at least 50"));
+        }
+        if self.accounts_refresh_ms < 100 {
+            return Err(invalid("accounts_refresh_ms", "must be at least 100"));
         }
         if self.down_after == 0 {
             return Err(invalid("down_after", "must be at least 1"));

@@ -713,6 +713,7 @@ async fn a_primary_that_dies_after_start_fails_fast_with_its_name() {
         c.connect_timeout_ms = 1000;
         // The monitor sees the server up at start-up and not again.
         c.monitor_interval_ms = 60_000;
+        c.accounts_refresh_ms = 60_000;
         c.servers[0].host = "127.0.0.1".into();
         c.servers[0].port = switch.addr.port();
         c.servers[0].name = "pt-switched-main".into();

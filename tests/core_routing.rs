@@ -7,8 +7,9 @@
 //! - Global status counters (`Com_select`, `Com_stmt_execute`, …) read
 //!   directly from each server before and after. To keep them exact, every
 //!   test here runs alone (the `SERIAL` lock) and its proxy's monitor polls
-//!   only once, at start-up (`monitor_interval_ms = 60000`), so nothing but
-//!   the test's own statements moves the counters.
+//!   only once, at start-up (`monitor_interval_ms = 60000`, and likewise
+//!   `accounts_refresh_ms`), so nothing but the test's own statements moves
+//!   the counters.
 
 mod common;
 
@@ -44,6 +45,8 @@ async fn env(tweak: impl FnOnce(&mut Config)) -> Env {
     // The monitor checks once at start-up and then stays quiet for the
     // whole test, so it does not move the counters we measure.
     config.monitor_interval_ms = 60_000;
+    // Likewise the accounts refresh, a query on the primary.
+    config.accounts_refresh_ms = 60_000;
     tweak(&mut config);
     let proxy = common::start_proxy(config).await;
     let mut direct = Vec::new();

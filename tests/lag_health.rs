@@ -391,6 +391,7 @@ async fn weights_least_connections_and_offline() {
     let (_, r1, r2) = ports();
     let mut cfg = config();
     cfg.monitor_interval_ms = 60_000; // keep the monitor's own selects out of the counts
+    cfg.accounts_refresh_ms = 60_000;
     cfg.servers[1].weight = 1;
     cfg.servers[2].weight = 3;
     let proxy = start_proxy(common::with_admin(cfg)).await;
@@ -446,6 +447,7 @@ async fn weights_least_connections_and_offline() {
     let mut lc = config();
     lc.balance = rwproxy::config::Balance::LeastConnections;
     lc.monitor_interval_ms = 60_000;
+    lc.accounts_refresh_ms = 60_000;
     let proxy = start_proxy(lc).await;
     // A long read holds replica1 or replica2; the other gets the short ones.
     let mut slow = proxy.app_conn().await;
@@ -633,6 +635,7 @@ async fn write_gtids_come_from_session_tracking() {
     let mut cfg = config();
     cfg.consistency = Consistency::Session;
     cfg.monitor_interval_ms = 60_000;
+    cfg.accounts_refresh_ms = 60_000;
     let proxy = start_proxy(cfg).await;
     let sql: String = (0..200)
         .map(|i| format!("INSERT INTO app.trk VALUES ({i});"))

@@ -102,6 +102,7 @@ async fn rules_deny_and_force_routes_on_real_servers() {
     let replicas = [sb.servers[1].port, sb.servers[2].port];
     let mut cfg = common::with_admin(common::sandbox_config(sb));
     cfg.monitor_interval_ms = 60_000;
+    cfg.accounts_refresh_ms = 60_000;
     // No `SELECT @@last_gtid` after writes: only the test's statements count.
     cfg.consistency = rwproxy::config::Consistency::Eventual;
     cfg.auth = rwproxy::config::AuthMode::Config;
