@@ -641,6 +641,7 @@ fn create(
                 index,
                 opts.semi_sync,
                 read_only,
+                &[],
             )?);
         }
         let waits: Vec<_> = started.iter().map(|(i, s)| (*i, Some(s))).collect();
@@ -681,6 +682,7 @@ fn resume(bins: &Binaries, sandbox: &Sandbox, opts: &UpOptions) -> Result<(), Sa
                     index,
                     opts.semi_sync,
                     is_replica(s),
+                    &[],
                 )?);
             }
         }
@@ -913,6 +915,7 @@ fn spawn_server(
     index: usize,
     semi_sync: bool,
     read_only: bool,
+    extra_args: &[&str],
 ) -> Result<(usize, process::Spawned), SandboxError> {
     let server = sandbox.server(index)?;
     let log = fs::OpenOptions::new()
@@ -930,6 +933,7 @@ fn spawn_server(
         process::running_as_root(),
         sandbox.tls_ca.as_ref().map(|_| sandbox.dir.as_path()),
     ))
+    .args(extra_args)
     .stdin(Stdio::null())
     .stdout(log)
     .stderr(log2);
@@ -1407,7 +1411,19 @@ pub fn start_server(sandbox: &Sandbox, index: usize) -> Result<(), SandboxError>
     let bins = Binaries::find()?;
     let semi_sync = Manifest::read(&sandbox.dir)?.is_some_and(|m| m.semi_sync);
     check_port_free(server)?;
-    let (_, spawned) = spawn_server(&bins, sandbox, index, semi_sync, is_replica(server))?;
+    // A server restarted here (typically one a test killed) comes back to
+    // rejoin as a replica. With lossless semi-sync, MariaDB's crash
+    // recovery then truncates from its binlog the transactions that no
+    // replica acknowledged (MDEV-21117), so it does not diverge from the
+    // promoted replica, but MariaDB 10.11.19 does that only when told the
+    // server starts as a replica (`--init-rpl-role=SLAVE`): without it the
+    // unacknowledged tail is committed and the server cannot rejoin.
+    let extra: &[&str] = if semi_sync {
+        &["--init-rpl-role=SLAVE"]
+    } else {
+        &[]
+    };
+    let (_, spawned) = spawn_server(&bins, sandbox, index, semi_sync, is_replica(server), extra)?;
     wait_ready(&bins, sandbox, &[(index, Some(&spawned))])
 }
 
