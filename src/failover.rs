@@ -24,7 +24,9 @@
 //! Failover differs in steps 1–3: the old primary is gone, so the replica
 //! with the most advanced GTID position is promoted after it applied what
 //! it had received, and only one rwproxy instance acts: it must first take
-//! `GET_LOCK('rwproxy_failover')` on a majority of the configured servers.
+//! `GET_LOCK('rwproxy_failover')` on a majority of the configured servers,
+//! and then, holding it, check on the servers that no other instance has
+//! already promoted a replica (see [`Failover::failover`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -38,7 +40,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, FailoverConfig, Role};
 use crate::gtid::GtidPos;
-use crate::monitor::monitor_opts;
+use crate::monitor::{Heartbeat, monitor_opts};
 use crate::router::digest::Redacted;
 use crate::topology::{Replication, Snapshot, Topology};
 
@@ -73,6 +75,13 @@ pub enum FailoverError {
     NoCandidate,
     #[error("another rwproxy instance holds the failover lock")]
     LockHeld,
+    /// The failover lock was free, but the servers already have a primary
+    /// again (another instance, or an operator, promoted it): this instance
+    /// adopted it and changed nothing on the servers.
+    #[error(
+        "'{0}' was already promoted (by another rwproxy instance or an operator); following it"
+    )]
+    AlreadyPromoted(String),
     #[error("step '{step}' failed on {server}: {error}; {state}")]
     Step {
         step: &'static str,
@@ -518,6 +527,13 @@ impl Failover {
     }
 
     /// Failover: the primary is down; promote the most advanced replica.
+    ///
+    /// At most one failover per primary death, however many instances see
+    /// it: only the holder of the majority lock acts, and it first checks on
+    /// the servers that nobody promoted a replica already. An instance that
+    /// lost the race gets [`FailoverError::AlreadyPromoted`] (or `LockHeld`
+    /// while the winner works), adopts the winner's primary and does not
+    /// count a failover.
     pub async fn failover(&self) -> Result<Report, FailoverError> {
         let f = self.settings()?;
         let _guard = self.running.try_lock().map_err(|_| FailoverError::Busy)?;
@@ -564,6 +580,25 @@ impl Failover {
             locks.len(),
             snap.servers.len()
         ));
+
+        // The lock only says nobody is failing over *now*. Another instance
+        // may have taken it, promoted a replica and released it between our
+        // monitor's last look and our GET_LOCK: our snapshot, still without
+        // a primary, is stale. Promoting again would re-promote the new
+        // primary and repoint the others (a second failover for one death),
+        // or promote a different replica (split brain, losing what the new
+        // primary acknowledged meanwhile). The winner holds the lock from
+        // before its first change until its candidate is writable, so under
+        // the lock the servers tell the truth: if one is a primary again,
+        // adopt it instead.
+        if let Some((name, promoted_at)) = self.promoted_meanwhile(&snap).await {
+            for c in locks {
+                let _ = c.disconnect().await;
+            }
+            info!(primary = %name, promoted_at = %promoted_at, "failover not needed: a primary was already promoted; following it");
+            self.adopt(&snap, &name, &promoted_at);
+            return Err(FailoverError::AlreadyPromoted(name.to_string()));
+        }
 
         // Candidates: up replicas, not fenced. Stop their IO threads so the
         // received positions stop moving, let the SQL threads apply what
@@ -645,28 +680,7 @@ impl Failover {
             }
         }
         steps.done("promoted and repointed");
-        let cand_name = cand_view.name.clone();
-        for s in snap
-            .servers
-            .iter()
-            .filter(|s| s.role == Role::Primary && !s.up)
-        {
-            self.remember_demoted(&s.name, &pos);
-        }
-        self.topology.update(|s| {
-            for v in s.servers.iter_mut() {
-                if v.name == cand_name {
-                    v.role = Role::Primary;
-                    v.read_only = Some(false);
-                    v.replication = Replication::None;
-                    v.lag = Some(Duration::ZERO);
-                } else if v.role == Role::Primary {
-                    // The dead primary: keep it out until it is fenced.
-                    v.role = Role::Replica;
-                }
-            }
-            s.primary = s.find(&cand_name);
-        });
+        self.adopt(&snap, &cand_view.name, &pos);
         steps.done("published");
         for (_, c) in cands {
             let _ = c.disconnect().await;
@@ -677,6 +691,59 @@ impl Failover {
         self.failovers.fetch_add(1, Ordering::Relaxed);
         info!(new = %cand_view.name, "failover done");
         Ok(steps.report)
+    }
+
+    /// Under the failover lock: the server, other than the dead primary,
+    /// that is a primary by the monitor's rule (writable, not replicating),
+    /// with the position it was promoted at (`@@gtid_slave_pos`: what it had
+    /// applied as a replica; its own writes go to `@@gtid_binlog_pos`).
+    async fn promoted_meanwhile(&self, snap: &Snapshot) -> Option<(Arc<str>, GtidPos)> {
+        let cfg = self.cfg();
+        for s in snap.servers.iter() {
+            if s.role == Role::Primary && !s.up {
+                continue;
+            }
+            let Ok(mut c) = connect(&cfg, &s.addr).await else {
+                continue;
+            };
+            let seen = crate::monitor::check(&mut c, Heartbeat::Off).await;
+            let _ = c.disconnect().await;
+            if let Ok(o) = seen
+                && !o.read_only
+                && !o.is_replica
+            {
+                return Some((s.name.clone(), o.gtid_slave));
+            }
+        }
+        None
+    }
+
+    /// Publishes `primary` as the primary after a failover (ours, or one
+    /// another instance did): the dead primary is kept out of routing and
+    /// remembered, so that this instance fences it when it comes back,
+    /// even if the instance that promoted is gone by then.
+    fn adopt(&self, snap: &Snapshot, primary: &Arc<str>, promoted_at: &GtidPos) {
+        for s in snap
+            .servers
+            .iter()
+            .filter(|s| s.role == Role::Primary && !s.up && s.name != *primary)
+        {
+            self.remember_demoted(&s.name, promoted_at);
+        }
+        self.topology.update(|s| {
+            for v in s.servers.iter_mut() {
+                if v.name == *primary {
+                    v.role = Role::Primary;
+                    v.read_only = Some(false);
+                    v.replication = Replication::None;
+                    v.lag = Some(Duration::ZERO);
+                } else if v.role == Role::Primary {
+                    // The dead primary: keep it out until it is fenced.
+                    v.role = Role::Replica;
+                }
+            }
+            s.primary = s.find(primary);
+        });
     }
 
     fn remember_demoted(&self, name: &Arc<str>, promoted_at: &GtidPos) {
@@ -792,6 +859,7 @@ impl Failover {
                     Err(FailoverError::LockHeld) => {
                         info!("another rwproxy instance is failing over; following it")
                     }
+                    Err(e @ FailoverError::AlreadyPromoted(_)) => info!(%e, "no failover needed"),
                     Err(e) => warn!(error = %e, "automatic failover failed"),
                 }
             }

@@ -625,3 +625,99 @@ async fn two_processes_exactly_one_fails_over() {
         "exactly one instance must fail over"
     );
 }
+
+/// The race behind `two_processes_exactly_one_fails_over`, made
+/// deterministic with two failover engines in this process: instance B
+/// decided to fail over on a view taken before instance A's failover, and
+/// gets the lock only after A released it. B must follow A's primary, not
+/// fail over again. The new primary has taken a write since, so the other
+/// replica, which applied it, is now *ahead* of the new primary's
+/// promotion point: a B that re-ran the candidate choice would promote
+/// that replica (split brain) and repoint A's primary under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failover_decided_on_a_stale_view_follows_the_one_already_done() {
+    use arc_swap::ArcSwap;
+    use rwproxy::failover::{Failover, FailoverError};
+    use rwproxy::topology::{Snapshot, Topology};
+
+    let sb = sandbox::fresh(2);
+    root_exec(
+        sb.servers[0].port,
+        "CREATE TABLE app.ack (id BIGINT PRIMARY KEY)",
+    )
+    .await;
+    sandbox::wait_replicas_caught_up(&sb).await;
+    let cfg = config(&sb);
+    // What each instance's monitor saw: the primary failed its checks, no
+    // primary. No monitor runs, so B's view stays stale.
+    let dead_primary_view = || {
+        let mut snap = Snapshot::from_config(&cfg);
+        snap.servers[0].up = false;
+        snap.servers[0].failures = 3;
+        snap.primary = None;
+        Arc::new(Topology::new(snap))
+    };
+    let (ta, tb) = (dead_primary_view(), dead_primary_view());
+    let a = Failover::new(Arc::new(ArcSwap::from_pointee(cfg.clone())), ta);
+    let b = Failover::new(Arc::new(ArcSwap::from_pointee(cfg.clone())), tb.clone());
+    rwproxy::sandbox::kill_server(&sb, 0).expect("kill primary");
+
+    let report = a.failover().await.expect("A fails over");
+    let new = report.new_primary.clone();
+    let port_of = |name: &str| {
+        sb.servers
+            .iter()
+            .find(|s| s.name == name)
+            .expect("known")
+            .port
+    };
+    let new_port = port_of(&new);
+    let other_port = sb.servers[1..]
+        .iter()
+        .find(|s| s.name != new)
+        .expect("other replica")
+        .port;
+    root_exec(new_port, "INSERT INTO app.ack (id) VALUES (1)").await;
+    wait_until(Duration::from_secs(10), "other replica applied", || async {
+        ids_on(other_port).await.contains(&1)
+    })
+    .await;
+
+    let e = b.failover().await.expect_err("B must not fail over again");
+    assert!(
+        matches!(&e, FailoverError::AlreadyPromoted(n) if *n == new),
+        "{e}"
+    );
+    assert_eq!(a.failovers.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        b.failovers.load(Ordering::Relaxed),
+        0,
+        "B counted a failover"
+    );
+    // B follows A's primary ...
+    assert_eq!(
+        tb.load().primary_view().map(|p| p.name.to_string()),
+        Some(new.clone())
+    );
+    // ... and the servers are as A left them.
+    let mut c = mysql_async::Conn::new(root_opts(new_port))
+        .await
+        .expect("connect");
+    let ro: Option<i64> = c.query_first("SELECT @@read_only").await.expect("ro");
+    assert_eq!(ro, Some(0), "{new} must stay writable");
+    assert!(
+        slave_master_port(new_port).await.is_none(),
+        "{new} must not replicate"
+    );
+    let (mp, io, sql) = slave_master_port(other_port)
+        .await
+        .expect("other replica replicating");
+    assert_eq!((mp, io.as_str(), sql.as_str()), (new_port, "Yes", "Yes"));
+    c.exec_drop("INSERT INTO app.ack (id) VALUES (?)", (2u64,))
+        .await
+        .expect("write on the new primary");
+    wait_until(Duration::from_secs(10), "other replica follows", || async {
+        ids_on(other_port).await.contains(&2)
+    })
+    .await;
+}
