@@ -497,7 +497,9 @@ impl Forwarder {
         if !follows {
             return Ok(());
         }
-        let capture = stmt.is_some() && meta.server;
+        // Whatever columns reach a client with the cache are what it holds
+        // now (a server without the cache always sends them).
+        let capture = stmt.is_some() && meta.client;
         let mut captured = Vec::new();
         for _ in 0..columns {
             let c = self.next(backend).await?;
@@ -933,5 +935,30 @@ mod tests {
             assert_eq!(Arc::ptr_eq(&sent, &holds), same);
             assert!(!summary.columns_injected);
         }
+        // A server without the cache always sends its columns: the client
+        // (with the cache) keeps them, so rwproxy must know it does.
+        let (mut server, proxy_side) = tokio::io::duplex(1 << 16);
+        let (client_side, _client_end) = tokio::io::duplex(1 << 16);
+        let mut backend = PacketStream::new(proxy_side);
+        let mut client = PacketStream::new(client_side);
+        let reply = [
+            frame(1, &[1]),
+            col.clone(),
+            frame(3, &[0xfe, 0, 0, 2, 0]),
+            frame(4, &[0xfe, 0, 0, 2, 0]),
+        ];
+        server.write_all(&reply.concat()).await.expect("write");
+        let holds: Arc<[u8]> = Arc::from(&b"other"[..]);
+        let meta = MetaCache {
+            server: false,
+            client: true,
+            client_holds: Some(&holds),
+            server_sent: None,
+        };
+        let caps = CapabilityFlags::CLIENT_PROTOCOL_41;
+        let summary = forward(&mut backend, Some(&mut client), Expect::Execute, caps, meta)
+            .await
+            .expect("forward");
+        assert_eq!(summary.columns_sent.as_deref(), Some(&col[..]));
     }
 }

@@ -186,8 +186,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let pos = self.acquire(&snap, idx).await?;
         let client_id = self.stmts.next_id.wrapping_add(1).max(1);
         let caps = self.caps;
+        // The client caches the columns of its prepare; the server too.
+        let client_caches = self
+            .ext
+            .contains(mysql_common::constants::MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA);
         let held = &mut self.conns[pos];
-        let keep_columns = held.conn.caches_metadata();
+        let keep_columns = client_caches || held.conn.caches_metadata();
         held.conn.broken = true;
         held.conn.stream.queue_payload(0, payload);
         let r = match held.conn.stream.flush().await {
