@@ -129,6 +129,62 @@ fn server_err(e: mysql_async::Error) -> (u16, String, String) {
     }
 }
 
+/// `balance = "session"`: each session reads from one replica, and the
+/// sessions are spread over the replicas; prepared executions follow the
+/// same rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_balance_keeps_each_session_on_one_replica() {
+    let mut env = env(|c| c.balance = rwproxy::config::Balance::Session).await;
+    let mut conns = Vec::new();
+    for _ in 0..6 {
+        conns.push(env.conn().await);
+    }
+    const N: usize = 10;
+    let before = env.counters(&["Com_select", "Com_stmt_execute"]).await;
+    let mut sessions_on: HashMap<u16, usize> = HashMap::new();
+    for (k, c) in conns.iter_mut().enumerate() {
+        let mut ports = Vec::new();
+        for _ in 0..N {
+            ports.push(port_of(c, "SELECT @@port").await);
+        }
+        let stmt = c.prep("SELECT @@port + ?").await.expect("prepare");
+        for _ in 0..N {
+            let p: Option<u32> = c.exec_first(&stmt, (0,)).await.expect("execute");
+            ports.push(p.expect("row") as u16);
+        }
+        ports.dedup();
+        assert_eq!(
+            ports.len(),
+            1,
+            "session {k} moved between servers: {ports:?}"
+        );
+        assert!(
+            env.is_replica(ports[0]),
+            "session {k} read from {}",
+            ports[0]
+        );
+        *sessions_on.entry(ports[0]).or_default() += 1;
+    }
+    assert_eq!(
+        env.replicas
+            .map(|r| sessions_on.get(&r).copied().unwrap_or(0)),
+        [3, 3],
+        "sessions spread over the replicas: {sessions_on:?}"
+    );
+    let after = env.counters(&["Com_select", "Com_stmt_execute"]).await;
+    assert_eq!(Env::delta(&before, &after, env.primary, "Com_select"), 0);
+    assert_eq!(
+        Env::delta(&before, &after, env.primary, "Com_stmt_execute"),
+        0
+    );
+    let ran: i64 = env
+        .replicas
+        .iter()
+        .map(|r| Env::delta(&before, &after, *r, "Com_stmt_execute"))
+        .sum();
+    assert_eq!(ran, (6 * N) as i64);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_selects_spread_evenly_over_replicas_and_never_hit_the_primary() {
     let mut env = env(|_| {}).await;

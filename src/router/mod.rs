@@ -82,7 +82,9 @@ pub struct ReadNeeds<'a> {
 /// Picks a replica by the balancing policy among those that are readable
 /// within the lag bound, not excluded, and (if required) have applied the
 /// session's last write. `ticket` is a counter the caller increments per
-/// read (shared by all sessions, so round-robin spreads evenly).
+/// read (shared by all sessions, so round-robin spreads evenly), or with
+/// [`Balance::Session`] the session's own ticket, drawn once from that
+/// counter when it started.
 pub fn pick_replica(
     snapshot: &Snapshot,
     ticket: u64,
@@ -98,7 +100,8 @@ pub fn pick_replica(
         })
     };
     match balance {
-        Balance::RoundRobin => {
+        // The caller passes a per-session ticket for `Session`.
+        Balance::RoundRobin | Balance::Session => {
             let total: u64 = eligible()
                 .map(|i| u64::from(snapshot.servers[i].weight))
                 .sum();

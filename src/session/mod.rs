@@ -26,7 +26,7 @@ use crate::backend::{BackendConn, BackendError, Credential, Pools, Want};
 use arc_swap::ArcSwap;
 
 use crate::accounts::{Accounts, Lookup};
-use crate::config::{Config, Consistency, PoolMode};
+use crate::config::{Balance, Config, Consistency, PoolMode};
 use crate::failover::Failover;
 use crate::gtid::GtidPos;
 use crate::metrics::{ErrorKind, Metrics, RouteLabel};
@@ -479,6 +479,7 @@ async fn handshake(
         autocommit: true,
         in_trans: false,
         pinned: false,
+        session_ticket: shared.read_ticket.fetch_add(1, Ordering::Relaxed),
         conns: Vec::new(),
         stmts: Statements::default(),
         last_write: None,
@@ -648,6 +649,8 @@ pub struct Session<S> {
     in_trans: bool,
     /// The session holds state only its primary connection has.
     pinned: bool,
+    /// This session's replica ticket for `balance = "session"`.
+    session_ticket: u64,
     conns: Vec<Held>,
     stmts: Statements,
     /// GTID of the session's last committed write (read-your-writes).
@@ -1062,6 +1065,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// The routing policy in force.
+    /// The round-robin ticket for the next read: per statement from the
+    /// shared counter, or the session's own with `balance = "session"`.
+    fn read_ticket(&self) -> u64 {
+        match self.cfg.balance {
+            Balance::Session => self.session_ticket,
+            _ => self.shared.read_ticket.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
     fn policy(&self) -> Policy {
         Policy {
             fallback: self.cfg.replica_fallback,
@@ -1086,7 +1098,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let mut failover_wait = FailoverWait::default();
         let session_gtid = self.last_write.clone();
         loop {
-            let ticket = self.shared.read_ticket.fetch_add(1, Ordering::Relaxed);
+            let ticket = self.read_ticket();
             let needs = ReadNeeds {
                 max_lag: None,
                 min_gtid: session_gtid.as_ref(),

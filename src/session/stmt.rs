@@ -138,10 +138,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         class: &Classified,
         exclude: &[usize],
     ) -> Result<usize, router::Unavailable> {
-        let ticket = self
-            .shared
-            .read_ticket
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ticket = self.read_ticket();
         let needs = router::ReadNeeds {
             max_lag: None,
             min_gtid: self.last_write.as_ref(),
