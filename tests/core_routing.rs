@@ -330,6 +330,88 @@ async fn writes_and_ddl_run_on_the_primary() {
     }
 }
 
+/// Read-your-writes learns a write's GTID from the COMMIT's OK packet
+/// (session tracking): a transaction that wrote nothing costs the primary
+/// no extra statement, and one that wrote is still followed by reads that
+/// see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_transactions_cost_the_primary_nothing_extra() {
+    let mut env = env(|_| {}).await;
+    env.setup(
+        "CREATE TABLE IF NOT EXISTS app.rt_rot (id INT PRIMARY KEY, v INT);
+         REPLACE INTO app.rt_rot VALUES (1, 1)",
+    )
+    .await;
+    let mut c = env.conn().await;
+    // First use of the primary (sets up session tracking).
+    c.query_drop("BEGIN; SELECT v FROM rt_rot WHERE id = 1; COMMIT")
+        .await
+        .expect("warm-up");
+    const N: i64 = 20;
+    let names = ["Com_select", "Com_commit", "Com_begin", "Questions"];
+    let before = env.counters(&names).await;
+    for _ in 0..N {
+        c.query_drop("BEGIN").await.expect("begin");
+        let v: Option<i64> = c
+            .query_first("SELECT v FROM rt_rot WHERE id = 1")
+            .await
+            .expect("select");
+        assert_eq!(v, Some(1));
+        c.query_drop("COMMIT").await.expect("commit");
+    }
+    let after = env.counters(&names).await;
+    let d = |name| Env::delta(&before, &after, env.primary, name);
+    assert_eq!(d("Com_begin"), N);
+    assert_eq!(d("Com_commit"), N);
+    assert_eq!(d("Com_select"), N, "one SELECT per transaction, none extra");
+    // Each transaction's three statements, plus the counters query.
+    assert_eq!(d("Questions"), 3 * N + 1);
+    // The same from the mariadb CLI (libmariadb asks for session tracking,
+    // so the GTID would come in the OK packets).
+    let before = env.counters(&names).await;
+    let script = "BEGIN; SELECT v FROM rt_rot WHERE id = 1; COMMIT; ".repeat(N as usize);
+    let out = std::process::Command::new("mariadb")
+        .args([
+            "--no-defaults",
+            "-h127.0.0.1",
+            &format!("-P{}", env.proxy.addr.port()),
+            "-uapp",
+            "-papp",
+            "app",
+            "-e",
+            &script,
+        ])
+        .output()
+        .expect("run the mariadb client");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = env.counters(&names).await;
+    let d = |name| Env::delta(&before, &after, env.primary, name);
+    assert_eq!(d("Com_commit"), N);
+    let selects = d("Com_select");
+    assert!(
+        (N..N + 3).contains(&selects),
+        "{selects} SELECTs on the primary for {N} read-only transactions"
+    );
+    // A transaction that writes: the next read sees it (from a replica
+    // that applied it, or the primary).
+    for v in 2..5i64 {
+        c.query_drop(format!(
+            "BEGIN; UPDATE rt_rot SET v = {v} WHERE id = 1; COMMIT"
+        ))
+        .await
+        .expect("write");
+        let got: Option<i64> = c
+            .query_first("SELECT v FROM rt_rot WHERE id = 1")
+            .await
+            .expect("read after write");
+        assert_eq!(got, Some(v), "read-your-writes");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_run_entirely_on_the_primary() {
     // Eventual: the read after the transaction may go to a replica at once.

@@ -479,6 +479,7 @@ async fn handshake(
         autocommit: true,
         in_trans: false,
         pinned: false,
+        trans_wrote: false,
         session_ticket: shared.read_ticket.fetch_add(1, Ordering::Relaxed),
         conns: Vec::new(),
         stmts: Statements::default(),
@@ -649,6 +650,10 @@ pub struct Session<S> {
     in_trans: bool,
     /// The session holds state only its primary connection has.
     pinned: bool,
+    /// The open transaction (or the statement just run) may have written
+    /// on the primary: its GTID is wanted when it ends (read-your-writes
+    /// without session tracking).
+    trans_wrote: bool,
     /// This session's replica ticket for `balance = "session"`.
     session_ticket: u64,
     conns: Vec<Held>,
@@ -1226,8 +1231,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// Read-your-writes: after a write commits on the primary, learn its
-    /// GTID (`@@last_gtid`, one extra round trip per committed write) so
-    /// the session's next reads only go to replicas that applied it.
+    /// GTID so the session's next reads only go to replicas that applied
+    /// it: from the OK packet when the connection tracks `last_gtid`
+    /// (session tracking, set up when the session first uses the primary),
+    /// else with `SELECT @@last_gtid` (one extra round trip per committed
+    /// write).
     pub(super) async fn track_write(
         &mut self,
         c: &Classified,
@@ -1238,21 +1246,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if summary.error.is_none() && c.kind == StatementKind::Write {
             self.sticky = true;
         }
-        if self.cfg.consistency != Consistency::Session
-            || summary.error.is_some()
-            || self.in_trans
-            || !matches!(c.kind, StatementKind::Write | StatementKind::Transaction)
-        {
+        if self.cfg.consistency != Consistency::Session || summary.error.is_some() {
             return;
         }
         let name = &snap.servers[idx].name;
         let Some(held) = self.conns.iter_mut().find(|h| &h.server == name) else {
             return;
         };
-        if held.conn.tracks_gtid
-            && let Some(g) = summary.gtid.as_deref().filter(|g| !g.is_empty())
-        {
-            self.last_write = Some(GtidPos::parse(g));
+        if held.conn.tracks_gtid {
+            // The server reports `last_gtid` in the OK of every statement
+            // that changes it (a write in autocommit, a COMMIT that wrote,
+            // a non-transactional write inside a transaction): no report,
+            // no new write — a read-only transaction's COMMIT costs no
+            // extra query.
+            if let Some(g) = summary.gtid.as_deref().filter(|g| !g.is_empty()) {
+                self.last_write = Some(GtidPos::parse(g));
+            }
+            return;
+        }
+        // Without tracking: ask once the transaction (or autocommit
+        // statement) that may have written has ended, and only then.
+        if !matches!(
+            c.kind,
+            StatementKind::Read
+                | StatementKind::Transaction
+                | StatementKind::Set
+                | StatementKind::Use
+        ) {
+            self.trans_wrote = true;
+        }
+        if self.in_trans || !std::mem::take(&mut self.trans_wrote) {
             return;
         }
         match held.conn.query_value("SELECT @@last_gtid").await {
@@ -1460,6 +1483,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let was_primary = snap.primary_view().is_none_or(|p| p.name == server);
         if was_primary {
             self.set_in_trans(false);
+            self.trans_wrote = false;
             self.autocommit = true;
             self.pinned = false;
         }
