@@ -501,23 +501,41 @@ impl Forwarder {
         // now (a server without the cache always sends them).
         let capture = stmt.is_some() && meta.client;
         let mut captured = Vec::new();
-        for _ in 0..columns {
-            let c = self.next(backend).await?;
-            self.out(client, &c).await?;
-            if capture {
-                if c.continues() {
-                    return Err(ForwardError::Malformed("oversized column definition"));
-                }
-                captured.extend_from_slice(c.raw());
-            }
-            self.rest_of_packet(backend, client, c).await?;
-        }
+        self.definitions(backend, client, columns, capture.then_some(&mut captured))
+            .await?;
         if capture {
             let holds = stmt.and_then(|m| m.client_holds);
             self.summary.columns_sent = Some(match holds {
                 Some(h) if h[..] == captured[..] => h.clone(),
                 _ => Arc::from(captured),
             });
+        }
+        Ok(())
+    }
+
+    /// Forwards `count` column (or parameter) definitions; with `keep`,
+    /// also appends their raw frames to it (metadata cache).
+    async fn definitions<B, C>(
+        &mut self,
+        backend: &mut PacketStream<B>,
+        client: &mut Option<&mut PacketStream<C>>,
+        count: u64,
+        mut keep: Option<&mut Vec<u8>>,
+    ) -> Result<(), ForwardError>
+    where
+        B: AsyncRead + AsyncWrite + Unpin,
+        C: AsyncRead + AsyncWrite + Unpin,
+    {
+        for _ in 0..count {
+            let f = self.next(backend).await?;
+            self.out(client, &f).await?;
+            if let Some(k) = keep.as_deref_mut() {
+                if f.continues() {
+                    return Err(ForwardError::Malformed("oversized column definition"));
+                }
+                k.extend_from_slice(f.raw());
+            }
+            self.rest_of_packet(backend, client, f).await?;
         }
         Ok(())
     }
@@ -673,17 +691,8 @@ where
         if count == 0 {
             continue;
         }
-        for _ in 0..count {
-            let f = fw.next(backend).await?;
-            fw.out(client, &f).await?;
-            if keep {
-                if f.continues() {
-                    return Err(ForwardError::Malformed("oversized column definition"));
-                }
-                kept.extend_from_slice(f.raw());
-            }
-            fw.rest_of_packet(backend, client, f).await?;
-        }
+        fw.definitions(backend, client, u64::from(count), keep.then_some(&mut kept))
+            .await?;
         if !deprecate_eof {
             let eof = fw.next(backend).await?;
             fw.out(client, &eof).await?;
