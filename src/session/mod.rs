@@ -464,6 +464,13 @@ async fn handshake(
     // TLS is between the client and rwproxy only: never ask servers for it.
     let caps = hello.caps & g.caps;
     let ext = hello.ext & g.ext;
+    // Drawn only when used, so per-statement round-robin keeps its strict
+    // alternation.
+    let session_ticket = if cfg.balance == Balance::Session {
+        shared.read_ticket.fetch_add(1, Ordering::Relaxed)
+    } else {
+        0
+    };
     let mut session = Session {
         shared: shared.clone(),
         cfg,
@@ -480,7 +487,9 @@ async fn handshake(
         in_trans: false,
         pinned: false,
         trans_wrote: false,
-        session_ticket: shared.read_ticket.fetch_add(1, Ordering::Relaxed),
+        // Drawn only when used, so per-statement round-robin keeps its
+        // strict alternation.
+        session_ticket,
         conns: Vec::new(),
         stmts: Statements::default(),
         last_write: None,
