@@ -767,16 +767,27 @@ mod tests {
     use crate::protocol::packet::test_frame as frame;
     use tokio::io::AsyncWriteExt;
 
+    type Pipe = tokio::io::DuplexStream;
+
+    /// The server's end (write a response into it), rwproxy's backend and
+    /// client streams, and the client's end (read what was forwarded).
+    fn pipes() -> (Pipe, PacketStream<Pipe>, PacketStream<Pipe>, Pipe) {
+        let (server, proxy_side) = tokio::io::duplex(1 << 16);
+        let (client_side, client_end) = tokio::io::duplex(1 << 16);
+        let (backend, client) = (
+            PacketStream::new(proxy_side),
+            PacketStream::new(client_side),
+        );
+        (server, backend, client, client_end)
+    }
+
     /// A server that dies in the middle of a result set, before anything
     /// was flushed to the client: the error says nothing started, and none
     /// of the half result stays queued (a retry elsewhere or an ERR
     /// follows, and must be all the client sees).
     #[tokio::test]
     async fn a_result_cut_short_leaves_nothing_queued_for_the_client() {
-        let (mut server, proxy_side) = tokio::io::duplex(1 << 16);
-        let (client_side, _client) = tokio::io::duplex(1 << 16);
-        let mut backend = PacketStream::new(proxy_side);
-        let mut client = PacketStream::new(client_side);
+        let (mut server, mut backend, mut client, _client) = pipes();
         client.queue_raw(b"earlier");
         let column =
             b"\x03def\x00\x00\x00\x01a\x00\x0c\x3f\x00\x01\x00\x00\x00\x03\x81\x00\x00\x00\x00";
@@ -810,10 +821,7 @@ mod tests {
     /// nothing else changes.
     #[tokio::test]
     async fn a_server_without_the_metadata_cache_gets_the_flag_added_for_the_client() {
-        let (mut server, proxy_side) = tokio::io::duplex(1 << 16);
-        let (client_side, mut client_end) = tokio::io::duplex(1 << 16);
-        let mut backend = PacketStream::new(proxy_side);
-        let mut client = PacketStream::new(client_side);
+        let (mut server, mut backend, mut client, mut client_end) = pipes();
         let column =
             b"\x03def\x00\x00\x00\x01a\x00\x0c\x3f\x00\x01\x00\x00\x00\x03\x81\x00\x00\x00\x00";
         let reply = [
@@ -848,10 +856,7 @@ mod tests {
     /// moves up by the frames inserted.
     #[tokio::test]
     async fn skipped_columns_the_client_does_not_hold_are_supplied() {
-        let (mut server, proxy_side) = tokio::io::duplex(1 << 16);
-        let (client_side, mut client_end) = tokio::io::duplex(1 << 16);
-        let mut backend = PacketStream::new(proxy_side);
-        let mut client = PacketStream::new(client_side);
+        let (mut server, mut backend, mut client, mut client_end) = pipes();
         let col_a = frame(
             9,
             b"\x03def\x00\x00\x00\x01a\x00\x0c\x3f\x00\x01\x00\x00\x00\x03\x81\x00\x00\x00\x00",
@@ -913,10 +918,7 @@ mod tests {
             b"\x03def\x00\x00\x00\x01a\x00\x0c\x3f\x00\x01\x00\x00\x00\x03\x81\x00\x00\x00\x00",
         );
         for same in [true, false] {
-            let (mut server, proxy_side) = tokio::io::duplex(1 << 16);
-            let (client_side, _client_end) = tokio::io::duplex(1 << 16);
-            let mut backend = PacketStream::new(proxy_side);
-            let mut client = PacketStream::new(client_side);
+            let (mut server, mut backend, mut client, _client_end) = pipes();
             let holds: Arc<[u8]> = if same {
                 Arc::from(col.clone())
             } else {
@@ -946,10 +948,7 @@ mod tests {
         }
         // A server without the cache always sends its columns: the client
         // (with the cache) keeps them, so rwproxy must know it does.
-        let (mut server, proxy_side) = tokio::io::duplex(1 << 16);
-        let (client_side, _client_end) = tokio::io::duplex(1 << 16);
-        let mut backend = PacketStream::new(proxy_side);
-        let mut client = PacketStream::new(client_side);
+        let (mut server, mut backend, mut client, _client_end) = pipes();
         let reply = [
             frame(1, &[1]),
             col.clone(),
