@@ -1258,23 +1258,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if self.cfg.consistency != Consistency::Session || summary.error.is_some() {
             return;
         }
-        let name = &snap.servers[idx].name;
-        let Some(held) = self.conns.iter_mut().find(|h| &h.server == name) else {
-            return;
-        };
-        if held.conn.tracks_gtid {
-            // The server reports `last_gtid` in the OK of every statement
-            // that changes it (a write in autocommit, a COMMIT that wrote,
-            // a non-transactional write inside a transaction): no report,
-            // no new write — a read-only transaction's COMMIT costs no
-            // extra query.
-            if let Some(g) = summary.gtid.as_deref().filter(|g| !g.is_empty()) {
-                self.last_write = Some(GtidPos::parse(g));
+        // With session tracking the server reports `last_gtid` in the OK of
+        // every statement that changes it (a write in autocommit, a COMMIT
+        // that wrote, a non-transactional write inside a transaction).
+        if let Some(g) = summary.gtid.as_deref().filter(|g| !g.is_empty()) {
+            self.last_write = Some(GtidPos::parse(g));
+            if !self.in_trans {
+                self.trans_wrote = false;
             }
             return;
         }
-        // Without tracking: ask once the transaction (or autocommit
-        // statement) that may have written has ended, and only then.
+        // Otherwise the GTID is wanted once a transaction (or autocommit
+        // statement) that may have written has ended, and only then: plain
+        // reads cost nothing here.
         if !matches!(
             c.kind,
             StatementKind::Read
@@ -1285,6 +1281,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.trans_wrote = true;
         }
         if self.in_trans || !std::mem::take(&mut self.trans_wrote) {
+            return;
+        }
+        let name = &snap.servers[idx].name;
+        let Some(held) = self.conns.iter_mut().find(|h| &h.server == name) else {
+            return;
+        };
+        if held.conn.tracks_gtid {
+            // Tracked, and no report: nothing new was written (a read-only
+            // transaction's COMMIT costs no extra query).
             return;
         }
         match held.conn.query_value("SELECT @@last_gtid").await {
