@@ -401,7 +401,8 @@ pub struct Config {
     /// (its backend connection is closed, never reused).
     #[serde(default = "default_client_write_timeout_ms")]
     pub client_write_timeout_ms: u64,
-    /// Threads running client sessions (0 = one per CPU). Read at start.
+    /// Session threads, each running its own event loop for the client
+    /// sessions handed to it (0 = one per CPU). Read at start.
     #[serde(default)]
     pub worker_threads: usize,
     /// A client packet that has started arriving must be complete within
@@ -423,7 +424,8 @@ pub struct Config {
     /// Where plain reads go when no replica qualifies.
     #[serde(default)]
     pub replica_fallback: ReplicaFallback,
-    /// Idle backend connections kept per (server, user) pool.
+    /// Idle backend connections kept per (server, user) pool, on each
+    /// session thread.
     #[serde(default = "default_pool_max_idle")]
     pub pool_max_idle: usize,
     /// When backend connections go back to the pool (see [`PoolMode`]).

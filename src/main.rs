@@ -60,12 +60,11 @@ fn main() -> anyhow::Result<()> {
                 cfg.listen = l;
                 cfg.validate()?;
             }
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.enable_all();
-            if cfg.worker_threads > 0 {
-                builder.worker_threads(cfg.worker_threads);
-            }
-            let rt = builder.build()?;
+            // Accept loop, monitor, admin and HTTP on this thread; client
+            // sessions on the session threads `server::run` starts.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(async move {
                 let listeners = rwproxy::server::Listeners::bind(&cfg)
                     .await
@@ -85,17 +84,7 @@ fn main() -> anyhow::Result<()> {
                     }
                     signal_token.cancel();
                 });
-                // On a worker thread, not this `block_on` thread: sessions
-                // the accept loop spawns then start on the accepting
-                // worker's own queue, with no cross-thread wake-up per
-                // connection.
-                tokio::spawn(rwproxy::server::run(
-                    listeners,
-                    cfg,
-                    Some(config_path),
-                    shutdown,
-                ))
-                .await??;
+                rwproxy::server::run(listeners, cfg, Some(config_path), shutdown).await?;
                 Ok::<_, anyhow::Error>(())
             })?;
         }

@@ -33,6 +33,8 @@ pub enum ServerError {
     /// `server_tls_ca`).
     #[error("{0}")]
     Config(#[source] crate::config::ConfigError),
+    #[error("cannot start session threads: {0}")]
+    Threads(#[source] std::io::Error),
 }
 
 /// A version string for clients when no server answered at start-up.
@@ -143,6 +145,79 @@ pub async fn build_shared(
     })
 }
 
+thread_local! {
+    static HOME: std::cell::Cell<u16> = const { std::cell::Cell::new(0) };
+}
+
+/// The session thread this code runs on (0 outside [`Workers`]).
+pub fn home() -> u16 {
+    HOME.with(|h| h.get())
+}
+
+/// Session threads, one single-threaded tokio runtime each, with its own
+/// I/O driver (epoll) and timers, as HAProxy runs one event loop per
+/// thread. A client connection is handed to one of them (round-robin) and
+/// lives there with the backend connections it borrows, which the pools
+/// keep per thread (`PoolKey::home`).
+///
+/// Why not tokio's multi-thread scheduler: with two cores shared with the
+/// servers and the clients, its workers hand tasks to each other — a
+/// parked worker is woken (futex) for work the other has often already
+/// taken — and the machine sat idle ~6 µs per statement waiting on those
+/// hand-offs (`benches/load.sh`: idle µs per statement), against ~1.6 µs
+/// through HAProxy.
+pub struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts `n` session threads.
+    pub fn start(n: usize) -> std::io::Result<Workers> {
+        let mut w = Workers {
+            handles: Vec::new(),
+            stops: Vec::new(),
+            threads: Vec::new(),
+        };
+        for i in 0..n {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            w.handles.push(rt.handle().clone());
+            w.stops.push(stop);
+            let home = u16::try_from(i + 1).unwrap_or(u16::MAX);
+            w.threads.push(
+                std::thread::Builder::new()
+                    .name(format!("rwproxy-worker-{i}"))
+                    .spawn(move || {
+                        HOME.with(|h| h.set(home));
+                        rt.block_on(async {
+                            let _ = stopped.await;
+                        });
+                    })?,
+            );
+        }
+        Ok(w)
+    }
+
+    /// Handles to spawn sessions on.
+    pub fn handles(&self) -> Vec<tokio::runtime::Handle> {
+        self.handles.clone()
+    }
+
+    /// Stops the threads (after the sessions on them ended).
+    pub fn stop(self) {
+        for s in self.stops {
+            let _ = s.send(());
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
 /// The sockets rwproxy serves on.
 pub struct Listeners {
     /// Client traffic (MySQL protocol).
@@ -183,11 +258,34 @@ impl Listeners {
 /// Serves clients until `shutdown` is cancelled, then waits (up to a grace
 /// period) for sessions to finish their current statement or transaction.
 /// `config_path` enables RELOAD and SIGHUP.
+///
+/// Client sessions run on their own session threads ([`Workers`],
+/// `worker_threads` of them); the caller's runtime keeps the accept loop,
+/// the monitor, the admin port and the HTTP endpoint.
 pub async fn run(
     listeners: Listeners,
     config: Config,
     config_path: Option<std::path::PathBuf>,
     shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    let threads = if config.worker_threads > 0 {
+        config.worker_threads
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    };
+    let workers = Workers::start(threads).map_err(ServerError::Threads)?;
+    let r = run_with(listeners, config, config_path, shutdown, &workers.handles()).await;
+    // Joining blocks: off this runtime's thread.
+    let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
+    r
+}
+
+async fn run_with(
+    listeners: Listeners,
+    config: Config,
+    config_path: Option<std::path::PathBuf>,
+    shutdown: CancellationToken,
+    workers: &[tokio::runtime::Handle],
 ) -> Result<(), ServerError> {
     let listener = listeners.proxy;
     // Built before anything connects: a server_tls setting that cannot be
@@ -206,7 +304,7 @@ pub async fn run(
         .http
         .map(|l| tokio::spawn(crate::admin::http::serve(l, shared.clone())));
     let grace = Duration::from_millis(shared.config.load().shutdown_timeout_ms);
-    let r = serve(listener, shared.clone(), grace).await;
+    let r = serve(listener, shared.clone(), grace, workers).await;
     if let Some(h) = http {
         h.abort();
     }
@@ -225,7 +323,9 @@ pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     grace: Duration,
+    workers: &[tokio::runtime::Handle],
 ) -> Result<(), ServerError> {
+    let mut next_worker = 0usize;
     let local = listener.local_addr().map_err(ServerError::Listen)?;
     info!(%local, version = %shared.greeting.version, "rwproxy listening");
     let mut sessions = JoinSet::new();
@@ -240,7 +340,21 @@ pub async fn serve(
                         tokio::spawn(session::refuse(stream, peer, ClientError::new(1040, b"08004", "Too many connections")));
                         continue;
                     }
-                    sessions.spawn(session::serve(shared.clone(), stream, peer));
+                    if workers.is_empty() {
+                        sessions.spawn(session::serve(shared.clone(), stream, peer));
+                        continue;
+                    }
+                    // Handed over as a plain socket and registered with the
+                    // session thread's own I/O driver there.
+                    let Ok(std) = stream.into_std() else { continue };
+                    let worker = &workers[next_worker % workers.len()];
+                    next_worker = next_worker.wrapping_add(1);
+                    let shared = shared.clone();
+                    sessions.spawn_on(async move {
+                        if let Ok(stream) = TcpStream::from_std(std) {
+                            session::serve(shared, stream, peer).await;
+                        }
+                    }, worker);
                 }
                 Err(e) => {
                     // EMFILE and friends: log, back off briefly, keep serving.

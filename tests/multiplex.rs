@@ -532,3 +532,54 @@ async fn session_end_resets_only_connections_that_need_it() {
         );
     }
 }
+
+/// Client sessions are handed to the session threads in turn, and each
+/// thread keeps its own idle backend connections. A session whose thread
+/// has none borrows another thread's idle one rather than open a new
+/// connection — which, at `pool_max_per_server = 1`, would first close the
+/// other thread's. Sequential sessions alternate between the two threads,
+/// so after one warm-up session the primary sees no new connection at all
+/// (its own `Connections` counter), and every session is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_on_other_threads_borrow_idle_connections() {
+    let _serial = SERIAL.lock().await;
+    let sb = sandbox::shared();
+    let primary = sb.servers[0].port;
+    common::root_exec(
+        primary,
+        "CREATE TABLE IF NOT EXISTS app.borrow_t (id INT PRIMARY KEY); INSERT IGNORE INTO app.borrow_t VALUES (1)",
+    )
+    .await;
+    let proxy = common::start_proxy(config(PoolMode::Session, 1, |c| {
+        c.worker_threads = 2;
+        c.monitor_interval_ms = 60_000;
+        c.accounts_refresh_ms = 60_000;
+    }))
+    .await;
+    let session = || {
+        let opts = proxy.app_opts();
+        async move {
+            let mut c = Conn::new(opts).await.expect("connect");
+            // A locking read: the primary serves it.
+            let id: Option<u32> = c
+                .query_first("SELECT id FROM borrow_t WHERE id = 1 FOR UPDATE")
+                .await
+                .expect("locking read");
+            assert_eq!(id, Some(1));
+            c.disconnect().await.expect("disconnect");
+        }
+    };
+    session().await;
+    let n = 10;
+    // `global_status` opens a connection of its own: one per reading.
+    let before = sandbox::global_status(primary, "Connections").await;
+    for _ in 0..n {
+        session().await;
+    }
+    let opened = sandbox::global_status(primary, "Connections").await - before - 1;
+    println!("{n} sessions after warm-up opened {opened} new connection(s) to the primary");
+    assert_eq!(
+        opened, 0,
+        "sessions on the other thread opened new connections instead of borrowing idle ones"
+    );
+}

@@ -54,8 +54,24 @@ pub struct PoolKey {
     pub caps: u32,
     /// MariaDB extended capabilities (see `protocol::supported_ext`).
     pub ext: u32,
+    /// The session thread whose I/O driver the connection's socket is
+    /// registered with (see `server::Workers`): each thread keeps its own
+    /// idle connections, so a socket is normally polled by the thread that
+    /// drives it (another thread borrows one only when its own are gone).
+    pub home: u16,
     /// Connection collation from the handshake.
     pub collation: u8,
+}
+
+impl PoolKey {
+    /// Interchangeable but for the session thread that keeps it.
+    fn same_but_home(&self, other: &PoolKey) -> bool {
+        self.server == other.server
+            && self.user == other.user
+            && self.caps == other.caps
+            && self.ext == other.ext
+            && self.collation == other.collation
+    }
 }
 
 /// Credentials a session logs into servers with.
@@ -510,6 +526,7 @@ impl Pools {
             caps: shaping_capabilities(caps).bits(),
             ext: ext.bits(),
             collation,
+            home: crate::server::home(),
         }
     }
 
@@ -518,7 +535,19 @@ impl Pools {
     /// schema never gets one with a schema selected (it cannot be unset).
     fn take_idle(&self, key: &PoolKey, want: Want<'_>) -> Option<BackendConn> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = idle.get_mut(key)?;
+        if let Some(c) = idle.get_mut(key).and_then(|list| Self::pick(list, want)) {
+            return Some(c);
+        }
+        // None idle on this session thread: borrow one another thread keeps
+        // rather than open a new one (or wait at `pool_max_per_server`). Its
+        // socket stays registered with its home thread, so its I/O wakes
+        // cross-thread while borrowed, and it goes back home when returned.
+        idle.iter_mut()
+            .filter(|(k, _)| k.home != key.home && k.same_but_home(key))
+            .find_map(|(_, list)| Self::pick(list, want))
+    }
+
+    fn pick(list: &mut Vec<BackendConn>, want: Want<'_>) -> Option<BackendConn> {
         let fits = |c: &BackendConn| want.schema.is_some() || c.schema.is_none();
         let pos = list
             .iter()
