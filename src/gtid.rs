@@ -35,6 +35,19 @@ impl GtidPos {
         self.entries.is_empty()
     }
 
+    /// A position no server reaches: stands for a write whose GTID could
+    /// not be learned, so that only the primary serves the reads after it.
+    pub fn unknown() -> GtidPos {
+        GtidPos {
+            entries: vec![(u32::MAX, 0, u64::MAX)],
+        }
+    }
+
+    /// Whether this is [`GtidPos::unknown`] (no replica can be waited on).
+    pub fn is_unknown(&self) -> bool {
+        self.entries.iter().any(|e| e.0 == u32::MAX)
+    }
+
     /// Whether this position includes every transaction of `other`: for
     /// each domain of `other`, this position's sequence is at least as far.
     /// (MariaDB sequence numbers grow monotonically within a domain, also

@@ -98,12 +98,19 @@ pub struct Metrics {
     pub sessions_total: AtomicU64,
     pub bytes_from_clients: AtomicU64,
     pub bytes_to_clients: AtomicU64,
+    /// Causal reads: [caught up (served by the replica), gave up (primary)].
+    pub causal_waits: [AtomicU64; 2],
 }
 
 impl Metrics {
     pub fn statement(&self, route: RouteLabel, took: Duration) {
         self.queries_by_route[route as usize].fetch_add(1, Ordering::Relaxed);
         self.latency[route as usize].observe(took);
+    }
+
+    /// A causal read's wait on a replica ended (see `causal_wait_ms`).
+    pub fn causal_wait(&self, caught_up: bool) {
+        self.causal_waits[usize::from(!caught_up)].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn error(&self, kind: ErrorKind) {
@@ -183,6 +190,18 @@ impl Metrics {
                 o,
                 "rwproxy_errors_total{{kind=\"{k}\"}} {}",
                 ld(&self.errors[i])
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP rwproxy_causal_waits_total Reads after a write that waited on a replica for that write (causal_wait_ms), by result: caught_up (the replica served the read) or gave_up (the primary did)."
+        );
+        let _ = writeln!(o, "# TYPE rwproxy_causal_waits_total counter");
+        for (i, r) in ["caught_up", "gave_up"].iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "rwproxy_causal_waits_total{{result=\"{r}\"}} {}",
+                ld(&self.causal_waits[i])
             );
         }
         let _ = writeln!(o, "# HELP rwproxy_client_sessions Open client sessions.");

@@ -671,3 +671,112 @@ async fn write_gtids_come_from_session_tracking() {
         "write GTIDs should come from session tracking, not queries: {extra}"
     );
 }
+
+/// Sum of a status counter over both replicas.
+async fn on_replicas(name: &str) -> u64 {
+    let (_, r1, r2) = ports();
+    global_status(r1, name).await + global_status(r2, name).await
+}
+
+/// Causal reads (`causal_wait_ms`). The monitor polls once a minute here, so
+/// its snapshot never shows a replica with the session's last write: without
+/// the wait every read after a write would go to the primary. With it, the
+/// read first asks a replica to wait for the write's GTID
+/// (`MASTER_GTID_WAIT`) and runs there. When the replicas cannot catch up
+/// (SQL threads stopped) the wait gives up and the primary answers: the read
+/// is never stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn causal_reads_wait_on_a_replica_and_never_read_stale() {
+    let _g = SERIAL.lock().await;
+    heal().await;
+    let (p, r1, r2) = ports();
+    root_exec(
+        p,
+        "CREATE TABLE IF NOT EXISTS app.causal (id INT PRIMARY KEY)",
+    )
+    .await;
+    root_exec(p, "DELETE FROM app.causal").await;
+    sandbox::wait_replicas_caught_up(sandbox::shared()).await;
+    let mut cfg = config();
+    cfg.consistency = Consistency::Session;
+    cfg.causal_wait_ms = 1000;
+    cfg.monitor_interval_ms = 60_000;
+    cfg.accounts_refresh_ms = 60_000;
+    let proxy = start_proxy(cfg).await;
+    let mut c = proxy.app_conn().await;
+    let n = 50u32;
+
+    // Text protocol: each read after a write is served by a replica.
+    let primary_before = global_status(p, "Com_select").await;
+    let replicas_before = on_replicas("Com_select").await;
+    for id in 0..n {
+        c.query_drop(format!("INSERT INTO app.causal VALUES ({id})"))
+            .await
+            .expect("insert");
+        let got: Option<u32> = c
+            .query_first(format!("SELECT id FROM app.causal WHERE id = {id}"))
+            .await
+            .expect("select");
+        assert_eq!(got, Some(id), "read after write {id} was stale");
+    }
+    // mysql_async negotiates no session tracking: rwproxy asks the primary
+    // `SELECT @@last_gtid` once per write, and nothing else.
+    let on_primary = global_status(p, "Com_select").await - primary_before;
+    let on_replicas_text = on_replicas("Com_select").await - replicas_before;
+    println!(
+        "text: {n} write-then-read cycles; primary ran {on_primary} SELECTs, replicas {on_replicas_text} (wait + read)"
+    );
+    assert_eq!(on_primary, u64::from(n), "reads went to the primary");
+    assert_eq!(on_replicas_text, 2 * u64::from(n));
+
+    // Prepared statements: the same.
+    let exec_before = on_replicas("Com_stmt_execute").await;
+    for id in n..2 * n {
+        c.exec_drop("INSERT INTO app.causal VALUES (?)", (id,))
+            .await
+            .expect("insert");
+        let got: Option<u32> = c
+            .exec_first("SELECT id FROM app.causal WHERE id = ?", (id,))
+            .await
+            .expect("select");
+        assert_eq!(got, Some(id), "prepared read after write {id} was stale");
+    }
+    let exec_on_replicas = on_replicas("Com_stmt_execute").await - exec_before;
+    println!("prepared: replicas executed {exec_on_replicas} of {n} reads");
+    assert_eq!(exec_on_replicas, u64::from(n));
+
+    // Replicas that cannot apply the write: the wait gives up, the primary
+    // answers, nothing stale.
+    for r in [r1, r2] {
+        root_exec(r, "STOP SLAVE SQL_THREAD").await;
+    }
+    let primary_before = global_status(p, "Com_stmt_execute").await;
+    let t = Instant::now();
+    for id in 2 * n..2 * n + 3 {
+        c.exec_drop("INSERT INTO app.causal VALUES (?)", (id,))
+            .await
+            .expect("insert");
+        let got: Option<u32> = c
+            .exec_first("SELECT id FROM app.causal WHERE id = ?", (id,))
+            .await
+            .expect("select");
+        assert_eq!(got, Some(id), "read after write {id} was stale");
+    }
+    let waited = t.elapsed();
+    let on_primary = global_status(p, "Com_stmt_execute").await - primary_before;
+    for r in [r1, r2] {
+        root_exec(r, "START SLAVE SQL_THREAD").await;
+    }
+    println!(
+        "replicas stopped: 3 cycles took {} ms, primary executed {on_primary} statements",
+        waited.as_millis()
+    );
+    assert_eq!(on_primary, 6, "the primary serves writes and the reads");
+    assert!(waited >= Duration::from_millis(3000), "{waited:?}: no wait");
+    let (_, metrics) = common::http_get(&proxy, "/metrics").await;
+    assert!(
+        metrics.contains("rwproxy_causal_waits_total{result=\"gave_up\"} 3"),
+        "{metrics}"
+    );
+    heal().await;
+}

@@ -127,6 +127,25 @@ pub fn pick_replica(
     }
 }
 
+/// The replica a read would get if the session's last write did not
+/// matter: the one a causal read asks to wait for that write (see
+/// `Session::causal_replica`). Only meaningful for a statement that
+/// [`route`] sent to the primary as [`Route::Fallback`].
+pub fn causal_candidate(
+    c: &Classified,
+    snapshot: &Snapshot,
+    policy: Policy,
+    needs: &ReadNeeds<'_>,
+    ticket: u64,
+) -> Option<usize> {
+    let needs = ReadNeeds {
+        max_lag: c.max_lag.or(needs.max_lag),
+        min_gtid: None,
+        exclude: needs.exclude,
+    };
+    pick_replica(snapshot, ticket, &needs, policy.balance)
+}
+
 /// The routing decision (pure; see the module doc for the rules).
 pub fn route(
     c: &Classified,
@@ -378,5 +397,18 @@ port = 3308
             ..ReadNeeds::default()
         };
         assert_eq!(route(&c, FREE, &snap, RR, &needs, 0), Route::Fallback(0));
+        // A causal read waits on the replica the balancer would pick anyway,
+        // within the statement's lag bound.
+        for t in 0..4 {
+            assert_eq!(
+                causal_candidate(&c, &snap, RR, &needs, t),
+                Some(1 + (t as usize % 2))
+            );
+        }
+        // replica1 is 5 s behind.
+        let bounded = classify::classify(b"/* rwproxy:max_lag=2s */ SELECT 1");
+        for t in 0..4 {
+            assert_eq!(causal_candidate(&bounded, &snap, RR, &needs, t), Some(2));
+        }
     }
 }

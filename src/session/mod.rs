@@ -1119,6 +1119,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 exclude: &tried,
             };
             let route = router::route(c, view, &snap, policy, &needs, ticket);
+            let route = self.causal(route, c, &snap, &tried, ticket).await;
             let (idx, is_replica, label) = match route {
                 Route::Primary(i) => (i, false, RouteLabel::Primary),
                 Route::Fallback(i) => (i, false, RouteLabel::Fallback),
@@ -1239,6 +1240,72 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
+    /// Causal reads (`causal_wait_ms`; MaxScale calls them
+    /// `causal_reads = local`). A read that must see the session's last
+    /// write, when the monitor's snapshot shows no replica with it yet,
+    /// asks the replica the balancer would pick to wait for that GTID
+    /// (`MASTER_GTID_WAIT`, bounded by `causal_wait_ms`) and runs there if
+    /// the wait succeeds; otherwise it goes to the primary as before.
+    ///
+    /// Why: the snapshot is up to one `monitor_interval_ms` old, so right
+    /// after a write it shows no replica with it, although a healthy
+    /// replica applies it within a millisecond; without the wait every read
+    /// that follows a write lands on the primary for up to a monitor
+    /// interval. The wait costs one round trip on the replica, and no read
+    /// is ever older than the session's own write: the replica has applied
+    /// it before the read is sent, or the primary answers.
+    pub(super) async fn causal(
+        &mut self,
+        route: Route,
+        c: &Classified,
+        snap: &Snapshot,
+        exclude: &[usize],
+        ticket: u64,
+    ) -> Route {
+        match route {
+            Route::Fallback(p) if self.cfg.causal_wait_ms > 0 => {
+                match self.causal_replica(c, snap, exclude, ticket).await {
+                    Some(r) => Route::Replica(r),
+                    None => Route::Fallback(p),
+                }
+            }
+            r => r,
+        }
+    }
+
+    async fn causal_replica(
+        &mut self,
+        c: &Classified,
+        snap: &Snapshot,
+        exclude: &[usize],
+        ticket: u64,
+    ) -> Option<usize> {
+        let gtid = self.last_write.as_ref().filter(|g| !g.is_unknown())?;
+        let sql = format!(
+            "SELECT MASTER_GTID_WAIT('{gtid}', {:.3})",
+            self.cfg.causal_wait_ms as f64 / 1000.0
+        );
+        let needs = ReadNeeds {
+            max_lag: None,
+            min_gtid: None,
+            exclude,
+        };
+        let idx = router::causal_candidate(c, snap, self.policy(), &needs, ticket)?;
+        let caught_up = match self.acquire(snap, idx).await {
+            Ok(pos) => match self.conns[pos].conn.query_value(&sql).await {
+                Ok(v) => v.as_deref() == Some("0"),
+                Err(e) => {
+                    debug!(parent: &self.span, server = %snap.servers[idx].name, error = %e, "causal wait failed");
+                    self.remove_conn(pos);
+                    false
+                }
+            },
+            Err(_) => false,
+        };
+        self.shared.metrics.causal_wait(caught_up);
+        caught_up.then_some(idx)
+    }
+
     /// Read-your-writes: after a write commits on the primary, learn its
     /// GTID so the session's next reads only go to replicas that applied
     /// it: from the OK packet when the connection tracks `last_gtid`
@@ -1301,7 +1368,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 // Without the GTID, be safe: read from the primary until a
                 // later write tells us more.
                 debug!(parent: &self.span, error = %e, "could not read @@last_gtid");
-                self.last_write = Some(GtidPos::parse("4294967295-0-18446744073709551615"));
+                self.last_write = Some(GtidPos::unknown());
             }
         }
     }

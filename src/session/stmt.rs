@@ -131,12 +131,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    /// Picks the server for a statement execution.
-    fn stmt_target(
-        &self,
+    /// Routes a statement's prepare or execution; `causal` lets a read
+    /// after a write wait on a replica (`causal_wait_ms`; preparing writes
+    /// nothing, so a prepare does not wait).
+    async fn stmt_target(
+        &mut self,
         snap: &Snapshot,
         class: &Classified,
         exclude: &[usize],
+        causal: bool,
     ) -> Result<usize, router::Unavailable> {
         let ticket = self.read_ticket();
         let needs = router::ReadNeeds {
@@ -144,7 +147,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             min_gtid: self.last_write.as_ref(),
             exclude,
         };
-        match router::route(class, self.view(), snap, self.policy(), &needs, ticket) {
+        let mut route = router::route(class, self.view(), snap, self.policy(), &needs, ticket);
+        if causal {
+            route = self.causal(route, class, snap, exclude, ticket).await;
+        }
+        match route {
             Route::Primary(i) | Route::Replica(i) | Route::Fallback(i) => Ok(i),
             Route::Unavailable(why) => Err(why),
         }
@@ -172,7 +179,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // Preparing writes nothing, so when no primary is available (e.g.
         // during a failover) any live server can describe the statement;
         // its executions are routed (and wait for a primary) as usual.
-        let idx = match self.stmt_target(&snap, &routed, &[]) {
+        let idx = match self.stmt_target(&snap, &routed, &[], false).await {
             Ok(i) => i,
             Err(why) => snap
                 .servers
@@ -351,7 +358,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .and_then(|name| snap.servers.iter().position(|s| &s.name == name))
             {
                 Some(i) => i,
-                None => match self.stmt_target(&snap, &class, tried) {
+                None => match self.stmt_target(&snap, &class, tried, true).await {
                     Ok(i) => i,
                     Err(router::Unavailable::NoPrimary) if failover_wait.may_wait(self) => {
                         self.wait_for_primary().await;
