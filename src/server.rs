@@ -2,12 +2,11 @@
 //! integration tests call.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use mysql_common::constants::CapabilityFlags;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -194,7 +193,23 @@ impl Workers {
                     .spawn(move || {
                         HOME.with(|h| h.set(home));
                         rt.block_on(async {
-                            let _ = stopped.await;
+                            // A timer always due within a second. tokio wakes
+                            // its own event loop (an eventfd write and an
+                            // extra epoll_wait) whenever a new timer is due
+                            // before every other one; on a thread whose
+                            // sessions have no timer running, that was each
+                            // new session's handshake timeout — two
+                            // syscalls per connection. With this one armed,
+                            // session timers (seconds long) never come first.
+                            let anchor = async {
+                                loop {
+                                    tokio::time::sleep(Duration::from_secs(1)).await;
+                                }
+                            };
+                            tokio::select! {
+                                _ = stopped => {}
+                                _ = anchor => {}
+                            }
                         });
                     })?,
             );
@@ -318,8 +333,55 @@ async fn run_with(
     r
 }
 
-/// The accept loop over an already-built [`Shared`].
-pub async fn serve(
+/// Client sessions open, counted by the sessions themselves, so that one
+/// ending wakes nobody: a `JoinSet` on the accept loop would cost a
+/// cross-thread wake-up of the accept thread per connection, which short
+/// connect/query/close clients pay for. Only a shutdown drain waits on
+/// [`OpenSessions::drained`].
+#[derive(Default)]
+struct OpenSessions {
+    n: std::sync::atomic::AtomicUsize,
+    drained: tokio::sync::Notify,
+}
+
+/// Held by a session task; counts it out when the task ends or is dropped.
+struct OpenGuard(Arc<OpenSessions>);
+
+impl OpenSessions {
+    fn enter(self: &Arc<Self>) -> OpenGuard {
+        self.n.fetch_add(1, Ordering::AcqRel);
+        OpenGuard(self.clone())
+    }
+
+    fn count(&self) -> usize {
+        self.n.load(Ordering::Acquire)
+    }
+
+    async fn all_closed(&self) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        if self.0.n.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.drained.notify_waiters();
+        }
+    }
+}
+
+/// The accept loop over an already-built [`Shared`]: each client connection
+/// goes to the next session thread. Sessions still open when the grace
+/// period ends are closed when their threads stop (see [`run`]).
+async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     grace: Duration,
@@ -328,33 +390,37 @@ pub async fn serve(
     let mut next_worker = 0usize;
     let local = listener.local_addr().map_err(ServerError::Listen)?;
     info!(%local, version = %shared.greeting.version, "rwproxy listening");
-    let mut sessions = JoinSet::new();
+    let open = Arc::new(OpenSessions::default());
     let shutdown = shared.shutdown.clone();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    if sessions.len() >= shared.config.load().max_client_connections {
+                    if open.count() >= shared.config.load().max_client_connections {
                         // Refuse cheaply, before any handshake work.
                         tokio::spawn(session::refuse(stream, peer, ClientError::new(1040, b"08004", "Too many connections")));
                         continue;
                     }
-                    if workers.is_empty() {
-                        sessions.spawn(session::serve(shared.clone(), stream, peer));
+                    let guard = open.enter();
+                    let shared = shared.clone();
+                    let Some(worker) = workers.get(next_worker % workers.len().max(1)) else {
+                        tokio::spawn(async move {
+                            session::serve(shared, stream, peer).await;
+                            drop(guard);
+                        });
                         continue;
-                    }
+                    };
+                    next_worker = next_worker.wrapping_add(1);
                     // Handed over as a plain socket and registered with the
                     // session thread's own I/O driver there.
                     let Ok(std) = stream.into_std() else { continue };
-                    let worker = &workers[next_worker % workers.len()];
-                    next_worker = next_worker.wrapping_add(1);
-                    let shared = shared.clone();
-                    sessions.spawn_on(async move {
+                    worker.spawn(async move {
                         if let Ok(stream) = TcpStream::from_std(std) {
                             session::serve(shared, stream, peer).await;
                         }
-                    }, worker);
+                        drop(guard);
+                    });
                 }
                 Err(e) => {
                     // EMFILE and friends: log, back off briefly, keep serving.
@@ -362,19 +428,19 @@ pub async fn serve(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             _ = shutdown.cancelled() => break,
         }
     }
     drop(listener);
-    info!(open = sessions.len(), "shutting down: draining sessions");
-    let drain = async { while sessions.join_next().await.is_some() {} };
-    if tokio::time::timeout(grace, drain).await.is_err() {
+    info!(open = open.count(), "shutting down: draining sessions");
+    if tokio::time::timeout(grace, open.all_closed())
+        .await
+        .is_err()
+    {
         warn!(
-            open = sessions.len(),
+            open = open.count(),
             "grace period over; closing remaining sessions"
         );
-        sessions.abort_all();
     }
     Ok(())
 }
