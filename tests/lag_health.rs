@@ -678,6 +678,18 @@ async fn on_replicas(name: &str) -> u64 {
     global_status(r1, name).await + global_status(r2, name).await
 }
 
+/// A prepared write, then a prepared read of it that must see it.
+async fn causal_cycle(c: &mut mysql_async::Conn, id: u32) {
+    c.exec_drop("INSERT INTO app.causal VALUES (?)", (id,))
+        .await
+        .expect("insert");
+    let got: Option<u32> = c
+        .exec_first("SELECT id FROM app.causal WHERE id = ?", (id,))
+        .await
+        .expect("select");
+    assert_eq!(got, Some(id), "prepared read after write {id} was stale");
+}
+
 /// Causal reads (`causal_wait_ms`). The monitor polls once a minute here, so
 /// its snapshot never shows a replica with the session's last write: without
 /// the wait every read after a write would go to the primary. With it, the
@@ -732,14 +744,7 @@ async fn causal_reads_wait_on_a_replica_and_never_read_stale() {
     // Prepared statements: the same.
     let exec_before = on_replicas("Com_stmt_execute").await;
     for id in n..2 * n {
-        c.exec_drop("INSERT INTO app.causal VALUES (?)", (id,))
-            .await
-            .expect("insert");
-        let got: Option<u32> = c
-            .exec_first("SELECT id FROM app.causal WHERE id = ?", (id,))
-            .await
-            .expect("select");
-        assert_eq!(got, Some(id), "prepared read after write {id} was stale");
+        causal_cycle(&mut c, id).await;
     }
     let exec_on_replicas = on_replicas("Com_stmt_execute").await - exec_before;
     println!("prepared: replicas executed {exec_on_replicas} of {n} reads");
@@ -753,14 +758,7 @@ async fn causal_reads_wait_on_a_replica_and_never_read_stale() {
     let primary_before = global_status(p, "Com_stmt_execute").await;
     let t = Instant::now();
     for id in 2 * n..2 * n + 3 {
-        c.exec_drop("INSERT INTO app.causal VALUES (?)", (id,))
-            .await
-            .expect("insert");
-        let got: Option<u32> = c
-            .exec_first("SELECT id FROM app.causal WHERE id = ?", (id,))
-            .await
-            .expect("select");
-        assert_eq!(got, Some(id), "read after write {id} was stale");
+        causal_cycle(&mut c, id).await;
     }
     let waited = t.elapsed();
     let on_primary = global_status(p, "Com_stmt_execute").await - primary_before;
