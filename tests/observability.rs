@@ -214,6 +214,60 @@ async fn graceful_shutdown_lets_transactions_finish() {
     assert_eq!(n, Some(2), "both rows committed");
 }
 
+/// A transaction still open when the grace period ends is closed: its
+/// session thread stops, the client's connection drops, the server rolls
+/// the transaction back (its row lock is released), and `run` returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_sessions_left_after_the_grace_period() {
+    let sb = sandbox::shared();
+    common::root_exec(
+        sb.servers[0].port,
+        "CREATE TABLE IF NOT EXISTS app.shut_late (id INT PRIMARY KEY)",
+    )
+    .await;
+    common::root_exec(sb.servers[0].port, "DELETE FROM app.shut_late").await;
+    let mut cfg = config();
+    cfg.shutdown_timeout_ms = 500;
+    let mut proxy = start_proxy(cfg).await;
+    let mut tx = proxy.app_conn().await;
+    tx.query_drop("BEGIN").await.expect("begin");
+    tx.query_drop("INSERT INTO app.shut_late VALUES (1)")
+        .await
+        .expect("insert");
+    let t = std::time::Instant::now();
+    proxy.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), &mut proxy.task)
+        .await
+        .expect("rwproxy stops within the grace period plus a little")
+        .expect("proxy task");
+    let took = t.elapsed();
+    println!(
+        "rwproxy stopped {} ms after the shutdown signal",
+        took.as_millis()
+    );
+    assert!(
+        took >= Duration::from_millis(500),
+        "stopped after {took:?}, before the grace period ended"
+    );
+    assert!(
+        tx.query_drop("COMMIT").await.is_err(),
+        "the session should have been closed"
+    );
+    let mut direct = mysql_async::Conn::new(sandbox::root_opts(sb.servers[0].port))
+        .await
+        .expect("direct");
+    // The row lock of the unfinished transaction is gone: had its server
+    // connection stayed open, this insert would wait out its 2 s and fail.
+    direct
+        .query_drop("SET SESSION innodb_lock_wait_timeout = 2")
+        .await
+        .expect("set");
+    direct
+        .query_drop("INSERT INTO app.shut_late VALUES (1)")
+        .await
+        .expect("the unfinished transaction was rolled back, its lock released");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn digests_group_statements_and_stay_bounded() {
     let sb = sandbox::shared();
