@@ -165,21 +165,21 @@ pub fn home() -> u16 {
 /// taken — and the machine sat idle ~6 µs per statement waiting on those
 /// hand-offs (`benches/load.sh`: idle µs per statement), against ~1.6 µs
 /// through HAProxy.
-pub struct Workers {
+struct Workers {
     handles: Vec<tokio::runtime::Handle>,
     stops: Vec<tokio::sync::oneshot::Sender<()>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Workers {
-    /// Starts `n` session threads.
-    pub fn start(n: usize) -> std::io::Result<Workers> {
+    /// Starts `n` session threads (at least one).
+    fn start(n: usize) -> std::io::Result<Workers> {
         let mut w = Workers {
             handles: Vec::new(),
             stops: Vec::new(),
             threads: Vec::new(),
         };
-        for i in 0..n {
+        for i in 0..n.max(1) {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -217,13 +217,13 @@ impl Workers {
         Ok(w)
     }
 
-    /// Handles to spawn sessions on.
-    pub fn handles(&self) -> Vec<tokio::runtime::Handle> {
-        self.handles.clone()
+    /// The session thread for the `i`-th connection (round-robin).
+    fn pick(&self, i: usize) -> &tokio::runtime::Handle {
+        &self.handles[i % self.handles.len()]
     }
 
-    /// Stops the threads (after the sessions on them ended).
-    pub fn stop(self) {
+    /// Stops the threads; sessions still on them are dropped.
+    fn stop(self) {
         for s in self.stops {
             let _ = s.send(());
         }
@@ -289,7 +289,7 @@ pub async fn run(
         std::thread::available_parallelism().map_or(1, |n| n.get())
     };
     let workers = Workers::start(threads).map_err(ServerError::Threads)?;
-    let r = run_with(listeners, config, config_path, shutdown, &workers.handles()).await;
+    let r = run_with(listeners, config, config_path, shutdown, &workers).await;
     // Joining blocks: off this runtime's thread.
     let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
     r
@@ -300,7 +300,7 @@ async fn run_with(
     config: Config,
     config_path: Option<std::path::PathBuf>,
     shutdown: CancellationToken,
-    workers: &[tokio::runtime::Handle],
+    workers: &Workers,
 ) -> Result<(), ServerError> {
     let listener = listeners.proxy;
     // Built before anything connects: a server_tls setting that cannot be
@@ -385,7 +385,7 @@ async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     grace: Duration,
-    workers: &[tokio::runtime::Handle],
+    workers: &Workers,
 ) -> Result<(), ServerError> {
     let mut next_worker = 0usize;
     let local = listener.local_addr().map_err(ServerError::Listen)?;
@@ -404,13 +404,7 @@ async fn serve(
                     }
                     let guard = open.enter();
                     let shared = shared.clone();
-                    let Some(worker) = workers.get(next_worker % workers.len().max(1)) else {
-                        tokio::spawn(async move {
-                            session::serve(shared, stream, peer).await;
-                            drop(guard);
-                        });
-                        continue;
-                    };
+                    let worker = workers.pick(next_worker);
                     next_worker = next_worker.wrapping_add(1);
                     // Handed over as a plain socket and registered with the
                     // session thread's own I/O driver there.
