@@ -199,6 +199,38 @@ pub struct ServerConfig {
     /// Per-server override of `server_tls`.
     #[serde(default)]
     pub tls: Option<ServerTlsMode>,
+    /// Protocol compression on rwproxy's connections to this server
+    /// (client sessions' backend connections), independent of the
+    /// client's own leg: worth it across zones, not on loopback.
+    #[serde(default)]
+    pub compression: ServerCompression,
+    /// zstd level for `compression = "zstd"` (1–22).
+    #[serde(default = "default_zstd_level")]
+    pub compression_level: i32,
+}
+
+/// Compression towards one server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerCompression {
+    /// Uncompressed (the default).
+    #[default]
+    Off,
+    /// `CLIENT_COMPRESS` (zlib); MariaDB and MySQL servers offer it.
+    Zlib,
+    /// `CLIENT_ZSTD_COMPRESSION_ALGORITHM`; MySQL 8.0.18+ only.
+    Zstd,
+}
+
+/// A compression algorithm clients may negotiate with rwproxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientCompression {
+    /// `CLIENT_COMPRESS` (`mariadb --compress`, most drivers' `compress`).
+    Zlib,
+    /// `CLIENT_ZSTD_COMPRESSION_ALGORITHM` (MySQL 8.0.18+ clients), at
+    /// the level the client asks for.
+    Zstd,
 }
 
 impl ServerConfig {
@@ -370,6 +402,10 @@ pub struct Config {
     /// Refuse clients that do not upgrade to TLS (ERR 3159).
     #[serde(default)]
     pub require_tls: bool,
+    /// Compression algorithms offered to clients (`[]`: none; a client
+    /// that asks for one anyway is refused at login).
+    #[serde(default = "default_client_compression")]
+    pub client_compression: Vec<ClientCompression>,
     /// TLS to the servers (data path, monitor, promotion, account reads);
     /// `[[servers]] tls` overrides it per server.
     #[serde(default)]
@@ -548,6 +584,12 @@ pub struct RuleConfig {
     pub route: Option<RuleRoute>,
 }
 
+fn default_client_compression() -> Vec<ClientCompression> {
+    vec![ClientCompression::Zlib, ClientCompression::Zstd]
+}
+fn default_zstd_level() -> i32 {
+    crate::protocol::compress::DEFAULT_ZSTD_LEVEL
+}
 fn default_listen() -> String {
     "127.0.0.1:6033".into()
 }
@@ -813,6 +855,12 @@ impl Config {
             }
             if s.port == 0 {
                 return Err(invalid(format!("servers[{i}].port"), "must not be 0"));
+            }
+            if !(1..=22).contains(&s.compression_level) {
+                return Err(invalid(
+                    format!("servers[{i}].compression_level"),
+                    "must be between 1 and 22 (zstd levels)",
+                ));
             }
             if let Some(mode) = s.tls
                 && mode.verifies()

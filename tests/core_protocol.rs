@@ -644,6 +644,8 @@ async fn a_replica_on_a_closed_port_does_not_disturb_reads() {
             max_replica_lag_ms: None,
             offline: false,
             tls: None,
+            compression: Default::default(),
+            compression_level: 3,
         });
     })
     .await;

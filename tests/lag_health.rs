@@ -498,6 +498,8 @@ async fn bad_server_entry_is_down_and_the_rest_serves() {
         max_replica_lag_ms: None,
         offline: false,
         tls: None,
+        compression: Default::default(),
+        compression_level: 3,
     });
     let proxy = start_proxy(cfg).await;
     let mut c = proxy.app_conn().await;
@@ -605,6 +607,8 @@ async fn non_mysql_service_is_down_with_a_clear_error() {
         max_replica_lag_ms: None,
         offline: false,
         tls: None,
+        compression: Default::default(),
+        compression_level: 3,
     });
     let proxy = start_proxy(cfg).await;
     let mut c = proxy.app_conn().await;

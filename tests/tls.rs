@@ -271,6 +271,7 @@ async fn data_path_connect(cfg: &Config, server: usize) -> Result<BackendConn, S
         None,
         Duration::from_secs(5),
         tls.for_server(&s.name),
+        None,
     )
     .await
     .map_err(|e| e.to_string())

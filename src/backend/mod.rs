@@ -37,6 +37,7 @@ use tracing::debug;
 
 use crate::protocol::auth::Stage1;
 use crate::protocol::command::code;
+use crate::protocol::compress::Algorithm;
 use crate::protocol::handshake::{self, HandshakeError, Login, ServerHello};
 use crate::protocol::packet::{FrameError, PacketStream};
 use crate::protocol::response::{self, Expect, ForwardError};
@@ -200,6 +201,7 @@ impl BackendConn {
         db: Option<&str>,
         timeout: Duration,
         tls: Option<&tls::ServerTlsConfig>,
+        compression: Option<Algorithm>,
     ) -> Result<BackendConn, BackendError> {
         let login_error = |source| BackendError::Login {
             addr: addr.to_string(),
@@ -222,6 +224,7 @@ impl BackendConn {
                 ext: MariadbCapabilities::from_bits_truncate(key.ext),
                 collation: key.collation,
                 max_packet: 1 << 30,
+                compression,
             };
             let greeting = handshake::read_greeting(&mut stream)
                 .await
@@ -640,6 +643,7 @@ impl Pools {
             want.schema,
             self.connect_timeout,
             tls.for_server(&key.server),
+            tls.compression_for(&key.server),
         )
         .await?;
         conn.permit = permit;

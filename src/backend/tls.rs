@@ -33,7 +33,8 @@ use tokio_rustls::rustls::{
     self, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 
-use crate::config::{Config, ConfigError, ServerTlsMode};
+use crate::config::{Config, ConfigError, ServerCompression, ServerTlsMode};
+use crate::protocol::compress::Algorithm;
 use crate::protocol::stream::crypto_provider;
 
 /// What one server's connections use: the shared rustls config of its mode
@@ -70,6 +71,10 @@ impl ServerTlsConfig {
 pub struct ServerTls {
     /// By server name; absent = plaintext.
     by_server: HashMap<String, ServerTlsConfig>,
+    /// Protocol compression by server name; absent = uncompressed. Kept
+    /// here because, like TLS, it shapes the link to each server and is
+    /// swapped by RELOAD with it.
+    compression: HashMap<String, Algorithm>,
 }
 
 impl ServerTls {
@@ -129,12 +134,34 @@ impl ServerTls {
                 },
             );
         }
-        Ok(ServerTls { by_server })
+        let compression = config
+            .servers
+            .iter()
+            .filter_map(|s| {
+                let algo = match s.compression {
+                    ServerCompression::Off => return None,
+                    ServerCompression::Zlib => Algorithm::Zlib,
+                    ServerCompression::Zstd => Algorithm::Zstd {
+                        level: s.compression_level,
+                    },
+                };
+                Some((s.name.clone(), algo))
+            })
+            .collect();
+        Ok(ServerTls {
+            by_server,
+            compression,
+        })
     }
 
     /// The TLS settings for server `name`; `None` means plaintext.
     pub fn for_server(&self, name: &str) -> Option<&ServerTlsConfig> {
         self.by_server.get(name)
+    }
+
+    /// The compression to negotiate with server `name`.
+    pub fn compression_for(&self, name: &str) -> Option<Algorithm> {
+        self.compression.get(name).copied()
     }
 }
 

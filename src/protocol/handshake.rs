@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::ClientError;
 use super::auth::{self, Stage1};
+use super::compress::{Algorithm, Role};
 use super::packet::{FrameError, PacketStream};
 
 const NATIVE: &[u8] = b"mysql_native_password";
@@ -32,6 +33,9 @@ pub enum HandshakeError {
     /// The server wants an authentication method rwproxy cannot perform.
     #[error("server requires unsupported authentication plugin {0}")]
     UnsupportedPlugin(String),
+    /// The configuration asks for a compression the server does not offer.
+    #[error("server does not offer {0} compression (check [[servers]] compression)")]
+    CompressionUnavailable(&'static str),
 }
 
 /// What a client said in its handshake response.
@@ -51,6 +55,9 @@ pub struct ClientHello {
     pub attrs: HashMap<String, String>,
     /// Sequence id of the handshake response (the next packet uses +1).
     pub seq: u8,
+    /// The zstd level a client asking for zstd compression sent (the
+    /// response's last byte).
+    pub zstd_level: Option<u8>,
 }
 
 /// Sends the initial greeting.
@@ -138,6 +145,10 @@ pub async fn read_client_hello<S: AsyncRead + AsyncWrite + Unpin>(
             .map(|p| String::from_utf8_lossy(p.as_bytes()).into_owned()),
         attrs: hr.connect_attributes().unwrap_or_default(),
         seq: p.last_seq,
+        zstd_level: caps
+            .contains(CapabilityFlags::CLIENT_ZSTD_COMPRESSION_ALGORITHM)
+            .then(|| p.payload.last().copied())
+            .flatten(),
     }))
 }
 
@@ -195,6 +206,8 @@ pub struct Login<'a> {
     pub ext: MariadbCapabilities,
     pub collation: u8,
     pub max_packet: u32,
+    /// Protocol compression to negotiate (the server must offer it).
+    pub compression: Option<Algorithm>,
 }
 
 /// A backend server's greeting, kept (owned) while rwproxy decides whether
@@ -260,6 +273,7 @@ fn response<'a>(greeting: &ServerGreeting, params: &Login<'a>, tls: bool) -> Han
     if tls {
         caps |= CapabilityFlags::CLIENT_SSL;
     }
+    caps |= compression_flag(params.compression);
     let reply = params
         .stage1
         .map(|s| auth::reply(&greeting.nonce, s).to_vec());
@@ -277,6 +291,15 @@ fn response<'a>(greeting: &ServerGreeting, params: &Login<'a>, tls: bool) -> Han
         params.max_packet,
     )
     .with_mariadb_ext_capabilities(ext)
+}
+
+/// The capability that asks for `algo`.
+fn compression_flag(algo: Option<Algorithm>) -> CapabilityFlags {
+    match algo {
+        None => CapabilityFlags::empty(),
+        Some(Algorithm::Zlib) => CapabilityFlags::CLIENT_COMPRESS,
+        Some(Algorithm::Zstd { .. }) => CapabilityFlags::CLIENT_ZSTD_COMPRESSION_ALGORITHM,
+    }
 }
 
 /// Answers the greeting with an SSLRequest: the caller then runs the TLS
@@ -306,11 +329,22 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     params: &Login<'_>,
     tls: bool,
 ) -> Result<ServerHello, HandshakeError> {
+    let wanted = compression_flag(params.compression);
+    if !greeting.caps.contains(wanted) {
+        return Err(HandshakeError::CompressionUnavailable(
+            params.compression.map_or("", Algorithm::name),
+        ));
+    }
     let resp = response(greeting, params, tls);
     let caps = resp.capabilities();
     let ext = resp.mariadb_ext_capabilities();
     let mut buf = Vec::with_capacity(128);
     resp.serialize(&mut buf);
+    if let Some(Algorithm::Zstd { level }) = params.compression {
+        // The level closes the handshake response (after the attributes);
+        // mysql_common does not write it.
+        buf.push(level.clamp(1, 22) as u8);
+    }
     // After an SSLRequest (seq + 1) the response takes the next id.
     let seq = greeting.seq.wrapping_add(1 + u8::from(tls));
     stream.queue_payload(seq, &buf);
@@ -325,7 +359,13 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     loop {
         let r = stream.read_packet(64 * 1024, None).await?;
         match r.payload.first() {
-            Some(0x00) => return Ok(hello),
+            Some(0x00) => {
+                // The OK is the last uncompressed packet.
+                if let Some(algo) = params.compression {
+                    stream.start_compression(algo, Role::Client)?;
+                }
+                return Ok(hello);
+            }
             Some(0xff) => return Err(HandshakeError::Refused(parse_err(&r.payload))),
             Some(0xfe) => {
                 let sw: AuthSwitchRequest<'_> = ParseBuf(&r.payload)
@@ -493,6 +533,7 @@ mod tests {
             ext: MariadbCapabilities::empty(),
             collation: 45,
             max_packet: 16 << 20,
+            compression: None,
         };
         login(&mut s, &params).await
     }

@@ -12,6 +12,8 @@
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::compress::{Algorithm, Compressor, Role};
+
 /// Largest payload of one frame; a frame of exactly this size is followed by
 /// a continuation frame of the same logical packet.
 pub const MAX_FRAME_PAYLOAD: usize = 0xFF_FFFF;
@@ -96,6 +98,8 @@ pub struct PacketStream<S> {
     /// A peer that stops reading (its socket buffer full) longer than this
     /// is given up on, so it cannot pin a backend connection forever.
     write_timeout: Option<std::time::Duration>,
+    /// The compressed protocol, once the login negotiated it.
+    comp: Option<Box<Compressor>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
@@ -109,7 +113,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
             bytes_in: 0,
             bytes_out: 0,
             write_timeout: None,
+            comp: None,
         }
+    }
+
+    /// Switches to the compressed protocol; called right after the login's
+    /// OK (it is the last uncompressed packet either side sends). Bytes
+    /// already read past it are compressed data.
+    pub fn start_compression(&mut self, algo: Algorithm, role: Role) -> Result<(), FrameError> {
+        let pending = std::mem::take(&mut self.rbuf);
+        self.comp = Some(Box::new(Compressor::new(algo, role, pending)?));
+        Ok(())
+    }
+
+    /// The compression algorithm in force, if any.
+    pub fn compression(&self) -> Option<Algorithm> {
+        self.comp.as_ref().map(|c| c.algorithm())
     }
 
     /// Bounds how long one flush may wait for the peer to read.
@@ -137,6 +156,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
     /// Reads until at least `n` bytes are buffered. `Ok(false)` on a clean
     /// EOF with nothing buffered.
     async fn fill(&mut self, n: usize) -> Result<bool, FrameError> {
+        if self.comp.is_some() {
+            return self.fill_compressed(n).await;
+        }
         while self.rbuf.len() < n {
             // Grow in bounded steps: `n` comes from a header the peer wrote,
             // so never reserve more than what the frame can hold (≤ 16 MiB),
@@ -146,6 +168,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
             let read = self.stream.read_buf(&mut self.rbuf).await?;
             if read == 0 {
                 if self.rbuf.is_empty() {
+                    return Ok(false);
+                }
+                return Err(FrameError::Truncated);
+            }
+            self.bytes_in += read as u64;
+        }
+        Ok(true)
+    }
+
+    /// [`PacketStream::fill`] under the compressed protocol: decodes whole
+    /// compressed packets, one at a time and only while more plain bytes
+    /// are needed (so that a client's pipelined commands keep their own
+    /// sequence ids).
+    async fn fill_compressed(&mut self, n: usize) -> Result<bool, FrameError> {
+        let Some(comp) = self.comp.as_mut() else {
+            return Ok(false);
+        };
+        while self.rbuf.len() < n {
+            if comp.decode_one(&mut self.rbuf)? {
+                continue;
+            }
+            let read = self.stream.read_buf(comp.raw_buf()).await?;
+            if read == 0 {
+                if self.rbuf.is_empty() && !comp.has_raw() {
                     return Ok(false);
                 }
                 return Err(FrameError::Truncated);
@@ -317,6 +363,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
 
     /// Writes out everything queued.
     pub async fn flush(&mut self) -> Result<(), FrameError> {
+        if let Some(comp) = self.comp.as_mut() {
+            if self.wbuf.is_empty() {
+                return Ok(());
+            }
+            comp.encode(&self.wbuf)?;
+            self.wbuf.clear();
+            std::mem::swap(&mut self.wbuf, &mut comp.out);
+            let r = self.write_out().await;
+            if let Some(comp) = self.comp.as_mut() {
+                std::mem::swap(&mut self.wbuf, &mut comp.out);
+                comp.out.clear();
+            }
+            return r;
+        }
+        self.write_out().await
+    }
+
+    /// Writes `wbuf` to the stream, bounded by the write timeout.
+    async fn write_out(&mut self) -> Result<(), FrameError> {
         if !self.wbuf.is_empty() {
             self.bytes_out += self.wbuf.len() as u64;
             match self.write_timeout {

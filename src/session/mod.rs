@@ -26,12 +26,13 @@ use crate::backend::{BackendConn, BackendError, Credential, Pools, Want};
 use arc_swap::ArcSwap;
 
 use crate::accounts::{Accounts, Lookup};
-use crate::config::{Balance, Config, Consistency, PoolMode};
+use crate::config::{Balance, ClientCompression, Config, Consistency, PoolMode};
 use crate::failover::Failover;
 use crate::gtid::GtidPos;
 use crate::metrics::{ErrorKind, Metrics, RouteLabel};
 use crate::protocol::auth;
 use crate::protocol::command::{self, Command};
+use crate::protocol::compress::{Algorithm, DEFAULT_ZSTD_LEVEL, Role};
 use crate::protocol::handshake::{self, ClientHello, FirstReply, HandshakeError};
 use crate::protocol::packet::{FrameError, PacketStream};
 use crate::protocol::response::{self, Expect, ForwardError, Summary};
@@ -377,6 +378,13 @@ async fn handshake(
     if shared.tls.is_some() {
         caps |= CapabilityFlags::CLIENT_SSL;
     }
+    for c in &cfg.client_compression {
+        caps |= match c {
+            ClientCompression::Zlib => CapabilityFlags::CLIENT_COMPRESS,
+            ClientCompression::Zstd => CapabilityFlags::CLIENT_ZSTD_COMPRESSION_ALGORITHM,
+        };
+    }
+    let offered = caps;
     handshake::send_greeting(
         &mut client,
         &g.version,
@@ -423,6 +431,14 @@ async fn handshake(
                 return Err(m);
             }
             Err(e) => return Err(e.to_string()),
+        }
+    };
+    let compression = match client_compression(offered, &hello) {
+        Ok(c) => c,
+        Err(e) => {
+            client.queue_payload(hello.seq.wrapping_add(1), &e.to_payload());
+            client.shutdown().await;
+            return Err(e.message);
         }
     };
     if cfg.require_tls && !client.get_ref().is_tls() {
@@ -529,7 +545,50 @@ async fn handshake(
         &ok_payload(0, 0, StatusFlags::SERVER_STATUS_AUTOCOMMIT),
     );
     session.client.flush().await.map_err(|e| e.to_string())?;
+    // The OK is the last uncompressed packet.
+    if let Some(algo) = compression {
+        session
+            .client
+            .start_compression(algo, Role::Server)
+            .map_err(|e| e.to_string())?;
+    }
     Ok(session)
+}
+
+/// The compression a client negotiated: zlib when it asks for zlib (also
+/// when it asks for both, as MySQL servers decide), zstd at the level it
+/// sent. A client that asks for an algorithm rwproxy did not offer is
+/// refused with ERR 1043 rather than having its packets misread.
+fn client_compression(
+    offered: CapabilityFlags,
+    hello: &ClientHello,
+) -> Result<Option<Algorithm>, ClientError> {
+    let asked = hello.caps
+        & (CapabilityFlags::CLIENT_COMPRESS | CapabilityFlags::CLIENT_ZSTD_COMPRESSION_ALGORITHM);
+    if !offered.contains(asked) {
+        let name = if (asked - offered).contains(CapabilityFlags::CLIENT_COMPRESS) {
+            "zlib"
+        } else {
+            "zstd"
+        };
+        return Err(ClientError::new(
+            1043,
+            b"08S01",
+            format!(
+                "Bad handshake: the client asked for {name} compression, which this server does not offer"
+            ),
+        ));
+    }
+    Ok(if asked.contains(CapabilityFlags::CLIENT_COMPRESS) {
+        Some(Algorithm::Zlib)
+    } else if asked.contains(CapabilityFlags::CLIENT_ZSTD_COMPRESSION_ALGORITHM) {
+        let level = hello
+            .zstd_level
+            .map_or(DEFAULT_ZSTD_LEVEL, |l| i32::from(l).clamp(1, 22));
+        Some(Algorithm::Zstd { level })
+    } else {
+        None
+    })
 }
 
 /// Checks a scramble reply against the account `user` would use from
