@@ -317,6 +317,8 @@ pub fn handshake(data: &[u8]) {
                 )),
                 collation: 45,
                 max_packet: 16 << 20,
+                compression: (flags & 4 != 0)
+                    .then_some(rwproxy::protocol::compress::Algorithm::Zlib),
             };
             let mut s = mem(input);
             let _ = handshake::login(&mut s, &login).await;

@@ -5,6 +5,7 @@
 
 pub mod child;
 pub mod raw;
+pub mod relay;
 pub mod sandbox;
 
 use std::net::SocketAddr;
