@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs what rwproxy's demo, tests and benchmarks need from the distro,
-# only if missing: MariaDB server + client, PyMySQL, sysbench, HAProxy.
+# only if missing: MariaDB server + client, PyMySQL, sysbench, HAProxy; and
+# what scripts/validate-deploy.sh needs: promtool (Debian `prometheus`),
+# docker-compose, and kubernetes-validate (PyPI, pinned) in the project
+# venv .venv-tools, made with Debian's /usr/bin/python3.
 # Usage: scripts/install-deps.sh [--bench]
 set -euo pipefail
 
@@ -10,20 +13,41 @@ command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
 command -v mariadb-install-db >/dev/null 2>&1 || [ -x /usr/bin/mariadb-install-db ] || need+=(mariadb-server)
 /usr/bin/python3 -c 'import pymysql' >/dev/null 2>&1 || need+=(python3-pymysql)
 command -v sysbench >/dev/null 2>&1 || need+=(sysbench)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+/usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ "${1:-}" = "--bench" ]; then
   command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
-  command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 fi
+# Only promtool is wanted from this package: without recommends it pulls in
+# no exporters (and policy-rc.d or the absence of systemd keeps its service
+# from starting).
+need_norec=()
+command -v promtool >/dev/null 2>&1 || need_norec+=(prometheus)
 
-if [ ${#need[@]} -gt 0 ]; then
+if [ $((${#need[@]} + ${#need_norec[@]})) -gt 0 ]; then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-  echo "installing: ${need[*]}"
+  echo "installing: ${need[*]} ${need_norec[*]}"
   $sudo apt-get update -qq
   # The Debian package does not need its own server running: rwproxy's
   # sandbox starts private instances. policy-rc.d-style refusals to start
   # the system service are harmless here.
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+  if [ ${#need[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+  if [ ${#need_norec[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_norec[@]}" >/dev/null
+  fi
+fi
+
+# kubernetes-validate ships the Kubernetes API schemas inside its wheel
+# (see scripts/validate-deploy.sh for why this validator).
+KUBERNETES_VALIDATE_VERSION=1.37.0
+venv="$(cd "$(dirname "$0")/.." && pwd)/.venv-tools"
+if ! "$venv/bin/kubernetes-validate" --version 2>/dev/null | grep -qF "$KUBERNETES_VALIDATE_VERSION"; then
+  echo "installing: kubernetes-validate==$KUBERNETES_VALIDATE_VERSION into $venv"
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

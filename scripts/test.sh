@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite: unit tests, integration tests against real MariaDB
-# sandboxes (started and stopped by the tests themselves), and a CI-sized
-# smoke run of the load harness.
+# The whole test suite: validation of deploy/ and docker/, unit tests,
+# integration tests against real MariaDB sandboxes (started and stopped by
+# the tests themselves), and a CI-sized smoke run of the load harness.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh --bench
+# Kubernetes manifests, alert rules, dashboard, compose file: offline, fast.
+scripts/validate-deploy.sh
 # Integration tests start several MariaDB servers each; run test binaries
 # one at a time and keep two test threads per binary on a 2-core machine.
 cargo test --release --no-fail-fast -- --test-threads=2
