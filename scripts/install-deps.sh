@@ -40,14 +40,22 @@ if [ $((${#need[@]} + ${#need_norec[@]})) -gt 0 ]; then
   fi
 fi
 
-# kubernetes-validate ships the Kubernetes API schemas inside its wheel
-# (see scripts/validate-deploy.sh for why this validator).
+# The project's Python tools, in the venv .venv-tools made with Debian's
+# /usr/bin/python3, each pinned: kubernetes-validate ships the Kubernetes
+# API schemas inside its wheel (see scripts/validate-deploy.sh for why this
+# validator); mysql-connector-python is a client the tests drive through
+# rwproxy (compression, tests/compression.rs).
 KUBERNETES_VALIDATE_VERSION=1.37.0
+MYSQL_CONNECTOR_VERSION=26.10.0
 venv="$(cd "$(dirname "$0")/.." && pwd)/.venv-tools"
+[ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
 if ! "$venv/bin/kubernetes-validate" --version 2>/dev/null | grep -qF "$KUBERNETES_VALIDATE_VERSION"; then
   echo "installing: kubernetes-validate==$KUBERNETES_VALIDATE_VERSION into $venv"
-  /usr/bin/python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
+if ! "$venv/bin/python" -c "import mysql.connector, sys; sys.exit(mysql.connector.__version__ != '$MYSQL_CONNECTOR_VERSION')" 2>/dev/null; then
+  echo "installing: mysql-connector-python==$MYSQL_CONNECTOR_VERSION into $venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "mysql-connector-python==$MYSQL_CONNECTOR_VERSION"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -36,6 +36,8 @@ async fn cli(port: u16, args: &[&str], sql: &str) -> (i32, Vec<u8>, String) {
         .arg("-uapp")
         .arg("-papp")
         .arg("--max-allowed-packet=256M")
+        // Keep `/* rwproxy:primary */` hints (the CLI strips comments).
+        .arg("--comments")
         .arg("app")
         .args(args)
         .stdin(Stdio::piped())
@@ -99,7 +101,10 @@ async fn mariadb_cli_compressed_results_equal_direct_and_shrink_on_the_wire() {
     let compressed_wire = relay.bytes().1 - before;
 
     assert!(plain == direct, "uncompressed result differs from direct");
-    assert!(compressed == direct, "compressed result differs from direct");
+    assert!(
+        compressed == direct,
+        "compressed result differs from direct"
+    );
     println!("100k rows: {plain_wire} bytes plain, {compressed_wire} bytes compressed");
     assert!(
         compressed_wire * 5 < plain_wire,
@@ -134,7 +139,11 @@ async fn server_leg_compression_is_negotiated_with_every_server_and_carries_larg
             seen.insert(port, v);
         }
     }
-    assert_eq!(seen.len(), 3, "reads and writes reached every server: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        3,
+        "reads and writes reached every server: {seen:?}"
+    );
     assert!(seen.values().all(|v| v == "ON"), "{seen:?}");
 
     // > 16 MiB both ways, through both legs compressed (CLI) and through a
@@ -142,7 +151,9 @@ async fn server_leg_compression_is_negotiated_with_every_server_and_carries_larg
     c.query_drop("CREATE TABLE IF NOT EXISTS comp_big (id INT PRIMARY KEY, b LONGBLOB)")
         .await
         .unwrap();
-    let mut data: Vec<u8> = (0..9_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let mut data: Vec<u8> = (0..9_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     data.extend(std::iter::repeat_n(b'q', 12_000_000));
     c.exec_drop("REPLACE INTO comp_big VALUES (1, ?)", (data.clone(),))
         .await
@@ -167,9 +178,15 @@ async fn server_leg_compression_is_negotiated_with_every_server_and_carries_larg
     )
     .await;
     assert_eq!(code2, 0, "{err2}");
-    assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&direct));
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        String::from_utf8_lossy(&direct)
+    );
     // A 22 MB statement from a compressed client over a compressed leg.
-    let hex: String = data[..11_000_000].iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = data[..11_000_000]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let (code, _, err) = cli(
         proxy.addr.port(),
         &["--compress"],
@@ -284,7 +301,7 @@ async fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
 
 impl ZstdClient {
     /// Logs in asking for zstd; `Err((offered, reply))` when refused.
-    async fn connect(addr: std::net::SocketAddr, level: u8) -> Result<ZstdClient, (bool, String)> {
+    async fn connect(addr: std::net::SocketAddr, level: u8) -> Result<ZstdClient, (bool, Vec<u8>)> {
         let mut s = TcpStream::connect(addr).await.expect("connect");
         let (_, g) = read_frame(&mut s).await;
         let mut i = 1 + g[1..].iter().position(|&b| b == 0).unwrap() + 1 + 4;
@@ -313,7 +330,7 @@ impl ZstdClient {
         s.write_all(&f).await.unwrap();
         let (_, reply) = read_frame(&mut s).await;
         if reply[0] != 0 {
-            return Err((offered, String::from_utf8_lossy(&reply).into_owned()));
+            return Err((offered, reply));
         }
         assert!(offered, "logged in with zstd that was not offered");
         Ok(ZstdClient {
@@ -354,7 +371,8 @@ impl ZstdClient {
                 buf.extend(zstd::bulk::decompress(&body, ulen).expect("valid zstd"));
             }
             while buf.len() >= 4 {
-                let len = usize::from(buf[0]) | usize::from(buf[1]) << 8 | usize::from(buf[2]) << 16;
+                let len =
+                    usize::from(buf[0]) | usize::from(buf[1]) << 8 | usize::from(buf[2]) << 16;
                 if buf.len() < 4 + len {
                     break;
                 }
@@ -380,7 +398,9 @@ async fn a_zstd_client_gets_compressed_results() {
     let _serial = SERIAL.lock().await;
     let sb = sandbox::shared();
     let proxy = common::start_proxy(common::sandbox_config(sb)).await;
-    let mut z = ZstdClient::connect(proxy.addr, 7).await.expect("zstd login");
+    let mut z = ZstdClient::connect(proxy.addr, 7)
+        .await
+        .expect("zstd login");
     let frames = z.query("SELECT REPEAT('abc', 20000), 42").await;
     // column count, 2 definitions, EOF, row, EOF.
     assert_eq!(frames.len(), 6, "{frames:?}");
@@ -388,7 +408,11 @@ async fn a_zstd_client_gets_compressed_results() {
     assert_eq!(row[0], 0xfc, "a 60,000-byte first column");
     assert_eq!(&row[3..6], b"abc");
     assert_eq!(&row[row.len() - 2..], b"42");
-    assert!(z.wire_in < 2_000, "{} compressed bytes for a 60 KB row", z.wire_in);
+    assert!(
+        z.wire_in < 2_000,
+        "{} compressed bytes for a 60 KB row",
+        z.wire_in
+    );
     // A second command on the same connection: ids restart at 0 / 1.
     let frames = z.query("SELECT @@port").await;
     assert_eq!(frames.len(), 5, "{frames:?}");
@@ -402,8 +426,9 @@ async fn a_zstd_client_gets_compressed_results() {
         panic!("zstd accepted although not offered");
     };
     assert!(!offered);
-    assert!(reply.contains("zstd compression"), "{reply}");
-    assert_eq!(u16::from_le_bytes([reply.as_bytes()[1], reply.as_bytes()[2]]), 1043);
+    let text = String::from_utf8_lossy(&reply);
+    assert!(text.contains("zstd compression"), "{text}");
+    assert_eq!(u16::from_le_bytes([reply[1], reply[2]]), 1043, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,8 +439,14 @@ async fn zstd_towards_a_server_that_lacks_it_is_a_clear_error() {
     let proxy = common::start_proxy(cfg).await;
     // MariaDB offers only zlib: the login through rwproxy fails naming it.
     let err = match mysql_async::Conn::new(proxy.app_opts()).await {
-        Ok(mut c) => c.query_drop("SELECT 1").await.expect_err("zstd cannot be negotiated with MariaDB"),
+        Ok(mut c) => c
+            .query_drop("SELECT 1")
+            .await
+            .expect_err("zstd cannot be negotiated with MariaDB"),
         Err(e) => e,
     };
-    assert!(err.to_string().contains("does not offer zstd compression"), "{err}");
+    assert!(
+        err.to_string().contains("does not offer zstd compression"),
+        "{err}"
+    );
 }

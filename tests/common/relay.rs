@@ -55,7 +55,10 @@ impl Relay {
 
     /// (up, down) byte counts so far.
     pub fn bytes(&self) -> (u64, u64) {
-        (self.up.load(Ordering::SeqCst), self.down.load(Ordering::SeqCst))
+        (
+            self.up.load(Ordering::SeqCst),
+            self.down.load(Ordering::SeqCst),
+        )
     }
 }
 
