@@ -1,7 +1,8 @@
 //! rwproxy: a read/write-splitting MySQL/MariaDB proxy.
 //!
 //! - [`config`]: the TOML file and its validation.
-//! - [`protocol`]: MySQL wire protocol (framing, handshake, response reading).
+//! - [`protocol`]: MySQL wire protocol (framing, compression, handshake,
+//!   response reading).
 //! - [`router`]: statement classification and the routing decision.
 //! - [`session`]: one client connection's command loop and state.
 //! - [`backend`]: authenticated server connections and their pools.

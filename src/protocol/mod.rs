@@ -20,8 +20,8 @@ use mysql_common::proto::MySerialize;
 
 /// Capabilities rwproxy can carry between a client and a server. Anything a
 /// client asks for outside this set is masked off before the server sees it:
-/// compression (not implemented), TLS (negotiated separately), MySQL 8
-/// query attributes, and the MariaDB extended capabilities (bulk execute,
+/// compression and TLS (each leg negotiates its own: see `compress` and
+/// `stream`), MySQL 8 query attributes, and the MariaDB extended capabilities (bulk execute,
 /// metadata cache) whose packets rwproxy does not parse.
 pub fn supported_capabilities() -> CapabilityFlags {
     CapabilityFlags::CLIENT_LONG_PASSWORD
