@@ -7,11 +7,11 @@ cd "$(dirname "$0")"
 secs=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(packet handshake command classify set)
+[ ${#targets[@]} -eq 0 ] && targets=(packet handshake command classify set compress)
 mkdir -p logs
 max_len() {
   case $1 in
-    packet) echo 1048576 ;;
+    packet | compress) echo 1048576 ;;
     *) echo 65536 ;;
   esac
 }

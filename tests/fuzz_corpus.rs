@@ -23,6 +23,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("command", entry::command),
     ("classify", entry::classify),
     ("set", entry::set),
+    ("compress", entry::compress),
 ];
 
 fn fuzz_dir(kind: &str, target: &str) -> PathBuf {

@@ -411,3 +411,39 @@ pub fn set(data: &[u8]) {
     }
     let _ = classify_sql(data);
 }
+
+/// The compressed protocol (`protocol::compress`) under the packet reader:
+/// the first byte picks the algorithm (bit 0: zlib / zstd) and rwproxy's
+/// role (bit 1: serving a client / a server's client); the rest is what
+/// the peer sends. Every packet read must be well framed and bounded;
+/// lying lengths, corrupt streams and bad sequence ids must be errors.
+pub fn compress(data: &[u8]) {
+    use rwproxy::protocol::compress::{Algorithm, Role};
+    let mut c = Cursor(data);
+    let mode = c.u8();
+    let input = c.rest();
+    let algo = if mode & 1 == 0 {
+        Algorithm::Zlib
+    } else {
+        Algorithm::Zstd { level: 3 }
+    };
+    let role = if mode & 2 == 0 { Role::Server } else { Role::Client };
+    block_on(async {
+        let mut s = mem(input);
+        if s.start_compression(algo, role).is_err() {
+            return;
+        }
+        if role == Role::Client {
+            s.queue_payload(0, b"\x03select 1");
+            if s.flush().await.is_err() {
+                return;
+            }
+        }
+        for _ in 0..64 {
+            match s.read_packet(1 << 20, None).await {
+                Ok(p) => assert!(p.payload.len() <= 1 << 20),
+                Err(_) => break,
+            }
+        }
+    });
+}
