@@ -97,10 +97,6 @@ fn u24(b: &[u8]) -> usize {
     usize::from(b[0]) | usize::from(b[1]) << 8 | usize::from(b[2]) << 16
 }
 
-fn put_u24(dst: &mut BytesMut, n: usize) {
-    dst.put_slice(&[n as u8, (n >> 8) as u8, (n >> 16) as u8]);
-}
-
 fn corrupt(what: &str) -> FrameError {
     FrameError::Io(std::io::Error::new(
         std::io::ErrorKind::InvalidData,
@@ -335,11 +331,15 @@ impl Compressor {
                 self.out.put_slice(chunk);
                 (chunk.len(), 0)
             };
-            let mut h = BytesMut::with_capacity(HEADER);
-            put_u24(&mut h, clen);
-            h.put_u8(self.seq);
-            put_u24(&mut h, ulen);
-            self.out[at..at + HEADER].copy_from_slice(&h);
+            self.out[at..at + HEADER].copy_from_slice(&[
+                clen as u8,
+                (clen >> 8) as u8,
+                (clen >> 16) as u8,
+                self.seq,
+                ulen as u8,
+                (ulen >> 8) as u8,
+                (ulen >> 16) as u8,
+            ]);
             self.seq = self.seq.wrapping_add(1);
         }
         Ok(())
