@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh --bench
 # Kubernetes manifests, alert rules, dashboard, compose file: offline, fast.
 scripts/validate-deploy.sh
+# A Debian sid chroot with MySQL 9.7 (client and server), created once and
+# reused: tests that need a real MySQL program run it from there.
+scripts/mysql-chroot.sh >/dev/null
 # Integration tests start several MariaDB servers each; run test binaries
 # one at a time and keep two test threads per binary on a 2-core machine.
 cargo test --release --no-fail-fast -- --test-threads=2

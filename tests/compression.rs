@@ -1,7 +1,8 @@
 //! Protocol compression, each leg on its own: clients ↔ rwproxy (zlib with
-//! the `mariadb` CLI and mysql-connector-python, zstd with a raw client,
-//! since no zstd-capable client exists on this machine until the MySQL
-//! sandbox does) and rwproxy ↔ servers (`[[servers]] compression`),
+//! the `mariadb` CLI, mysql-connector-python and the MySQL 9.7 `mysql`
+//! client; zstd with the MySQL 9.7 client and a raw client that checks the
+//! compressed sequence ids) and rwproxy ↔ servers (`[[servers]] compression`;
+//! zlib only, since MariaDB has no zstd),
 //! judged by what a user can check: identical results to a direct
 //! connection, the bytes a relay counts on the wire, and the servers' own
 //! `Compression` status.
@@ -119,6 +120,73 @@ async fn mariadb_cli_compressed_results_equal_direct_and_shrink_on_the_wire() {
     let (c2, b, e2) = cli(sb.servers[0].port, &["-N"], script).await;
     assert_eq!((c1, c2), (0, 0), "{e1} {e2}");
     assert_eq!(String::from_utf8_lossy(&a), String::from_utf8_lossy(&b));
+}
+
+/// The MySQL 9.7 chroot of `scripts/mysql-chroot.sh` (run by scripts/test.sh).
+fn mysql_chroot() -> std::path::PathBuf {
+    let root = std::env::var_os("RWPROXY_MYSQL_CHROOT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/var/lib/rwproxy/sid-mysql".into());
+    assert!(
+        root.join("usr/bin/mysql").exists(),
+        "no MySQL client in {}: run scripts/mysql-chroot.sh",
+        root.display()
+    );
+    root
+}
+
+/// The MySQL 9.7 `mysql` client (zstd is a MySQL 8.0.18+ client feature;
+/// MariaDB's client has only zlib), through a byte-counting relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_97_client_with_zstd_at_its_level() {
+    let _serial = SERIAL.lock().await;
+    let sb = sandbox::shared();
+    let root = mysql_chroot();
+    let proxy = common::start_proxy(common::sandbox_config(sb)).await;
+    let relay = Relay::start(proxy.addr).await;
+    let (code, direct, err) = cli(sb.servers[0].port, &["-N"], BIG).await;
+    assert_eq!(code, 0, "{err}");
+    let mut results = Vec::new();
+    for algo in ["uncompressed", "zstd", "zlib"] {
+        let before = relay.bytes().1;
+        let out = Command::new("chroot")
+            .arg(&root)
+            .args([
+                "mysql",
+                "--no-defaults",
+                "-h127.0.0.1",
+                "-uapp",
+                "-papp",
+                "app",
+                "-N",
+            ])
+            .arg(format!("-P{}", relay.addr.port()))
+            .arg(format!("--compression-algorithms={algo}"))
+            .arg("--zstd-compression-level=7")
+            .arg("-e")
+            .arg(BIG)
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(120), out)
+            .await
+            .expect("mysql client finished")
+            .expect("run mysql client in the chroot");
+        assert!(
+            out.status.success(),
+            "{algo}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stdout == direct, "{algo}: result differs from direct");
+        results.push((algo, relay.bytes().1 - before));
+    }
+    println!("100k rows through the MySQL 9.7 client: {results:?}");
+    let plain = results[0].1;
+    for (algo, bytes) in &results[1..] {
+        assert!(
+            bytes * 5 < plain,
+            "{algo} not compressed: {bytes} vs {plain} bytes"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,7 +348,8 @@ except mysql.connector.Error as e:
 }
 
 /// A minimal client that logs in asking for zstd at `level` and then
-/// speaks the compressed protocol (no client on this machine does zstd).
+/// speaks the compressed protocol, checking what clients do not show: the
+/// compressed sequence ids and where each response ends.
 struct ZstdClient {
     s: TcpStream,
     seq: u8,

@@ -427,7 +427,11 @@ pub fn compress(data: &[u8]) {
     } else {
         Algorithm::Zstd { level: 3 }
     };
-    let role = if mode & 2 == 0 { Role::Server } else { Role::Client };
+    let role = if mode & 2 == 0 {
+        Role::Server
+    } else {
+        Role::Client
+    };
     block_on(async {
         let mut s = mem(input);
         if s.start_compression(algo, role).is_err() {
