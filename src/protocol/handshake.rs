@@ -311,7 +311,7 @@ pub async fn send_ssl_request<S: AsyncRead + AsyncWrite + Unpin>(
     params: &Login<'_>,
 ) -> Result<(), HandshakeError> {
     let resp = response(greeting, params, true);
-    let req = SslRequest::new(resp.capabilities(), params.max_packet, resp.collation())
+    let req = SslRequest::new(resp.capabilities(), params.max_packet, params.collation)
         .with_mariadb_capabilities(resp.mariadb_ext_capabilities());
     let mut buf = Vec::with_capacity(32);
     req.serialize(&mut buf);
@@ -340,6 +340,13 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     let ext = resp.mariadb_ext_capabilities();
     let mut buf = Vec::with_capacity(128);
     resp.serialize(&mut buf);
+    // The client's own character set and collation, not mysql_common's
+    // utf8mb4 default: the session on the server must decode the client's
+    // bytes as the client sends them (byte 8: after capabilities and max
+    // packet size; mysql_common has no setter for it).
+    if let Some(c) = buf.get_mut(8) {
+        *c = params.collation;
+    }
     if let Some(Algorithm::Zstd { level }) = params.compression {
         // The level closes the handshake response (after the attributes);
         // mysql_common does not write it.
