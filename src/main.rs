@@ -68,7 +68,7 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(async move {
                 let listeners = rwproxy::server::Listeners::bind(&cfg)
                     .await
-                    .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+                    .with_context(|| format!("cannot start listening (listen = {})", cfg.listen))?;
                 let shutdown = CancellationToken::new();
                 let signal_token = shutdown.clone();
                 tokio::spawn(async move {
