@@ -309,3 +309,128 @@ async fn wait_gone(path: &Path) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A live server's socket is refused with a clear error; a stale one
+/// (nobody answers) is taken over; a file that is not a socket is never
+/// removed; the socket goes away when the proxy stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_file_lifecycle() {
+    let path = socket_path("life");
+    let cfg = config(&path);
+    // Stale: a socket file nobody listens on.
+    drop(std::os::unix::net::UnixListener::bind(&path).expect("stale socket"));
+    assert!(path.exists());
+    let first = rwproxy::server::UnixSocket::bind(&cfg).expect("stale socket taken over");
+    // Live: a second instance is refused and leaves the file alone.
+    let e = match rwproxy::server::UnixSocket::bind(&cfg) {
+        Ok(_) => panic!("a second listener took a live socket over"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("another server is listening"), "{e}");
+    assert!(
+        std::os::unix::net::UnixStream::connect(&path).is_ok(),
+        "still served"
+    );
+    drop(first);
+    // Not a socket: refused, not removed.
+    let plain = socket_path("plain");
+    std::fs::write(&plain, b"keep me").expect("file");
+    let mut c = cfg.clone();
+    c.listen_socket = Some(plain.clone());
+    let e = match rwproxy::server::UnixSocket::bind(&c) {
+        Ok(_) => panic!("a regular file was replaced"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("not a socket"), "{e}");
+    assert_eq!(std::fs::read(&plain).expect("kept"), b"keep me");
+    let _ = std::fs::remove_file(&plain);
+
+    // The whole proxy: serves, then removes the file on shutdown.
+    let _ = std::fs::remove_file(&path);
+    let proxy = common::start_proxy(cfg).await;
+    let opts = OptsBuilder::default()
+        .socket(Some(path.to_string_lossy().into_owned()))
+        .user(Some("app"))
+        .pass(Some("app"))
+        .prefer_socket(false);
+    let mut c = Conn::new(opts).await.expect("login over the socket");
+    let one: Option<i64> = c.query_first("SELECT 1").await.expect("query");
+    assert_eq!(one, Some(1));
+    // A client that asks for TLS on the socket (not offered) gets an ERR,
+    // and the proxy goes on serving.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::UnixStream::connect(&path)
+            .await
+            .expect("connect");
+        let mut head = [0u8; 4];
+        s.read_exact(&mut head).await.expect("greeting header");
+        let len = u32::from_le_bytes([head[0], head[1], head[2], 0]) as usize;
+        let mut greeting = vec![0; len];
+        s.read_exact(&mut greeting).await.expect("greeting");
+        // SSLRequest: CLIENT_SSL | PROTOCOL_41 | SECURE_CONNECTION, seq 1.
+        let caps: u32 = 0x0800 | 0x0200 | 0x8000;
+        let mut req = vec![32, 0, 0, 1];
+        req.extend_from_slice(&caps.to_le_bytes());
+        req.extend_from_slice(&(1u32 << 24).to_le_bytes());
+        req.push(45);
+        req.extend_from_slice(&[0; 23]);
+        s.write_all(&req).await.expect("ssl request");
+        let mut reply = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply)).await;
+        assert!(
+            reply.len() > 4 && reply[4] == 0xff,
+            "ERR expected: {reply:?}"
+        );
+    }
+    let two: Option<i64> = c.query_first("SELECT 2").await.expect("still serving");
+    assert_eq!(two, Some(2));
+    drop(c);
+    drop(proxy);
+    wait_gone(&path).await;
+}
+
+/// Socket clients are host `localhost` for account matching: an account
+/// pair 'us_hp'@'localhost' + 'us_hp'@'127.0.0.1' (the second is what the
+/// servers see of rwproxy's own logins) lets a socket client in; a wrong
+/// password names 'localhost' as the server would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_clients_match_localhost_accounts() {
+    let _serial = lock().await;
+    let path = socket_path("host");
+    let mut direct = direct_conns().await;
+    direct[0]
+        .query_drop(
+            "DROP USER IF EXISTS 'us_hp'@'localhost', 'us_hp'@'127.0.0.1'; \
+             CREATE USER 'us_hp'@'localhost' IDENTIFIED BY 'pw'; \
+             CREATE USER 'us_hp'@'127.0.0.1' IDENTIFIED BY 'pw'",
+        )
+        .await
+        .expect("accounts");
+    sandbox::wait_replicas_caught_up(sandbox::shared()).await;
+    let proxy = common::start_proxy(config(&path)).await;
+    let sock = |pw: &str| {
+        OptsBuilder::default()
+            .socket(Some(path.to_string_lossy().into_owned()))
+            .user(Some("us_hp"))
+            .pass(Some(pw.to_string()))
+            .prefer_socket(false)
+    };
+    let mut c = Conn::new(sock("pw"))
+        .await
+        .expect("socket login as localhost");
+    let one: Option<i64> = c.query_first("SELECT 1").await.expect("query");
+    assert_eq!(one, Some(1));
+    drop(c);
+    let e = Conn::new(sock("wrong")).await.expect_err("wrong password");
+    assert!(
+        e.to_string().contains("'us_hp'@'localhost'"),
+        "the refusal names localhost: {e}"
+    );
+    direct[0]
+        .query_drop("DROP USER 'us_hp'@'localhost', 'us_hp'@'127.0.0.1'")
+        .await
+        .expect("drop users");
+    drop(proxy);
+    wait_gone(&path).await;
+}
