@@ -15,7 +15,7 @@
 //! refused outright: they need a client certificate, which rwproxy neither
 //! asks clients for nor could present to the servers on their behalf.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -106,11 +106,57 @@ pub enum Lookup {
     NotFound,
 }
 
-/// Whether `ip` matches a MySQL host pattern. `resolve` mirrors the
+/// Where a client connects from, as account host patterns judge it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAddr {
+    /// A TCP client: its address.
+    Tcp(SocketAddr),
+    /// A client on rwproxy's Unix socket (`listen_socket`): host
+    /// `localhost`, as a server names its own socket clients.
+    Local,
+}
+
+impl ClientAddr {
+    /// The host part of `'user'@'host'` in error messages: the IP, or
+    /// `localhost`.
+    pub fn host(&self) -> String {
+        match self {
+            ClientAddr::Tcp(a) => a.ip().to_string(),
+            ClientAddr::Local => "localhost".to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for ClientAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientAddr::Tcp(a) => a.fmt(f),
+            ClientAddr::Local => f.write_str("localhost"),
+        }
+    }
+}
+
+impl From<SocketAddr> for ClientAddr {
+    fn from(a: SocketAddr) -> ClientAddr {
+        ClientAddr::Tcp(a)
+    }
+}
+
+/// Whether a client matches a MySQL host pattern. `resolve` mirrors the
 /// server's `skip_name_resolve = OFF`: only then does a TCP client from a
 /// loopback address count as `localhost` (with name resolution off, the
-/// server keeps `localhost` for Unix-socket clients).
-pub fn host_matches(pattern: &str, ip: &IpAddr, resolve: bool) -> bool {
+/// server keeps `localhost` for Unix-socket clients). A Unix-socket client
+/// is host `localhost` either way: it matches `localhost`, `%` and
+/// patterns such as `local%`, never an IP pattern (the server does the
+/// same for its own socket clients).
+pub fn host_matches(pattern: &str, client: &ClientAddr, resolve: bool) -> bool {
+    let ip = match client {
+        ClientAddr::Tcp(a) => a.ip(),
+        ClientAddr::Local => {
+            return pattern.eq_ignore_ascii_case("localhost")
+                || like(pattern.as_bytes(), b"localhost");
+        }
+    };
     let text = ip.to_string();
     if pattern.eq_ignore_ascii_case("localhost") {
         return resolve && ip.is_loopback();
@@ -119,7 +165,7 @@ pub fn host_matches(pattern: &str, ip: &IpAddr, resolve: bool) -> bool {
         && let (Ok(IpAddr::V4(n)), Ok(IpAddr::V4(m)), IpAddr::V4(a)) =
             (net.parse::<IpAddr>(), mask.parse::<IpAddr>(), ip)
     {
-        return u32::from(*a) & u32::from(m) == u32::from(n);
+        return u32::from(a) & u32::from(m) == u32::from(n);
     }
     like(pattern.as_bytes(), text.as_bytes())
 }
@@ -213,8 +259,8 @@ impl Accounts {
         }
     }
 
-    /// Finds the account `user` connecting from `ip` would use.
-    pub async fn lookup(&self, user: &str, ip: IpAddr) -> Lookup {
+    /// Finds the account `user` connecting from `client` would use.
+    pub async fn lookup(&self, user: &str, client: ClientAddr) -> Lookup {
         let cfg = self.cfg();
         if cfg.auth == AuthMode::Config {
             return match cfg.users.iter().find(|u| u.name == user) {
@@ -231,25 +277,24 @@ impl Accounts {
                 None => Lookup::NotFound,
             };
         }
-        match self.find(user, ip) {
+        match self.find(user, client) {
             Lookup::NotFound => {
                 // Maybe created since the last refresh: refresh, then look again.
                 self.refresh_after_miss().await;
-                self.find(user, ip)
+                self.find(user, client)
             }
             found => found,
         }
     }
 
-    fn find(&self, user: &str, ip: IpAddr) -> Lookup {
+    fn find(&self, user: &str, client: ClientAddr) -> Lookup {
         let cache = self.cache.load();
         let resolve = !self
             .skip_name_resolve
             .load(std::sync::atomic::Ordering::Relaxed);
-        let Some(a) = cache
-            .iter()
-            .find(|a| (a.user == user || a.user.is_empty()) && host_matches(&a.host, &ip, resolve))
-        else {
+        let Some(a) = cache.iter().find(|a| {
+            (a.user == user || a.user.is_empty()) && host_matches(&a.host, &client, resolve)
+        }) else {
             return Lookup::NotFound;
         };
         if a.locked {
@@ -429,8 +474,8 @@ mod tests {
 
     #[test]
     fn host_patterns() {
-        let lo: IpAddr = "127.0.0.1".parse().expect("ip");
-        let ten: IpAddr = "10.1.2.3".parse().expect("ip");
+        let lo = ClientAddr::Tcp("127.0.0.1:5000".parse().expect("ip"));
+        let ten = ClientAddr::Tcp("10.1.2.3:5000".parse().expect("ip"));
         assert!(host_matches("%", &lo, false));
         assert!(host_matches("localhost", &lo, true));
         assert!(!host_matches("localhost", &lo, false));
@@ -442,6 +487,22 @@ mod tests {
         assert!(!host_matches("10.0.0.0/255.0.0.0", &lo, false));
         assert!(host_matches("127.0.0.1", &lo, false));
         assert!(!host_matches("127.0.0.10", &lo, false));
+    }
+
+    #[test]
+    fn socket_clients_are_localhost() {
+        let sock = ClientAddr::Local;
+        for resolve in [false, true] {
+            assert!(host_matches("localhost", &sock, resolve));
+            assert!(host_matches("LOCALHOST", &sock, resolve));
+            assert!(host_matches("%", &sock, resolve));
+            assert!(host_matches("local%", &sock, resolve));
+            assert!(!host_matches("127.0.0.1", &sock, resolve));
+            assert!(!host_matches("127.%", &sock, resolve));
+            assert!(!host_matches("127.0.0.0/255.0.0.0", &sock, resolve));
+        }
+        assert_eq!(sock.to_string(), "localhost");
+        assert_eq!(sock.host(), "localhost");
     }
 
     #[test]

@@ -390,6 +390,20 @@ pub struct Config {
     /// Where applications connect (MySQL protocol).
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// A Unix socket applications on this host may connect to as well
+    /// (same protocol; no TLS offered; clients count as host `localhost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_socket: Option<std::path::PathBuf>,
+    /// Permissions of `listen_socket`, an octal string such as `"0660"`
+    /// (default: what the process umask leaves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_socket_mode: Option<String>,
+    /// Owner of `listen_socket`: a user name or a numeric uid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_socket_owner: Option<String>,
+    /// Group of `listen_socket`: a group name or a numeric gid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_socket_group: Option<String>,
     /// HTTP endpoint for /metrics, /health, /status; `""` disables it.
     #[serde(default = "default_http_listen")]
     pub http_listen: String,
@@ -765,6 +779,7 @@ impl Config {
         self.listen
             .parse::<SocketAddr>()
             .map_err(|e| invalid("listen", format!("{:?}: {e}", self.listen)))?;
+        self.validate_socket()?;
         if !self.http_listen.is_empty() {
             self.http_listen
                 .parse::<SocketAddr>()
@@ -926,6 +941,59 @@ impl Config {
         }
         crate::router::rules::RuleSet::compile(&self.rules)?;
         Ok(())
+    }
+
+    /// `listen_socket` and its mode, owner and group.
+    fn validate_socket(&self) -> Result<(), ConfigError> {
+        let Some(path) = &self.listen_socket else {
+            for (field, set) in [
+                ("listen_socket_mode", self.listen_socket_mode.is_some()),
+                ("listen_socket_owner", self.listen_socket_owner.is_some()),
+                ("listen_socket_group", self.listen_socket_group.is_some()),
+            ] {
+                if set {
+                    return Err(invalid(field, "needs listen_socket"));
+                }
+            }
+            return Ok(());
+        };
+        if path.as_os_str().is_empty() {
+            return Err(invalid("listen_socket", "must not be empty"));
+        }
+        // sun_path holds 108 bytes, the terminating NUL included.
+        if path.as_os_str().len() > 107 {
+            return Err(invalid(
+                "listen_socket",
+                format!(
+                    "{:?} is longer than the 107 bytes a Unix socket path may have",
+                    path
+                ),
+            ));
+        }
+        self.socket_mode()?;
+        for (field, v) in [
+            ("listen_socket_owner", &self.listen_socket_owner),
+            ("listen_socket_group", &self.listen_socket_group),
+        ] {
+            if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(invalid(field, "must not be empty"));
+            }
+        }
+        Ok(())
+    }
+
+    /// `listen_socket_mode` as permission bits.
+    pub fn socket_mode(&self) -> Result<Option<u32>, ConfigError> {
+        let Some(m) = &self.listen_socket_mode else {
+            return Ok(None);
+        };
+        match u32::from_str_radix(m.trim(), 8) {
+            Ok(bits) if bits <= 0o7777 && !m.trim().is_empty() => Ok(Some(bits)),
+            _ => Err(invalid(
+                "listen_socket_mode",
+                format!("{m:?} is not an octal mode such as \"0660\""),
+            )),
+        }
     }
 
     /// The TLS mode for connections to `server` (its override, else
@@ -1115,6 +1183,39 @@ password = "secret"
         let bad = format!("{GOOD}\nbogus = 1\n");
         let e = Config::parse(&bad).unwrap_err().to_string();
         assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn listen_socket_settings() {
+        let top = |extra: &str| GOOD.replacen("listen = ", &format!("{extra}\nlisten = "), 1);
+        let c = Config::parse(&top(
+            "listen_socket = \"/run/rwproxy.sock\"\nlisten_socket_mode = \"0660\"\nlisten_socket_group = \"mysql\"",
+        ))
+        .expect("valid");
+        assert_eq!(c.socket_mode().expect("mode"), Some(0o660));
+        for (extra, field) in [
+            ("listen_socket_mode = \"0660\"", "listen_socket_mode"),
+            ("listen_socket_owner = \"0\"", "listen_socket_owner"),
+            (
+                "listen_socket = \"/tmp/x.sock\"\nlisten_socket_mode = \"rw\"",
+                "listen_socket_mode",
+            ),
+            (
+                "listen_socket = \"/tmp/x.sock\"\nlisten_socket_mode = \"0999\"",
+                "listen_socket_mode",
+            ),
+            (
+                "listen_socket = \"/tmp/x.sock\"\nlisten_socket_mode = \"17777\"",
+                "listen_socket_mode",
+            ),
+            ("listen_socket = \"\"", "listen_socket"),
+        ] {
+            let e = Config::parse(&top(extra)).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{field}`")), "{extra}: {e}");
+        }
+        let long = format!("listen_socket = \"/tmp/{}\"", "x".repeat(110));
+        let e = Config::parse(&top(&long)).unwrap_err().to_string();
+        assert!(e.contains("107 bytes"), "{e}");
     }
 
     #[test]

@@ -19,6 +19,18 @@ struct Cli {
     /// Log format: human or json.
     #[arg(long, global = true, default_value = "human")]
     log_format: String,
+    /// ANSI colours in human logs: auto (only when stdout, where logs go,
+    /// is a terminal),
+    /// always or never. JSON logs never have colours.
+    #[arg(long, global = true, value_enum, default_value_t = LogColor::Auto)]
+    log_color: LogColor,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogColor {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Subcommand)]
@@ -38,20 +50,29 @@ enum Cmd {
     Sandbox(rwproxy::sandbox::SandboxCommand),
 }
 
-fn init_logging(format: &str) {
+fn init_logging(format: &str, color: LogColor) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Logs go to stdout; colour codes in a file or a pipe are noise.
+    let ansi = match color {
+        LogColor::Auto => std::io::stdout().is_terminal(),
+        LogColor::Always => true,
+        LogColor::Never => false,
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
     if format == "json" {
-        builder.json().init();
+        builder.json().with_ansi(false).init();
     } else {
-        builder.init();
+        builder.with_ansi(ansi).init();
     }
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(&cli.log_format);
+    init_logging(&cli.log_format, cli.log_color);
     match cli.command {
         Cmd::Run { config, listen } => {
             let config_path = config.clone();
@@ -68,7 +89,7 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(async move {
                 let listeners = rwproxy::server::Listeners::bind(&cfg)
                     .await
-                    .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+                    .with_context(|| format!("cannot start listening (listen = {})", cfg.listen))?;
                 let shutdown = CancellationToken::new();
                 let signal_token = shutdown.clone();
                 tokio::spawn(async move {

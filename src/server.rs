@@ -6,17 +6,18 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use mysql_common::constants::CapabilityFlags;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::accounts::Accounts;
+use crate::accounts::{Accounts, ClientAddr};
 use crate::backend::Pools;
 use crate::backend::tls::ServerTls;
 use crate::config::Config;
 use crate::failover::Failover;
 use crate::monitor::Monitor;
 use crate::protocol::packet::PacketStream;
+use crate::protocol::stream::MaybeTls;
 use crate::protocol::{ClientError, supported_capabilities};
 use crate::router::rules::RuleSet;
 use crate::session::{self, Greeting, Shared};
@@ -28,6 +29,12 @@ use arc_swap::ArcSwap;
 pub enum ServerError {
     #[error("cannot listen: {0}")]
     Listen(#[source] std::io::Error),
+    /// `listen_socket` cannot be served.
+    #[error("listen_socket {path}: {reason}")]
+    Socket {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     /// The configuration cannot be put in force (e.g. an unreadable
     /// `server_tls_ca`).
     #[error("{0}")]
@@ -237,6 +244,8 @@ impl Workers {
 pub struct Listeners {
     /// Client traffic (MySQL protocol).
     pub proxy: TcpListener,
+    /// Client traffic on a Unix socket (`listen_socket`); `None` without it.
+    pub unix: Option<UnixSocket>,
     /// Admin port (MySQL protocol); `None` disables it.
     pub admin: Option<TcpListener>,
     /// HTTP endpoint (/metrics, /health, /status); `None` disables it.
@@ -266,7 +275,144 @@ impl Listeners {
                     .map_err(ServerError::Listen)?,
             )
         };
-        Ok(Listeners { proxy, admin, http })
+        let unix = match &config.listen_socket {
+            Some(_) => Some(UnixSocket::bind(config)?),
+            None => None,
+        };
+        Ok(Listeners {
+            proxy,
+            unix,
+            admin,
+            http,
+        })
+    }
+}
+
+/// The Unix socket listener and the file it owns: removed when the proxy
+/// stops ([`run`]).
+pub struct UnixSocket {
+    listener: UnixListener,
+    path: std::path::PathBuf,
+    /// The file's inode as bound: only that file is removed at the end.
+    ino: Option<u64>,
+}
+
+impl UnixSocket {
+    /// Binds `listen_socket` and applies its mode, owner and group. A file
+    /// already there is taken over only when it is a stale socket (nobody
+    /// answers on it); a live server's socket, or anything that is not a
+    /// socket, is refused. Must run inside a tokio runtime.
+    pub fn bind(config: &Config) -> Result<UnixSocket, ServerError> {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        let Some(path) = config.listen_socket.clone() else {
+            return Err(ServerError::Socket {
+                path: Default::default(),
+                reason: "not configured".into(),
+            });
+        };
+        let fail = |reason: String| ServerError::Socket {
+            path: path.clone(),
+            reason,
+        };
+        if let Ok(meta) = std::fs::symlink_metadata(&path) {
+            if !meta.file_type().is_socket() {
+                return Err(fail(
+                    "a file that is not a socket is in the way; not removing it".into(),
+                ));
+            }
+            match std::os::unix::net::UnixStream::connect(&path) {
+                Ok(_) => {
+                    return Err(fail(
+                        "another server is listening on it (is rwproxy already running?)".into(),
+                    ));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    // Left behind by a process that died: take it over.
+                    warn!(path = %path.display(), "removing stale socket file");
+                    std::fs::remove_file(&path)
+                        .map_err(|e| fail(format!("cannot remove the stale socket: {e}")))?;
+                }
+                Err(e) => return Err(fail(format!("cannot tell whether it is in use: {e}"))),
+            }
+        }
+        let listener = UnixListener::bind(&path).map_err(|e| fail(e.to_string()))?;
+        // From here on the file is ours: remove it if it cannot be set up.
+        let ino = std::fs::symlink_metadata(&path)
+            .ok()
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+        let socket = UnixSocket {
+            listener,
+            path: path.clone(),
+            ino,
+        };
+        let setup = || -> Result<(), String> {
+            let owner = config
+                .listen_socket_owner
+                .as_deref()
+                .map(resolve_user)
+                .transpose()?;
+            let group = config
+                .listen_socket_group
+                .as_deref()
+                .map(resolve_group)
+                .transpose()?;
+            if owner.is_some() || group.is_some() {
+                std::os::unix::fs::chown(&socket.path, owner, group)
+                    .map_err(|e| format!("cannot change owner/group: {e}"))?;
+            }
+            if let Some(mode) = config.socket_mode().map_err(|e| e.to_string())? {
+                std::fs::set_permissions(&socket.path, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| format!("cannot set mode {mode:o}: {e}"))?;
+            }
+            Ok(())
+        };
+        if let Err(reason) = setup() {
+            socket.remove();
+            return Err(fail(reason));
+        }
+        Ok(socket)
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Removes the socket file, if it is still the one bound here (another
+    /// instance may have taken a path it judged stale over).
+    fn remove(&self) {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if Some(m.ino()) == self.ino => {}
+            _ => return,
+        }
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            warn!(path = %self.path.display(), error = %e, "could not remove socket file");
+        }
+    }
+}
+
+/// A user name or numeric uid.
+fn resolve_user(v: &str) -> Result<u32, String> {
+    if let Ok(uid) = v.trim().parse::<u32>() {
+        return Ok(uid);
+    }
+    match nix::unistd::User::from_name(v.trim()) {
+        Ok(Some(u)) => Ok(u.uid.as_raw()),
+        Ok(None) => Err(format!("listen_socket_owner: no user named {v:?}")),
+        Err(e) => Err(format!("listen_socket_owner {v:?}: {e}")),
+    }
+}
+
+/// A group name or numeric gid.
+fn resolve_group(v: &str) -> Result<u32, String> {
+    if let Ok(gid) = v.trim().parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(v.trim()) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(format!("listen_socket_group: no group named {v:?}")),
+        Err(e) => Err(format!("listen_socket_group {v:?}: {e}")),
     }
 }
 
@@ -303,9 +449,18 @@ async fn run_with(
     workers: &Workers,
 ) -> Result<(), ServerError> {
     let listener = listeners.proxy;
+    let unix = listeners.unix;
     // Built before anything connects: a server_tls setting that cannot be
     // honoured stops the start rather than degrading to plaintext.
-    let server_tls = ServerTls::from_config(&config).map_err(ServerError::Config)?;
+    let server_tls = match ServerTls::from_config(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            if let Some(u) = unix {
+                u.remove();
+            }
+            return Err(ServerError::Config(e));
+        }
+    };
     let shared = build_shared(config, config_path, shutdown.clone()).await;
     shared.pools.set_server_tls(server_tls);
     start_monitor(&shared).await;
@@ -319,7 +474,7 @@ async fn run_with(
         .http
         .map(|l| tokio::spawn(crate::admin::http::serve(l, shared.clone())));
     let grace = Duration::from_millis(shared.config.load().shutdown_timeout_ms);
-    let r = serve(listener, shared.clone(), grace, workers).await;
+    let r = serve(listener, unix, shared.clone(), grace, workers).await;
     if let Some(h) = http {
         h.abort();
     }
@@ -383,6 +538,7 @@ impl Drop for OpenGuard {
 /// period ends are closed when their threads stop (see [`run`]).
 async fn serve(
     listener: TcpListener,
+    unix: Option<UnixSocket>,
     shared: Arc<Shared>,
     grace: Duration,
     workers: &Workers,
@@ -390,31 +546,56 @@ async fn serve(
     let mut next_worker = 0usize;
     let local = listener.local_addr().map_err(ServerError::Listen)?;
     info!(%local, version = %shared.greeting.version, "rwproxy listening");
+    if let Some(u) = &unix {
+        info!(path = %u.path.display(), "rwproxy listening on a Unix socket");
+    }
     let open = Arc::new(OpenSessions::default());
     let shutdown = shared.shutdown.clone();
+    // Hands a client to the next session thread, or refuses it when the
+    // proxy is full.
+    let mut dispatch = |client: Client| {
+        if open.count() >= shared.config.load().max_client_connections {
+            // Refuse cheaply, before any handshake work.
+            let e = ClientError::new(1040, b"08004", "Too many connections");
+            match client {
+                Client::Tcp(s, peer) => tokio::spawn(session::refuse(s, peer.into(), e)),
+                Client::Unix(s) => tokio::spawn(session::refuse(s, ClientAddr::Local, e)),
+            };
+            return;
+        }
+        let guard = open.enter();
+        let shared = shared.clone();
+        let worker = workers.pick(next_worker);
+        next_worker = next_worker.wrapping_add(1);
+        // Handed over as a plain socket and registered with the session
+        // thread's own I/O driver there.
+        match client {
+            Client::Tcp(stream, peer) => {
+                let Ok(std) = stream.into_std() else { return };
+                worker.spawn(async move {
+                    if let Ok(stream) = TcpStream::from_std(std) {
+                        session::serve(shared, MaybeTls::Plain(stream), peer.into()).await;
+                    }
+                    drop(guard);
+                });
+            }
+            Client::Unix(stream) => {
+                let Ok(std) = stream.into_std() else { return };
+                worker.spawn(async move {
+                    if let Ok(stream) = tokio::net::UnixStream::from_std(std) {
+                        session::serve(shared, stream, ClientAddr::Local).await;
+                    }
+                    drop(guard);
+                });
+            }
+        }
+    };
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    if open.count() >= shared.config.load().max_client_connections {
-                        // Refuse cheaply, before any handshake work.
-                        tokio::spawn(session::refuse(stream, peer, ClientError::new(1040, b"08004", "Too many connections")));
-                        continue;
-                    }
-                    let guard = open.enter();
-                    let shared = shared.clone();
-                    let worker = workers.pick(next_worker);
-                    next_worker = next_worker.wrapping_add(1);
-                    // Handed over as a plain socket and registered with the
-                    // session thread's own I/O driver there.
-                    let Ok(std) = stream.into_std() else { continue };
-                    worker.spawn(async move {
-                        if let Ok(stream) = TcpStream::from_std(std) {
-                            session::serve(shared, stream, peer).await;
-                        }
-                        drop(guard);
-                    });
+                    dispatch(Client::Tcp(stream, peer));
                 }
                 Err(e) => {
                     // EMFILE and friends: log, back off briefly, keep serving.
@@ -422,8 +603,19 @@ async fn serve(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
+            accepted = accept_unix(unix.as_ref()) => match accepted {
+                Ok(stream) => dispatch(Client::Unix(stream)),
+                Err(e) => {
+                    warn!(error = %e, "accept failed on the Unix socket");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
             _ = shutdown.cancelled() => break,
         }
+    }
+    if let Some(u) = unix {
+        // No new clients from here; open ones keep their connections.
+        u.remove();
     }
     drop(listener);
     info!(open = open.count(), "shutting down: draining sessions");
@@ -437,6 +629,20 @@ async fn serve(
         );
     }
     Ok(())
+}
+
+/// A client connection just accepted.
+enum Client {
+    Tcp(TcpStream, std::net::SocketAddr),
+    Unix(tokio::net::UnixStream),
+}
+
+/// The next client on the Unix socket; never ready without one.
+async fn accept_unix(unix: Option<&UnixSocket>) -> std::io::Result<tokio::net::UnixStream> {
+    match unix {
+        Some(u) => u.listener.accept().await.map(|(s, _)| s),
+        None => std::future::pending().await,
+    }
 }
 
 /// Starts the monitor for the current configuration (with its own token,
@@ -478,6 +684,10 @@ pub async fn reload(shared: &Arc<Shared>) -> Result<String, String> {
     let old = shared.config.load_full();
     let mut notes = Vec::new();
     if new.listen != old.listen
+        || new.listen_socket != old.listen_socket
+        || new.listen_socket_mode != old.listen_socket_mode
+        || new.listen_socket_owner != old.listen_socket_owner
+        || new.listen_socket_group != old.listen_socket_group
         || new.http_listen != old.http_listen
         || new.admin.as_ref().map(|a| &a.listen) != old.admin.as_ref().map(|a| &a.listen)
     {

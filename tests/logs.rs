@@ -126,3 +126,58 @@ async fn json_logs_sessions_and_slow_statements() {
         "secrets in log:\n{text}"
     );
 }
+
+/// Runs the proxy binary with `args` for a moment, its output to pipes,
+/// in front of a server that does not answer (so it logs warnings too);
+/// returns stdout + stderr.
+fn logs_of(args: &[&str]) -> String {
+    let ports = sandbox::free_ports(3);
+    let path = sandbox::temp_dir().join(format!("color-{}.toml", ports[0]));
+    std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
+    let text = format!(
+        "listen = \"127.0.0.1:{}\"\nhttp_listen = \"127.0.0.1:{}\"\nmonitor_interval_ms = 100\n\
+         [monitor]\nuser = \"m\"\npassword = \"m\"\n\
+         [[servers]]\nname = \"p\"\nhost = \"127.0.0.1\"\nport = {}\nrole = \"primary\"\n",
+        ports[0], ports[1], ports[2]
+    );
+    std::fs::write(&path, text).expect("write");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rwproxy"))
+        .args(args)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start rwproxy");
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("wait");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// ANSI colours only on a terminal: output to a pipe has none by default
+/// (`--log-color auto`) or with `never`; `always` forces them; JSON logs
+/// never have them.
+#[test]
+fn no_colour_codes_unless_a_terminal_or_asked() {
+    let auto = logs_of(&[]);
+    assert!(auto.contains("rwproxy listening"), "no log lines: {auto}");
+    assert!(
+        !auto.contains("\x1b["),
+        "colour codes in piped logs:\n{auto}"
+    );
+    let never = logs_of(&["--log-color", "never"]);
+    assert!(!never.contains("\x1b["), "{never}");
+    let always = logs_of(&["--log-color", "always"]);
+    assert!(always.contains("\x1b["), "--log-color always: {always}");
+    let json = logs_of(&["--log-format", "json", "--log-color", "always"]);
+    assert!(json.contains("{\""), "{json}");
+    assert!(
+        !json.contains("\x1b["),
+        "colour codes in JSON logs:\n{json}"
+    );
+}

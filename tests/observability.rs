@@ -101,6 +101,14 @@ async fn health_and_status() {
     let (code, body) = http_get(&broken, "/health").await;
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("no primary"), "{body}");
+    // Liveness is not readiness: the process is alive, so /live answers
+    // 200 even with no primary (a liveness probe must not restart a proxy
+    // because its servers are down).
+    for p in [&proxy, &broken] {
+        let (code, body) = http_get(p, "/live").await;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body.trim(), "ok");
+    }
     let (code, _) = http_get(&broken, "/nope").await;
     assert_eq!(code, 404);
 }

@@ -247,3 +247,156 @@ fn watchdog_kills_servers_when_owner_dies() {
         "servers {survivors:?} still alive 5 s after their owner died"
     );
 }
+
+/// A proxy port whose derived admin and HTTP ports are free too.
+fn proxy_port_with_room() -> u16 {
+    loop {
+        let p = free_ports(1)[0];
+        let (admin, http) = sandbox::proxy_side_ports(p);
+        if p > 1024
+            && [admin, http]
+                .iter()
+                .all(|q| std::net::TcpListener::bind(("127.0.0.1", *q)).is_ok())
+        {
+            return p;
+        }
+    }
+}
+
+/// `rwproxy run --config <path>`, its output to a file (killed by the caller).
+fn spawn_proxy(config: &std::path::Path) -> std::process::Child {
+    let log = std::fs::File::create(config.with_extension("log")).expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_rwproxy"))
+        .args(["--log-color", "never", "run", "--config"])
+        .arg(config)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start rwproxy")
+}
+
+/// Waits (bounded) until the app account logs in through `port`; returns
+/// the server port that answered a write (`SELECT @@port` in a transaction
+/// runs on the primary).
+async fn primary_port_through(port: u16) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut c) = Conn::new(app_opts(port)).await {
+            let mut tx = c
+                .start_transaction(Default::default())
+                .await
+                .expect("begin");
+            let p: Option<u16> = tx.query_first("SELECT @@port").await.expect("query");
+            tx.rollback().await.expect("rollback");
+            let _ = c.disconnect().await;
+            return p.expect("a row");
+        }
+        assert!(Instant::now() < deadline, "no proxy on {port}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `up` on an existing sandbox rewrites rwproxy.toml only while it is the
+/// sandbox's own text; an operator's edit is kept and the new text goes to
+/// rwproxy.toml.new. The generated admin and HTTP ports follow the proxy
+/// port, so two sandboxes' proxies run side by side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_keeps_an_edited_proxy_config_and_proxies_run_side_by_side() {
+    let sb = fresh(1);
+    let up_again = |proxy_port: u16| {
+        sandbox::up(&UpOptions {
+            dir: sb.dir.clone(),
+            ports: sb.servers.iter().map(|s| s.port).collect(),
+            proxy_port,
+            semi_sync: false,
+            owner_pid: Some(std::process::id()),
+        })
+        .expect("up on a running sandbox")
+    };
+    let new_path = sb.dir.join("rwproxy.toml.new");
+    // Unedited: regenerated with the new proxy port.
+    let p1 = proxy_port_with_room();
+    up_again(p1);
+    let text = std::fs::read_to_string(&sb.config_path).expect("read");
+    assert!(
+        text.contains(&format!("listen = \"127.0.0.1:{p1}\"")),
+        "{text}"
+    );
+    assert!(!new_path.exists());
+
+    // Edited by the operator: kept byte for byte, the new text beside it.
+    let edited = format!("{text}\n# operator: keep this\nslow_query_threshold_ms = 5\n").replacen(
+        "listen = ",
+        "max_client_connections = 77\nlisten = ",
+        1,
+    );
+    std::fs::write(&sb.config_path, &edited).expect("edit");
+    let p1b = proxy_port_with_room();
+    up_again(p1b);
+    assert_eq!(
+        std::fs::read_to_string(&sb.config_path).expect("read"),
+        edited,
+        "the operator's edit was overwritten"
+    );
+    let generated = std::fs::read_to_string(&new_path).expect("rwproxy.toml.new written");
+    assert!(generated.contains(&format!("listen = \"127.0.0.1:{p1b}\"")));
+    assert!(!generated.contains("operator"));
+    rwproxy::config::Config::load(&new_path).expect("the .new config loads");
+    // Taken back: the generated file is used again.
+    std::fs::write(&sb.config_path, &text).expect("restore");
+    std::fs::remove_file(&new_path).expect("rm .new");
+    up_again(p1);
+    assert!(!new_path.exists());
+
+    // A second sandbox with another proxy port: both proxies run at once,
+    // each in front of its own primary, with their own admin and HTTP ports.
+    let other = shared();
+    let p2 = loop {
+        let p = proxy_port_with_room();
+        let (a1, h1) = sandbox::proxy_side_ports(p1);
+        let (a2, h2) = sandbox::proxy_side_ports(p);
+        let mut all = vec![p1, a1, h1, p, a2, h2];
+        all.sort_unstable();
+        all.dedup();
+        if all.len() == 6 {
+            break p;
+        }
+    };
+    sandbox::up(&UpOptions {
+        dir: other.dir.clone(),
+        ports: other.servers.iter().map(|s| s.port).collect(),
+        proxy_port: p2,
+        semi_sync: false,
+        owner_pid: Some(std::process::id()),
+    })
+    .expect("up on the shared sandbox");
+    let mut a = spawn_proxy(&sb.config_path);
+    let mut b = spawn_proxy(&other.config_path);
+    let first = primary_port_through(p1).await;
+    let second = primary_port_through(p2).await;
+    let mut live = Vec::new();
+    for p in [p1, p2] {
+        let (_, http) = sandbox::proxy_side_ports(p);
+        let body = tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", http)).expect("http");
+            s.write_all(b"GET /live HTTP/1.1\r\nHost: x\r\n\r\n")
+                .expect("write");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out
+        })
+        .await
+        .expect("join");
+        live.push(body);
+    }
+    let _ = a.kill();
+    let _ = b.kill();
+    let _ = a.wait();
+    let _ = b.wait();
+    assert_eq!(first, sb.primary().port);
+    assert_eq!(second, other.primary().port);
+    for body in live {
+        assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    }
+}

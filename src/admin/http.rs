@@ -1,5 +1,7 @@
 //! The HTTP endpoint: `/metrics` (Prometheus), `/health` (200 or 503 with a
-//! one-line reason, for a load balancer's check) and `/status` (the
+//! one-line reason, for a load balancer's check: readiness), `/live` (200
+//! while the process serves HTTP at all: a Kubernetes liveness probe, which
+//! must not fail just because the servers are down) and `/status` (the
 //! topology snapshot as JSON).
 //!
 //! A few lines of HTTP/1.1 by hand: three GET endpoints do not justify a
@@ -65,12 +67,13 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<(
                 Ok(msg) => (200, "text/plain", format!("{msg}\n")),
                 Err(msg) => (503, "text/plain", format!("{msg}\n")),
             },
+            "/live" => (200, "text/plain", "ok\n".to_string()),
             "/status" => (200, "application/json", status_json(&shared)),
             "/digests" => (200, "application/json", digests_json(&shared)),
             _ => (
                 404,
                 "text/plain",
-                "endpoints: /metrics /health /status /digests\n".to_string(),
+                "endpoints: /metrics /health /live /status /digests\n".to_string(),
             ),
         }
     };

@@ -5,6 +5,11 @@
 //! layer because the upgrade happens in the middle of a handshake, on the
 //! same connection, and because a session holds plain and encrypted server
 //! connections side by side.
+//!
+//! A client on the Unix socket listener (`listen_socket`) is served over a
+//! plain [`tokio::net::UnixStream`]: the session code is generic over
+//! [`ClientTransport`], so the TCP path keeps its two-variant stream and
+//! neither path matches on a third variant per read or write.
 
 use std::io;
 use std::pin::Pin;
@@ -28,6 +33,68 @@ pub enum MaybeTls<T> {
 
 /// A client connection, before or after the TLS upgrade.
 pub type ClientStream = MaybeTls<TlsStream<Prefixed>>;
+
+/// What the handshake needs to know about a client's transport beyond
+/// reading and writing bytes.
+pub trait ClientTransport: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static {
+    /// TLS may be offered to clients on this transport (the greeting's
+    /// `CLIENT_SSL` bit, when a certificate is configured).
+    const OFFERS_TLS: bool;
+    /// The transport protects the login without TLS (a local socket, as
+    /// `require_secure_transport` treats it on the servers): `require_tls`
+    /// does not refuse it.
+    const LOCAL: bool;
+    /// The connection is encrypted.
+    fn is_tls(&self) -> bool;
+    /// Upgrades to TLS; `rest` holds bytes already read past the
+    /// SSLRequest. Only called when [`Self::OFFERS_TLS`].
+    fn start_tls(
+        self,
+        rest: bytes::BytesMut,
+        acceptor: tokio_rustls::TlsAcceptor,
+    ) -> impl std::future::Future<Output = Result<Self, String>> + Send;
+}
+
+impl ClientTransport for ClientStream {
+    const OFFERS_TLS: bool = true;
+    const LOCAL: bool = false;
+
+    fn is_tls(&self) -> bool {
+        MaybeTls::is_tls(self)
+    }
+
+    async fn start_tls(
+        self,
+        rest: bytes::BytesMut,
+        acceptor: tokio_rustls::TlsAcceptor,
+    ) -> Result<Self, String> {
+        let MaybeTls::Plain(tcp) = self else {
+            return Err("TLS requested twice".into());
+        };
+        let tls = acceptor
+            .accept(Prefixed::new(rest, tcp))
+            .await
+            .map_err(|e| format!("TLS handshake failed: {e}"))?;
+        Ok(MaybeTls::Tls(Box::new(tls)))
+    }
+}
+
+impl ClientTransport for tokio::net::UnixStream {
+    const OFFERS_TLS: bool = false;
+    const LOCAL: bool = true;
+
+    fn is_tls(&self) -> bool {
+        false
+    }
+
+    async fn start_tls(
+        self,
+        _rest: bytes::BytesMut,
+        _acceptor: tokio_rustls::TlsAcceptor,
+    ) -> Result<Self, String> {
+        Err("TLS is not offered on the Unix socket".into())
+    }
+}
 
 /// A connection to a backend server, before or after the TLS upgrade.
 pub type BackendStream = MaybeTls<tokio_rustls::client::TlsStream<TcpStream>>;

@@ -38,7 +38,7 @@ mod client;
 mod process;
 
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -70,6 +70,9 @@ const MAX_SOCKET_PATH: usize = 107;
 const MANIFEST: &str = "sandbox.toml";
 /// The generated proxy configuration.
 const PROXY_CONFIG: &str = "rwproxy.toml";
+/// The proxy config as the sandbox last generated it: tells an operator's
+/// edit from the sandbox's own text.
+const LAST_GENERATED: &str = ".rwproxy.toml.generated";
 /// Directories searched for the MariaDB binaries after `PATH`.
 const EXTRA_BIN_DIRS: &[&str] = &["/usr/sbin", "/usr/bin", "/usr/local/mysql/bin"];
 
@@ -1253,12 +1256,20 @@ fn replica_state(
 
 /// The proxy configuration for this sandbox, in the format of
 /// [`crate::config`].
+/// The admin and HTTP ports of the generated config, derived from the
+/// proxy port: 6033 → admin 6032, HTTP 9033 (the defaults); other proxy
+/// ports keep the same offsets, so sandboxes with different proxy ports
+/// run their proxies side by side.
+pub fn proxy_side_ports(proxy_port: u16) -> (u16, u16) {
+    (
+        proxy_port.saturating_sub(1),
+        proxy_port.saturating_add(3000),
+    )
+}
+
 fn proxy_config_text(sandbox: &Sandbox, proxy_port: u16) -> String {
     let dir = sandbox.dir.display().to_string().replace(['\n', '\r'], " ");
-    // 6033 → admin 6032, HTTP 9033 (the defaults); other proxy ports keep
-    // the same offsets.
-    let admin_port = proxy_port.saturating_sub(1);
-    let http_port = proxy_port.saturating_add(3000);
+    let (admin_port, http_port) = proxy_side_ports(proxy_port);
     // Top-level keys, so before the first table.
     let tls = match &sandbox.tls_ca {
         Some(ca) => format!(
@@ -1310,13 +1321,40 @@ fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
+/// Writes the generated proxy config, unless the operator edited the one
+/// already there: it is replaced only when absent, identical to what the
+/// sandbox generated last time (kept beside it, [`LAST_GENERATED`]) or to
+/// the new text. An edited file stays; the new text goes to
+/// `rwproxy.toml.new`, and a note says so.
 fn write_proxy_config(sandbox: &Sandbox, proxy_port: u16) -> Result<(), SandboxError> {
     let text = proxy_config_text(sandbox, proxy_port);
     Config::parse(&text).map_err(|source| SandboxError::Config {
         path: sandbox.config_path.clone(),
         source,
     })?;
-    fs::write(&sandbox.config_path, text).map_err(io_error("write", &sandbox.config_path))
+    let last_path = sandbox.dir.join(LAST_GENERATED);
+    let ours = match fs::read(&sandbox.config_path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+        Err(e) => return Err(io_error("read", &sandbox.config_path)(e)),
+        Ok(current) => {
+            current == text.as_bytes() || fs::read(&last_path).is_ok_and(|last| last == current)
+        }
+    };
+    if ours {
+        fs::write(&sandbox.config_path, &text).map_err(io_error("write", &sandbox.config_path))?;
+    } else {
+        let mut new = sandbox.config_path.clone().into_os_string();
+        new.push(".new");
+        let new = PathBuf::from(new);
+        fs::write(&new, &text).map_err(io_error("write", &new))?;
+        let _ = writeln!(
+            io::stderr(),
+            "note: {} was edited since the sandbox wrote it and is kept; the generated configuration is in {}",
+            sandbox.config_path.display(),
+            new.display()
+        );
+    }
+    fs::write(&last_path, &text).map_err(io_error("write", &last_path))
 }
 
 /// Stops the servers started from `dir`: SIGTERM, up to 20 s for a clean
@@ -1556,10 +1594,17 @@ pub fn run_cli(cmd: SandboxCommand) -> Result<(), SandboxError> {
                         })
                 })
                 .collect::<Result<Vec<u16>, _>>()?;
-            if ports.contains(&proxy_port) {
-                return Err(SandboxError::InvalidOptions(format!(
-                    "proxy port {proxy_port} collides with a server port"
-                )));
+            let (admin_port, http_port) = proxy_side_ports(proxy_port);
+            for (what, p) in [
+                ("proxy port", proxy_port),
+                ("admin port (proxy port - 1)", admin_port),
+                ("HTTP port (proxy port + 3000)", http_port),
+            ] {
+                if ports.contains(&p) {
+                    return Err(SandboxError::InvalidOptions(format!(
+                        "{what} {p} collides with a server port"
+                    )));
+                }
             }
             let started = Instant::now();
             let sandbox = up_with_tls(

@@ -12,7 +12,6 @@ mod state;
 mod stmt;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,6 +24,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::backend::{BackendConn, BackendError, Credential, Pools, Want};
 use arc_swap::ArcSwap;
 
+use crate::accounts::ClientAddr;
 use crate::accounts::{Accounts, Lookup};
 use crate::config::{Balance, ClientCompression, Config, Consistency, PoolMode};
 use crate::failover::Failover;
@@ -36,7 +36,7 @@ use crate::protocol::compress::{Algorithm, DEFAULT_ZSTD_LEVEL, Role};
 use crate::protocol::handshake::{self, ClientHello, FirstReply, HandshakeError};
 use crate::protocol::packet::{FrameError, PacketStream};
 use crate::protocol::response::{self, Expect, ForwardError, Summary};
-use crate::protocol::stream::ClientStream;
+use crate::protocol::stream::ClientTransport;
 use crate::protocol::{ClientError, ok_payload};
 use crate::router::classify::{self, Classified, StatementKind};
 use crate::router::digest::{self, DigestStore};
@@ -94,7 +94,8 @@ pub struct Shared {
 #[derive(Debug, Clone)]
 pub struct SessionInfo {
     pub user: String,
-    pub peer: SocketAddr,
+    /// The client's address (`localhost` for Unix-socket clients).
+    pub peer: ClientAddr,
     pub since: std::time::SystemTime,
     pub schema: Option<String>,
 }
@@ -212,8 +213,10 @@ enum Flow {
 
 /// Serves one client connection to its end. Never panics on client input;
 /// every failure ends in an ERR packet or a clean close, and a log line.
-pub async fn serve(shared: Arc<Shared>, stream: tokio::net::TcpStream, peer: SocketAddr) {
-    let stream = ClientStream::Plain(stream);
+/// `S` is the transport: a TCP [`crate::protocol::stream::ClientStream`]
+/// or a Unix socket's stream (one copy of the session code each, so the
+/// per-statement path never asks which).
+pub async fn serve<S: ClientTransport>(shared: Arc<Shared>, stream: S, peer: ClientAddr) {
     let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
     let span = info_span!("session", conn_id, %peer, user = tracing::field::Empty);
     // The span is entered only for the handshake. Entering it on every poll
@@ -350,7 +353,7 @@ fn hide_socket(payload: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Answers a connection rwproxy will not serve with an ERR and closes it.
-pub async fn refuse<S>(stream: S, peer: SocketAddr, err: ClientError)
+pub async fn refuse<S>(stream: S, peer: ClientAddr, err: ClientError)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -361,12 +364,12 @@ where
 }
 
 /// Authenticates a client against the configured accounts.
-async fn handshake(
+async fn handshake<S: ClientTransport>(
     shared: &Arc<Shared>,
-    mut client: PacketStream<ClientStream>,
+    mut client: PacketStream<S>,
     conn_id: u32,
-    peer: SocketAddr,
-) -> Result<Session<ClientStream>, String> {
+    peer: ClientAddr,
+) -> Result<Session<S>, String> {
     let scramble = auth::new_scramble();
     let cfg = shared.config.load_full();
     client.set_write_timeout(
@@ -375,7 +378,7 @@ async fn handshake(
     );
     let g = &shared.greeting;
     let mut caps = g.caps;
-    if shared.tls.is_some() {
+    if S::OFFERS_TLS && shared.tls.is_some() {
         caps |= CapabilityFlags::CLIENT_SSL;
     }
     for c in &cfg.client_compression {
@@ -403,20 +406,26 @@ async fn handshake(
             Ok(FirstReply::SslRequest) if expect_seq == 1 => {
                 // Upgrade to TLS; the handshake response follows, encrypted,
                 // with the next sequence id.
-                let Some(acceptor) = shared.tls.clone() else {
-                    return Err("client asked for TLS, which is not configured".into());
+                let acceptor = match shared.tls.clone() {
+                    Some(a) if S::OFFERS_TLS => a,
+                    _ => {
+                        // Not offered in the greeting (no certificate, or
+                        // the Unix socket): answer as a server without
+                        // TLS support would, with an ERR in plaintext.
+                        let e = ClientError::new(
+                            1043,
+                            b"08S01",
+                            "Bad handshake: TLS was not offered on this connection",
+                        );
+                        client.queue_payload(2, &e.to_payload());
+                        client.shutdown().await;
+                        return Err("client asked for TLS, which is not offered here".into());
+                    }
                 };
                 // What was read past the SSLRequest is the start of the
                 // TLS handshake: it goes back in front of the stream.
                 let (stream, rest) = client.into_inner();
-                let ClientStream::Plain(tcp) = stream else {
-                    return Err("TLS requested twice".into());
-                };
-                let tls = acceptor
-                    .accept(crate::protocol::stream::Prefixed::new(rest, tcp))
-                    .await
-                    .map_err(|e| format!("TLS handshake failed: {e}"))?;
-                client = PacketStream::new(ClientStream::Tls(Box::new(tls)));
+                client = PacketStream::new(stream.start_tls(rest, acceptor).await?);
                 client.set_write_timeout(
                     (cfg.client_write_timeout_ms > 0)
                         .then(|| Duration::from_millis(cfg.client_write_timeout_ms)),
@@ -441,7 +450,7 @@ async fn handshake(
             return Err(e.message);
         }
     };
-    if cfg.require_tls && !client.get_ref().is_tls() {
+    if cfg.require_tls && !S::LOCAL && !client.get_ref().is_tls() {
         let e = ClientError::new(
             3159,
             b"HY000",
@@ -466,7 +475,7 @@ async fn handshake(
         seq = s.wrapping_add(1);
     }
     let tls = client.get_ref().is_tls();
-    let stage1 = match verify(shared, &hello.user, peer.ip(), tls, &scramble, &reply).await {
+    let stage1 = match verify(shared, &hello.user, peer, tls, &scramble, &reply).await {
         Ok(c) => c,
         Err(e) => {
             client.queue_payload(seq, &e.to_payload());
@@ -592,18 +601,18 @@ fn client_compression(
 }
 
 /// Checks a scramble reply against the account `user` would use from
-/// `ip`; returns the credential to log into servers, or the server's own
+/// `client`; returns the credential to log into servers, or the server's own
 /// error for this case (1045 / 28000 for a wrong password or unknown user).
 async fn verify(
     shared: &Shared,
     user: &str,
-    ip: std::net::IpAddr,
+    client: ClientAddr,
     tls: bool,
     scramble: &[u8],
     reply: &[u8],
 ) -> Result<Credential, ClientError> {
-    let denied = || ClientError::access_denied(user, &ip.to_string(), !reply.is_empty());
-    let first = verify_once(shared, user, ip, tls, scramble, reply, denied).await;
+    let denied = || ClientError::access_denied(user, &client.host(), !reply.is_empty());
+    let first = verify_once(shared, user, client, tls, scramble, reply, denied).await;
     match first {
         // The password may have changed since accounts were last read:
         // refresh (rate-limited) and try once more before refusing.
@@ -611,7 +620,7 @@ async fn verify(
             if e.code == 1045 && shared.config.load().auth == crate::config::AuthMode::Servers =>
         {
             shared.accounts.refresh_after_miss().await;
-            verify_once(shared, user, ip, tls, scramble, reply, denied).await
+            verify_once(shared, user, client, tls, scramble, reply, denied).await
         }
         other => other,
     }
@@ -631,13 +640,13 @@ fn insecure_transport() -> ClientError {
 async fn verify_once(
     shared: &Shared,
     user: &str,
-    ip: std::net::IpAddr,
+    client: ClientAddr,
     tls: bool,
     scramble: &[u8],
     reply: &[u8],
     denied: impl Fn() -> ClientError,
 ) -> Result<Credential, ClientError> {
-    match shared.accounts.lookup(user, ip).await {
+    match shared.accounts.lookup(user, client).await {
         Lookup::Found {
             name,
             hash: None,
@@ -699,7 +708,7 @@ pub struct Session<S> {
     cfg: Arc<Config>,
     client: PacketStream<S>,
     /// The client's address (host patterns of accounts are judged on it).
-    peer: SocketAddr,
+    peer: ClientAddr,
     /// The client connection is TLS (TLS-only accounts may change to it).
     client_tls: bool,
     /// The scramble of the initial handshake (COM_CHANGE_USER answers it).
@@ -1752,7 +1761,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let cred = match verify(
             &self.shared,
             &cu.user,
-            self.peer.ip(),
+            self.peer,
             self.client_tls,
             &scramble,
             &reply,

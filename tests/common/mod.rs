@@ -89,8 +89,13 @@ pub async fn start_proxy_with_path(
     let http = http_listener.local_addr().expect("addr");
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
+    let unix = config
+        .listen_socket
+        .as_ref()
+        .map(|_| rwproxy::server::UnixSocket::bind(&config).expect("bind listen_socket"));
     let listeners = rwproxy::server::Listeners {
         proxy: listener,
+        unix,
         admin: admin_listener,
         http: Some(http_listener),
     };
