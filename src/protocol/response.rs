@@ -67,6 +67,9 @@ pub struct Summary {
     /// the server's (`MetaCache::server_sent`) in their place, so the client
     /// now holds those.
     pub columns_injected: bool,
+    /// The ERR in `err` was not forwarded: a read-only transaction's COMMIT
+    /// that the replica refused (see [`forward_read_only_tx`]).
+    pub held_back: bool,
 }
 
 /// MariaDB's metadata cache (`MARIADB_CLIENT_CACHE_METADATA`) on one
@@ -143,7 +146,7 @@ where
     B: AsyncRead + AsyncWrite + Unpin,
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    forward_with(backend, client, expect, caps, meta, false).await
+    forward_with(backend, client, expect, caps, meta, ReadOnlyTx::No).await
 }
 
 /// [`forward`], for a statement inside a read-only transaction that runs
@@ -151,18 +154,40 @@ where
 /// where the primary, in the same transaction, answers ERR 1792 (25006,
 /// "Cannot execute statement in a READ ONLY transaction"); the client gets
 /// the latter, as it would directly. Every other byte is the server's.
+///
+/// `commit`: the statement is the transaction's COMMIT. MariaDB 10.11
+/// refuses that with ERR 1290 on a `read_only` server after `WITH
+/// CONSISTENT SNAPSHOT` and a `SAVEPOINT` (the primary commits it); such an
+/// ERR is not forwarded but `held_back` in the summary, so the caller can
+/// end the transaction with a ROLLBACK instead, which in a transaction
+/// that cannot have written anything has the same effect.
 pub async fn forward_read_only_tx<B, C>(
     backend: &mut PacketStream<B>,
     client: Option<&mut PacketStream<C>>,
     expect: Expect,
     caps: CapabilityFlags,
     meta: MetaCache<'_>,
+    commit: bool,
 ) -> Result<Summary, ForwardError>
 where
     B: AsyncRead + AsyncWrite + Unpin,
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    forward_with(backend, client, expect, caps, meta, true).await
+    let mode = if commit {
+        ReadOnlyTx::Commit
+    } else {
+        ReadOnlyTx::Statement
+    };
+    forward_with(backend, client, expect, caps, meta, mode).await
+}
+
+/// Whether (and how) the statement forwarded runs inside a read-only
+/// transaction on a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadOnlyTx {
+    No,
+    Statement,
+    Commit,
 }
 
 async fn forward_with<B, C>(
@@ -171,7 +196,7 @@ async fn forward_with<B, C>(
     expect: Expect,
     caps: CapabilityFlags,
     meta: MetaCache<'_>,
-    read_only_tx: bool,
+    read_only_tx: ReadOnlyTx,
 ) -> Result<Summary, ForwardError>
 where
     B: AsyncRead + AsyncWrite + Unpin,
@@ -228,7 +253,7 @@ struct Forwarder {
     shift: u8,
     /// The statement runs inside a read-only transaction on a replica (see
     /// [`forward_read_only_tx`]).
-    read_only_tx: bool,
+    read_only_tx: ReadOnlyTx,
 }
 
 impl Forwarder {
@@ -362,9 +387,15 @@ impl Forwarder {
         client: &mut Option<&mut PacketStream<C>>,
         frame: &Frame,
     ) -> Result<(), ForwardError> {
-        if self.read_only_tx && !frame.continues() {
+        if self.read_only_tx != ReadOnlyTx::No && !frame.continues() {
             let err = super::handshake::parse_err(frame.payload());
             if err.code == 1290 && err.message.contains("read-only") {
+                if self.read_only_tx == ReadOnlyTx::Commit {
+                    self.summary.error = Some(err.code);
+                    self.summary.err = Some(err);
+                    self.summary.held_back = true;
+                    return Ok(());
+                }
                 let err = super::ClientError::new(
                     1792,
                     b"25006",
@@ -738,7 +769,7 @@ where
         summary: Summary::default(),
         flushed: false,
         shift: 0,
-        read_only_tx: false,
+        read_only_tx: ReadOnlyTx::No,
     };
     let mut first = fw.next(backend).await?;
     if first.first() == Some(0xff) {
@@ -791,7 +822,7 @@ where
         summary: Summary::default(),
         flushed: false,
         shift: 0,
-        read_only_tx: false,
+        read_only_tx: ReadOnlyTx::No,
     };
     let first = fw.next(backend).await?;
     match first.first() {

@@ -1440,7 +1440,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// the flags say it ended (COMMIT, ROLLBACK, an implicit commit), the
     /// session routes freely again. After `SET TRANSACTION READ ONLY` the
     /// session stays there until a statement other than `SET`/`USE` has
-    /// run, so the next transaction gets that setting (a stale setting left
+    /// succeeded, so the next transaction gets that setting (a stale setting left
     /// on a replica's connection is harmless: replicas only run reads; the
     /// connection is reset before another session borrows it).
     fn track_replica_tx(&mut self, c: &Classified, summary: &Summary, server: &Arc<str>) {
@@ -1450,10 +1450,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         match self.replica_tx.as_mut() {
             Some(tx) if tx.server == *server => match in_trans {
                 Some(true) => tx.open = true,
-                // An error inside a transaction does not end it.
-                None if tx.open => {}
-                _ if !tx.open && matches!(c.kind, StatementKind::Set | StatementKind::Use) => {}
-                _ => self.replica_tx = None,
+                // An error does not end a transaction, nor use up a
+                // pending `SET TRANSACTION READ ONLY` (MariaDB keeps it
+                // after a refused write).
+                None => {}
+                Some(false)
+                    if !tx.open && matches!(c.kind, StatementKind::Set | StatementKind::Use) => {}
+                Some(false) => self.replica_tx = None,
             },
             Some(_) => {}
             None => {
@@ -1635,6 +1638,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .replica_tx
             .as_ref()
             .is_some_and(|t| t.server == self.conns[pos].server);
+        let commit = read_only_tx && is_commit(payload.get(1..).unwrap_or_default());
         let held = &mut self.conns[pos];
         held.conn.broken = true;
         held.conn.stream.queue_payload(0, payload);
@@ -1661,6 +1665,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         expect,
                         caps,
                         meta,
+                        commit,
                     )
                     .await
                 } else {
@@ -1674,6 +1679,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     .await
                 }
             }
+        };
+        // A read-only transaction's COMMIT the replica refused: end it with
+        // ROLLBACK (same effect: nothing was written) and forward that.
+        let result = match result {
+            Ok(s) if s.held_back => {
+                debug!(server = %held.server, "replica refused a read-only transaction's COMMIT; rolling back instead");
+                held.conn.stream.queue_payload(0, b"\x03ROLLBACK");
+                match held.conn.stream.flush().await {
+                    Err(source) => Err(ForwardError::Backend {
+                        source,
+                        started: false,
+                    }),
+                    Ok(()) => {
+                        response::forward(
+                            &mut held.conn.stream,
+                            Some(&mut self.client),
+                            Expect::Query,
+                            caps,
+                            response::MetaCache::OFF,
+                        )
+                        .await
+                    }
+                }
+            }
+            other => other,
         };
         match result {
             Ok(summary) => {
@@ -1910,6 +1940,28 @@ fn opens_transaction(c: &Classified, sql: &[u8]) -> bool {
     }
 }
 
+/// Whether a statement is a plain `COMMIT [WORK]`.
+fn is_commit(sql: &[u8]) -> bool {
+    let rest = skip_comments(sql);
+    let word = |s: &[u8], w: &[u8]| {
+        s.len() >= w.len()
+            && s[..w.len()].eq_ignore_ascii_case(w)
+            && !s
+                .get(w.len())
+                .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
+    };
+    if !word(rest, b"COMMIT") {
+        return false;
+    }
+    let after = rest[6..].trim_ascii();
+    let after = if word(after, b"WORK") {
+        after[4..].trim_ascii()
+    } else {
+        after
+    };
+    after.is_empty() || after == b";"
+}
+
 /// The statement text after leading whitespace and comments.
 fn skip_comments(mut sql: &[u8]) -> &[u8] {
     loop {
@@ -1999,6 +2051,28 @@ mod tests {
             "SET NAMES utf8mb4",
         ] {
             assert!(!opens(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn commits() {
+        for sql in [
+            "COMMIT",
+            "commit;",
+            "/* x */ COMMIT WORK",
+            " Commit work ; ",
+        ] {
+            assert!(super::is_commit(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "COMMITTED",
+            "COMMIT AND CHAIN",
+            "COMMIT RELEASE",
+            "ROLLBACK",
+            "COMMIT; SELECT 1",
+            "",
+        ] {
+            assert!(!super::is_commit(sql.as_bytes()), "{sql}");
         }
     }
 
