@@ -406,6 +406,21 @@ async fn the_transaction_reads_one_snapshot() {
             let on = port_of(&mut c).await;
             assert!(env.replicas.contains(&on), "{who}: {on}");
             env.setup("INSERT INTO app.ro_s (v) VALUES (2)").await;
+            if who == "rwproxy" {
+                // Another session's reads meanwhile, over both replicas:
+                // with multiplexing they borrow idle connections, never
+                // the one holding this transaction.
+                let mut other = env.conn().await;
+                for _ in 0..6 {
+                    let (in_tx, _port): (u8, u16) = other
+                        .query_first("SELECT @@in_transaction, @@port")
+                        .await
+                        .expect("other session")
+                        .expect("row");
+                    assert_eq!(in_tx, 0, "another session ran inside the transaction");
+                }
+                drop(other);
+            }
             for _ in 0..3 {
                 let inside: i64 = c.query_first(count).await.expect("count").expect("row");
                 assert_eq!(inside, first, "{who} {open}: the snapshot holds");

@@ -1460,6 +1460,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             },
             Some(_) => {}
             None => {
+                // The server's word on the access mode: a transaction it
+                // opened read-write would be a routing mistake (replicas
+                // still refuse its writes through `read_only`).
+                if let Some(st) = summary.status
+                    && st.contains(StatusFlags::SERVER_STATUS_IN_TRANS)
+                    && !st.contains(StatusFlags::SERVER_STATUS_IN_TRANS_READONLY)
+                {
+                    warn!(parent: &self.span, server = %server, "transaction opened on a replica is not read only");
+                }
                 let pending = c.tx == TxOpen::NextReadOnly && summary.error.is_none();
                 if pending || in_trans == Some(true) {
                     if pending && let Some(h) = self.conns.iter_mut().find(|h| h.server == *server)
