@@ -444,7 +444,8 @@ async fn transactions_run_entirely_on_the_primary() {
     assert!(n >= 1, "the transaction sees its own uncommitted row");
     c.query_drop("COMMIT").await.expect("commit");
 
-    c.query_drop("START TRANSACTION READ ONLY")
+    // (Read-only transactions run on a replica: tests/readonly_tx.rs.)
+    c.query_drop("START TRANSACTION READ WRITE")
         .await
         .expect("start");
     for _ in 0..2 {

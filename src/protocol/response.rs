@@ -67,6 +67,9 @@ pub struct Summary {
     /// the server's (`MetaCache::server_sent`) in their place, so the client
     /// now holds those.
     pub columns_injected: bool,
+    /// The ERR in `err` was not forwarded: a read-only transaction's COMMIT
+    /// that the replica refused (see [`forward_read_only_tx`]).
+    pub held_back: bool,
 }
 
 /// MariaDB's metadata cache (`MARIADB_CLIENT_CACHE_METADATA`) on one
@@ -134,10 +137,66 @@ pub enum ForwardError {
 /// statements rwproxy sends on its own, like state replay).
 pub async fn forward<B, C>(
     backend: &mut PacketStream<B>,
+    client: Option<&mut PacketStream<C>>,
+    expect: Expect,
+    caps: CapabilityFlags,
+    meta: MetaCache<'_>,
+) -> Result<Summary, ForwardError>
+where
+    B: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    forward_with(backend, client, expect, caps, meta, ReadOnlyTx::No).await
+}
+
+/// [`forward`], for a statement inside a read-only transaction that runs
+/// on a replica: the replica refuses a write with ERR 1290 (`--read-only`)
+/// where the primary, in the same transaction, answers ERR 1792 (25006,
+/// "Cannot execute statement in a READ ONLY transaction"); the client gets
+/// the latter, as it would directly. Every other byte is the server's.
+///
+/// `commit`: the statement is the transaction's COMMIT. MariaDB 10.11
+/// refuses that with ERR 1290 on a `read_only` server after `WITH
+/// CONSISTENT SNAPSHOT` and a `SAVEPOINT` (the primary commits it); such an
+/// ERR is not forwarded but `held_back` in the summary, so the caller can
+/// end the transaction with a ROLLBACK instead, which in a transaction
+/// that cannot have written anything has the same effect.
+pub async fn forward_read_only_tx<B, C>(
+    backend: &mut PacketStream<B>,
+    client: Option<&mut PacketStream<C>>,
+    expect: Expect,
+    caps: CapabilityFlags,
+    meta: MetaCache<'_>,
+    commit: bool,
+) -> Result<Summary, ForwardError>
+where
+    B: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let mode = if commit {
+        ReadOnlyTx::Commit
+    } else {
+        ReadOnlyTx::Statement
+    };
+    forward_with(backend, client, expect, caps, meta, mode).await
+}
+
+/// Whether (and how) the statement forwarded runs inside a read-only
+/// transaction on a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadOnlyTx {
+    No,
+    Statement,
+    Commit,
+}
+
+async fn forward_with<B, C>(
+    backend: &mut PacketStream<B>,
     mut client: Option<&mut PacketStream<C>>,
     expect: Expect,
     caps: CapabilityFlags,
     meta: MetaCache<'_>,
+    read_only_tx: ReadOnlyTx,
 ) -> Result<Summary, ForwardError>
 where
     B: AsyncRead + AsyncWrite + Unpin,
@@ -148,6 +207,7 @@ where
         summary: Summary::default(),
         flushed: false,
         shift: 0,
+        read_only_tx,
     };
     let deprecate_eof = caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
     let mark = client.as_ref().map_or(0, |c| c.queued());
@@ -191,6 +251,9 @@ struct Forwarder {
     /// Added to the sequence id of every frame forwarded (after rwproxy
     /// inserted column definitions of its own into the response).
     shift: u8,
+    /// The statement runs inside a read-only transaction on a replica (see
+    /// [`forward_read_only_tx`]).
+    read_only_tx: ReadOnlyTx,
 }
 
 impl Forwarder {
@@ -316,6 +379,41 @@ impl Forwarder {
         self.summary.err = Some(err);
     }
 
+    /// Forwards an ERR packet and records it; inside a read-only
+    /// transaction on a replica, the replica's `--read-only` refusal
+    /// becomes the primary's answer to a write in a read-only transaction.
+    async fn err_out<C: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        client: &mut Option<&mut PacketStream<C>>,
+        frame: &Frame,
+    ) -> Result<(), ForwardError> {
+        if self.read_only_tx != ReadOnlyTx::No && !frame.continues() {
+            let err = super::handshake::parse_err(frame.payload());
+            if err.code == 1290 && err.message.contains("read-only") {
+                if self.read_only_tx == ReadOnlyTx::Commit {
+                    self.summary.error = Some(err.code);
+                    self.summary.err = Some(err);
+                    self.summary.held_back = true;
+                    return Ok(());
+                }
+                let err = super::ClientError::new(
+                    1792,
+                    b"25006",
+                    "Cannot execute statement in a READ ONLY transaction",
+                );
+                if let Some(c) = client {
+                    c.queue_payload(frame.seq().wrapping_add(self.shift), &err.to_payload());
+                }
+                self.summary.error = Some(err.code);
+                self.summary.err = Some(err);
+                return self.flush_if_full(client).await;
+            }
+        }
+        self.out(client, frame).await?;
+        self.record_err(frame);
+        Ok(())
+    }
+
     /// Whether a frame is a terminator (EOF, or OK with the 0xFE header).
     fn is_terminator(frame: &Frame) -> bool {
         frame.first() == Some(0xfe) && frame.payload().len() < MAX_FRAME_PAYLOAD
@@ -374,8 +472,7 @@ impl Forwarder {
                     st.contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS)
                 }
                 Some(0xff) => {
-                    self.out(client, &f).await?;
-                    self.record_err(&f);
+                    self.err_out(client, &f).await?;
                     false
                 }
                 Some(0xfe) => {
@@ -672,6 +769,7 @@ where
         summary: Summary::default(),
         flushed: false,
         shift: 0,
+        read_only_tx: ReadOnlyTx::No,
     };
     let mut first = fw.next(backend).await?;
     if first.first() == Some(0xff) {
@@ -724,6 +822,7 @@ where
         summary: Summary::default(),
         flushed: false,
         shift: 0,
+        read_only_tx: ReadOnlyTx::No,
     };
     let first = fw.next(backend).await?;
     match first.first() {

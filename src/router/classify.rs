@@ -65,6 +65,30 @@ pub struct Classified {
     /// variable assigned by a query, SQL `PREPARE`, `HANDLER`…): the session
     /// must stay on the primary connection from now on.
     pub pins_session: bool,
+    /// The access mode of the transaction the statement opens (only for a
+    /// text holding that one statement; [`TxOpen::None`] otherwise).
+    pub tx: TxOpen,
+}
+
+/// What a statement says about a transaction it opens. Read-only
+/// transactions may run on a replica (see [`super::route`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TxOpen {
+    /// Opens no transaction (or is not understood well enough to say).
+    #[default]
+    None,
+    /// `BEGIN [WORK]`, `START TRANSACTION [WITH CONSISTENT SNAPSHOT]`: the
+    /// session's default access mode applies.
+    Default,
+    /// `START TRANSACTION READ ONLY[, WITH CONSISTENT SNAPSHOT]`.
+    ReadOnly,
+    /// `START TRANSACTION READ WRITE` (or both modes named: the server
+    /// refuses that, the primary answers).
+    ReadWrite,
+    /// `SET TRANSACTION READ ONLY` without a scope: the *next* transaction
+    /// is read only. The classifier never returns it (it does not parse
+    /// `SET`); the session sets it after [`super::set::next_transaction_read_only`].
+    NextReadOnly,
 }
 
 /// Classifies one COM_QUERY text. Never panics, never allocates on the fast path.
@@ -83,6 +107,7 @@ pub fn classify(sql: &[u8]) -> Classified {
     let mut strongest = StatementKind::Read;
     let mut changes_session = false;
     let mut pins = false;
+    let mut tx = TxOpen::None;
     loop {
         let mut st = Stmt {
             lx: &mut lx,
@@ -99,6 +124,7 @@ pub fn classify(sql: &[u8]) -> Classified {
             count = count.saturating_add(1);
             if count == 1 {
                 first = one.kind;
+                tx = one.tx;
             }
             pins |= one.pins;
             changes_session |= matches!(one.kind, StatementKind::Set | StatementKind::Use);
@@ -109,6 +135,9 @@ pub fn classify(sql: &[u8]) -> Classified {
         if !more {
             break;
         }
+    }
+    if count != 1 || lx.error {
+        tx = TxOpen::None;
     }
     let (kind, pins_session) = if lx.error || count == 0 {
         (StatementKind::Write, pins)
@@ -124,6 +153,7 @@ pub fn classify(sql: &[u8]) -> Classified {
         hint: lx.hint,
         max_lag: lx.max_lag,
         pins_session,
+        tx,
     }
 }
 
@@ -142,11 +172,24 @@ fn rank(kind: StatementKind) -> u8 {
 struct One {
     kind: StatementKind,
     pins: bool,
+    tx: TxOpen,
 }
 
 impl One {
     fn new(kind: StatementKind, pins: bool) -> Self {
-        One { kind, pins }
+        One {
+            kind,
+            pins,
+            tx: TxOpen::None,
+        }
+    }
+
+    fn opens(tx: TxOpen) -> Self {
+        One {
+            kind: StatementKind::Transaction,
+            pins: false,
+            tx,
+        }
     }
 }
 
@@ -235,20 +278,21 @@ fn classify_one(st: &mut Stmt<'_, '_>) -> Option<One> {
             }
             Kw::Begin => {
                 // `BEGIN NOT ATOMIC` opens a MariaDB compound statement.
-                let kind = if st.next_kw() == Kw::Not {
-                    K::Write
-                } else {
-                    K::Transaction
-                };
-                One::new(kind, false)
+                match st.next() {
+                    None => One::opens(TxOpen::Default),
+                    Some(t) if t.is_word("WORK") && st.next().is_none() => {
+                        One::opens(TxOpen::Default)
+                    }
+                    Some(t) if t.keyword() == Kw::Not => One::new(K::Write, false),
+                    Some(_) => One::new(K::Transaction, false),
+                }
             }
             Kw::Start => {
-                let kind = if st.next_kw() == Kw::Transaction {
-                    K::Transaction
+                if st.next_kw() == Kw::Transaction {
+                    One::opens(start_characteristics(st))
                 } else {
-                    K::Write
-                };
-                One::new(kind, false)
+                    One::new(K::Write, false)
+                }
             }
             Kw::Commit | Kw::Rollback | Kw::Savepoint | Kw::Xa => One::new(K::Transaction, false),
             Kw::Release => {
@@ -301,6 +345,40 @@ fn classify_one(st: &mut Stmt<'_, '_>) -> Option<One> {
             _ => One::new(K::Write, false),
         };
         return Some(one);
+    }
+}
+
+/// The access mode named after `START TRANSACTION`: a comma-separated list
+/// of `READ ONLY`, `READ WRITE`, `WITH CONSISTENT SNAPSHOT`. Anything else
+/// is not understood ([`TxOpen::None`]: the primary answers).
+fn start_characteristics(st: &mut Stmt<'_, '_>) -> TxOpen {
+    let (mut ro, mut rw) = (false, false);
+    let mut t = st.next();
+    while let Some(w) = t {
+        if w.is_word("READ") {
+            match st.next() {
+                Some(m) if m.is_word("ONLY") => ro = true,
+                Some(m) if m.is_word("WRITE") => rw = true,
+                _ => return TxOpen::None,
+            }
+        } else if w.is_word("WITH") {
+            let consistent = st.next().is_some_and(|c| c.is_word("CONSISTENT"));
+            if !consistent || !st.next().is_some_and(|s| s.is_word("SNAPSHOT")) {
+                return TxOpen::None;
+            }
+        } else {
+            return TxOpen::None;
+        }
+        t = match st.next() {
+            Some(c) if c.is_punct(b',') => st.next(),
+            None => None,
+            Some(_) => return TxOpen::None,
+        };
+    }
+    match (ro, rw) {
+        (true, false) => TxOpen::ReadOnly,
+        (false, false) => TxOpen::Default,
+        _ => TxOpen::ReadWrite,
     }
 }
 
@@ -1676,6 +1754,44 @@ mod tests {
         ("SELECT '/* rwproxy:primary */'", Read, false, None),
         ("/* rwproxy:primary */ UPDATE t SET a=1", Write, false, P),
     ];
+
+    #[test]
+    fn transaction_access_modes() {
+        let cases: &[(&str, TxOpen)] = &[
+            ("BEGIN", TxOpen::Default),
+            ("begin work;", TxOpen::Default),
+            ("/* app */ BEGIN", TxOpen::Default),
+            ("START TRANSACTION", TxOpen::Default),
+            (
+                "START TRANSACTION WITH CONSISTENT SNAPSHOT",
+                TxOpen::Default,
+            ),
+            ("START TRANSACTION READ ONLY", TxOpen::ReadOnly),
+            ("start transaction read only;", TxOpen::ReadOnly),
+            (
+                "START TRANSACTION READ ONLY, WITH CONSISTENT SNAPSHOT",
+                TxOpen::ReadOnly,
+            ),
+            (
+                "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+                TxOpen::ReadOnly,
+            ),
+            ("START TRANSACTION READ WRITE", TxOpen::ReadWrite),
+            ("START TRANSACTION READ ONLY, READ WRITE", TxOpen::ReadWrite),
+            ("START TRANSACTION READ", TxOpen::None),
+            ("START TRANSACTION READ ONLY WITH", TxOpen::None),
+            ("START TRANSACTION READ ONLY; SELECT 1", TxOpen::None),
+            ("SELECT 1; START TRANSACTION READ ONLY", TxOpen::None),
+            ("BEGIN NOT ATOMIC SELECT 1; END", TxOpen::None),
+            ("COMMIT", TxOpen::None),
+            ("SET TRANSACTION READ ONLY", TxOpen::None),
+            ("XA START 'x'", TxOpen::None),
+            ("SELECT 1", TxOpen::None),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(classify(sql.as_bytes()).tx, *want, "{sql}");
+        }
+    }
 
     #[test]
     fn table() {

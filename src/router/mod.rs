@@ -15,6 +15,12 @@
 //! 3. A plain read goes to the next readable replica, round-robin by
 //!    weight; if none qualifies, to the primary or to an error, as the
 //!    operator configured (`replica_fallback`).
+//! 4. A read-only transaction (`START TRANSACTION READ ONLY`, `BEGIN` in a
+//!    session whose transactions are read only, `SET TRANSACTION READ
+//!    ONLY` for the next one) is opened on a replica chosen like a plain
+//!    read, outside a primary transaction, with autocommit on and no pinned
+//!    state; every statement up to its end then goes to that replica
+//!    (`SessionView::replica_tx`), except those hinted `rwproxy:primary`.
 
 pub mod classify;
 pub mod digest;
@@ -27,7 +33,7 @@ use std::time::Duration;
 use crate::config::{Balance, ReplicaFallback};
 use crate::gtid::GtidPos;
 use crate::topology::Snapshot;
-use classify::{Classified, Hint, StatementKind};
+use classify::{Classified, Hint, StatementKind, TxOpen};
 
 /// Where a statement goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +64,11 @@ pub struct SessionView {
     pub autocommit: bool,
     /// The session holds state only its primary connection has.
     pub pinned: bool,
+    /// The session's transactions are read only by default.
+    pub read_only: bool,
+    /// A read-only transaction is open (or about to open) on this replica
+    /// (index into the snapshot's servers): statements go there until it ends.
+    pub replica_tx: Option<usize>,
 }
 
 /// The operator's routing policy.
@@ -164,16 +175,24 @@ pub fn route(
         Some(p) => Route::Primary(p),
         None => Route::Unavailable(Unavailable::NoPrimary),
     };
+    if let Some(r) = session.replica_tx {
+        return match c.hint {
+            Some(Hint::Primary) => to_primary(),
+            _ => Route::Replica(r),
+        };
+    }
     let is_read = matches!(c.kind, StatementKind::Read | StatementKind::ReadPrimary);
+    let free = !session.in_transaction && session.autocommit && !session.pinned;
+    let opens_read_only = free
+        && match c.tx {
+            TxOpen::ReadOnly | TxOpen::NextReadOnly => true,
+            TxOpen::Default => session.read_only,
+            TxOpen::None | TxOpen::ReadWrite => false,
+        };
     let wants_replica = match c.hint {
         Some(Hint::Primary) => false,
-        Some(Hint::Replica) => is_read,
-        None => {
-            c.kind == StatementKind::Read
-                && !session.in_transaction
-                && session.autocommit
-                && !session.pinned
-        }
+        Some(Hint::Replica) => is_read || opens_read_only,
+        None => (c.kind == StatementKind::Read && free) || opens_read_only,
     };
     if !wants_replica {
         return to_primary();
@@ -243,6 +262,8 @@ port = 3308
         in_transaction: false,
         autocommit: true,
         pinned: false,
+        read_only: false,
+        replica_tx: None,
     };
 
     const RR: Policy = Policy {
@@ -315,6 +336,164 @@ port = 3308
         for (sql, s, want) in cases {
             assert_eq!(r(sql, *s, &snap, 0), *want, "{sql} with {s:?}");
         }
+    }
+
+    #[test]
+    fn read_only_transactions_open_on_a_replica_and_stay_there() {
+        let snap = snapshot();
+        let ro = SessionView {
+            read_only: true,
+            ..FREE
+        };
+        let in_tx = SessionView {
+            in_transaction: true,
+            ..FREE
+        };
+        let no_ac = SessionView {
+            autocommit: false,
+            ..FREE
+        };
+        let pinned = SessionView {
+            pinned: true,
+            ..FREE
+        };
+        let on_r2 = SessionView {
+            replica_tx: Some(2),
+            ..FREE
+        };
+        let next_ro = |sql: &str| Classified {
+            tx: TxOpen::NextReadOnly,
+            ..classify::classify(sql.as_bytes())
+        };
+        let cases: &[(Classified, SessionView, Route)] = &[
+            (
+                classify::classify(b"START TRANSACTION READ ONLY"),
+                FREE,
+                Route::Replica(1),
+            ),
+            (
+                classify::classify(b"start transaction with consistent snapshot, read only"),
+                FREE,
+                Route::Replica(1),
+            ),
+            (
+                classify::classify(b"START TRANSACTION READ ONLY, WITH CONSISTENT SNAPSHOT"),
+                FREE,
+                Route::Replica(1),
+            ),
+            (classify::classify(b"BEGIN"), ro, Route::Replica(1)),
+            (classify::classify(b"BEGIN WORK"), ro, Route::Replica(1)),
+            (
+                classify::classify(b"START TRANSACTION"),
+                ro,
+                Route::Replica(1),
+            ),
+            (classify::classify(b"BEGIN"), FREE, Route::Primary(0)),
+            (
+                classify::classify(b"START TRANSACTION READ WRITE"),
+                ro,
+                Route::Primary(0),
+            ),
+            (
+                classify::classify(b"START TRANSACTION READ ONLY, READ WRITE"),
+                FREE,
+                Route::Primary(0),
+            ),
+            (
+                classify::classify(b"START TRANSACTION READ ONLY"),
+                in_tx,
+                Route::Primary(0),
+            ),
+            (
+                classify::classify(b"START TRANSACTION READ ONLY"),
+                no_ac,
+                Route::Primary(0),
+            ),
+            (
+                classify::classify(b"START TRANSACTION READ ONLY"),
+                pinned,
+                Route::Primary(0),
+            ),
+            (
+                classify::classify(b"/* rwproxy:primary */ START TRANSACTION READ ONLY"),
+                FREE,
+                Route::Primary(0),
+            ),
+            (
+                classify::classify(b"START TRANSACTION READ ONLY; SELECT 1"),
+                FREE,
+                Route::Primary(0),
+            ),
+            (classify::classify(b"XA START 'x'"), ro, Route::Primary(0)),
+            (
+                next_ro("SET TRANSACTION READ ONLY"),
+                FREE,
+                Route::Replica(1),
+            ),
+            (
+                next_ro("SET TRANSACTION READ ONLY"),
+                in_tx,
+                Route::Primary(0),
+            ),
+            (
+                classify::classify(b"SET TRANSACTION READ ONLY"),
+                FREE,
+                Route::Primary(0),
+            ),
+            // Inside: everything on that replica, writes too (the server refuses them).
+            (classify::classify(b"SELECT 1"), on_r2, Route::Replica(2)),
+            (
+                classify::classify(b"SELECT 1 FOR UPDATE"),
+                on_r2,
+                Route::Replica(2),
+            ),
+            (
+                classify::classify(b"INSERT INTO t VALUES (1)"),
+                on_r2,
+                Route::Replica(2),
+            ),
+            (classify::classify(b"SAVEPOINT a"), on_r2, Route::Replica(2)),
+            (classify::classify(b"COMMIT"), on_r2, Route::Replica(2)),
+            (
+                classify::classify(b"/* rwproxy:primary */ SELECT 1"),
+                on_r2,
+                Route::Primary(0),
+            ),
+        ];
+        for (c, s, want) in cases {
+            assert_eq!(
+                route(c, *s, &snap, RR, &ReadNeeds::default(), 0),
+                *want,
+                "{c:?} with {s:?}"
+            );
+        }
+        // Read-your-writes and lag: the same replica choice as a read.
+        let mut snap = snapshot();
+        snap.servers[1].gtid_slave = GtidPos::parse("0-1-10");
+        snap.servers[2].gtid_slave = GtidPos::parse("0-1-12");
+        let w = GtidPos::parse("0-1-11");
+        let needs = ReadNeeds {
+            min_gtid: Some(&w),
+            ..ReadNeeds::default()
+        };
+        let c = classify::classify(b"START TRANSACTION READ ONLY");
+        for t in 0..4 {
+            assert_eq!(route(&c, FREE, &snap, RR, &needs, t), Route::Replica(2));
+        }
+        snap.servers[2].replication = crate::topology::Replication::Stopped {
+            io: true,
+            sql: false,
+        };
+        assert_eq!(route(&c, FREE, &snap, RR, &needs, 0), Route::Fallback(0));
+        let err = Policy {
+            fallback: ReplicaFallback::Error,
+            ..RR
+        };
+        snap.servers[1].up = false;
+        assert_eq!(
+            route(&c, FREE, &snap, err, &ReadNeeds::default(), 0),
+            Route::Unavailable(Unavailable::NoReplica)
+        );
     }
 
     #[test]

@@ -517,6 +517,8 @@ route = "primary"
             in_transaction: false,
             autocommit: true,
             pinned: false,
+            read_only: false,
+            replica_tx: None,
         };
         let in_tx = SessionView {
             in_transaction: true,

@@ -63,6 +63,39 @@ pub fn parse_set(sql: &[u8]) -> SetEffect {
     effect.unwrap_or(SetEffect::Unreplayable)
 }
 
+/// Whether `sql` is `SET TRANSACTION … READ ONLY …` without a scope: the
+/// next transaction only is read only (and may run on a replica). Only
+/// called for statements classified as `SET`.
+pub fn next_transaction_read_only(sql: &[u8]) -> bool {
+    let mut p = Parser {
+        lx: Lexer::new(sql),
+        peeked: None,
+    };
+    if !p.eat_word("SET") || !p.peek_is_word("TRANSACTION") {
+        return false;
+    }
+    let Ok(items) = p.transaction(Scope::Session) else {
+        return false;
+    };
+    p.finish() && items.iter().any(|i| read_only_value(i) == Some(true))
+}
+
+/// The access mode a recorded `transaction_read_only` item sets: `true`
+/// for read only, `false` for read write, `None` when it is not such an
+/// item. A value the proxy cannot judge (`DEFAULT`: the global default)
+/// counts as read write, so transactions stay on the primary.
+pub fn read_only_value(item: &SetItem) -> Option<bool> {
+    if item.key != "transaction_read_only" {
+        return None;
+    }
+    if let Some(mode) = item.text.strip_prefix("SESSION TRANSACTION ") {
+        return Some(mode == "READ ONLY");
+    }
+    let value = item.text.rsplit('=').next().unwrap_or("").trim();
+    let value = value.trim_matches('\'');
+    Some(value == "1" || value.eq_ignore_ascii_case("ON") || value.eq_ignore_ascii_case("TRUE"))
+}
+
 /// Where an assignment lands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scope {
@@ -763,6 +796,40 @@ mod tests {
             failures.join("\n")
         );
         assert!(cases.len() >= 30);
+    }
+
+    #[test]
+    fn read_only_transactions() {
+        for sql in [
+            "SET TRANSACTION READ ONLY",
+            "set transaction isolation level repeatable read, read only;",
+            "/* x */ SET TRANSACTION READ ONLY",
+        ] {
+            assert!(next_transaction_read_only(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "SET TRANSACTION READ WRITE",
+            "SET SESSION TRANSACTION READ ONLY",
+            "SET GLOBAL TRANSACTION READ ONLY",
+            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            "SET TRANSACTION READ ONLY; SELECT 1",
+            "SET tx_read_only = 1",
+            "SET @@tx_read_only = 1",
+        ] {
+            assert!(!next_transaction_read_only(sql.as_bytes()), "{sql}");
+        }
+        let mode = |sql: &str| match parse_set(sql.as_bytes()) {
+            SetEffect::Session(items) => items.iter().find_map(read_only_value),
+            _ => None,
+        };
+        assert_eq!(mode("SET SESSION TRANSACTION READ ONLY"), Some(true));
+        assert_eq!(mode("SET SESSION TRANSACTION READ WRITE"), Some(false));
+        assert_eq!(mode("SET SESSION tx_read_only = 1"), Some(true));
+        assert_eq!(mode("SET tx_read_only = ON"), Some(true));
+        assert_eq!(mode("SET SESSION transaction_read_only = 0"), Some(false));
+        assert_eq!(mode("SET @@session.tx_read_only = OFF"), Some(false));
+        assert_eq!(mode("SET SESSION tx_read_only = DEFAULT"), Some(false));
+        assert_eq!(mode("SET sql_mode = ''"), None);
     }
 
     #[test]

@@ -38,7 +38,7 @@ use crate::protocol::packet::{FrameError, PacketStream};
 use crate::protocol::response::{self, Expect, ForwardError, Summary};
 use crate::protocol::stream::ClientTransport;
 use crate::protocol::{ClientError, ok_payload};
-use crate::router::classify::{self, Classified, StatementKind};
+use crate::router::classify::{self, Classified, StatementKind, TxOpen};
 use crate::router::digest::{self, DigestStore};
 use crate::router::rules::{self, RuleSet, Subject, Verdict};
 use crate::router::{self, Policy, ReadNeeds, Route, SessionView, Unavailable};
@@ -117,6 +117,17 @@ impl Held {
         self.stats.in_use.fetch_sub(1, Ordering::Relaxed);
         self.conn
     }
+}
+
+/// A read-only transaction the session runs on a replica's connection.
+#[derive(Debug, Clone)]
+struct ReplicaTx {
+    /// The replica whose held connection has it.
+    server: Arc<str>,
+    /// The server reported the transaction open (`SERVER_STATUS_IN_TRANS`).
+    /// `false`: only `SET TRANSACTION READ ONLY` ran there so far, and the
+    /// transaction it announces has not started yet.
+    open: bool,
 }
 
 /// How a statement failed, from the session's point of view.
@@ -511,6 +522,7 @@ async fn handshake<S: ClientTransport>(
         autocommit: true,
         in_trans: false,
         pinned: false,
+        replica_tx: None,
         trans_wrote: false,
         // Drawn only when used, so per-statement round-robin keeps its
         // strict alternation.
@@ -727,6 +739,10 @@ pub struct Session<S> {
     in_trans: bool,
     /// The session holds state only its primary connection has.
     pinned: bool,
+    /// A read-only transaction running on a replica: every statement goes
+    /// to that connection until the server's status flags say it ended.
+    /// `in_trans` stays about the primary.
+    replica_tx: Option<ReplicaTx>,
     /// The open transaction (or the statement just run) may have written
     /// on the primary: its GTID is wanted when it ends (read-your-writes
     /// without session tracking).
@@ -756,7 +772,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             in_transaction: self.in_trans,
             autocommit: self.autocommit,
             pinned: self.pinned,
+            read_only: self.state.read_only,
+            replica_tx: None,
         }
+    }
+
+    /// The session as routing sees it on `snap` (the replica holding a
+    /// read-only transaction resolved to its index there).
+    fn view_in(&self, snap: &Snapshot) -> SessionView {
+        SessionView {
+            replica_tx: self.replica_tx.as_ref().and_then(|t| snap.find(&t.server)),
+            ..self.view()
+        }
+    }
+
+    /// Whether a transaction is open, on the primary or on a replica.
+    fn in_any_trans(&self) -> bool {
+        self.in_trans || self.replica_tx.as_ref().is_some_and(|t| t.open)
     }
 
     /// Reads and runs commands until the client leaves or fails.
@@ -776,7 +808,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             // bounded by `client_read_timeout_ms` (a stalled client).
             let started = tokio::select! {
                 r = self.client.wait_readable() => r,
-                _ = shutdown.cancelled(), if !self.in_trans => {
+                _ = shutdown.cancelled(), if !self.in_any_trans() => {
                     return "server shutting down".into();
                 }
                 _ = idle_limit => {
@@ -879,6 +911,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     hint: None,
                     max_lag: None,
                     pins_session: false,
+                    tx: TxOpen::None,
                 };
                 self.run_routed(&c, payload, Expect::FieldList)
                     .await
@@ -890,6 +923,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     hint: None,
                     max_lag: None,
                     pins_session: false,
+                    tx: TxOpen::None,
                 };
                 self.run_routed(&c, payload, Expect::Statistics)
                     .await
@@ -996,8 +1030,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if self.autocommit {
             st |= StatusFlags::SERVER_STATUS_AUTOCOMMIT;
         }
-        if self.in_trans {
+        if self.in_any_trans() {
             st |= StatusFlags::SERVER_STATUS_IN_TRANS;
+        }
+        if self.replica_tx.as_ref().is_some_and(|t| t.open) {
+            st |= StatusFlags::SERVER_STATUS_IN_TRANS_READONLY;
         }
         st
     }
@@ -1050,6 +1087,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if let Some(e) = self.refuse_in_statement_mode(&c, sql) {
             return Err(ExecError::Refused(e));
         }
+        if let Some(e) = self.refuse_in_replica_tx(&c, sql) {
+            return Err(ExecError::Refused(e));
+        }
+        let c = self.next_transaction(c, sql);
         let routed = match self.apply_rules(sql, c, digest) {
             Ok((routed, _)) => routed,
             Err(denied) => {
@@ -1115,6 +1156,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             hint: None,
             max_lag: None,
             pins_session: false,
+            tx: TxOpen::None,
         };
         let (server, summary) = self.run_routed(&c, payload, Expect::Simple).await?;
         if summary.error.is_none() {
@@ -1132,6 +1174,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             hint: None,
             max_lag: None,
             pins_session: false,
+            tx: TxOpen::None,
         };
         let (server, summary) = self.run_routed(&c, payload, Expect::Simple).await?;
         if summary.error.is_none() {
@@ -1174,7 +1217,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     ) -> Result<(Arc<str>, Summary), ExecError> {
         let mut snap = self.shared.topology.load();
         let policy = self.policy();
-        let view = self.view();
+        let view = self.view_in(&snap);
+        // Inside a replica's read-only transaction a failed statement is not
+        // run again elsewhere: another server has not that transaction.
+        let retry_ok = self.replica_tx.is_none();
         let mut tried: Vec<usize> = Vec::new();
         let mut last_err: Option<ExecError> = None;
         let mut failover_wait = FailoverWait::default();
@@ -1240,13 +1286,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         self.shared.metrics.error(ErrorKind::ServerError);
                     }
                     let server = snap.servers[idx].name.clone();
-                    if !is_replica {
+                    if is_replica {
+                        self.track_replica_tx(c, &summary, &server);
+                    } else {
                         self.track_status(&summary);
                         self.track_write(c, &summary, &snap, idx).await;
                     }
                     return Ok((server, summary));
                 }
-                Err(e) if is_replica && e.retryable() => {
+                Err(e) if is_replica && retry_ok && e.retryable() => {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
                     warn!(parent: &self.span, server = %snap.servers[idx].name, error = %e, "read failed on replica before any reply; retrying elsewhere");
                     tried.push(idx);
@@ -1454,6 +1502,103 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         ))
     }
 
+    /// Read-only transactions on replicas: after a statement ran on
+    /// replica `server`, follows the server's status flags. A transaction
+    /// the replica reports open pins the session to that connection; once
+    /// the flags say it ended (COMMIT, ROLLBACK, an implicit commit), the
+    /// session routes freely again. After `SET TRANSACTION READ ONLY` the
+    /// session stays there until a statement other than `SET`/`USE` has
+    /// succeeded, so the next transaction gets that setting (a stale setting left
+    /// on a replica's connection is harmless: replicas only run reads; the
+    /// connection is reset before another session borrows it).
+    fn track_replica_tx(&mut self, c: &Classified, summary: &Summary, server: &Arc<str>) {
+        let in_trans = summary
+            .status
+            .map(|st| st.contains(StatusFlags::SERVER_STATUS_IN_TRANS));
+        match self.replica_tx.as_mut() {
+            Some(tx) if tx.server == *server => match in_trans {
+                Some(true) => tx.open = true,
+                // An error does not end a transaction, nor use up a
+                // pending `SET TRANSACTION READ ONLY` (MariaDB keeps it
+                // after a refused write).
+                None => {}
+                Some(false)
+                    if !tx.open && matches!(c.kind, StatementKind::Set | StatementKind::Use) => {}
+                Some(false) => self.replica_tx = None,
+            },
+            Some(_) => {}
+            None => {
+                // The server's word on the access mode: a transaction it
+                // opened read-write would be a routing mistake (replicas
+                // still refuse its writes through `read_only`).
+                if let Some(st) = summary.status
+                    && st.contains(StatusFlags::SERVER_STATUS_IN_TRANS)
+                    && !st.contains(StatusFlags::SERVER_STATUS_IN_TRANS_READONLY)
+                {
+                    warn!(parent: &self.span, server = %server, "transaction opened on a replica is not read only");
+                }
+                let pending = c.tx == TxOpen::NextReadOnly && summary.error.is_none();
+                if pending || in_trans == Some(true) {
+                    if pending && let Some(h) = self.conns.iter_mut().find(|h| h.server == *server)
+                    {
+                        h.conn.dirty = true;
+                    }
+                    self.replica_tx = Some(ReplicaTx {
+                        server: server.clone(),
+                        open: in_trans == Some(true),
+                    });
+                }
+            }
+        }
+    }
+
+    /// `SET TRANSACTION READ ONLY` (next transaction only) is routed like
+    /// the transaction it announces: to a replica, where that transaction
+    /// will run. Not in statement pool mode (no multi-statement
+    /// transactions there). Parses only `SET` statements.
+    fn next_transaction(&self, c: Classified, sql: &[u8]) -> Classified {
+        if c.kind == StatementKind::Set
+            && self.cfg.pool_mode != PoolMode::Statement
+            && crate::router::set::next_transaction_read_only(sql)
+        {
+            Classified {
+                tx: TxOpen::NextReadOnly,
+                ..c
+            }
+        } else {
+            c
+        }
+    }
+
+    /// Inside a read-only transaction on a replica, statements that would
+    /// leave state only that connection holds (temporary tables, locks,
+    /// user variables set by queries, SQL `PREPARE`, unreplayable `SET`s,
+    /// `autocommit`) are refused: the session could not follow that state
+    /// once the transaction ends. `/* rwproxy:primary */` on the opening
+    /// statement runs such a transaction on the primary.
+    fn refuse_in_replica_tx(&self, c: &Classified, sql: &[u8]) -> Option<ClientError> {
+        self.replica_tx.as_ref()?;
+        if c.hint == Some(classify::Hint::Primary) {
+            return None;
+        }
+        let leaves_state = c.pins_session
+            || (c.kind == StatementKind::Set
+                && match crate::router::set::parse_set(sql) {
+                    crate::router::set::SetEffect::Unreplayable => true,
+                    crate::router::set::SetEffect::Session(items) => {
+                        items.iter().any(|i| i.key == "autocommit")
+                    }
+                    crate::router::set::SetEffect::NotSession => false,
+                });
+        leaves_state.then(|| {
+            ClientError::new(
+                1235,
+                b"42000",
+                "rwproxy: this statement would leave session state on the replica running this read-only transaction (temporary table, lock, user variable set by a query, PREPARE, autocommit); run the transaction on the primary with /* rwproxy:primary */",
+            )
+        })
+    }
+
     /// Updates transaction state from the primary's status flags.
     fn track_status(&mut self, summary: &Summary) {
         if let Some(st) = summary.status {
@@ -1566,6 +1711,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         stmt: Option<(u32, u32)>,
     ) -> Result<Summary, ExecError> {
         let caps = self.caps;
+        let read_only_tx = self
+            .replica_tx
+            .as_ref()
+            .is_some_and(|t| t.server == self.conns[pos].server);
+        let commit = read_only_tx && is_commit(payload.get(1..).unwrap_or_default());
         let held = &mut self.conns[pos];
         held.conn.broken = true;
         held.conn.stream.queue_payload(0, payload);
@@ -1585,15 +1735,52 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         .and_then(|s| s.columns.as_ref()),
                     server_sent: stmt.and_then(|(_, bid)| held.conn.sent_columns.get(&bid)),
                 };
-                response::forward(
-                    &mut held.conn.stream,
-                    Some(&mut self.client),
-                    expect,
-                    caps,
-                    meta,
-                )
-                .await
+                if read_only_tx {
+                    response::forward_read_only_tx(
+                        &mut held.conn.stream,
+                        Some(&mut self.client),
+                        expect,
+                        caps,
+                        meta,
+                        commit,
+                    )
+                    .await
+                } else {
+                    response::forward(
+                        &mut held.conn.stream,
+                        Some(&mut self.client),
+                        expect,
+                        caps,
+                        meta,
+                    )
+                    .await
+                }
             }
+        };
+        // A read-only transaction's COMMIT the replica refused: end it with
+        // ROLLBACK (same effect: nothing was written) and forward that.
+        let result = match result {
+            Ok(s) if s.held_back => {
+                debug!(server = %held.server, "replica refused a read-only transaction's COMMIT; rolling back instead");
+                held.conn.stream.queue_payload(0, b"\x03ROLLBACK");
+                match held.conn.stream.flush().await {
+                    Err(source) => Err(ForwardError::Backend {
+                        source,
+                        started: false,
+                    }),
+                    Ok(()) => {
+                        response::forward(
+                            &mut held.conn.stream,
+                            Some(&mut self.client),
+                            Expect::Query,
+                            caps,
+                            response::MetaCache::OFF,
+                        )
+                        .await
+                    }
+                }
+            }
+            other => other,
         };
         match result {
             Ok(summary) => {
@@ -1625,6 +1812,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let server = held.server.clone();
         self.stmts.forget_server(&server);
         drop(held.into_conn());
+        // The server ended a read-only transaction with the connection.
+        if self.replica_tx.as_ref().is_some_and(|t| t.server == server) {
+            self.replica_tx = None;
+        }
         // Losing the primary connection ends whatever lived on it: the
         // server rolls back the open transaction and drops session-only
         // state, so the session is free to route normally again.
@@ -1682,7 +1873,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let mut i = 0;
         while i < self.conns.len() {
             let held = &self.conns[i];
-            if (held.primary && keep_primary) || self.stmts.busy_on(&held.server) {
+            let replica_tx = self
+                .replica_tx
+                .as_ref()
+                .is_some_and(|t| t.server == held.server);
+            if (held.primary && keep_primary) || replica_tx || self.stmts.busy_on(&held.server) {
                 i += 1;
                 continue;
             }
@@ -1695,7 +1890,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Returns every held connection to its pool, reset there unless
     /// nothing on it needs a reset (see [`crate::backend::Pools::put`]).
     async fn release_all(&mut self) {
-        let session_clean = self.autocommit && !self.pinned && !self.in_trans;
+        let session_clean =
+            self.autocommit && !self.pinned && !self.in_trans && self.replica_tx.is_none();
         let conns: Vec<Held> = self.conns.drain(..).collect();
         for held in conns {
             self.shared.pools.put(held.into_conn(), session_clean).await;
@@ -1731,6 +1927,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.autocommit = true;
         self.set_in_trans(false);
         self.pinned = false;
+        self.replica_tx = None;
     }
 
     async fn on_change_user(&mut self, rest: &[u8]) -> Result<Flow, String> {
@@ -1818,6 +2015,28 @@ fn opens_transaction(c: &Classified, sql: &[u8]) -> bool {
         },
         _ => false,
     }
+}
+
+/// Whether a statement is a plain `COMMIT [WORK]`.
+fn is_commit(sql: &[u8]) -> bool {
+    let rest = skip_comments(sql);
+    let word = |s: &[u8], w: &[u8]| {
+        s.len() >= w.len()
+            && s[..w.len()].eq_ignore_ascii_case(w)
+            && !s
+                .get(w.len())
+                .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
+    };
+    if !word(rest, b"COMMIT") {
+        return false;
+    }
+    let after = rest[6..].trim_ascii();
+    let after = if word(after, b"WORK") {
+        after[4..].trim_ascii()
+    } else {
+        after
+    };
+    after.is_empty() || after == b";"
 }
 
 /// The statement text after leading whitespace and comments.
@@ -1909,6 +2128,28 @@ mod tests {
             "SET NAMES utf8mb4",
         ] {
             assert!(!opens(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn commits() {
+        for sql in [
+            "COMMIT",
+            "commit;",
+            "/* x */ COMMIT WORK",
+            " Commit work ; ",
+        ] {
+            assert!(super::is_commit(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "COMMITTED",
+            "COMMIT AND CHAIN",
+            "COMMIT RELEASE",
+            "ROLLBACK",
+            "COMMIT; SELECT 1",
+            "",
+        ] {
+            assert!(!super::is_commit(sql.as_bytes()), "{sql}");
         }
     }
 

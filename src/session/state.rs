@@ -19,6 +19,10 @@ pub struct State {
     /// to date on every change; a connection whose `state_fp` differs gets
     /// the state replayed before its next use.
     pub fp: u64,
+    /// The session's transactions are read only by default (`SET SESSION
+    /// TRANSACTION READ ONLY`, `tx_read_only` / `transaction_read_only` set
+    /// to 1): they may run on a replica.
+    pub read_only: bool,
 }
 
 impl State {
@@ -40,6 +44,11 @@ impl State {
                 }
                 if changed {
                     self.refresh_fp();
+                    self.read_only = self
+                        .items
+                        .iter()
+                        .find_map(crate::router::set::read_only_value)
+                        .unwrap_or(false);
                 }
                 false
             }

@@ -147,7 +147,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             min_gtid: self.last_write.as_ref(),
             exclude,
         };
-        let mut route = router::route(class, self.view(), snap, self.policy(), &needs, ticket);
+        let view = self.view_in(snap);
+        let mut route = router::route(class, view, snap, self.policy(), &needs, ticket);
         if causal {
             route = self.causal(route, class, snap, exclude, ticket).await;
         }
@@ -418,8 +419,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         forced: &Option<Arc<str>>,
         tried: &mut Vec<usize>,
     ) -> bool {
-        let retry =
-            forced.is_none() && snap.primary != Some(idx) && !tried.contains(&idx) && e.retryable();
+        // Not inside a replica's read-only transaction: no other server has it.
+        let retry = forced.is_none()
+            && self.replica_tx.is_none()
+            && snap.primary != Some(idx)
+            && !tried.contains(&idx)
+            && e.retryable();
         if retry {
             tried.push(idx);
         }
@@ -531,6 +536,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
                 if let Some((d, text)) = self.stmts.by_id.get(&id).and_then(|s| s.digest.as_ref()) {
                     self.account_digest(*d, text, (started, now), Some((on_primary, &summary)));
+                }
+                if !on_primary {
+                    self.track_replica_tx(&class, &summary, &server);
                 }
                 if on_primary {
                     self.track_status(&summary);

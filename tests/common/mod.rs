@@ -169,8 +169,13 @@ pub async fn admin(proxy: &Proxy, sql: &str) -> Result<Vec<Vec<String>>, String>
 
 /// A plain HTTP GET against the proxy's HTTP endpoint: (status, body).
 pub async fn http_get(proxy: &Proxy, path: &str) -> (u16, String) {
+    http_get_addr(proxy.http, path).await
+}
+
+/// A plain HTTP GET against an HTTP endpoint's address: (status, body).
+pub async fn http_get_addr(addr: SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(proxy.http)
+    let mut s = tokio::net::TcpStream::connect(addr)
         .await
         .expect("http connect");
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
