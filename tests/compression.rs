@@ -519,3 +519,41 @@ async fn zstd_towards_a_server_that_lacks_it_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// Results stream through compressed legs: a 300 MB result read by a
+/// compressed client from a proxy whose server leg is compressed too
+/// moves through the real binary while its memory stays flat (each flush
+/// of at most 64 KiB is compressed on its own; nothing waits for the end
+/// of the result).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_results_stream_in_bounded_memory() {
+    let _serial = SERIAL.lock().await;
+    let sb = sandbox::shared();
+    let cfg = with_server_compression(common::sandbox_config(sb), ServerCompression::Zlib);
+    let mut proxy = common::child::ChildProxy::start(cfg, "warn").await;
+    let before = proxy.rss_kib();
+    // 300,000 rows of 1,000 bytes; the CLI discards them as they come.
+    let port = proxy.addr.port();
+    let reader = tokio::spawn(async move {
+        cli(
+            port,
+            &["-N", "--compress", "--quick"],
+            "SELECT seq, REPEAT(CHAR(65 + seq % 26), 1000) FROM seq_1_to_300000",
+        )
+        .await
+    });
+    let mut peak = before;
+    while !reader.is_finished() {
+        peak = peak.max(proxy.rss_kib());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, out, err) = reader.await.unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.len() > 300_000_000, "{} bytes", out.len());
+    println!("proxy RSS {before} KiB before, peak {peak} KiB");
+    assert!(
+        peak < before + 32 * 1024,
+        "proxy RSS grew from {before} to {peak} KiB for a 300 MB result"
+    );
+    proxy.assert_healthy();
+}

@@ -434,3 +434,38 @@ async fn socket_clients_match_localhost_accounts() {
     drop(proxy);
     wait_gone(&path).await;
 }
+
+/// `listen_socket_owner` / `listen_socket_group` by name give the socket
+/// file that owner and group (the test runs as root, as CI does; only
+/// root may give a file away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_owner_and_group_are_applied() {
+    use std::os::unix::fs::MetadataExt;
+    let _serial = lock().await;
+    assert_eq!(
+        nix::unistd::geteuid().as_raw(),
+        0,
+        "this test needs root (chown to another user), as CI runs"
+    );
+    let path = socket_path("owner");
+    let mut c = config(&path);
+    c.listen_socket_owner = Some("nobody".into());
+    c.listen_socket_group = Some("nogroup".into());
+    c.listen_socket_mode = Some("0600".into());
+    let _proxy = common::start_proxy(c).await;
+    let meta = std::fs::symlink_metadata(&path).expect("socket file exists");
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+    let nogroup = nix::unistd::Group::from_name("nogroup").unwrap().unwrap();
+    assert_eq!(meta.uid(), nobody.uid.as_raw());
+    assert_eq!(meta.gid(), nogroup.gid.as_raw());
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+    // root still connects (as the server's own socket lets it).
+    let opts = OptsBuilder::default()
+        .socket(Some(path.to_string_lossy().into_owned()))
+        .user(Some("app"))
+        .pass(Some("app"))
+        .prefer_socket(false);
+    let mut conn = Conn::new(opts).await.expect("connect over the socket");
+    let one: i64 = conn.query_first("SELECT 1").await.unwrap().unwrap();
+    assert_eq!(one, 1);
+}
