@@ -511,6 +511,19 @@ impl Forwarder {
             if !more {
                 return Ok(());
             }
+            // Each result of a multi-result response reaches the client as
+            // soon as it is complete while the server is still working on
+            // the next one (nothing of it here yet): a client must not wait
+            // for the whole batch (`SELECT SLEEP(1); SELECT SLEEP(2)` shows
+            // its first result after 1 s, as directly). Results the server
+            // sent together still leave together.
+            if !backend.has_buffered_frame()
+                && let Some(c) = client.as_mut()
+                && c.queued() > 0
+            {
+                self.flushed = true;
+                c.flush().await.map_err(ForwardError::Client)?;
+            }
         }
     }
 
