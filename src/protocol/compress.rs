@@ -236,7 +236,8 @@ impl Compressor {
     /// (and one left incomplete at the end of the previous packet).
     fn renumber(&mut self, plain: &mut BytesMut, start: usize) {
         let end = plain.len();
-        let mut pos = start - self.rd_hdr;
+        // The incomplete header stays buffered: nothing consumes part of a frame.
+        let mut pos = start.saturating_sub(self.rd_hdr);
         self.rd_hdr = 0;
         let skip = self.rd_skip.min(end - pos);
         pos += skip;
