@@ -379,7 +379,12 @@ async fn handshake<S: ClientTransport>(
                 // What was read past the SSLRequest is the start of the
                 // TLS handshake: it goes back in front of the stream.
                 let (stream, rest) = client.into_inner();
-                client = PacketStream::new(stream.start_tls(rest, acceptor).await?);
+                client = PacketStream::new(
+                    stream
+                        .start_tls(rest, acceptor)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                );
                 client.set_write_timeout(
                     (cfg.client_write_timeout_ms > 0)
                         .then(|| Duration::from_millis(cfg.client_write_timeout_ms)),
