@@ -159,6 +159,33 @@ impl FailoverWait {
     }
 }
 
+/// Why a session ended: the `reason` of its "session closed" log line.
+#[derive(Debug, thiserror::Error)]
+enum End {
+    #[error("client quit")]
+    Quit,
+    #[error("client disconnected")]
+    Disconnected,
+    #[error("server shutting down")]
+    Shutdown,
+    #[error("client idle timeout")]
+    IdleTimeout,
+    #[error("client read timeout (stalled mid-packet)")]
+    Stalled,
+    #[error("packet too large")]
+    TooLarge,
+    #[error("protocol error: {0}")]
+    Protocol(#[source] FrameError),
+    #[error("client error: {0}")]
+    Client(#[source] FrameError),
+    #[error("backend failed mid-response: {0}")]
+    BackendLost(#[source] ExecError),
+    #[error("COM_CHANGE_USER failed: {0}")]
+    ChangeUser(#[source] HandshakeError),
+    #[error("COM_CHANGE_USER refused for {user:?}: {}", .error.message)]
+    ChangeUserRefused { user: String, error: ClientError },
+}
+
 /// Whether the command loop goes on.
 enum Flow {
     Continue,
@@ -743,7 +770,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// Reads and runs commands until the client leaves or fails.
-    async fn command_loop(&mut self) -> String {
+    async fn command_loop(&mut self) -> End {
         let shutdown = self.shared.shutdown.clone();
         loop {
             let idle = self.cfg.client_idle_timeout_ms;
@@ -760,10 +787,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let started = tokio::select! {
                 r = self.client.wait_readable() => r,
                 _ = shutdown.cancelled(), if !self.in_any_trans() => {
-                    return "server shutting down".into();
+                    return End::Shutdown;
                 }
                 _ = idle_limit => {
-                    return "client idle timeout".into();
+                    return End::IdleTimeout;
                 }
             };
             let read = match started {
@@ -784,7 +811,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                             Err(_) => {
                                 self.shared.metrics.error(ErrorKind::ClientProtocol);
                                 warn!(parent: &self.span, ms, "client stalled in the middle of a packet");
-                                return "client read timeout (stalled mid-packet)".into();
+                                return End::Stalled;
                             }
                         },
                     }
@@ -792,16 +819,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             };
             let packet = match read {
                 Ok(p) => p,
-                Err(FrameError::Closed) => return "client disconnected".into(),
+                Err(FrameError::Closed) => return End::Disconnected,
                 Err(FrameError::TooLarge { size, limit }) => {
                     warn!(parent: &self.span, size, limit, "client packet exceeds max_allowed_packet");
                     self.send_err(&ClientError::packet_too_large()).await;
-                    return "packet too large".into();
+                    return End::TooLarge;
                 }
                 Err(e) => {
                     self.shared.metrics.error(ErrorKind::ClientProtocol);
                     warn!(parent: &self.span, error = %e, "bad packet from client");
-                    return format!("protocol error: {e}");
+                    return End::Protocol(e);
                 }
             };
             let mut payload = packet.payload;
@@ -813,14 +840,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.account_bytes();
             match r {
                 Ok(Flow::Continue) => {}
-                Ok(Flow::Close) => return "client quit".into(),
+                Ok(Flow::Close) => return End::Quit,
                 Err(e) => return e,
             }
         }
     }
 
     /// Runs one command. `Err` ends the session with the given reason.
-    async fn dispatch(&mut self, payload: &mut [u8]) -> Result<Flow, String> {
+    async fn dispatch(&mut self, payload: &mut [u8]) -> Result<Flow, End> {
         let cmd = match command::decode(payload) {
             Ok(c) => c,
             Err(e) => {
@@ -839,7 +866,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Command::Ping => {
                 let st = self.status_flags();
                 self.client.queue_payload(1, &ok_payload(0, 0, st));
-                self.client.flush().await.map_err(|e| e.to_string())?;
+                self.client.flush().await.map_err(End::Client)?;
                 Ok(())
             }
             Command::Query(sql) => {
@@ -888,7 +915,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 self.reset_session().await;
                 self.client
                     .queue_payload(1, &ok_payload(0, 0, StatusFlags::SERVER_STATUS_AUTOCOMMIT));
-                self.client.flush().await.map_err(|e| e.to_string())?;
+                self.client.flush().await.map_err(End::Client)?;
                 Ok(())
             }
             Command::ChangeUser(rest) => {
@@ -916,11 +943,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         match r {
             Ok(()) => Ok(Flow::Continue),
-            Err(ExecError::Client(e)) => Err(format!("client error: {e}")),
+            Err(ExecError::Client(e)) => Err(End::Client(e)),
             Err(e @ ExecError::Backend { started: true, .. }) => {
                 self.shared.metrics.error(ErrorKind::BackendLost);
                 warn!(parent: &self.span, error = %e, "backend failed mid-response; closing client");
-                Err(format!("backend failed mid-response: {e}"))
+                Err(End::BackendLost(e))
             }
             Err(e) => {
                 self.shared.metrics.error(match &e {
@@ -1754,7 +1781,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.replica_tx = None;
     }
 
-    async fn on_change_user(&mut self, rest: &[u8]) -> Result<Flow, String> {
+    async fn on_change_user(&mut self, rest: &[u8]) -> Result<Flow, End> {
         let Some(cu) = handshake::parse_change_user(rest) else {
             self.send_err(&ClientError::new(
                 1835,
@@ -1775,7 +1802,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             scramble = auth::new_scramble();
             let (r, s) = handshake::switch_to_native(&mut self.client, seq, &scramble)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(End::ChangeUser)?;
             reply = r;
             seq = s.wrapping_add(1);
         }
@@ -1793,10 +1820,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Err(e) => {
                 self.client.queue_payload(seq, &e.to_payload());
                 let _ = self.client.flush().await;
-                return Err(format!(
-                    "COM_CHANGE_USER refused for {:?}: {}",
-                    cu.user, e.message
-                ));
+                return Err(End::ChangeUserRefused {
+                    user: cu.user,
+                    error: e,
+                });
             }
         };
         self.reset_session().await;
@@ -1811,7 +1838,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             seq,
             &ok_payload(0, 0, StatusFlags::SERVER_STATUS_AUTOCOMMIT),
         );
-        self.client.flush().await.map_err(|e| e.to_string())?;
+        self.client.flush().await.map_err(End::Client)?;
         Ok(Flow::Continue)
     }
 }
