@@ -883,34 +883,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 let db = String::from_utf8_lossy(db).into_owned();
                 self.on_init_db(payload, db).await
             }
-            Command::FieldList => {
-                let c = Classified {
-                    kind: StatementKind::Read,
-                    hint: None,
-                    max_lag: None,
-                    pins_session: false,
-                    tx: TxOpen::None,
-                };
-                let work = Work::Command {
-                    payload,
-                    expect: Expect::FieldList,
-                };
-                self.execute(&c, None, work).await.map(|_| ())
-            }
-            Command::Statistics => {
-                let c = Classified {
-                    kind: StatementKind::ReadPrimary,
-                    hint: None,
-                    max_lag: None,
-                    pins_session: false,
-                    tx: TxOpen::None,
-                };
-                let work = Work::Command {
-                    payload,
-                    expect: Expect::Statistics,
-                };
-                self.execute(&c, None, work).await.map(|_| ())
-            }
+            Command::FieldList => self
+                .command(StatementKind::Read, payload, Expect::FieldList)
+                .await
+                .map(|_| ()),
+            Command::Statistics => self
+                .command(StatementKind::ReadPrimary, payload, Expect::Statistics)
+                .await
+                .map(|_| ()),
             Command::ResetConnection => {
                 self.reset_session().await;
                 self.client
@@ -1108,81 +1088,81 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         self.pinned = true;
                     }
                     // The connection that ran the SET already has it.
-                    if let Some(h) = self.conns.iter_mut().find(|h| h.server == route_idx)
-                        && h.conn.state_fp() == before
-                    {
-                        h.conn.set_state_fp(self.state.fp);
-                    }
+                    self.state_applied(&route_idx, before);
                 }
                 StatementKind::Use => {
                     if let Some(db) = state::parse_use(sql) {
-                        self.state.schema = Some(db.clone());
-                        if let Some(h) = self.conns.iter_mut().find(|h| h.server == route_idx) {
-                            h.conn.set_schema(db);
-                        }
+                        self.schema_selected(&route_idx, db);
                     }
                 }
                 _ => {}
             }
         }
         if let Some(schema) = summary.schema {
-            self.state.schema = Some(schema.clone());
-            if let Some(h) = self.conns.iter_mut().find(|h| h.server == route_idx) {
-                h.conn.set_schema(schema);
-            }
+            self.schema_selected(&route_idx, schema);
         }
         Ok(())
     }
 
     async fn on_init_db(&mut self, payload: &[u8], db: String) -> Result<(), ExecError> {
-        let c = Classified {
-            kind: StatementKind::Use,
-            hint: None,
-            max_lag: None,
-            pins_session: false,
-            tx: TxOpen::None,
-        };
-        let work = Work::Command {
-            payload,
-            expect: Expect::Simple,
-        };
-        let Ran {
-            server, summary, ..
-        } = self.execute(&c, None, work).await?;
-        if summary.error.is_none() {
-            self.state.schema = Some(db.clone());
-            if let Some(h) = self.conns.iter_mut().find(|h| h.server == server) {
-                h.conn.set_schema(db);
-            }
+        let ran = self
+            .command(StatementKind::Use, payload, Expect::Simple)
+            .await?;
+        if ran.summary.error.is_none() {
+            self.schema_selected(&ran.server, db);
         }
         Ok(())
     }
 
     async fn on_set_option(&mut self, payload: &[u8], opt: u16) -> Result<(), ExecError> {
+        let ran = self
+            .command(StatementKind::Set, payload, Expect::Simple)
+            .await?;
+        if ran.summary.error.is_none() {
+            let before = self.state.fp;
+            self.state.record_set_option(opt);
+            self.state_applied(&ran.server, before);
+        }
+        Ok(())
+    }
+
+    /// Runs a command that is not a statement text (`COM_INIT_DB`,
+    /// `COM_SET_OPTION`, `COM_FIELD_LIST`, `COM_STATISTICS`), routed as a
+    /// statement of `kind`.
+    async fn command(
+        &mut self,
+        kind: StatementKind,
+        payload: &[u8],
+        expect: Expect,
+    ) -> Result<Ran, ExecError> {
         let c = Classified {
-            kind: StatementKind::Set,
+            kind,
             hint: None,
             max_lag: None,
             pins_session: false,
             tx: TxOpen::None,
         };
-        let work = Work::Command {
-            payload,
-            expect: Expect::Simple,
-        };
-        let Ran {
-            server, summary, ..
-        } = self.execute(&c, None, work).await?;
-        if summary.error.is_none() {
-            let before = self.state.fp;
-            self.state.record_set_option(opt);
-            if let Some(h) = self.conns.iter_mut().find(|h| h.server == server)
-                && h.conn.state_fp() == before
-            {
-                h.conn.set_state_fp(self.state.fp);
-            }
+        self.execute(&c, None, Work::Command { payload, expect })
+            .await
+    }
+
+    /// The session's schema is now `db`, and the connection to `server`
+    /// (which ran the statement) has it selected.
+    fn schema_selected(&mut self, server: &Arc<str>, db: String) {
+        self.state.schema = Some(db.clone());
+        if let Some(h) = self.conns.iter_mut().find(|h| &h.server == server) {
+            h.conn.set_schema(db);
         }
-        Ok(())
+    }
+
+    /// A SET ran on `server`'s connection: it carries the session state
+    /// now, if it carried the state before (`before`, the fingerprint).
+    fn state_applied(&mut self, server: &Arc<str>, before: u64) {
+        if let Some(h) = self.conns.iter_mut().find(|h| &h.server == server)
+            && h.conn.state_fp() == before
+        {
+            h.conn.set_state_fp(self.state.fp);
+        }
     }
 
     /// The routing policy in force.
@@ -1582,13 +1562,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let held = &mut self.conns[pos];
         let mut ex = match held.conn.exchange(payload).await {
             Ok(ex) => ex,
-            Err(source) => {
-                let e = ForwardError::Backend {
-                    source,
-                    started: false,
-                };
-                return Err(self.drop_conn(pos, e));
-            }
+            Err(source) => return Err(self.drop_conn(pos, ForwardError::unsent(source))),
         };
         let server_caches = ex.caches_metadata();
         let (stream, server_sent) = ex.stream_and_columns(stmt.map(|(_, bid)| bid));
@@ -1617,10 +1591,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(s) if s.held_back => {
                 debug!(server = %held.server, "replica refused a read-only transaction's COMMIT; rolling back instead");
                 match ex.send(b"\x03ROLLBACK").await {
-                    Err(source) => Err(ForwardError::Backend {
-                        source,
-                        started: false,
-                    }),
+                    Err(source) => Err(ForwardError::unsent(source)),
                     Ok(()) => {
                         response::forward(
                             ex.stream(),
