@@ -549,23 +549,6 @@ pub fn down_sandbox(sb: &MysqlSandbox) -> Result<(), SandboxError> {
     unmount(sb)
 }
 
-/// Stops and starts server `i` again (tests: a restarted server forgets
-/// its caching_sha2_password cache).
-pub fn restart_server(sb: &MysqlSandbox, i: usize) -> Result<(), SandboxError> {
-    if let Some(pid) = sb.running_pid(i) {
-        let _ = process::signal(pid, "TERM");
-        let deadline = Instant::now() + STOP_GRACE;
-        while process::process_alive(pid) && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-    start_one(sb, i)?;
-    if i > 0 {
-        sql(sb, i, "START REPLICA")?;
-    }
-    Ok(())
-}
-
 /// One line per server, as `status` shows them.
 pub fn status(sb: &MysqlSandbox) -> Vec<ServerStatus> {
     (0..sb.ports.len())
