@@ -487,7 +487,9 @@ impl Accounts {
         };
         let (rows, skip, mysql) = tokio::time::timeout(cfg.connect_timeout() * 2, fetch)
             .await
-            .map_err(|_| "timed out reading the accounts (mysql.global_priv / mysql.user)".to_string())??;
+            .map_err(|_| {
+                "timed out reading the accounts (mysql.global_priv / mysql.user)".to_string()
+            })??;
         self.skip_name_resolve
             .store(skip, std::sync::atomic::Ordering::Relaxed);
         self.mysql

@@ -227,7 +227,8 @@ async fn caching_sha2_accounts_log_in_through_rwproxy() {
         .expect("row");
     assert_eq!(user, "app@%");
     assert!(replicas.contains(&port), "read ran on {port}");
-    let mut root_conn = login_within(proxy.opts("root", "root", None), Duration::from_secs(5)).await;
+    let mut root_conn =
+        login_within(proxy.opts("root", "root", None), Duration::from_secs(5)).await;
 
     // CREATE USER through rwproxy: one account per client and transport,
     // so that every first login is a full authentication.
@@ -277,7 +278,9 @@ async fn caching_sha2_accounts_log_in_through_rwproxy() {
         Err(e) => {
             eprintln!("first query failed: {e}");
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let mut c = mysql_async::Conn::new(proxy.opts("c_async", "pw_c_async", Some("app"))).await.expect("again");
+            let mut c = mysql_async::Conn::new(proxy.opts("c_async", "pw_c_async", Some("app")))
+                .await
+                .expect("again");
             c.query_first("SELECT CURRENT_USER(), @@port")
                 .await
                 .expect("q2")
@@ -317,11 +320,25 @@ async fn caching_sha2_accounts_log_in_through_rwproxy() {
         ),
         (
             "c_pymysql_rsa",
-            python(&sys_py, PYMYSQL, pport, "c_pymysql_rsa", "pw_c_pymysql_rsa", ""),
+            python(
+                &sys_py,
+                PYMYSQL,
+                pport,
+                "c_pymysql_rsa",
+                "pw_c_pymysql_rsa",
+                "",
+            ),
         ),
         (
             "c_pymysql_tls",
-            python(&sys_py, PYMYSQL, pport, "c_pymysql_tls", "pw_c_pymysql_tls", &ca),
+            python(
+                &sys_py,
+                PYMYSQL,
+                pport,
+                "c_pymysql_tls",
+                "pw_c_pymysql_tls",
+                &ca,
+            ),
         ),
         (
             "c_conn_tls",
@@ -364,7 +381,11 @@ async fn caching_sha2_accounts_log_in_through_rwproxy() {
     ] {
         let out = run(cmd).await;
         assert!(out.ok, "fast path {user}: {} {}", out.stdout, out.stderr);
-        assert!(out.stdout.starts_with(&format!("{user}@%\t")), "{}", out.stdout);
+        assert!(
+            out.stdout.starts_with(&format!("{user}@%\t")),
+            "{}",
+            out.stdout
+        );
     }
     // The mariadb CLI over plaintext does the RSA exchange (first login).
     let out = run(mariadb_cli(pport, "c_plain", "pw_c_plain", &["--skip-ssl"])).await;
@@ -406,7 +427,14 @@ async fn caching_sha2_accounts_log_in_through_rwproxy() {
         "full auth, wrong password: {}",
         out.stderr
     );
-    let out = run(mysql_cli(&root, pport, "c_mysql_tls", "nope", &["--ssl-mode=REQUIRED"])).await;
+    let out = run(mysql_cli(
+        &root,
+        pport,
+        "c_mysql_tls",
+        "nope",
+        &["--ssl-mode=REQUIRED"],
+    ))
+    .await;
     assert!(out.stderr.contains("ERROR 1045 (28000)"), "{}", out.stderr);
     let e = mysql_async::Conn::new(proxy.opts("app", "wrong", None))
         .await

@@ -298,11 +298,7 @@ impl RsaKey {
     /// Decrypts a client's RSA-encrypted password; `None` if it does not
     /// decrypt. The trailing NUL is removed.
     pub fn decrypt_password(&self, data: &[u8], nonce: &[u8]) -> Option<Sha2Secret> {
-        let plain = Zeroizing::new(
-            self.private
-                .decrypt(Oaep::new::<sha1::Sha1>(), data)
-                .ok()?,
-        );
+        let plain = Zeroizing::new(self.private.decrypt(Oaep::new::<sha1::Sha1>(), data).ok()?);
         let clear = xor_nonce(&plain, nonce);
         let end = clear.iter().position(|b| *b == 0).unwrap_or(clear.len());
         Some(Sha2Secret::new(&clear[..end]))

@@ -424,7 +424,9 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
                     (p, Some(secret)) if p == caching_sha2::PLUGIN.as_bytes() => {
                         secret.scramble(sw.plugin_data()).to_vec()
                     }
-                    (p, None) if p == caching_sha2::PLUGIN.as_bytes() && params.stage1.is_none() => {
+                    (p, None)
+                        if p == caching_sha2::PLUGIN.as_bytes() && params.stage1.is_none() =>
+                    {
                         // A password-less account.
                         Vec::new()
                     }
@@ -487,11 +489,17 @@ async fn caching_sha2_more_data<S: AsyncRead + AsyncWrite + Unpin>(
     match key.payload.first() {
         Some(0x01) => {}
         Some(0xff) => return Err(HandshakeError::Refused(parse_err(&key.payload))),
-        _ => return Err(HandshakeError::Malformed("expected the server's public key".into())),
+        _ => {
+            return Err(HandshakeError::Malformed(
+                "expected the server's public key".into(),
+            ));
+        }
     }
     seq = key.last_seq.wrapping_add(1);
     let encrypted = caching_sha2::encrypt_password(secret.password(), nonce, &key.payload[1..])
-        .ok_or_else(|| HandshakeError::Malformed("unusable RSA public key from the server".into()))?;
+        .ok_or_else(|| {
+            HandshakeError::Malformed("unusable RSA public key from the server".into())
+        })?;
     stream.queue_payload(seq, &encrypted);
     stream.flush().await?;
     Ok(())

@@ -164,8 +164,11 @@ impl MysqlSandbox {
             reason: format!("cannot serialize sandbox state: {e}"),
         })?;
         let tmp = self.dir.join(format!("{MANIFEST}.tmp"));
-        fs::write(&tmp, format!("# Managed by `rwproxy sandbox`; do not edit.\n{body}"))
-            .map_err(io_error("write", &tmp))?;
+        fs::write(
+            &tmp,
+            format!("# Managed by `rwproxy sandbox`; do not edit.\n{body}"),
+        )
+        .map_err(io_error("write", &tmp))?;
         fs::rename(&tmp, &path).map_err(io_error("write", &path))
     }
 

@@ -492,9 +492,9 @@ async fn handshake<S: ClientTransport>(
     };
     if sha2.is_none()
         && hello
-        .plugin
-        .as_deref()
-        .is_some_and(|p| p != "mysql_native_password")
+            .plugin
+            .as_deref()
+            .is_some_and(|p| p != "mysql_native_password")
     {
         // e.g. caching_sha2_password: ask for a native-password answer.
         let (r, s) = handshake::switch_to_native(&mut client, seq, &scramble)

@@ -27,8 +27,8 @@ use crate::config::{AuthMode, Config};
 use crate::protocol::ClientError;
 use crate::protocol::auth::{self, SCRAMBLE_LEN};
 use crate::protocol::caching_sha2::{
-    self, FAST_AUTH_SUCCESS, PERFORM_FULL_AUTH, PLUGIN, REQUEST_PUBLIC_KEY, ShaCryptHash,
-    Sha2Secret,
+    self, FAST_AUTH_SUCCESS, PERFORM_FULL_AUTH, PLUGIN, REQUEST_PUBLIC_KEY, Sha2Secret,
+    ShaCryptHash,
 };
 use crate::protocol::handshake::ClientHello;
 use crate::protocol::packet::{FrameError, PacketStream};
@@ -194,7 +194,10 @@ async fn verify_full(
     secret: &Sha2Secret,
 ) -> Option<Sha2Secret> {
     if check(stored, secret).await {
-        shared.accounts.sha2_cache.insert((name, host), stored, secret);
+        shared
+            .accounts
+            .sha2_cache
+            .insert((name, host), stored, secret);
         return Some(secret.clone());
     }
     shared.accounts.refresh_after_miss().await;
@@ -259,7 +262,11 @@ async fn full_auth<S: ClientTransport>(
     let mut next = p.last_seq.wrapping_add(1);
     tracing::debug!(len = p.payload.len(), first = ?p.payload.first(), secure, "caching_sha2 full authentication");
     if secure {
-        let end = p.payload.iter().position(|b| *b == 0).unwrap_or(p.payload.len());
+        let end = p
+            .payload
+            .iter()
+            .position(|b| *b == 0)
+            .unwrap_or(p.payload.len());
         let secret = Sha2Secret::new(&p.payload[..end]);
         return Ok((secret, next));
     }
