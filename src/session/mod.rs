@@ -9,6 +9,7 @@
 //! there, so a read served by a replica sees what the client set.
 
 mod execute;
+mod sha2_login;
 mod state;
 mod stmt;
 
@@ -377,6 +378,7 @@ async fn handshake<S: ClientTransport>(
         caps,
         g.ext,
         g.collation,
+        shared.accounts.greet_with_sha2(),
     )
     .await
     .map_err(|e| e.to_string())?;
@@ -448,10 +450,26 @@ async fn handshake<S: ClientTransport>(
     }
     let mut seq = hello.seq.wrapping_add(1);
     let mut reply = hello.auth_reply.clone();
-    if hello
-        .plugin
-        .as_deref()
-        .is_some_and(|p| p != "mysql_native_password")
+    let tls = client.get_ref().is_tls();
+    // caching_sha2_password accounts (MySQL) and clients that ask for it.
+    let sha2 = match sha2_login::try_login(shared, &mut client, &hello, seq, &scramble, peer).await
+    {
+        Ok(done) => done,
+        Err(sha2_login::Sha2LoginError::Refused { err, seq }) => {
+            client.queue_payload(seq, &err.to_payload());
+            client.shutdown().await;
+            return Err(format!(
+                "login refused for user {:?}: {}",
+                hello.user, err.message
+            ));
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    if sha2.is_none()
+        && hello
+            .plugin
+            .as_deref()
+            .is_some_and(|p| p != "mysql_native_password")
     {
         // e.g. caching_sha2_password: ask for a native-password answer.
         let (r, s) = handshake::switch_to_native(&mut client, seq, &scramble)
@@ -460,8 +478,14 @@ async fn handshake<S: ClientTransport>(
         reply = r;
         seq = s.wrapping_add(1);
     }
-    let tls = client.get_ref().is_tls();
-    let stage1 = match verify(shared, &hello.user, peer, tls, &scramble, &reply).await {
+    let verified = match sha2 {
+        Some((cred, next)) => {
+            seq = next;
+            Ok(cred)
+        }
+        None => verify(shared, &hello.user, peer, tls, &scramble, &reply).await,
+    };
+    let stage1 = match verified {
         Ok(c) => c,
         Err(e) => {
             client.queue_payload(seq, &e.to_payload());
@@ -646,6 +670,7 @@ async fn verify_once(
             Ok(Credential {
                 user: name,
                 stage1: None,
+                sha2: None,
             })
         }
         Lookup::Found { hash: None, .. } => Err(denied()),
@@ -659,6 +684,7 @@ async fn verify_once(
                 return Err(insecure_transport());
             }
             Ok(Credential {
+                sha2: sha2_login::config_secret(&shared.config.load(), &name),
                 user: name,
                 stage1: Some(stage1),
             })
@@ -684,6 +710,13 @@ async fn verify_once(
             format!(
                 "rwproxy cannot proxy accounts that use the '{plugin}' authentication plugin; use mysql_native_password"
             ),
+        )),
+        // Served by sha2_login before; here only through COM_CHANGE_USER,
+        // which speaks mysql_native_password only.
+        Lookup::FoundSha2 { .. } => Err(ClientError::new(
+            1251,
+            b"08004",
+            "rwproxy cannot change to a caching_sha2_password account with COM_CHANGE_USER; reconnect instead",
         )),
         Lookup::NotFound => Err(denied()),
     }
