@@ -32,7 +32,7 @@ trap cleanup EXIT
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 
 scripts/install-deps.sh >/dev/null
-if [ -z "${SKIP_BUILD:-}" ]; then cargo build --release --quiet; fi
+if [ -z "${SKIP_BUILD:-}" ]; then cargo build --release --workspace --quiet; fi
 RW=${RWPROXY_BIN:-target/release/rwproxy}
 "$RW" sandbox up --dir "$WORK/sandbox" --base-port "$BASE_PORT" --replicas 2 \
 	--proxy-port $((BASE_PORT + 10)) >"$WORK/sandbox.log" 2>&1

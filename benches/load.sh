@@ -214,8 +214,8 @@ PY_ANY=$(command -v python3 || echo /usr/bin/python3)
 # --- build and ports ----------------------------------------------------------
 
 if [[ $SKIP_BUILD != 1 ]]; then
-	log "cargo build --release"
-	(cd "$ROOT" && cargo build --release) || die "cargo build --release failed"
+	log "cargo build --release --workspace"
+	(cd "$ROOT" && cargo build --release --workspace) || die "cargo build --release --workspace failed"
 fi
 [[ -x $RW ]] || die "no rwproxy binary at $RW"
 if [[ -n $BASE_BIN ]]; then

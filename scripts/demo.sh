@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 DIR="${DIR:-$PWD/.sandbox}"
 
 scripts/install-deps.sh
-cargo build --release --quiet
+cargo build --release --workspace --quiet
 bin=target/release/rwproxy
 $bin sandbox up --dir "$DIR" --replicas 2
 echo

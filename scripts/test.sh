@@ -12,7 +12,9 @@ scripts/validate-deploy.sh
 scripts/mysql-chroot.sh >/dev/null
 # Integration tests start several MariaDB servers each; run test binaries
 # one at a time and keep two test threads per binary on a 2-core machine.
-cargo test --release --no-fail-fast -- --test-threads=2
+# The sandbox program (`rwproxy sandbox …` runs it) is a workspace member.
+cargo build --release --workspace
+cargo test --release --workspace --no-fail-fast -- --test-threads=2
 if [ -x benches/load.sh ]; then
   SMOKE=1 benches/load.sh
 fi

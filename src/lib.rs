@@ -23,8 +23,10 @@
 //! - [`admin`]: the admin port (MySQL protocol) and the HTTP endpoint.
 //! - [`server`]: the listeners and the background services;
 //!   `server::run` is the one entry point of `main` and the tests.
-//! - [`sandbox`]: a real local MariaDB primary + replicas for demos and
-//!   tests.
+//!
+//! The sandbox (a real local MariaDB/MySQL primary + replicas for the demo,
+//! the tests and the benchmarks) is its own crate, `sandbox/`
+//! (`rwproxy-sandbox`), so the proxy's dependencies are the proxy's.
 
 #![forbid(unsafe_code)]
 
@@ -39,7 +41,6 @@ pub mod metrics;
 pub mod monitor;
 pub mod protocol;
 pub mod router;
-pub mod sandbox;
 pub mod server;
 pub mod session;
 pub mod topology;

@@ -45,9 +45,14 @@ enum Cmd {
     },
     /// Validate a configuration file and print what it sets.
     CheckConfig { config: PathBuf },
-    /// Manage a local MariaDB (or MySQL) primary + replicas.
-    #[command(subcommand)]
-    Sandbox(rwproxy::sandbox::SandboxCommand),
+    /// Manage a local MariaDB (or MySQL) primary + replicas: runs
+    /// `rwproxy-sandbox` (a development tool next to this binary, built
+    /// with `cargo build --release --workspace`) with the same arguments.
+    #[command(disable_help_flag = true)]
+    Sandbox {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 fn init_logging(format: &str, color: LogColor) {
@@ -145,7 +150,22 @@ fn main() -> anyhow::Result<()> {
                 });
             }
         }
-        Cmd::Sandbox(cmd) => rwproxy::sandbox::run_cli(cmd)?,
+        Cmd::Sandbox { args } => {
+            // The sandbox is not part of the proxy (its code and its
+            // dependencies stay out of the production binary): hand over
+            // to its own program, as `git <tool>` does.
+            use std::os::unix::process::CommandExt;
+            let exe = std::env::current_exe().context("locating the rwproxy binary")?;
+            let tool = exe.with_file_name("rwproxy-sandbox");
+            if !tool.exists() {
+                anyhow::bail!(
+                    "{} not found: the sandbox is a development tool; build it with `cargo build --release --workspace`",
+                    tool.display()
+                );
+            }
+            let e = std::process::Command::new(&tool).args(args).exec();
+            return Err(e).with_context(|| format!("running {}", tool.display()));
+        }
     }
     Ok(())
 }

@@ -232,7 +232,7 @@ async fn replica_killed_under_load_then_restarted() {
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let killed = Instant::now();
-    rwproxy::sandbox::kill_server(sb, 1).expect("kill replica1");
+    rwproxy_sandbox::kill_server(sb, 1).expect("kill replica1");
     let detect = wait_until(Duration::from_secs(5), "replica1 marked down", || async {
         let s = common::status(&proxy).await;
         common::server(&s, "replica1")["up"] == false
@@ -258,7 +258,7 @@ async fn replica_killed_under_load_then_restarted() {
         "marking replica1 down took {down_after:?} (polled for {detect:?})"
     );
 
-    rwproxy::sandbox::start_server(sb, 1).expect("restart replica1");
+    rwproxy_sandbox::start_server(sb, 1).expect("restart replica1");
     wait_until(
         Duration::from_secs(30),
         "replica1 readable again",

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::sandbox::{free_ports, temp_dir};
 use mysql_async::prelude::*;
-use rwproxy::sandbox::mysql::{self, MysqlSandbox};
+use rwproxy_sandbox::mysql::{self, MysqlSandbox};
 
 /// Stops the servers and unmounts the sandbox directory, also on panic.
 struct Down(MysqlSandbox);

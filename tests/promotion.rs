@@ -14,7 +14,7 @@ use common::sandbox::{self, root_opts};
 use common::{Proxy, admin, root_exec, start_proxy, wait_until};
 use mysql_async::prelude::*;
 use rwproxy::config::Config;
-use rwproxy::sandbox::Sandbox;
+use rwproxy_sandbox::Sandbox;
 
 fn config(sb: &Sandbox) -> Config {
     let mut c = common::with_admin(common::sandbox_config(sb));
@@ -292,7 +292,7 @@ async fn refusals_change_nothing() {
     drop(c);
     root_exec(r2, "START SLAVE SQL_THREAD").await;
     // A down server is refused.
-    rwproxy::sandbox::kill_server(&sb, 2).expect("kill");
+    rwproxy_sandbox::kill_server(&sb, 2).expect("kill");
     wait_until(Duration::from_secs(5), "replica2 down", || async {
         let s = common::status(&proxy).await;
         common::server(&s, "replica2")["up"] == false
@@ -330,7 +330,7 @@ async fn refusals_change_nothing() {
 async fn failover_run(semi_sync: bool) -> (usize, Duration, Duration, u64) {
     let dir = sandbox::temp_dir();
     let ports = sandbox::free_ports(3);
-    let sb = rwproxy::sandbox::up(&rwproxy::sandbox::UpOptions {
+    let sb = rwproxy_sandbox::up(&rwproxy_sandbox::UpOptions {
         dir: dir.clone(),
         ports: ports.clone(),
         proxy_port: sandbox::free_ports(1)[0],
@@ -341,7 +341,7 @@ async fn failover_run(semi_sync: bool) -> (usize, Duration, Duration, u64) {
     struct Down(std::path::PathBuf);
     impl Drop for Down {
         fn drop(&mut self) {
-            let _ = rwproxy::sandbox::down(&self.0);
+            let _ = rwproxy_sandbox::down(&self.0);
         }
     }
     let _down = Down(dir);
@@ -357,7 +357,7 @@ async fn failover_run(semi_sync: bool) -> (usize, Duration, Duration, u64) {
     let load = start_load(&proxy, 16, 4);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let killed = Instant::now();
-    rwproxy::sandbox::kill_server(&sb, 0).expect("kill primary");
+    rwproxy_sandbox::kill_server(&sb, 0).expect("kill primary");
     let detected = wait_until(Duration::from_secs(10), "primary marked down", || async {
         common::status(&proxy).await["servers"][0]["up"] == false
     })
@@ -389,7 +389,7 @@ async fn failover_run(semi_sync: bool) -> (usize, Duration, Duration, u64) {
     // made read_only at once, then rejoins as a replica of the new primary
     // (or, if it has transactions the new primary lacks — possible with
     // asynchronous replication — is kept out with a clear state).
-    rwproxy::sandbox::start_server(&sb, 0).expect("restart old primary");
+    rwproxy_sandbox::start_server(&sb, 0).expect("restart old primary");
     let new_port = sb.servers[idx].port;
     wait_until(Duration::from_secs(30), "old primary fenced", || async {
         let Ok(mut c) = mysql_async::Conn::new(root_opts(ports[0])).await else {
@@ -490,7 +490,7 @@ async fn manual_failover_on_command() {
     root_exec(p, "CREATE TABLE app.ack (id BIGINT PRIMARY KEY)").await;
     sandbox::wait_replicas_caught_up(&sb).await;
     let proxy = start_proxy(config(&sb)).await; // auto_failover = false
-    rwproxy::sandbox::kill_server(&sb, 0).expect("kill primary");
+    rwproxy_sandbox::kill_server(&sb, 0).expect("kill primary");
     wait_until(Duration::from_secs(5), "primary down", || async {
         common::status(&proxy).await["servers"][0]["up"] == false
     })
@@ -577,7 +577,7 @@ async fn two_processes_exactly_one_fails_over() {
     )
     .await;
 
-    rwproxy::sandbox::kill_server(&sb, 0).expect("kill primary");
+    rwproxy_sandbox::kill_server(&sb, 0).expect("kill primary");
     wait_until(Duration::from_secs(20), "A has a new primary", || async {
         let s = common::status(&a).await;
         s["primary"].is_string() && s["primary"] != "primary"
@@ -660,7 +660,7 @@ async fn a_failover_decided_on_a_stale_view_follows_the_one_already_done() {
     let (ta, tb) = (dead_primary_view(), dead_primary_view());
     let a = Failover::new(Arc::new(ArcSwap::from_pointee(cfg.clone())), ta);
     let b = Failover::new(Arc::new(ArcSwap::from_pointee(cfg.clone())), tb.clone());
-    rwproxy::sandbox::kill_server(&sb, 0).expect("kill primary");
+    rwproxy_sandbox::kill_server(&sb, 0).expect("kill primary");
 
     let report = a.failover().await.expect("A fails over");
     let new = report.new_primary.clone();

@@ -11,7 +11,7 @@ use common::sandbox::{
 };
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row};
-use rwproxy::sandbox::{self, Sandbox, UpOptions, process_alive};
+use rwproxy_sandbox::{self as sandbox, Sandbox, UpOptions, process_alive};
 
 async fn app(port: u16) -> Conn {
     Conn::new(app_opts(port))

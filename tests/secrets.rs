@@ -120,7 +120,7 @@ async fn admin_rows(port: u16, pw: &str, sql: &str) -> Result<String, String> {
 
 fn config_text(
     ports: &[u16],
-    sb: &rwproxy::sandbox::Sandbox,
+    sb: &rwproxy_sandbox::Sandbox,
     repl_file: &str,
     auth: &str,
 ) -> String {

@@ -381,8 +381,8 @@ async fn soak_500_clients_mixed_workload_with_replica_restarts() {
     tokio::time::sleep(at(0.3).saturating_sub(load_started.elapsed())).await;
     let sb_dir = sb.dir.clone();
     let t = Instant::now();
-    let sb1 = rwproxy::sandbox::Sandbox::open(&sb_dir).expect("open sandbox");
-    tokio::task::spawn_blocking(move || rwproxy::sandbox::stop_server(&sb1, 1))
+    let sb1 = rwproxy_sandbox::Sandbox::open(&sb_dir).expect("open sandbox");
+    tokio::task::spawn_blocking(move || rwproxy_sandbox::stop_server(&sb1, 1))
         .await
         .expect("join")
         .expect("stop replica1");
@@ -392,8 +392,8 @@ async fn soak_500_clients_mixed_workload_with_replica_restarts() {
         t.elapsed().as_secs_f64()
     );
     until_seen(&proxy, "replica1", false).await;
-    let sb1 = rwproxy::sandbox::Sandbox::open(&sb_dir).expect("open sandbox");
-    tokio::task::spawn_blocking(move || rwproxy::sandbox::start_server(&sb1, 1))
+    let sb1 = rwproxy_sandbox::Sandbox::open(&sb_dir).expect("open sandbox");
+    tokio::task::spawn_blocking(move || rwproxy_sandbox::start_server(&sb1, 1))
         .await
         .expect("join")
         .expect("start replica1");
@@ -405,8 +405,8 @@ async fn soak_500_clients_mixed_workload_with_replica_restarts() {
 
     // ... then SIGKILL and start of replica2.
     tokio::time::sleep(at(0.6).saturating_sub(load_started.elapsed())).await;
-    let sb2 = rwproxy::sandbox::Sandbox::open(&sb_dir).expect("open sandbox");
-    tokio::task::spawn_blocking(move || rwproxy::sandbox::kill_server(&sb2, 2))
+    let sb2 = rwproxy_sandbox::Sandbox::open(&sb_dir).expect("open sandbox");
+    tokio::task::spawn_blocking(move || rwproxy_sandbox::kill_server(&sb2, 2))
         .await
         .expect("join")
         .expect("kill replica2");
@@ -415,8 +415,8 @@ async fn soak_500_clients_mixed_workload_with_replica_restarts() {
         load_started.elapsed().as_secs_f64()
     );
     until_seen(&proxy, "replica2", false).await;
-    let sb2 = rwproxy::sandbox::Sandbox::open(&sb_dir).expect("open sandbox");
-    tokio::task::spawn_blocking(move || rwproxy::sandbox::start_server(&sb2, 2))
+    let sb2 = rwproxy_sandbox::Sandbox::open(&sb_dir).expect("open sandbox");
+    tokio::task::spawn_blocking(move || rwproxy_sandbox::start_server(&sb2, 2))
         .await
         .expect("join")
         .expect("start replica2");
@@ -568,8 +568,8 @@ async fn prepared_reads_survive_a_replica_stopped_under_them() {
             .expect("query");
         assert_eq!(v, Some(i + 1));
     }
-    let before = rwproxy::sandbox::Sandbox::open(&sb.dir).expect("open");
-    tokio::task::spawn_blocking(move || rwproxy::sandbox::stop_server(&before, 1))
+    let before = rwproxy_sandbox::Sandbox::open(&sb.dir).expect("open");
+    tokio::task::spawn_blocking(move || rwproxy_sandbox::stop_server(&before, 1))
         .await
         .expect("join")
         .expect("stop replica1");

@@ -22,7 +22,7 @@ use mysql_async::prelude::*;
 use rwproxy::backend::tls::ServerTls;
 use rwproxy::backend::{BackendConn, Credential, Pools};
 use rwproxy::config::{Config, ServerTlsMode};
-use rwproxy::sandbox::{SandboxError, SandboxTls, UpOptions};
+use rwproxy_sandbox::{SandboxError, SandboxTls, UpOptions};
 
 fn write_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     std::fs::create_dir_all(dir).expect("dir");
@@ -169,7 +169,7 @@ fn tls_sandbox(replicas: usize, names: &[&str]) -> OwnedSandbox {
             semi_sync: false,
             owner_pid: Some(std::process::id()),
         };
-        match rwproxy::sandbox::up_with_tls(&opts, Some(&tls)) {
+        match rwproxy_sandbox::up_with_tls(&opts, Some(&tls)) {
             Ok(sandbox) => return OwnedSandbox { sandbox },
             Err(SandboxError::PortInUse { .. }) if attempt < 3 => {}
             Err(SandboxError::StartFailed { tail, .. })
@@ -182,7 +182,7 @@ fn tls_sandbox(replicas: usize, names: &[&str]) -> OwnedSandbox {
 
 /// root over TLS, verifying the server against the sandbox CA (plaintext
 /// TCP logins are refused by the TLS sandbox).
-fn tls_root_opts(sb: &rwproxy::sandbox::Sandbox, port: u16) -> mysql_async::Opts {
+fn tls_root_opts(sb: &rwproxy_sandbox::Sandbox, port: u16) -> mysql_async::Opts {
     let ca = sb.tls_ca.clone().expect("a TLS sandbox");
     mysql_async::OptsBuilder::from_opts(sandbox::root_opts(port))
         .ssl_opts(Some(
@@ -193,7 +193,7 @@ fn tls_root_opts(sb: &rwproxy::sandbox::Sandbox, port: u16) -> mysql_async::Opts
         .into()
 }
 
-async fn tls_root_exec(sb: &rwproxy::sandbox::Sandbox, port: u16, sql: &str) {
+async fn tls_root_exec(sb: &rwproxy_sandbox::Sandbox, port: u16, sql: &str) {
     let mut c = mysql_async::Conn::new(tls_root_opts(sb, port))
         .await
         .unwrap_or_else(|e| panic!("root over TLS to {port}: {e}"));
@@ -203,7 +203,7 @@ async fn tls_root_exec(sb: &rwproxy::sandbox::Sandbox, port: u16, sql: &str) {
     let _ = c.disconnect().await;
 }
 
-async fn tls_root_value(sb: &rwproxy::sandbox::Sandbox, port: u16, sql: &str) -> Option<String> {
+async fn tls_root_value(sb: &rwproxy_sandbox::Sandbox, port: u16, sql: &str) -> Option<String> {
     let mut c = mysql_async::Conn::new(tls_root_opts(sb, port))
         .await
         .unwrap_or_else(|e| panic!("root over TLS to {port}: {e}"));

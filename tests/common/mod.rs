@@ -57,7 +57,7 @@ impl Proxy {
 }
 
 /// Loads the sandbox's generated config.
-pub fn sandbox_config(sb: &rwproxy::sandbox::Sandbox) -> Config {
+pub fn sandbox_config(sb: &rwproxy_sandbox::Sandbox) -> Config {
     let mut c = Config::load(&sb.config_path).expect("sandbox config");
     if std::env::var("TEST_POOL_MODE").as_deref() == Ok("transaction") {
         c.pool_mode = rwproxy::config::PoolMode::Transaction;

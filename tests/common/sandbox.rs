@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::*;
 use rwproxy::gtid::GtidPos;
-use rwproxy::sandbox::{self, Sandbox, SandboxError, UpOptions};
+use rwproxy_sandbox::{self as sandbox, Sandbox, SandboxError, UpOptions};
 
 /// Deadline of `wait_replicas_caught_up`.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);

@@ -48,8 +48,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, ConfigError};
-use crate::gtid::GtidPos;
+use rwproxy::config::{Config, ConfigError};
+use rwproxy::gtid::GtidPos;
 
 pub use process::process_alive;
 
@@ -1745,10 +1745,10 @@ mod tests {
         assert_eq!(config.monitor.user, "rwproxy_monitor");
         assert_eq!(config.servers.len(), 3);
         assert_eq!(config.servers[0].name, "primary");
-        assert_eq!(config.servers[0].role, crate::config::Role::Primary);
+        assert_eq!(config.servers[0].role, rwproxy::config::Role::Primary);
         assert_eq!(config.servers[2].port, 3312);
-        assert_eq!(config.servers[2].role, crate::config::Role::Replica);
-        assert_eq!(config.auth, crate::config::AuthMode::Servers);
+        assert_eq!(config.servers[2].role, rwproxy::config::Role::Replica);
+        assert_eq!(config.auth, rwproxy::config::AuthMode::Servers);
         assert!(config.users.is_empty());
         let admin = config.admin.expect("admin section");
         assert_eq!(
@@ -1799,7 +1799,7 @@ mod tests {
         let mut sandbox = Sandbox::layout(Path::new("/tmp/sb"), &[3310, 3311]);
         sandbox.tls_ca = Some(certs::ca_path(&sandbox.dir));
         let c = Config::parse(&proxy_config_text(&sandbox, 6033)).expect("valid config");
-        assert_eq!(c.server_tls, crate::config::ServerTlsMode::VerifyIdentity);
+        assert_eq!(c.server_tls, rwproxy::config::ServerTlsMode::VerifyIdentity);
         assert_eq!(
             c.server_tls_ca.as_deref(),
             Some(Path::new("/tmp/sb/tls/ca.pem"))
