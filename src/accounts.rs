@@ -259,6 +259,17 @@ fn unhex(text: &str) -> Vec<u8> {
         .collect()
 }
 
+/// Why the accounts could not be read from the servers.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error("no server available")]
+    NoServer,
+    #[error("{0}")]
+    Server(#[from] mysql_async::Error),
+    #[error("timed out reading the accounts (mysql.global_priv / mysql.user)")]
+    Timeout,
+}
+
 /// The account store a proxy instance authenticates against.
 pub struct Accounts {
     /// Swapped by RELOAD (users and passwords change for new sessions).
@@ -443,25 +454,22 @@ impl Accounts {
     }
 
     /// Reads the accounts from the current primary.
-    pub async fn refresh(&self) -> Result<usize, String> {
+    pub async fn refresh(&self) -> Result<usize, RefreshError> {
         let snap = self.topology.load();
         let primary = snap
             .primary_view()
             .or_else(|| snap.servers.iter().find(|s| s.up))
-            .ok_or("no server available")?;
+            .ok_or(RefreshError::NoServer)?;
         let cfg = self.cfg();
         let opts = monitor_opts(&cfg, &primary.addr);
         let fetch = async {
-            let mut c = crate::backend::tls::connect_mysql(opts)
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut c = crate::backend::tls::connect_mysql(opts).await?;
             // MariaDB keeps accounts in mysql.global_priv (JSON), MySQL in
             // mysql.user (no global_priv); the columns are mapped to the
             // same shape. MySQL's hashes hold arbitrary salt bytes: hex.
             let (version, comment): (String, String) = c
                 .query_first("SELECT VERSION(), @@version_comment")
-                .await
-                .map_err(|e| e.to_string())?
+                .await?
                 .unwrap_or_default();
             let mysql = !version.contains("MariaDB") && !comment.contains("MariaDB");
             let sql = if mysql {
@@ -477,19 +485,14 @@ impl Accounts {
                        JSON_VALUE(Priv, '$.x509_subject') \
                      FROM mysql.global_priv"
             };
-            let rows: Vec<AccountRow> = c.query(sql).await.map_err(|e| e.to_string())?;
-            let skip: Option<i64> = c
-                .query_first("SELECT @@skip_name_resolve")
-                .await
-                .map_err(|e| e.to_string())?;
+            let rows: Vec<AccountRow> = c.query(sql).await?;
+            let skip: Option<i64> = c.query_first("SELECT @@skip_name_resolve").await?;
             let _ = c.disconnect().await;
-            Ok::<_, String>((rows, skip.unwrap_or(1) != 0, mysql))
+            Ok::<_, RefreshError>((rows, skip.unwrap_or(1) != 0, mysql))
         };
         let (rows, skip, mysql) = tokio::time::timeout(cfg.connect_timeout() * 2, fetch)
             .await
-            .map_err(|_| {
-                "timed out reading the accounts (mysql.global_priv / mysql.user)".to_string()
-            })??;
+            .map_err(|_| RefreshError::Timeout)??;
         self.skip_name_resolve
             .store(skip, std::sync::atomic::Ordering::Relaxed);
         self.mysql

@@ -160,6 +160,32 @@ impl FailoverWait {
     }
 }
 
+/// Why a client's login did not complete: the `reason` of its "handshake
+/// failed" log line (the client got an ERR, or its connection failed).
+#[derive(Debug, thiserror::Error)]
+enum LoginFailure {
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("{0}")]
+    Handshake(#[from] HandshakeError),
+    #[error("{0}")]
+    Tls(#[from] crate::protocol::stream::TlsUpgradeError),
+    #[error("client asked for TLS, which is not offered here")]
+    TlsNotOffered,
+    #[error("SSLRequest after TLS")]
+    SslRequestTwice,
+    #[error("{0}")]
+    BadHandshake(String),
+    #[error("{}", .0.message)]
+    Refused(ClientError),
+    #[error("plaintext login refused (require_tls)")]
+    PlaintextRefused,
+    #[error("login refused for user {user:?}: {}", .error.message)]
+    Denied { user: String, error: ClientError },
+    #[error("login refused by backend: {}", .0.message)]
+    Backend(ClientError),
+}
+
 /// Why a session ended: the `reason` of its "session closed" log line.
 #[derive(Debug, thiserror::Error)]
 enum End {
@@ -351,7 +377,7 @@ async fn handshake<S: ClientTransport>(
     mut client: PacketStream<S>,
     conn_id: u32,
     peer: ClientAddr,
-) -> Result<Session<S>, String> {
+) -> Result<Session<S>, LoginFailure> {
     let scramble = auth::new_scramble();
     let cfg = shared.config.load_full();
     client.set_write_timeout(
@@ -380,8 +406,7 @@ async fn handshake<S: ClientTransport>(
         g.collation,
         shared.accounts.greet_with_sha2(),
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     let mut expect_seq = 1;
     let hello: ClientHello = loop {
         match handshake::read_client_hello(&mut client, cfg.max_allowed_packet, expect_seq).await {
@@ -402,32 +427,27 @@ async fn handshake<S: ClientTransport>(
                         );
                         client.queue_payload(2, &e.to_payload());
                         client.shutdown().await;
-                        return Err("client asked for TLS, which is not offered here".into());
+                        return Err(LoginFailure::TlsNotOffered);
                     }
                 };
                 // What was read past the SSLRequest is the start of the
                 // TLS handshake: it goes back in front of the stream.
                 let (stream, rest) = client.into_inner();
-                client = PacketStream::new(
-                    stream
-                        .start_tls(rest, acceptor)
-                        .await
-                        .map_err(|e| e.to_string())?,
-                );
+                client = PacketStream::new(stream.start_tls(rest, acceptor).await?);
                 client.set_write_timeout(
                     (cfg.client_write_timeout_ms > 0)
                         .then(|| Duration::from_millis(cfg.client_write_timeout_ms)),
                 );
                 expect_seq = 2;
             }
-            Ok(FirstReply::SslRequest) => return Err("SSLRequest after TLS".into()),
+            Ok(FirstReply::SslRequest) => return Err(LoginFailure::SslRequestTwice),
             Err(HandshakeError::Malformed(m)) => {
                 let e = ClientError::new(1043, b"08S01", format!("Bad handshake: {m}"));
                 client.queue_payload(expect_seq.wrapping_add(1), &e.to_payload());
                 client.shutdown().await;
-                return Err(m);
+                return Err(LoginFailure::BadHandshake(m));
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
     };
     let compression = match client_compression(offered, &hello) {
@@ -435,7 +455,7 @@ async fn handshake<S: ClientTransport>(
         Err(e) => {
             client.queue_payload(hello.seq.wrapping_add(1), &e.to_payload());
             client.shutdown().await;
-            return Err(e.message);
+            return Err(LoginFailure::Refused(e));
         }
     };
     if cfg.require_tls && !S::LOCAL && !client.get_ref().is_tls() {
@@ -446,7 +466,7 @@ async fn handshake<S: ClientTransport>(
         );
         client.queue_payload(hello.seq.wrapping_add(1), &e.to_payload());
         client.shutdown().await;
-        return Err("plaintext login refused (require_tls)".into());
+        return Err(LoginFailure::PlaintextRefused);
     }
     let mut seq = hello.seq.wrapping_add(1);
     let mut reply = hello.auth_reply.clone();
@@ -458,12 +478,12 @@ async fn handshake<S: ClientTransport>(
         Err(sha2_login::Sha2LoginError::Refused { err, seq }) => {
             client.queue_payload(seq, &err.to_payload());
             client.shutdown().await;
-            return Err(format!(
-                "login refused for user {:?}: {}",
-                hello.user, err.message
-            ));
+            return Err(LoginFailure::Denied {
+                user: hello.user,
+                error: err,
+            });
         }
-        Err(e) => return Err(e.to_string()),
+        Err(sha2_login::Sha2LoginError::Frame(e)) => return Err(e.into()),
     };
     if sha2.is_none()
         && hello
@@ -472,9 +492,7 @@ async fn handshake<S: ClientTransport>(
             .is_some_and(|p| p != "mysql_native_password")
     {
         // e.g. caching_sha2_password: ask for a native-password answer.
-        let (r, s) = handshake::switch_to_native(&mut client, seq, &scramble)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (r, s) = handshake::switch_to_native(&mut client, seq, &scramble).await?;
         reply = r;
         seq = s.wrapping_add(1);
     }
@@ -490,10 +508,10 @@ async fn handshake<S: ClientTransport>(
         Err(e) => {
             client.queue_payload(seq, &e.to_payload());
             client.shutdown().await;
-            return Err(format!(
-                "login refused for user {:?}: {}",
-                hello.user, e.message
-            ));
+            return Err(LoginFailure::Denied {
+                user: hello.user,
+                error: e,
+            });
         }
     };
     // TLS is between the client and rwproxy only: never ask servers for it.
@@ -555,7 +573,7 @@ async fn handshake<S: ClientTransport>(
             session.client.queue_payload(seq, &err.to_payload());
             session.client.shutdown().await;
             session.release_all().await;
-            return Err(format!("login refused by backend: {}", err.message));
+            return Err(LoginFailure::Backend(err));
         }
         // Sharing pool modes: a client that logs in and then idles holds
         // no server connection.
@@ -565,13 +583,10 @@ async fn handshake<S: ClientTransport>(
         seq,
         &ok_payload(0, 0, StatusFlags::SERVER_STATUS_AUTOCOMMIT),
     );
-    session.client.flush().await.map_err(|e| e.to_string())?;
+    session.client.flush().await?;
     // The OK is the last uncompressed packet.
     if let Some(algo) = compression {
-        session
-            .client
-            .start_compression(algo, Role::Server)
-            .map_err(|e| e.to_string())?;
+        session.client.start_compression(algo, Role::Server)?;
     }
     Ok(session)
 }
