@@ -24,6 +24,7 @@
 //! the TLS settings of the current configuration, so the session never
 //! deals with them.
 
+pub mod guard;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ use std::time::{Duration, Instant};
 use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::protocol::auth::Stage1;
@@ -187,6 +189,9 @@ pub struct BackendConn {
     /// A client statement left state here that only a reset clears (see
     /// [`Pools::put`]); false after connect and after a reset.
     pub dirty: bool,
+    /// Cancelled when its server is demoted ([`Pools::sever`]): an exchange
+    /// in flight is aborted and the connection is never used again.
+    pub cut: CancellationToken,
 }
 
 impl BackendConn {
@@ -276,6 +281,7 @@ impl BackendConn {
                 broken: false,
                 tracks_gtid: false,
                 dirty: false,
+                cut: CancellationToken::new(),
             })
         };
         match tokio::time::timeout(timeout, fut).await {
@@ -479,6 +485,9 @@ pub struct Pools {
     wait_timeout: Duration,
     /// TLS settings of the configuration in force (swapped by RELOAD).
     tls: arc_swap::ArcSwap<tls::ServerTls>,
+    /// Per server, the token its connections carry ([`BackendConn::cut`]);
+    /// [`Pools::sever`] cancels it and starts a new one.
+    cuts: Mutex<HashMap<Arc<str>, CancellationToken>>,
 }
 
 /// The knobs of [`Pools`], from the configuration.
@@ -506,7 +515,39 @@ impl Pools {
             max_per_server: limits.max_per_server,
             wait_timeout: limits.wait_timeout,
             tls: Default::default(),
+            cuts: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The current cut token of `server`.
+    fn cut_token(&self, server: &Arc<str>) -> CancellationToken {
+        let mut m = self.cuts.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(server.clone()).or_default().clone()
+    }
+
+    /// Closes every connection to `server` (called before a promotion away
+    /// from it is published): idle ones are dropped now; borrowed ones are
+    /// marked so that a statement in flight on them is aborted (the client
+    /// gets an ERR whose outcome is unknown, never an OK the demoted server
+    /// sends later) and they are never reused. Connections opened
+    /// afterwards carry a fresh token. Returns how many idle ones closed.
+    pub fn sever(&self, server: &Arc<str>) -> usize {
+        let old = {
+            let mut m = self.cuts.lock().unwrap_or_else(|p| p.into_inner());
+            m.insert(server.clone(), CancellationToken::new())
+        };
+        if let Some(t) = old {
+            t.cancel();
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut closed = 0;
+        for (k, list) in idle.iter_mut() {
+            if &k.server == server {
+                closed += list.len();
+                list.clear();
+            }
+        }
+        closed
     }
 
     /// Sets the TLS settings new connections use (at start-up and RELOAD;
@@ -628,6 +669,9 @@ impl Pools {
                 debug!(server = %key.server, "dropping stale pooled connection");
                 continue;
             }
+            if conn.cut.is_cancelled() {
+                continue;
+            }
             conn.permit = permit;
             return Ok(conn);
         }
@@ -647,6 +691,7 @@ impl Pools {
         )
         .await?;
         conn.permit = permit;
+        conn.cut = self.cut_token(&key.server);
         Ok(conn)
     }
 
@@ -667,7 +712,7 @@ impl Pools {
     /// is what makes short-lived read-mostly clients (PHP-style
     /// connect/query/close) cheap on the servers.
     pub async fn put(&self, mut conn: BackendConn, session_clean: bool) {
-        if conn.broken {
+        if conn.broken || conn.cut.is_cancelled() {
             return;
         }
         if (conn.dirty || !session_clean) && !matches!(conn.reset().await, Ok(None)) {
@@ -679,7 +724,7 @@ impl Pools {
     /// Gives a connection back between statements in a sharing pool mode:
     /// no reset; its state fingerprint tells the next borrower what it has.
     pub fn give_back(&self, conn: BackendConn) {
-        if !conn.broken {
+        if !conn.broken && !conn.cut.is_cancelled() {
             self.keep(conn);
         }
     }

@@ -207,10 +207,16 @@ impl FailoverWait {
         let Some(f) = s.cfg.failover.as_ref().filter(|f| f.auto_failover) else {
             return false;
         };
+        // No failover is coming while replicas still receive from the
+        // primary or two servers claim to be primary: answer at once.
+        if s.shared.topology.load().no_primary_reason().is_some() {
+            return false;
+        }
         let deadline = *self.deadline.get_or_insert_with(|| {
             Instant::now()
                 + s.cfg.monitor_interval() * (f.failover_after + 4)
                 + Duration::from_millis(f.switchover_timeout_ms)
+                + Duration::from_millis(f.primary_failure_timeout_ms)
         });
         Instant::now() < deadline
     }
@@ -1342,13 +1348,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return;
         };
         let limit = self.cfg.monitor_interval() * (f.failover_after + 4)
-            + Duration::from_millis(f.switchover_timeout_ms);
+            + Duration::from_millis(f.switchover_timeout_ms)
+            + Duration::from_millis(f.primary_failure_timeout_ms);
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             let snap = self.shared.topology.load();
             if snap
                 .primary_view()
                 .is_some_and(|p| p.up && old != Some(&p.name))
+                || snap.no_primary_reason().is_some()
             {
                 return;
             }
@@ -1718,45 +1726,62 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let commit = read_only_tx && is_commit(payload.get(1..).unwrap_or_default());
         let held = &mut self.conns[pos];
         held.conn.broken = true;
-        held.conn.stream.queue_payload(0, payload);
-        let result = match held.conn.stream.flush().await {
-            Err(source) => Err(ForwardError::Backend {
-                source,
-                started: false,
-            }),
-            Ok(()) => {
-                let meta = response::MetaCache {
-                    server: held.conn.caches_metadata(),
-                    client: self
-                        .ext
-                        .contains(MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA),
-                    client_holds: stmt
-                        .and_then(|(id, _)| self.stmts.by_id.get(&id))
-                        .and_then(|s| s.columns.as_ref()),
-                    server_sent: stmt.and_then(|(_, bid)| held.conn.sent_columns.get(&bid)),
-                };
-                if read_only_tx {
-                    response::forward_read_only_tx(
-                        &mut held.conn.stream,
-                        Some(&mut self.client),
-                        expect,
-                        caps,
-                        meta,
-                        commit,
-                    )
-                    .await
-                } else {
-                    response::forward(
-                        &mut held.conn.stream,
-                        Some(&mut self.client),
-                        expect,
-                        caps,
-                        meta,
-                    )
-                    .await
+        let cut = held.conn.cut.clone();
+        let (mark, sent_before) = (self.client.queued(), self.client.bytes_out);
+        let (client, stmts, ext) = (&mut self.client, &self.stmts, self.ext);
+        let exchange = async {
+            held.conn.stream.queue_payload(0, payload);
+            match held.conn.stream.flush().await {
+                Err(source) => Err(ForwardError::Backend {
+                    source,
+                    started: false,
+                }),
+                Ok(()) => {
+                    let meta = response::MetaCache {
+                        server: held.conn.caches_metadata(),
+                        client: ext.contains(MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA),
+                        client_holds: stmt
+                            .and_then(|(id, _)| stmts.by_id.get(&id))
+                            .and_then(|s| s.columns.as_ref()),
+                        server_sent: stmt.and_then(|(_, bid)| held.conn.sent_columns.get(&bid)),
+                    };
+                    if read_only_tx {
+                        response::forward_read_only_tx(
+                            &mut held.conn.stream,
+                            Some(client),
+                            expect,
+                            caps,
+                            meta,
+                            commit,
+                        )
+                        .await
+                    } else {
+                        response::forward(&mut held.conn.stream, Some(client), expect, caps, meta)
+                            .await
+                    }
                 }
             }
         };
+        let guarded =
+            crate::backend::guard::guarded(exchange, &cut, self.cfg.backend_read_timeout()).await;
+        let result = match guarded {
+            Ok(r) => r,
+            Err(why) => {
+                // Cut (timeout or demotion): nothing of a half response may
+                // stay queued for the client, which gets an ERR instead,
+                // unless part of it already left (then the session closes).
+                let started = self.client.bytes_out != sent_before;
+                if !started {
+                    self.client.truncate_queued(mark);
+                }
+                warn!(parent: &self.span, server = %self.conns[pos].server, reason = %why, "backend exchange cut");
+                Err(ForwardError::Backend {
+                    source: why.io_error().into(),
+                    started,
+                })
+            }
+        };
+        let held = &mut self.conns[pos];
         // A read-only transaction's COMMIT the replica refused: end it with
         // ROLLBACK (same effect: nothing was written) and forward that.
         let result = match result {
@@ -2062,6 +2087,9 @@ fn skip_comments(mut sql: &[u8]) -> &[u8] {
 fn unavailable(why: Unavailable, snap: &Snapshot) -> ClientError {
     match why {
         Unavailable::NoPrimary => {
+            if let Some(reason) = snap.no_primary_reason() {
+                return ClientError::new(1429, b"HY000", format!("rwproxy: {reason}"));
+            }
             // Name the server that should be primary and why it is not
             // usable, so the operator knows where to look.
             let detail = snap
