@@ -150,7 +150,9 @@ pub async fn check(
     let (gtid_sql, status_sql) = if mariadb {
         (
             "SELECT @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos, @@server_id",
-            "SHOW SLAVE STATUS",
+            // ALL: only this form has `Slave_received_heartbeats` (the
+            // evidence a quiet primary is alive, see `mariadb_feed`).
+            "SHOW ALL SLAVES STATUS",
         )
     } else {
         // MySQL: one executed set; applied == written on a replica with
@@ -164,7 +166,14 @@ pub async fn check(
     let row: Option<(i64, Option<String>, Option<String>, Option<u32>)> =
         conn.query_first(gtid_sql).await?;
     let (read_only, binlog, slave, server_id) = row.unwrap_or((0, None, None, None));
-    let status: Vec<Row> = conn.query(status_sql).await?;
+    let mut status: Vec<Row> = conn.query(status_sql).await?;
+    // The default (unnamed) replication connection comes first.
+    if let Some(i) = status
+        .iter()
+        .position(|r| col_str(r, "Connection_name").is_some_and(|n| n.is_empty()))
+    {
+        status.swap(0, i);
+    }
     let feed = status
         .first()
         .filter(|_| mariadb)

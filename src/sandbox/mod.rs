@@ -700,6 +700,12 @@ fn resume(bins: &Binaries, sandbox: &Sandbox, opts: &UpOptions) -> Result<(), Sa
         wait_ready(bins, sandbox, &waits)?;
         let all: Vec<usize> = (0..sandbox.servers.len()).collect();
         wait_replication(bins, sandbox, &all)?;
+        if opts.semi_sync
+            && sandbox.servers.len() > 1
+            && let Some(p) = sandbox.servers.iter().find(|s| !is_replica(s))
+        {
+            enable_semi_sync(bins, sandbox, p)?;
+        }
         write_proxy_config(sandbox, opts.proxy_port)
     })();
     if result.is_err() {
@@ -904,10 +910,9 @@ fn server_args(
         // back to asynchronous commits (silently, but for
         // `Rpl_semi_sync_master_status = OFF`) is the largest MariaDB
         // accepts (~49 days): an orphaned primary stalls instead of
-        // acknowledging writes no replica has.
-        if !read_only {
-            args.push("--rpl-semi-sync-master-enabled=1".into());
-        }
+        // acknowledging writes no replica has. The master side itself is
+        // switched on once replicas are connected (`enable_semi_sync`):
+        // the set-up statements would otherwise wait for them.
         args.push("--rpl-semi-sync-master-timeout=4294967295".into());
         args.push("--rpl-semi-sync-master-wait-no-slave=ON".into());
         args.push("--rpl-semi-sync-slave-enabled=1".into());
@@ -1104,9 +1109,32 @@ fn set_up_replication(
     let replicas: Vec<usize> = (1..sandbox.servers.len()).collect();
     wait_replication(bins, sandbox, &replicas)?;
     if semi_sync && !replicas.is_empty() {
-        wait_semi_sync(bins, primary)?;
+        enable_semi_sync(bins, sandbox, primary)?;
     }
     Ok(())
+}
+
+/// Turns the semi-sync master side on on `primary` (only there: see the
+/// module notes) and reconnects the replicas' IO threads so they register
+/// as semi-sync replicas, then waits until it is active.
+fn enable_semi_sync(
+    bins: &Binaries,
+    sandbox: &Sandbox,
+    primary: &SandboxServer,
+) -> Result<(), SandboxError> {
+    client::execute(
+        &bins.mariadb,
+        primary,
+        "SET GLOBAL rpl_semi_sync_master_enabled = 1;",
+    )?;
+    for s in sandbox.servers.iter().filter(|s| s.name != primary.name) {
+        client::execute(
+            &bins.mariadb,
+            s,
+            "STOP SLAVE IO_THREAD; START SLAVE IO_THREAD;",
+        )?;
+    }
+    wait_semi_sync(bins, primary)
 }
 
 /// Waits until the primary has a semi-sync replica and semi-sync is on, so
