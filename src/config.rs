@@ -1068,11 +1068,13 @@ impl Config {
     /// at a primary: a quarter of the failure timeout, so a live but idle
     /// primary is seen alive several times per timeout.
     pub fn replication_heartbeat(&self) -> Duration {
-        (self.primary_failure_timeout() / 4).clamp(Duration::from_millis(50), Duration::from_secs(30))
+        (self.primary_failure_timeout() / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(30))
     }
     /// `backend_read_timeout_ms`, when on.
     pub fn backend_read_timeout(&self) -> Option<Duration> {
-        (self.backend_read_timeout_ms > 0).then(|| Duration::from_millis(self.backend_read_timeout_ms))
+        (self.backend_read_timeout_ms > 0)
+            .then(|| Duration::from_millis(self.backend_read_timeout_ms))
     }
     pub fn monitor_interval(&self) -> Duration {
         Duration::from_millis(self.monitor_interval_ms)

@@ -297,7 +297,11 @@ impl Failover {
     /// received anything from it within `primary_failure_timeout`.
     fn primary_alive_on_replicas(&self, snap: &Snapshot, idx: usize) -> Option<usize> {
         let cfg = self.cfg();
-        if !cfg.failover.as_ref().is_none_or(|f| f.verify_primary_failure) {
+        if !cfg
+            .failover
+            .as_ref()
+            .is_none_or(|f| f.verify_primary_failure)
+        {
             return None;
         }
         let ev = snap.primary_evidence(idx, cfg.primary_failure_timeout());
@@ -939,7 +943,9 @@ impl Failover {
     /// Logs (once per change) that the primary is unreachable from rwproxy
     /// while replicas still receive from it.
     fn report_unreachable(&self, alive: Option<(&str, usize)>) {
-        let was = self.unreachable_reported.swap(alive.is_some(), Ordering::Relaxed);
+        let was = self
+            .unreachable_reported
+            .swap(alive.is_some(), Ordering::Relaxed);
         match alive {
             Some((name, receiving)) if !was => warn!(
                 primary = %name,
@@ -1039,7 +1045,11 @@ fn followed_primary(snap: &Snapshot) -> Option<usize> {
         return None;
     }
     let mut followed: Vec<usize> = Vec::new();
-    for s in snap.servers.iter().filter(|s| s.up && s.role == Role::Replica) {
+    for s in snap
+        .servers
+        .iter()
+        .filter(|s| s.up && s.role == Role::Replica)
+    {
         let Some(src) = s.feed.as_ref().and_then(|f| f.source_id) else {
             continue;
         };

@@ -138,6 +138,9 @@ fn col_str(row: &Row, name: &str) -> Option<String> {
     }
 }
 
+/// `@@read_only`, binlog position, applied position, `@@server_id`.
+type GlobalsRow = (i64, Option<String>, Option<String>, Option<u32>);
+
 /// Runs one check on an open connection.
 pub async fn check(
     conn: &mut Conn,
@@ -163,8 +166,7 @@ pub async fn check(
             "SHOW REPLICA STATUS",
         )
     };
-    let row: Option<(i64, Option<String>, Option<String>, Option<u32>)> =
-        conn.query_first(gtid_sql).await?;
+    let row: Option<GlobalsRow> = conn.query_first(gtid_sql).await?;
     let (read_only, binlog, slave, server_id) = row.unwrap_or((0, None, None, None));
     let mut status: Vec<Row> = conn.query(status_sql).await?;
     // The default (unnamed) replication connection comes first.
@@ -174,10 +176,7 @@ pub async fn check(
     {
         status.swap(0, i);
     }
-    let feed = status
-        .first()
-        .filter(|_| mariadb)
-        .and_then(mariadb_feed);
+    let feed = status.first().filter(|_| mariadb).and_then(mariadb_feed);
     let (is_replica, replication, sbm) = match status.first() {
         None => (false, Replication::None, None),
         Some(r) => {

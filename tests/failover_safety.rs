@@ -42,7 +42,11 @@ fn config(sb: &Sandbox, primary_via: Option<SocketAddr>, read_timeout_ms: u64) -
 }
 
 async fn prepare(sb: &OwnedSandbox) {
-    root_exec(sb.servers[0].port, "CREATE TABLE app.ack (id BIGINT PRIMARY KEY)").await;
+    root_exec(
+        sb.servers[0].port,
+        "CREATE TABLE app.ack (id BIGINT PRIMARY KEY)",
+    )
+    .await;
     sandbox::wait_replicas_caught_up(sb).await;
 }
 
@@ -113,9 +117,11 @@ async fn partition(fault: Fault, verify: bool) -> PartitionRun {
     // Writes resume once the link is back.
     if verify {
         let before = writers.acked_count();
-        wait_until(Duration::from_secs(10), "writes resume after heal", || async {
-            writers.acked_count() > before + 20
-        })
+        wait_until(
+            Duration::from_secs(10),
+            "writes resume after heal",
+            || async { writers.acked_count() > before + 20 },
+        )
         .await;
     } else {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -184,9 +190,11 @@ fn assert_partition_safe(run: &PartitionRun, what: &str) {
         run.longest_during
     );
     // And the error says why.
-    let said = run.outcomes.iter().filter_map(|o| o.error.as_deref()).any(|e| {
-        e.contains("unreachable from rwproxy") || e.contains("backend_read_timeout")
-    });
+    let said = run
+        .outcomes
+        .iter()
+        .filter_map(|o| o.error.as_deref())
+        .any(|e| e.contains("unreachable from rwproxy") || e.contains("backend_read_timeout"));
     assert!(said, "{what}: no write error named the cause");
 }
 
@@ -330,7 +338,11 @@ async fn killed_primary(verify: bool) -> Duration {
     wait_until(
         Duration::from_millis(FAILURE_TIMEOUT_MS + 10_000),
         "failover",
-        || async { published_primary(&proxy).await.is_some_and(|p| p != "primary") },
+        || async {
+            published_primary(&proxy)
+                .await
+                .is_some_and(|p| p != "primary")
+        },
     )
     .await;
     let first_ack = loop {
@@ -342,7 +354,10 @@ async fn killed_primary(verify: bool) -> Duration {
         {
             break (o.sent + o.took) - killed;
         }
-        assert!(killed.elapsed() < Duration::from_secs(30), "no write after failover");
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "no write after failover"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let outcomes = writers.finish().await;
@@ -361,7 +376,9 @@ async fn killed_primary_fails_over_within_the_failure_timeout_plus_two_seconds()
     let with_check = killed_primary(true).await;
     // For the record: the old rule (rwproxy's link alone), same set-up.
     let without = killed_primary(false).await;
-    println!("SIGKILL → first write on the new primary: {with_check:?} with the replica check, {without:?} without");
+    println!(
+        "SIGKILL → first write on the new primary: {with_check:?} with the replica check, {without:?} without"
+    );
     let bound = Duration::from_millis(FAILURE_TIMEOUT_MS + 2000);
     assert!(
         with_check < bound,
@@ -406,9 +423,11 @@ async fn two_instances_one_partitioned_never_two_primaries() {
     let b_failovers = metric(&b, "rwproxy_failovers_total").await;
     relay.set(Fault::Pass);
     let a_before = wa.acked_count();
-    wait_until(Duration::from_secs(10), "A writes again after heal", || async {
-        wa.acked_count() > a_before + 10
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "A writes again after heal",
+        || async { wa.acked_count() > a_before + 10 },
+    )
     .await;
     let mut outcomes = wa.finish().await;
     outcomes.extend(wb.finish().await);
@@ -420,7 +439,10 @@ async fn two_instances_one_partitioned_never_two_primaries() {
     assert!(seen_two.is_empty(), "writable servers seen: {seen_two:?}");
     assert_eq!((a_failovers, b_failovers), (0.0, 0.0));
     assert!(b_during > 0, "B stopped writing while only A was cut off");
-    assert!(survival.all_there(), "acknowledged writes lost: {survival:?}");
+    assert!(
+        survival.all_there(),
+        "acknowledged writes lost: {survival:?}"
+    );
 }
 
 /// Two writable, non-replicating servers (an operator detached a replica

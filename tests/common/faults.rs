@@ -212,12 +212,12 @@ pub async fn survival(sb: &Sandbox, primary: &str, acked: &BTreeSet<u64>) -> Sur
             continue;
         }
         let deadline = Instant::now() + Duration::from_secs(30);
-        let expected: BTreeSet<u64> = acked
-            .difference(&missing_on_primary)
-            .copied()
-            .collect();
+        let expected: BTreeSet<u64> = acked.difference(&missing_on_primary).copied().collect();
         let missing = loop {
-            let m: BTreeSet<u64> = expected.difference(&ids_on(s.port).await).copied().collect();
+            let m: BTreeSet<u64> = expected
+                .difference(&ids_on(s.port).await)
+                .copied()
+                .collect();
             if m.is_empty() || Instant::now() > deadline {
                 break m;
             }
