@@ -204,6 +204,9 @@ pub struct Failover {
     /// Whether the last watch round saw the primary unreachable from
     /// rwproxy while replicas still received from it (logs once per change).
     unreachable_reported: AtomicBool,
+    /// This instance holds the leader lock on a majority of the servers
+    /// (see [`Failover::lead`]); only the leader fails over automatically.
+    leader: AtomicBool,
 }
 
 async fn connect(config: &Config, addr: &str) -> Result<Conn, String> {
@@ -283,6 +286,79 @@ impl Failover {
             demoted: Default::default(),
             pools: None,
             unreachable_reported: AtomicBool::new(false),
+            leader: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether this instance currently leads (holds the leader lock on a
+    /// majority of the servers).
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
+    }
+
+    /// Keeps (or tries to take) `GET_LOCK('rwproxy_leader')` on every
+    /// server, each on its own connection, and leads while it holds a
+    /// majority of them — MaxScale's cooperative monitoring. The state is
+    /// held on the servers: a named lock lives exactly as long as the
+    /// connection that took it, so a leader that dies or is cut off from
+    /// the servers loses it by itself, and another instance takes over at
+    /// its next round. With one instance (the default) it simply always
+    /// leads. No consensus of our own, no external coordinator.
+    async fn lead(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut held: Vec<(Arc<str>, Conn)> = Vec::new();
+        loop {
+            let cfg = self.cfg();
+            let snap = self.topology.load();
+            let bound = cfg.connect_timeout();
+            // Keep the locks still held (the connection answers and is the
+            // lock's owner); drop the others.
+            let mut kept = Vec::new();
+            for (name, mut c) in held.drain(..) {
+                let owner: Result<Result<Option<Option<i64>>, _>, _> = tokio::time::timeout(
+                    bound,
+                    c.query_first("SELECT IS_USED_LOCK('rwproxy_leader') = CONNECTION_ID()"),
+                )
+                .await;
+                if matches!(owner, Ok(Ok(Some(Some(1))))) {
+                    kept.push((name, c));
+                }
+            }
+            held = kept;
+            for s in snap.servers.iter().filter(|s| s.up) {
+                if held.iter().any(|(n, _)| n == &s.name) {
+                    continue;
+                }
+                let Ok(mut c) = connect(&cfg, &s.addr).await else {
+                    continue;
+                };
+                let got: Result<Result<Option<Option<i64>>, _>, _> = tokio::time::timeout(
+                    bound,
+                    c.query_first("SELECT GET_LOCK('rwproxy_leader', 0)"),
+                )
+                .await;
+                if matches!(got, Ok(Ok(Some(Some(1))))) {
+                    held.push((s.name.clone(), c));
+                } else {
+                    let _ = c.disconnect().await;
+                }
+            }
+            let lead = held.len() > snap.servers.len() / 2;
+            if lead != self.leader.swap(lead, Ordering::Relaxed) {
+                info!(
+                    leader = lead,
+                    locks = held.len(),
+                    servers = snap.servers.len(),
+                    "rwproxy leadership changed"
+                );
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(cfg.monitor_interval()) => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        self.leader.store(false, Ordering::Relaxed);
+        for (_, c) in held {
+            let _ = c.disconnect().await;
         }
     }
 
@@ -592,13 +668,25 @@ impl Failover {
         if !snap.conflict.is_empty() {
             return Err(FailoverError::Conflict);
         }
-        if let Some(lost) = snap.lost_primary()
+        // The replicas' last samples may predate the primary's failure (a
+        // FAILOVER typed right after a crash): give their monitors two
+        // rounds to look again before refusing.
+        let fresh_by = Instant::now() + self.cfg().monitor_interval() * 2;
+        let mut snap = snap;
+        while let Some(lost) = snap.lost_primary()
             && let Some(receiving) = self.primary_alive_on_replicas(&snap, lost)
         {
-            return Err(FailoverError::PrimaryAlive {
-                name: snap.servers[lost].name.to_string(),
-                receiving,
-            });
+            if Instant::now() >= fresh_by {
+                return Err(FailoverError::PrimaryAlive {
+                    name: snap.servers[lost].name.to_string(),
+                    receiving,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            snap = self.topology.load();
+        }
+        if snap.primary.is_some() {
+            return Err(FailoverError::PrimaryUp);
         }
         let old_primary = snap
             .servers
@@ -961,12 +1049,13 @@ impl Failover {
     /// once the primary missed `failover_after` checks *and* no replica
     /// received from it within `primary_failure_timeout`.
     pub async fn watch(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let leading = tokio::spawn(self.clone().lead(shutdown.clone()));
         loop {
             let cfg = self.cfg();
             let interval = cfg.monitor_interval();
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
             }
             self.fence_strays().await;
             let snap = self.topology.load();
@@ -982,7 +1071,10 @@ impl Failover {
             if !f.auto_failover {
                 continue;
             }
-            let dead = snap.primary.is_none()
+            // Only the leader promotes; the others follow what the servers
+            // then say.
+            let dead = self.is_leader()
+                && snap.primary.is_none()
                 && snap.conflict.is_empty()
                 && lost.is_some_and(|i| snap.servers[i].failures >= f.failover_after)
                 && (alive.is_none() || !f.verify_primary_failure);
@@ -997,6 +1089,7 @@ impl Failover {
                 }
             }
         }
+        let _ = leading.await;
     }
 }
 

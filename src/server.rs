@@ -102,6 +102,7 @@ pub async fn build_shared(
         connect_timeout: config.connect_timeout(),
         max_per_server: config.pool_max_per_server,
         wait_timeout: Duration::from_millis(config.pool_wait_timeout_ms),
+        read_timeout: config.backend_read_timeout(),
     }));
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(c), Some(k)) => match crate::protocol::stream::acceptor(c, k) {

@@ -492,3 +492,38 @@ async fn two_writable_servers_refuse_writes_until_they_agree() {
         .await
         .expect("writes resume");
 }
+
+/// Instances agree through state held on the servers: the leader lock
+/// (`GET_LOCK('rwproxy_leader')` on a majority of servers, held by one
+/// connection per server). Exactly one of two instances leads; when it
+/// stops, its locks die with its connections and the other takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exactly_one_leader_and_the_other_takes_over() {
+    let sb = sandbox::fresh(2);
+    let a = start_proxy(config(&sb, None, 0)).await;
+    let b = start_proxy(config(&sb, None, 0)).await;
+    let leads = |p: &Proxy| {
+        let http = p.http;
+        async move {
+            let (_, body) = common::http_get_addr(http, "/status").await;
+            serde_json::from_str::<serde_json::Value>(&body).expect("json")["leader"] == true
+        }
+    };
+    wait_until(Duration::from_secs(5), "one leader", || async {
+        leads(&a).await != leads(&b).await
+    })
+    .await;
+    // Stable: still exactly one a few rounds later.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (la, lb) = (leads(&a).await, leads(&b).await);
+    assert!(la ^ lb, "leaders: a {la}, b {lb}");
+    let (leader, other) = if la { (a, b) } else { (b, a) };
+    drop(leader);
+    let took = wait_until(
+        Duration::from_secs(5),
+        "the other instance leads",
+        || async { leads(&other).await },
+    )
+    .await;
+    println!("leadership moved {took:?} after the leader stopped");
+}

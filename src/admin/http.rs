@@ -100,6 +100,12 @@ fn render_metrics(shared: &Shared) -> String {
         shared.failover.failovers.load(Ordering::Relaxed),
     );
     crate::metrics::render_rule_hits(&mut text, shared.rules.load().hits());
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        text,
+        "# HELP rwproxy_leader 1 while this instance holds the leader lock on a majority of the servers (only the leader fails over).\n# TYPE rwproxy_leader gauge\nrwproxy_leader {}",
+        u8::from(shared.failover.is_leader())
+    );
     text
 }
 
@@ -167,6 +173,7 @@ fn status_json(shared: &Shared) -> String {
     serde_json::json!({
         "generation": snap.generation,
         "primary": snap.primary_view().map(|p| p.name.to_string()),
+        "leader": shared.failover.is_leader(),
         "conflict": snap.conflict.iter().map(|&i| snap.servers[i].name.to_string()).collect::<Vec<_>>(),
         "health": health(shared).unwrap_or_else(|e| e),
         "servers": servers,

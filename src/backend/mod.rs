@@ -192,6 +192,9 @@ pub struct BackendConn {
     /// Cancelled when its server is demoted ([`Pools::sever`]): an exchange
     /// in flight is aborted and the connection is never used again.
     pub cut: CancellationToken,
+    /// `backend_read_timeout` for the statements rwproxy sends itself on
+    /// this connection (state replay, GTID reads, pings, resets).
+    pub read_timeout: Option<Duration>,
 }
 
 impl BackendConn {
@@ -282,6 +285,7 @@ impl BackendConn {
                 tracks_gtid: false,
                 dirty: false,
                 cut: CancellationToken::new(),
+                read_timeout: None,
             })
         };
         match tokio::time::timeout(timeout, fut).await {
@@ -374,26 +378,56 @@ impl BackendConn {
         payload.push(code::COM_QUERY);
         payload.extend_from_slice(sql.as_bytes());
         self.broken = true;
-        self.stream.queue_payload(0, &payload);
-        self.stream.flush().await?;
-        let flag = self.caches_metadata();
-        let v = response::read_single_value(&mut self.stream, self.caps, flag).await?;
+        let (cut, bound) = (self.cut.clone(), self.read_timeout);
+        let v = guard::guarded(
+            async {
+                self.stream.queue_payload(0, &payload);
+                self.stream.flush().await?;
+                let flag = self.caches_metadata();
+                Ok::<_, BackendError>(
+                    response::read_single_value(&mut self.stream, self.caps, flag).await?,
+                )
+            },
+            &cut,
+            bound,
+        )
+        .await
+        .map_err(|c| BackendError::Io(c.io_error().into()))??;
         self.broken = false;
         Ok(v)
     }
 
+    /// Statements rwproxy sends itself are bounded like client statements
+    /// ([`guard::guarded`]): a hung server must not hold a session in the
+    /// middle of a state replay or a GTID read.
     async fn run_internal(
         &mut self,
         payload: &[u8],
         expect: Expect,
     ) -> Result<Option<ClientError>, BackendError> {
         self.broken = true;
-        self.stream.queue_payload(0, payload);
-        self.stream.flush().await?;
-        let meta = self.meta_internal();
-        let summary =
-            response::forward::<_, TcpStream>(&mut self.stream, None, expect, self.caps, meta)
-                .await?;
+        let (cut, bound) = (self.cut.clone(), self.read_timeout);
+        let summary = guard::guarded(
+            async {
+                self.stream.queue_payload(0, payload);
+                self.stream.flush().await?;
+                let meta = self.meta_internal();
+                Ok::<_, BackendError>(
+                    response::forward::<_, TcpStream>(
+                        &mut self.stream,
+                        None,
+                        expect,
+                        self.caps,
+                        meta,
+                    )
+                    .await?,
+                )
+            },
+            &cut,
+            bound,
+        )
+        .await
+        .map_err(|c| BackendError::Io(c.io_error().into()))??;
         self.broken = false;
         self.last_used = Instant::now();
         Ok(summary.err)
@@ -483,6 +517,7 @@ pub struct Pools {
     connect_timeout: Duration,
     max_per_server: usize,
     wait_timeout: Duration,
+    read_timeout: Option<Duration>,
     /// TLS settings of the configuration in force (swapped by RELOAD).
     tls: arc_swap::ArcSwap<tls::ServerTls>,
     /// Per server, the token its connections carry ([`BackendConn::cut`]);
@@ -502,6 +537,8 @@ pub struct PoolLimits {
     pub max_per_server: usize,
     /// How long a borrower waits for a bounded server.
     pub wait_timeout: Duration,
+    /// `backend_read_timeout` (read at start) for rwproxy's own statements.
+    pub read_timeout: Option<Duration>,
 }
 
 impl Pools {
@@ -514,6 +551,7 @@ impl Pools {
             connect_timeout: limits.connect_timeout,
             max_per_server: limits.max_per_server,
             wait_timeout: limits.wait_timeout,
+            read_timeout: limits.read_timeout,
             tls: Default::default(),
             cuts: Mutex::new(HashMap::new()),
         }
@@ -692,6 +730,7 @@ impl Pools {
         .await?;
         conn.permit = permit;
         conn.cut = self.cut_token(&key.server);
+        conn.read_timeout = self.read_timeout;
         Ok(conn)
     }
 
