@@ -150,6 +150,7 @@ pub async fn build_shared(
         connect_timeout: config.connect_timeout(),
         max_per_server: config.pool_max_per_server,
         wait_timeout: Duration::from_millis(config.pool_wait_timeout_ms),
+        read_timeout: config.backend_read_timeout(),
     }));
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(c), Some(k)) => match crate::protocol::stream::acceptor(c, k) {
@@ -166,7 +167,8 @@ pub async fn build_shared(
     ));
     let rules = RuleSet::compile(&config.rules)?;
     let config = Arc::new(ArcSwap::from_pointee(config));
-    let failover = Arc::new(Failover::new(config.clone(), topology.clone()));
+    let failover =
+        Arc::new(Failover::new(config.clone(), topology.clone()).with_pools(pools.clone()));
     let accounts = Arc::new(Accounts::new(config.clone(), topology.clone()));
     if config.load().auth == crate::config::AuthMode::Servers {
         // Load accounts before the first client arrives (the refresher

@@ -370,6 +370,20 @@ pub struct FailoverConfig {
     /// Point a returning old primary at the new one as a replica.
     #[serde(default)]
     pub auto_rejoin: bool,
+    /// A primary rwproxy cannot reach is dead only once no replica has
+    /// received anything from it (event or replication heartbeat) for this
+    /// long. Shorter: faster failover of a hung primary; longer: fewer
+    /// false positives on a slow or briefly stalled one. A killed primary
+    /// (replicas' IO threads disconnected) does not wait for it.
+    #[serde(default = "default_primary_failure_timeout_ms")]
+    pub primary_failure_timeout_ms: u64,
+    /// Ask the replicas before failing over (see
+    /// `primary_failure_timeout_ms`). Off = the primary is dead as soon as
+    /// rwproxy cannot reach it, which splits the brain on a partition
+    /// between rwproxy and the primary alone; only for topologies without
+    /// replicas that could tell.
+    #[serde(default = "default_true")]
+    pub verify_primary_failure: bool,
 }
 
 impl std::fmt::Debug for FailoverConfig {
@@ -459,6 +473,15 @@ pub struct Config {
     /// is disconnected even when `client_idle_timeout_ms` is off. 0 = off.
     #[serde(default = "default_client_read_timeout_ms")]
     pub client_read_timeout_ms: u64,
+    /// A backend whose response to a statement has not ended this long
+    /// after the statement was sent is cut: the client gets an ERR (the
+    /// statement's outcome is unknown) and the connection is discarded.
+    /// It bounds the whole response, so it must exceed the longest
+    /// legitimate statement (and result transfer). 0 = off (the default:
+    /// long-running statements are legitimate; a hung server is then cut
+    /// only by a promotion or by TCP).
+    #[serde(default)]
+    pub backend_read_timeout_ms: u64,
     /// On SIGTERM: how long running statements and transactions may take
     /// to finish before remaining sessions are closed.
     #[serde(default = "default_shutdown_timeout_ms")]
@@ -669,6 +692,12 @@ fn default_switchover_timeout_ms() -> u64 {
 fn default_max_promotion_lag_ms() -> u64 {
     10_000
 }
+fn default_true() -> bool {
+    true
+}
+fn default_primary_failure_timeout_ms() -> u64 {
+    10_000
+}
 fn default_failover_after() -> u32 {
     3
 }
@@ -864,6 +893,12 @@ impl Config {
             if f.failover_after == 0 {
                 return Err(invalid("failover.failover_after", "must be at least 1"));
             }
+            if f.primary_failure_timeout_ms < 100 {
+                return Err(invalid(
+                    "failover.primary_failure_timeout_ms",
+                    "must be at least 100",
+                ));
+            }
         }
         if self.servers.is_empty() {
             return Err(invalid("servers", "at least one server is required"));
@@ -1031,6 +1066,28 @@ impl Config {
     }
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
+    }
+    /// `[failover] primary_failure_timeout_ms` (its default without a
+    /// `[failover]` section: the evidence is still reported).
+    pub fn primary_failure_timeout(&self) -> Duration {
+        Duration::from_millis(
+            self.failover
+                .as_ref()
+                .map(|f| f.primary_failure_timeout_ms)
+                .unwrap_or_else(default_primary_failure_timeout_ms),
+        )
+    }
+    /// Replication heartbeat period rwproxy sets when it points a replica
+    /// at a primary: a quarter of the failure timeout, so a live but idle
+    /// primary is seen alive several times per timeout.
+    pub fn replication_heartbeat(&self) -> Duration {
+        (self.primary_failure_timeout() / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(30))
+    }
+    /// `backend_read_timeout_ms`, when on.
+    pub fn backend_read_timeout(&self) -> Option<Duration> {
+        (self.backend_read_timeout_ms > 0)
+            .then(|| Duration::from_millis(self.backend_read_timeout_ms))
     }
     pub fn monitor_interval(&self) -> Duration {
         Duration::from_millis(self.monitor_interval_ms)

@@ -75,6 +75,17 @@ pub enum FailoverError {
     NoCandidate,
     #[error("another rwproxy instance holds the failover lock")]
     LockHeld,
+    /// rwproxy cannot reach the primary, but replicas still receive from
+    /// it: it is alive, only rwproxy's link is broken. Promoting would
+    /// split the brain.
+    #[error(
+        "primary '{name}' is unreachable from rwproxy but {receiving} replica(s) still receive from it: not failing over"
+    )]
+    PrimaryAlive { name: String, receiving: usize },
+    /// Two or more writable, non-replicating servers: nothing is promoted
+    /// until one is fenced.
+    #[error("two or more servers are writable and not replicating; refusing to promote")]
+    Conflict,
     /// The failover lock was free, but the servers already have a primary
     /// again (another instance, or an operator, promoted it): this instance
     /// adopted it and changed nothing on the servers.
@@ -186,6 +197,16 @@ pub struct Failover {
     /// primary that had written beyond it has transactions the new primary
     /// never received (its history diverged).
     demoted: std::sync::Mutex<Vec<(Arc<str>, GtidPos)>>,
+    /// Backend pools, to close every connection to a demoted primary
+    /// before the promotion is published (None in unit-level tests that
+    /// drive the engine without a proxy).
+    pools: Option<Arc<crate::backend::Pools>>,
+    /// Whether the last watch round saw the primary unreachable from
+    /// rwproxy while replicas still received from it (logs once per change).
+    unreachable_reported: AtomicBool,
+    /// This instance holds the leader lock on a majority of the servers
+    /// (see [`Failover::lead`]); only the leader fails over automatically.
+    leader: AtomicBool,
 }
 
 async fn connect(config: &Config, addr: &str) -> Result<Conn, String> {
@@ -222,8 +243,12 @@ fn change_master_sql(config: &Config, f: &FailoverConfig, primary_addr: &str) ->
     } else {
         ""
     };
+    // Heartbeats are the evidence that a quiet primary is alive (see
+    // `topology::Feed`): frequent enough to be seen several times within
+    // `primary_failure_timeout`.
+    let heartbeat = config.replication_heartbeat().as_secs_f64();
     format!(
-        "CHANGE MASTER TO MASTER_HOST={}, MASTER_PORT={port}, MASTER_USER={}, MASTER_PASSWORD={}, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1{ssl}",
+        "CHANGE MASTER TO MASTER_HOST={}, MASTER_PORT={port}, MASTER_USER={}, MASTER_PASSWORD={}, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD={heartbeat:.3}{ssl}",
         sql_quote(&host),
         sql_quote(&f.replication_user),
         sql_quote(&f.replication_password)
@@ -259,7 +284,104 @@ impl Failover {
             promotions: Default::default(),
             failovers: Default::default(),
             demoted: Default::default(),
+            pools: None,
+            unreachable_reported: AtomicBool::new(false),
+            leader: AtomicBool::new(false),
         }
+    }
+
+    /// Whether this instance currently leads (holds the leader lock on a
+    /// majority of the servers).
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
+    }
+
+    /// Keeps (or tries to take) `GET_LOCK('rwproxy_leader')` on every
+    /// server, each on its own connection, and leads while it holds a
+    /// majority of them — MaxScale's cooperative monitoring. The state is
+    /// held on the servers: a named lock lives exactly as long as the
+    /// connection that took it, so a leader that dies or is cut off from
+    /// the servers loses it by itself, and another instance takes over at
+    /// its next round. With one instance (the default) it simply always
+    /// leads. No consensus of our own, no external coordinator.
+    async fn lead(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut held: Vec<(Arc<str>, Conn)> = Vec::new();
+        loop {
+            let cfg = self.cfg();
+            let snap = self.topology.load();
+            let bound = cfg.connect_timeout();
+            // Keep the locks still held (the connection answers and is the
+            // lock's owner); drop the others.
+            let mut kept = Vec::new();
+            for (name, mut c) in held.drain(..) {
+                let owner: Result<Result<Option<Option<i64>>, _>, _> = tokio::time::timeout(
+                    bound,
+                    c.query_first("SELECT IS_USED_LOCK('rwproxy_leader') = CONNECTION_ID()"),
+                )
+                .await;
+                if matches!(owner, Ok(Ok(Some(Some(1))))) {
+                    kept.push((name, c));
+                }
+            }
+            held = kept;
+            for s in snap.servers.iter().filter(|s| s.up) {
+                if held.iter().any(|(n, _)| n == &s.name) {
+                    continue;
+                }
+                let Ok(mut c) = connect(&cfg, &s.addr).await else {
+                    continue;
+                };
+                let got: Result<Result<Option<Option<i64>>, _>, _> = tokio::time::timeout(
+                    bound,
+                    c.query_first("SELECT GET_LOCK('rwproxy_leader', 0)"),
+                )
+                .await;
+                if matches!(got, Ok(Ok(Some(Some(1))))) {
+                    held.push((s.name.clone(), c));
+                } else {
+                    let _ = c.disconnect().await;
+                }
+            }
+            let lead = held.len() > snap.servers.len() / 2;
+            if lead != self.leader.swap(lead, Ordering::Relaxed) {
+                info!(
+                    leader = lead,
+                    locks = held.len(),
+                    servers = snap.servers.len(),
+                    "rwproxy leadership changed"
+                );
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(cfg.monitor_interval()) => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        self.leader.store(false, Ordering::Relaxed);
+        for (_, c) in held {
+            let _ = c.disconnect().await;
+        }
+    }
+
+    /// Gives the engine the proxy's pools (see [`Failover::adopt`]).
+    pub fn with_pools(mut self, pools: Arc<crate::backend::Pools>) -> Failover {
+        self.pools = Some(pools);
+        self
+    }
+
+    /// Whether `idx`, which rwproxy cannot reach, is dead by the shared
+    /// evidence: with `verify_primary_failure`, only when no replica
+    /// received anything from it within `primary_failure_timeout`.
+    fn primary_alive_on_replicas(&self, snap: &Snapshot, idx: usize) -> Option<usize> {
+        let cfg = self.cfg();
+        if !cfg
+            .failover
+            .as_ref()
+            .is_none_or(|f| f.verify_primary_failure)
+        {
+            return None;
+        }
+        let ev = snap.primary_evidence(idx, cfg.primary_failure_timeout());
+        (ev.receiving > 0).then_some(ev.receiving)
     }
 
     fn settings(&self) -> Result<FailoverConfig, FailoverError> {
@@ -445,6 +567,7 @@ impl Failover {
                 });
             }
         }
+        take_semi_sync_master(&mut cand_conn).await;
         steps.done("candidate writable");
 
         // 6 (before 5, so writes resume as early as possible): publish and reopen.
@@ -475,6 +598,7 @@ impl Failover {
         let _ = old_conn
             .query_drop("SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos")
             .await;
+        drop_semi_sync_master(&mut old_conn).await;
         for sql in ["STOP SLAVE", change.as_str(), "START SLAVE"] {
             if let Err(e) = old_conn.query_drop(sql).await {
                 warn!(server = %old_view.name, error = %e, "repointing old primary failed");
@@ -538,6 +662,29 @@ impl Failover {
         let f = self.settings()?;
         let _guard = self.running.try_lock().map_err(|_| FailoverError::Busy)?;
         let snap = self.topology.load();
+        if snap.primary.is_some() {
+            return Err(FailoverError::PrimaryUp);
+        }
+        if !snap.conflict.is_empty() {
+            return Err(FailoverError::Conflict);
+        }
+        // The replicas' last samples may predate the primary's failure (a
+        // FAILOVER typed right after a crash): give their monitors two
+        // rounds to look again before refusing.
+        let fresh_by = Instant::now() + self.cfg().monitor_interval() * 2;
+        let mut snap = snap;
+        while let Some(lost) = snap.lost_primary()
+            && let Some(receiving) = self.primary_alive_on_replicas(&snap, lost)
+        {
+            if Instant::now() >= fresh_by {
+                return Err(FailoverError::PrimaryAlive {
+                    name: snap.servers[lost].name.to_string(),
+                    receiving,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            snap = self.topology.load();
+        }
         if snap.primary.is_some() {
             return Err(FailoverError::PrimaryUp);
         }
@@ -657,7 +804,13 @@ impl Failover {
         steps.report.new_primary = cand_view.name.to_string();
         steps.done(format!("chose {} at GTID {pos}", cand_view.name));
         let change = change_master_sql(&self.cfg(), &f, &cand_view.addr);
+        // The candidate first: it must be a (semi-sync) primary before the
+        // others connect to it, or they register as asynchronous replicas.
+        cands.sort_by_key(|(i, _)| *i != cand);
         for (i, c) in cands.iter_mut() {
+            if *i == cand {
+                take_semi_sync_master(c).await;
+            }
             let sqls: &[&str] = if *i == cand {
                 &["STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = 0"]
             } else {
@@ -722,6 +875,11 @@ impl Failover {
     /// another instance did): the dead primary is kept out of routing and
     /// remembered, so that this instance fences it when it comes back,
     /// even if the instance that promoted is gone by then.
+    ///
+    /// Before publishing, every backend connection to the old primary is
+    /// closed ([`crate::backend::Pools::sever`]): a statement in flight on
+    /// a primary that only hung would otherwise be acknowledged when it
+    /// resumes, after the promotion, and be missing on the new primary.
     fn adopt(&self, snap: &Snapshot, primary: &Arc<str>, promoted_at: &GtidPos) {
         for s in snap
             .servers
@@ -729,6 +887,10 @@ impl Failover {
             .filter(|s| s.role == Role::Primary && !s.up && s.name != *primary)
         {
             self.remember_demoted(&s.name, promoted_at);
+            if let Some(pools) = &self.pools {
+                let idle = pools.sever(&s.name);
+                info!(server = %s.name, idle_closed = idle, "closed every connection to the demoted primary");
+            }
         }
         self.topology.update(|s| {
             for v in s.servers.iter_mut() {
@@ -737,11 +899,14 @@ impl Failover {
                     v.read_only = Some(false);
                     v.replication = Replication::None;
                     v.lag = Some(Duration::ZERO);
+                    v.demoted = false;
                 } else if v.role == Role::Primary {
                     // The dead primary: keep it out until it is fenced.
                     v.role = Role::Replica;
+                    v.demoted = true;
                 }
             }
+            crate::monitor::derive_primary(s);
             s.primary = s.find(primary);
         });
     }
@@ -754,60 +919,93 @@ impl Failover {
     }
 
     /// Fences old primaries that claim to be primary again (back from the
-    /// dead, or demoted by another instance's failover): `read_only = 1` at once, then,
-    /// with `auto_rejoin`, made a replica of the current primary if its
-    /// GTID history is contained in the primary's; otherwise kept out.
+    /// dead, or demoted by another instance's failover): `read_only = 1` at
+    /// once, then, with `auto_rejoin`, made a replica of the current
+    /// primary if its GTID history is contained in the primary's;
+    /// otherwise kept out.
+    ///
+    /// Strays are (a) servers this instance demoted, and (b) while two or
+    /// more servers are writable and not replicating (no primary is
+    /// published then), those the replicas do not follow, when the
+    /// replicas follow exactly one of them: which server is primary is what
+    /// the servers say, so an instance that did not do the failover (and
+    /// never saw the old primary die) still converges on the promoted one.
     pub async fn fence_strays(&self) {
         let snap = self.topology.load();
-        let Some(p) = snap.primary_view() else {
+        let Some(p_idx) = snap.primary.or_else(|| followed_primary(&snap)) else {
             return;
         };
+        let p = &snap.servers[p_idx];
         let cfg = self.cfg();
         let rejoin = cfg.failover.as_ref().is_some_and(|f| f.auto_rejoin);
         for (i, s) in snap.servers.iter().enumerate() {
-            if Some(i) == snap.primary || !s.up || s.role != Role::Primary || s.fenced.is_some() {
+            if i == p_idx || !s.up || s.role != Role::Primary || s.fenced.is_some() {
                 continue;
             }
-            // Only a server known to have been primary before, and never
-            // one that shares the current primary's address.
+            // Only a server known to have been primary before (ours), or
+            // one the replicas do not follow in a conflict; never one that
+            // shares the current primary's address.
             let promoted_at = self
                 .demoted
                 .lock()
                 .ok()
                 .and_then(|d| d.iter().find(|(n, _)| n == &s.name).map(|(_, g)| g.clone()));
-            let Some(promoted_at) = promoted_at else {
-                continue;
-            };
-            if s.addr == p.addr {
+            let unfollowed = snap.primary.is_none() && snap.conflict.contains(&i);
+            if (promoted_at.is_none() && !unfollowed) || s.addr == p.addr {
                 continue;
             }
             let Ok(mut c) = connect(&self.cfg(), &s.addr).await else {
                 continue;
             };
-            if let Err(e) = c.query_drop("SET GLOBAL read_only = 1").await {
-                warn!(server = %s.name, error = %e, "could not fence stray primary");
-                continue;
+            // Bounded: `SET GLOBAL read_only = 1` waits for commits in
+            // progress, and a resumed primary may have commits that wait
+            // for a semi-sync acknowledgement nobody will send. It stays
+            // out of routing meanwhile (`demoted` / conflict).
+            match tokio::time::timeout(
+                cfg.connect_timeout().max(Duration::from_secs(2)),
+                c.query_drop("SET GLOBAL read_only = 1"),
+            )
+            .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    warn!(server = %s.name, error = %e, "could not fence stray primary");
+                    continue;
+                }
+                Err(_) => {
+                    warn!(server = %s.name, "fencing stray primary timed out (commits in progress there); kept out of routing, retrying");
+                    continue;
+                }
             }
             warn!(server = %s.name, primary = %p.name, "fenced a stray primary (read_only = 1)");
             // Sequence numbers alone cannot tell: the new primary continues
             // the same domain's numbering with its own server id. What the
             // old primary wrote must not go past where the new one was
-            // promoted.
-            let diverged = !promoted_at.covers(&s.gtid_binlog);
-            let name = s.name.clone();
-            if diverged {
-                let why = format!(
+            // promoted. Without that position (another instance promoted),
+            // it is kept out for the operator to inspect.
+            let why = match &promoted_at {
+                Some(at) if at.covers(&s.gtid_binlog) => None,
+                Some(at) => Some(format!(
                     "GTID history diverged: it has {} but {} was promoted at {}",
-                    s.gtid_binlog, p.name, promoted_at
-                );
+                    s.gtid_binlog, p.name, at
+                )),
+                None => Some(format!(
+                    "stray primary: writable while the replicas follow {}",
+                    p.name
+                )),
+            };
+            let name = s.name.clone();
+            if let Some(why) = why {
                 warn!(server = %name, reason = %why, "kept out of the topology");
                 self.topology.update(|snap| {
                     if let Some(v) = snap.servers.iter_mut().find(|v| v.name == name) {
                         v.fenced = Some(why.clone());
                         v.role = Role::Replica;
                     }
+                    crate::monitor::derive_primary(snap);
                 });
             } else if rejoin && let Some(f) = &cfg.failover {
+                drop_semi_sync_master(&mut c).await;
                 let change = change_master_sql(&cfg, f, &p.addr);
                 let mut ok = true;
                 for sql in [
@@ -830,29 +1028,56 @@ impl Failover {
         }
     }
 
+    /// Logs (once per change) that the primary is unreachable from rwproxy
+    /// while replicas still receive from it.
+    fn report_unreachable(&self, alive: Option<(&str, usize)>) {
+        let was = self
+            .unreachable_reported
+            .swap(alive.is_some(), Ordering::Relaxed);
+        match alive {
+            Some((name, receiving)) if !was => warn!(
+                primary = %name,
+                receiving,
+                "primary unreachable from rwproxy, but replicas still receive from it: not failing over (writes fail until the link heals)"
+            ),
+            None if was => info!("primary reachable again (or dead by the replicas' account)"),
+            _ => {}
+        }
+    }
+
     /// Background duty: fence strays and, with `auto_failover`, fail over
-    /// once the primary missed `failover_after` checks.
+    /// once the primary missed `failover_after` checks *and* no replica
+    /// received from it within `primary_failure_timeout`.
     pub async fn watch(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let leading = tokio::spawn(self.clone().lead(shutdown.clone()));
         loop {
             let cfg = self.cfg();
             let interval = cfg.monitor_interval();
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
             }
             self.fence_strays().await;
+            let snap = self.topology.load();
+            let lost = snap.lost_primary();
+            let alive = lost.and_then(|i| {
+                let ev = snap.primary_evidence(i, cfg.primary_failure_timeout());
+                (ev.receiving > 0).then(|| (&*snap.servers[i].name, ev.receiving))
+            });
+            self.report_unreachable(alive);
             let Some(f) = cfg.failover.as_ref() else {
                 continue;
             };
             if !f.auto_failover {
                 continue;
             }
-            let snap = self.topology.load();
-            let dead = snap.primary.is_none()
-                && snap
-                    .servers
-                    .iter()
-                    .any(|s| s.role == Role::Primary && !s.up && s.failures >= f.failover_after);
+            // Only the leader promotes; the others follow what the servers
+            // then say.
+            let dead = self.is_leader()
+                && snap.primary.is_none()
+                && snap.conflict.is_empty()
+                && lost.is_some_and(|i| snap.servers[i].failures >= f.failover_after)
+                && (alive.is_none() || !f.verify_primary_failure);
             if dead {
                 match self.failover().await {
                     Ok(r) => info!(new = %r.new_primary, "automatic failover done"),
@@ -864,6 +1089,76 @@ impl Failover {
                 }
             }
         }
+        let _ = leading.await;
+    }
+}
+
+/// Semi-sync follows the primary role: a promoted replica that runs as a
+/// semi-sync replica (`rpl_semi_sync_slave_enabled`) becomes a semi-sync
+/// primary, so "no acknowledged write lost" still holds after the
+/// promotion. Replicas do not run the master side: with
+/// `rpl_semi_sync_master_wait_no_slave = ON` a replica's SQL thread would
+/// wait for an acknowledgement nobody sends. Best effort (servers without
+/// semi-sync are left alone).
+async fn take_semi_sync_master(c: &mut Conn) {
+    let slave: Option<Option<i64>> = c
+        .query_first("SELECT @@GLOBAL.rpl_semi_sync_slave_enabled")
+        .await
+        .ok();
+    if slave == Some(Some(1)) {
+        match c
+            .query_drop("SET GLOBAL rpl_semi_sync_master_enabled = 1")
+            .await
+        {
+            Ok(()) => info!("semi-sync primary side enabled on the promoted server"),
+            Err(e) => warn!(error = %e, "could not enable semi-sync on the promoted server"),
+        }
+    }
+}
+
+/// The other half of [`take_semi_sync_master`], for a server that becomes
+/// a replica.
+async fn drop_semi_sync_master(c: &mut Conn) {
+    let master: Option<Option<i64>> = c
+        .query_first("SELECT @@GLOBAL.rpl_semi_sync_master_enabled")
+        .await
+        .ok();
+    if master == Some(Some(1)) {
+        let _ = c
+            .query_drop("SET GLOBAL rpl_semi_sync_master_enabled = 0")
+            .await;
+    }
+}
+
+/// In a conflict (two or more writable, non-replicating servers), the one
+/// the up replicas follow (`Master_Server_Id`), if they all follow exactly
+/// one of them.
+fn followed_primary(snap: &Snapshot) -> Option<usize> {
+    if snap.conflict.len() < 2 {
+        return None;
+    }
+    let mut followed: Vec<usize> = Vec::new();
+    for s in snap
+        .servers
+        .iter()
+        .filter(|s| s.up && s.role == Role::Replica)
+    {
+        let Some(src) = s.feed.as_ref().and_then(|f| f.source_id) else {
+            continue;
+        };
+        if let Some(i) = snap
+            .conflict
+            .iter()
+            .copied()
+            .find(|&i| snap.servers[i].server_id == Some(src))
+            && !followed.contains(&i)
+        {
+            followed.push(i);
+        }
+    }
+    match followed.as_slice() {
+        [one] => Some(*one),
+        _ => None,
     }
 }
 

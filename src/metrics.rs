@@ -314,6 +314,31 @@ impl Metrics {
         );
         let _ = writeln!(o, "# TYPE rwproxy_failovers_total counter");
         let _ = writeln!(o, "rwproxy_failovers_total {failovers}");
+        let report = snap.primary_report();
+        let receiving = report.map_or(0, |(_, e)| e.receiving);
+        let unreachable = report.is_some_and(|(i, e)| e.receiving > 0 && !snap.servers[i].up);
+        let _ = writeln!(
+            o,
+            "# HELP rwproxy_primary_replicas_receiving Replicas that received from the primary within primary_failure_timeout."
+        );
+        let _ = writeln!(o, "# TYPE rwproxy_primary_replicas_receiving gauge");
+        let _ = writeln!(o, "rwproxy_primary_replicas_receiving {receiving}");
+        let _ = writeln!(
+            o,
+            "# HELP rwproxy_primary_unreachable 1 while rwproxy cannot reach a primary its replicas still receive from (no failover; writes fail)."
+        );
+        let _ = writeln!(o, "# TYPE rwproxy_primary_unreachable gauge");
+        let _ = writeln!(o, "rwproxy_primary_unreachable {}", u8::from(unreachable));
+        let _ = writeln!(
+            o,
+            "# HELP rwproxy_primary_conflict 1 while two or more servers are writable and not replicating (writes refused)."
+        );
+        let _ = writeln!(o, "# TYPE rwproxy_primary_conflict gauge");
+        let _ = writeln!(
+            o,
+            "rwproxy_primary_conflict {}",
+            u8::from(snap.conflict.len() >= 2)
+        );
         o
     }
 }

@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, Role};
 use crate::gtid::GtidPos;
-use crate::topology::{Replication, Snapshot, Topology};
+use crate::topology::{Feed, Replication, Snapshot, Topology};
 
 /// One check's result.
 #[derive(Debug, Clone)]
@@ -37,6 +37,70 @@ pub struct Observation {
     pub gtid_slave: GtidPos,
     /// Whether replication is configured at all (a replica, even if stopped).
     pub is_replica: bool,
+    /// `@@server_id`.
+    pub server_id: Option<u32>,
+    /// The IO thread's counters (replicas only; None where the dialect
+    /// gives none).
+    pub feed: Option<FeedSample>,
+}
+
+/// One reading of a replica's IO-thread counters (see
+/// [`crate::topology::Feed`] for what is made of them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedSample {
+    pub source_id: Option<u32>,
+    pub connected: bool,
+    pub heartbeats: u64,
+    pub io_pos: String,
+}
+
+/// MariaDB: the IO thread's evidence from a `SHOW SLAVE STATUS` row.
+/// (MySQL would read `performance_schema.replication_connection_status`:
+/// `SERVICE_STATE`, `SOURCE_UUID`, `LAST_HEARTBEAT_TIMESTAMP`,
+/// `LAST_QUEUED_TRANSACTION` — another function of this shape.)
+fn mariadb_feed(r: &Row) -> Option<FeedSample> {
+    let heartbeats = col_str(r, "Slave_received_heartbeats")?.parse().ok()?;
+    Some(FeedSample {
+        source_id: col_str(r, "Master_Server_Id")
+            .and_then(|v| v.parse().ok())
+            .filter(|&id| id != 0),
+        connected: col_str(r, "Slave_IO_Running").is_some_and(|v| v == "Yes"),
+        heartbeats,
+        io_pos: col_str(r, "Gtid_IO_Pos").unwrap_or_default(),
+    })
+}
+
+/// The next [`Feed`] from the previous one and a new sample: it advanced
+/// when the counters moved while connected to the same source.
+pub fn next_feed(prev: Option<&Feed>, sample: &FeedSample) -> Feed {
+    let now = Instant::now();
+    let same_link = prev.is_some_and(|p| p.connected && p.source_id == sample.source_id);
+    let advanced_at = match prev {
+        _ if !sample.connected => None,
+        Some(p) if same_link => {
+            if p.heartbeats != sample.heartbeats || p.io_pos != sample.io_pos {
+                Some(now)
+            } else {
+                p.advanced_at
+            }
+        }
+        // Newly connected (or first seen connected): counts as just
+        // received — when in doubt, the primary is alive.
+        _ => Some(now),
+    };
+    let connected_since = match prev {
+        _ if !sample.connected => None,
+        Some(p) if same_link => p.connected_since,
+        _ => Some(SystemTime::now()),
+    };
+    Feed {
+        source_id: sample.source_id,
+        connected: sample.connected,
+        heartbeats: sample.heartbeats,
+        io_pos: sample.io_pos.clone(),
+        advanced_at,
+        connected_since,
+    }
 }
 
 /// Connection options for the monitor account on one server, with the TLS
@@ -74,6 +138,9 @@ fn col_str(row: &Row, name: &str) -> Option<String> {
     }
 }
 
+/// `@@read_only`, binlog position, applied position, `@@server_id`.
+type GlobalsRow = (i64, Option<String>, Option<String>, Option<u32>);
+
 /// Runs one check on an open connection.
 pub async fn check(
     conn: &mut Conn,
@@ -85,21 +152,31 @@ pub async fn check(
     let mariadb = conn.server_version().0 >= 10;
     let (gtid_sql, status_sql) = if mariadb {
         (
-            "SELECT @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos",
-            "SHOW SLAVE STATUS",
+            "SELECT @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos, @@server_id",
+            // ALL: only this form has `Slave_received_heartbeats` (the
+            // evidence a quiet primary is alive, see `mariadb_feed`).
+            "SHOW ALL SLAVES STATUS",
         )
     } else {
         // MySQL: one executed set; applied == written on a replica with
         // log_replica_updates. (GtidPos understands MariaDB positions only,
         // so on MySQL read-your-writes falls back to the primary.)
         (
-            "SELECT @@read_only, @@gtid_executed, @@gtid_executed",
+            "SELECT @@read_only, @@gtid_executed, @@gtid_executed, @@server_id",
             "SHOW REPLICA STATUS",
         )
     };
-    let row: Option<(i64, Option<String>, Option<String>)> = conn.query_first(gtid_sql).await?;
-    let (read_only, binlog, slave) = row.unwrap_or((0, None, None));
-    let status: Vec<Row> = conn.query(status_sql).await?;
+    let row: Option<GlobalsRow> = conn.query_first(gtid_sql).await?;
+    let (read_only, binlog, slave, server_id) = row.unwrap_or((0, None, None, None));
+    let mut status: Vec<Row> = conn.query(status_sql).await?;
+    // The default (unnamed) replication connection comes first.
+    if let Some(i) = status
+        .iter()
+        .position(|r| col_str(r, "Connection_name").is_some_and(|n| n.is_empty()))
+    {
+        status.swap(0, i);
+    }
+    let feed = status.first().filter(|_| mariadb).and_then(mariadb_feed);
     let (is_replica, replication, sbm) = match status.first() {
         None => (false, Replication::None, None),
         Some(r) => {
@@ -150,6 +227,8 @@ pub async fn check(
         gtid_binlog: GtidPos::parse(binlog.as_deref().unwrap_or("")),
         gtid_slave: GtidPos::parse(slave.as_deref().unwrap_or("")),
         is_replica,
+        server_id,
+        feed,
     })
 }
 
@@ -196,6 +275,13 @@ fn apply(
             } else {
                 o.lag
             };
+            s.server_id = o.server_id;
+            s.feed = o.feed.as_ref().map(|f| next_feed(s.feed.as_ref(), f));
+            // A server this instance demoted stays out until it is seen
+            // fenced (read-only or replicating).
+            if s.demoted && s.role == Role::Replica {
+                s.demoted = false;
+            }
         }
         Err(e) => {
             s.failures = failures;
@@ -211,21 +297,38 @@ fn apply(
     derive_primary(snap);
 }
 
-/// The primary is the up server that is writable and not replicating. With
-/// several (split brain), the previous primary is kept if it is one of them.
-fn derive_primary(snap: &mut Snapshot) {
+/// The primary is the up server that is writable and not replicating.
+///
+/// A server this instance demoted (failover) is never a candidate: it is a
+/// stray waiting to be fenced. With several candidates left (split brain:
+/// e.g. another instance promoted a replica while this one still saw the
+/// old primary), there is *no* primary: picking one could send writes to
+/// the server that is about to lose, so writes are refused until the
+/// servers agree again (one is fenced, by whichever instance can reach
+/// it; see `Failover::fence_strays`).
+pub fn derive_primary(snap: &mut Snapshot) {
     let candidates: Vec<usize> = snap
         .servers
         .iter()
         .enumerate()
-        .filter(|(_, s)| s.up && s.role == Role::Primary)
+        .filter(|(_, s)| s.up && s.role == Role::Primary && !s.demoted)
         .map(|(i, _)| i)
         .collect();
-    snap.primary = match candidates.as_slice() {
-        [] => None,
-        [one] => Some(*one),
-        many => snap.primary.filter(|p| many.contains(p)).or(Some(many[0])),
+    let (primary, conflict) = match candidates.as_slice() {
+        [] => (None, Vec::new()),
+        [one] => (Some(*one), Vec::new()),
+        many => (None, many.to_vec()),
     };
+    if conflict != snap.conflict {
+        if conflict.is_empty() {
+            info!("the servers agree on one primary again");
+        } else {
+            let names: Vec<&str> = conflict.iter().map(|&i| &*snap.servers[i].name).collect();
+            warn!(servers = ?names, "two or more writable, non-replicating servers: refusing writes until they agree");
+        }
+    }
+    snap.primary = primary;
+    snap.conflict = conflict;
 }
 
 /// Handle to the running monitor.

@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 
@@ -40,6 +40,53 @@ pub enum Replication {
     Running,
     /// Configured but at least one thread is stopped.
     Stopped { io: bool, sql: bool },
+}
+
+/// What a replica's IO thread receives from its source, as the monitor
+/// last saw it: the evidence, shared by every rwproxy instance because it
+/// lives on the servers, that a primary rwproxy cannot reach is still
+/// alive (MaxScale's `verify_master_failure`, Orchestrator's
+/// "UnreachableMaster is not DeadMaster").
+///
+/// A replica *receives* from its source when its IO thread is connected
+/// and its heartbeat count or received GTID position moved within
+/// `primary_failure_timeout` (see [`Snapshot::primary_evidence`]). The
+/// counters themselves come from the dialect (MariaDB: `SHOW SLAVE STATUS`
+/// `Slave_received_heartbeats` / `Gtid_IO_Pos`; MySQL would use
+/// `performance_schema.replication_connection_status`
+/// `LAST_HEARTBEAT_TIMESTAMP` / `LAST_QUEUED_TRANSACTION`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feed {
+    /// `@@server_id` of the source (`Master_Server_Id`), when connected.
+    pub source_id: Option<u32>,
+    /// The IO thread is connected to its source (`Slave_IO_Running = Yes`).
+    pub connected: bool,
+    /// Replication heartbeats received so far.
+    pub heartbeats: u64,
+    /// Last received (not necessarily applied) GTID position.
+    pub io_pos: String,
+    /// When the monitor last saw `heartbeats` or `io_pos` move (or first
+    /// saw the IO thread connected: unknown evidence counts as alive, the
+    /// safe side for a failover decision).
+    pub advanced_at: Option<Instant>,
+    /// Since when the IO thread has been connected without interruption.
+    pub connected_since: Option<SystemTime>,
+}
+
+impl Feed {
+    /// Received something from its source within `within`.
+    pub fn receiving(&self, within: Duration) -> bool {
+        self.connected && self.advanced_at.is_some_and(|t| t.elapsed() <= within)
+    }
+}
+
+/// What the replicas say about a primary rwproxy may or may not reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrimaryEvidence {
+    /// Replicas that received from it within `primary_failure_timeout`.
+    pub receiving: usize,
+    /// Since when the longest-connected of them has been connected.
+    pub since: Option<SystemTime>,
 }
 
 /// Counters shared by every snapshot's copy of a server (they are not
@@ -92,6 +139,15 @@ pub struct ServerView {
     /// Set when rwproxy keeps this server out (e.g. an old primary whose
     /// GTID history diverged): why.
     pub fenced: Option<String>,
+    /// `@@server_id`, once observed (matches replicas' `Master_Server_Id`).
+    pub server_id: Option<u32>,
+    /// A replica's IO-thread evidence about its source (None: no
+    /// replication configured or not observed yet).
+    pub feed: Option<Feed>,
+    /// This instance demoted it (failover): it is never taken as primary
+    /// again until the monitor has seen it fenced (`read_only` or
+    /// replicating); until then it is a stray to fence, not a candidate.
+    pub demoted: bool,
     pub stats: Arc<ServerStats>,
 }
 
@@ -146,6 +202,13 @@ pub struct Snapshot {
     pub primary: Option<usize>,
     /// Increases with every published change.
     pub generation: u64,
+    /// Up servers that are all writable and not replicating (split brain):
+    /// while there are two or more, `primary` is `None` and writes are
+    /// refused until the servers agree again.
+    pub conflict: Vec<usize>,
+    /// `primary_failure_timeout` of the configuration that seeded it: how
+    /// recent replicas' evidence must be (see [`Snapshot::primary_evidence`]).
+    pub failure_timeout: Duration,
 }
 
 impl Snapshot {
@@ -182,6 +245,9 @@ impl Snapshot {
                 since: SystemTime::now(),
                 failures: 0,
                 fenced: None,
+                server_id: None,
+                feed: None,
+                demoted: false,
                 stats: Arc::new(ServerStats::default()),
             })
             .collect();
@@ -190,6 +256,8 @@ impl Snapshot {
             servers,
             primary,
             generation: 1,
+            conflict: Vec::new(),
+            failure_timeout: config.primary_failure_timeout(),
         }
     }
 
@@ -205,6 +273,77 @@ impl Snapshot {
     /// The server with this name.
     pub fn find(&self, name: &str) -> Option<usize> {
         self.servers.iter().position(|s| &*s.name == name)
+    }
+
+    /// The primary rwproxy lost: a server that was primary and that the
+    /// monitor now fails to reach (none while a primary is published).
+    pub fn lost_primary(&self) -> Option<usize> {
+        if self.primary.is_some() {
+            return None;
+        }
+        self.servers
+            .iter()
+            .position(|s| s.role == Role::Primary && !s.up && !s.demoted && s.fenced.is_none())
+    }
+
+    /// How many up replicas still receive from server `idx` (by its
+    /// `@@server_id`; any source when that was never observed) within
+    /// `within`. The rule of failure detection: `idx` is dead only when
+    /// rwproxy cannot reach it *and* this is 0.
+    pub fn primary_evidence(&self, idx: usize, within: Duration) -> PrimaryEvidence {
+        let id = self.servers.get(idx).and_then(|s| s.server_id);
+        let mut out = PrimaryEvidence {
+            receiving: 0,
+            since: None,
+        };
+        for (i, s) in self.servers.iter().enumerate() {
+            let Some(f) = s.feed.as_ref() else { continue };
+            if i == idx || !s.up || !f.receiving(within) {
+                continue;
+            }
+            if id.is_some() && f.source_id.is_some() && f.source_id != id {
+                continue;
+            }
+            out.receiving += 1;
+            out.since = match (out.since, f.connected_since) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        out
+    }
+
+    /// The primary (published, or lost by rwproxy) with what its replicas
+    /// say about it, for operators.
+    pub fn primary_report(&self) -> Option<(usize, PrimaryEvidence)> {
+        let idx = self.primary.or_else(|| self.lost_primary())?;
+        Some((idx, self.primary_evidence(idx, self.failure_timeout)))
+    }
+
+    /// Why no primary is published, in words for a client's ERR, the logs
+    /// and `/health`; None when one is, or when the plain "down" applies.
+    pub fn no_primary_reason(&self) -> Option<String> {
+        if self.primary.is_some() {
+            return None;
+        }
+        if self.conflict.len() >= 2 {
+            let names: Vec<String> = self
+                .conflict
+                .iter()
+                .map(|&i| format!("'{}'", self.servers[i].name))
+                .collect();
+            return Some(format!(
+                "servers {} are all writable and not replicating (two primaries); writes are refused until they agree",
+                names.join(" and ")
+            ));
+        }
+        let (idx, ev) = self.primary_report()?;
+        (ev.receiving > 0).then(|| {
+            format!(
+                "primary '{}' is unreachable from rwproxy, but {} replica(s) still receive from it: not failing over; writes resume when the link heals",
+                self.servers[idx].name, ev.receiving
+            )
+        })
     }
 
     /// The current primary's view, if any.

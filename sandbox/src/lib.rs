@@ -19,10 +19,15 @@
 //!   dropped, only `root@localhost` (socket, no password) stays.
 //! - `SHOW SLAVE STATUS` has `Gtid_IO_Pos` but not the applied position;
 //!   that is `@@gtid_slave_pos`.
-//! - With semi-sync master enabled on every server, a replica's SQL thread
-//!   waits the full semi-sync timeout on the first event it applies
-//!   (`log_slave_updates` makes it a semi-sync master with no replica), unless
-//!   `rpl_semi_sync_master_wait_no_slave = OFF`.
+//! - With semi-sync master enabled on a replica, its SQL thread waits the
+//!   full semi-sync timeout on the first event it applies
+//!   (`log_slave_updates` makes it a semi-sync master with no replica) under
+//!   `rpl_semi_sync_master_wait_no_slave = ON`. So only the primary runs the
+//!   master side; rwproxy moves it with the primary role on promotion.
+//! - A replica's IO thread counts replication heartbeats
+//!   (`Slave_received_heartbeats`); the default period is
+//!   `slave_net_timeout / 2` = 30 s, far too rare to tell a quiet primary
+//!   from a hung one, so `MASTER_HEARTBEAT_PERIOD` is set explicitly.
 //! - After SIGKILL the main thread of `mariadbd` shows as a zombie while the
 //!   others still exit and hold the port; see [`process_alive`].
 //!
@@ -709,6 +714,12 @@ fn resume(bins: &Binaries, sandbox: &Sandbox, opts: &UpOptions) -> Result<(), Sa
         wait_ready(bins, sandbox, &waits)?;
         let all: Vec<usize> = (0..sandbox.servers.len()).collect();
         wait_replication(bins, sandbox, &all)?;
+        if opts.semi_sync
+            && sandbox.servers.len() > 1
+            && let Some(p) = sandbox.servers.iter().find(|s| !is_replica(s))
+        {
+            enable_semi_sync(bins, sandbox, p)?;
+        }
         write_proxy_config(sandbox, opts.proxy_port)
     })();
     if result.is_err() {
@@ -907,15 +918,18 @@ fn server_args(
         args.push("--require-secure-transport=ON".into());
     }
     if semi_sync {
-        // On every server, so that a promoted replica is a semi-sync primary.
-        args.push("--rpl-semi-sync-master-enabled=1".into());
-        args.push("--rpl-semi-sync-master-timeout=10000".into());
+        // Lossless semi-sync that does not degrade: the primary waits for a
+        // replica's acknowledgement even when no replica is connected
+        // (`wait_no_slave = ON`), and the timeout after which it would fall
+        // back to asynchronous commits (silently, but for
+        // `Rpl_semi_sync_master_status = OFF`) is the largest MariaDB
+        // accepts (~49 days): an orphaned primary stalls instead of
+        // acknowledging writes no replica has. The master side itself is
+        // switched on once replicas are connected (`enable_semi_sync`):
+        // the set-up statements would otherwise wait for them.
+        args.push("--rpl-semi-sync-master-timeout=4294967295".into());
+        args.push("--rpl-semi-sync-master-wait-no-slave=ON".into());
         args.push("--rpl-semi-sync-slave-enabled=1".into());
-        // Without it a server with no semi-sync replica connected waits the
-        // full timeout on its next commit, and that includes a replica's SQL
-        // thread applying its primary's events (log_slave_updates): every
-        // replica would stall 10 s on the first event after each start.
-        args.push("--rpl-semi-sync-master-wait-no-slave=OFF".into());
         // Lossless semi-sync: a transaction waits for the acknowledgement
         // before it commits in InnoDB. With it (and semi-sync slave enabled
         // at start-up), a crashed primary that restarts rolls back and
@@ -1099,7 +1113,8 @@ fn set_up_replication(
     };
     let change_master = format!(
         "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='repl', \
-         MASTER_PASSWORD='repl', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1{ssl}; START SLAVE;",
+         MASTER_PASSWORD='repl', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, \
+         MASTER_HEARTBEAT_PERIOD=0.5{ssl}; START SLAVE;",
         primary.port
     );
     for replica in sandbox.replicas() {
@@ -1108,9 +1123,32 @@ fn set_up_replication(
     let replicas: Vec<usize> = (1..sandbox.servers.len()).collect();
     wait_replication(bins, sandbox, &replicas)?;
     if semi_sync && !replicas.is_empty() {
-        wait_semi_sync(bins, primary)?;
+        enable_semi_sync(bins, sandbox, primary)?;
     }
     Ok(())
+}
+
+/// Turns the semi-sync master side on on `primary` (only there: see the
+/// module notes) and reconnects the replicas' IO threads so they register
+/// as semi-sync replicas, then waits until it is active.
+fn enable_semi_sync(
+    bins: &Binaries,
+    sandbox: &Sandbox,
+    primary: &SandboxServer,
+) -> Result<(), SandboxError> {
+    client::execute(
+        &bins.mariadb,
+        primary,
+        "SET GLOBAL rpl_semi_sync_master_enabled = 1;",
+    )?;
+    for s in sandbox.servers.iter().filter(|s| s.name != primary.name) {
+        client::execute(
+            &bins.mariadb,
+            s,
+            "STOP SLAVE IO_THREAD; START SLAVE IO_THREAD;",
+        )?;
+    }
+    wait_semi_sync(bins, primary)
 }
 
 /// Waits until the primary has a semi-sync replica and semi-sync is on, so

@@ -100,6 +100,12 @@ fn render_metrics(shared: &Shared) -> String {
         shared.failover.failovers.load(Ordering::Relaxed),
     );
     crate::metrics::render_rule_hits(&mut text, shared.rules.load().hits());
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        text,
+        "# HELP rwproxy_leader 1 while this instance holds the leader lock on a majority of the servers (only the leader fails over).\n# TYPE rwproxy_leader gauge\nrwproxy_leader {}",
+        u8::from(shared.failover.is_leader())
+    );
     text
 }
 
@@ -107,7 +113,10 @@ fn render_metrics(shared: &Shared) -> String {
 pub fn health(shared: &Shared) -> Result<String, String> {
     let snap = shared.topology.load();
     let Some(p) = snap.primary_view() else {
-        return Err("no primary available: writes would fail".into());
+        return Err(match snap.no_primary_reason() {
+            Some(r) => format!("no primary available: {r}"),
+            None => "no primary available: writes would fail".into(),
+        });
     };
     let readable = snap.readable_replicas(None).count();
     if readable == 0 && shared.config.load().replica_fallback == ReplicaFallback::Error {
@@ -119,15 +128,28 @@ pub fn health(shared: &Shared) -> Result<String, String> {
     ))
 }
 
+fn unix_secs(t: std::time::SystemTime) -> Option<f64> {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs_f64())
+}
+
 fn status_json(shared: &Shared) -> String {
     let snap = shared.topology.load();
+    let report = snap.primary_report();
     let servers: Vec<serde_json::Value> = snap
         .servers
         .iter()
         .enumerate()
         .map(|(i, s)| {
+            let evidence = report.filter(|(p, _)| *p == i).map(|(_, e)| e);
             serde_json::json!({
                 "name": &*s.name,
+                // For the primary (published or lost): how many replicas
+                // still receive from it, and since when (Unix seconds).
+                "replicas_receiving": evidence.map(|e| e.receiving),
+                "receiving_since": evidence.and_then(|e| e.since).and_then(unix_secs),
+                "unreachable_from_rwproxy": evidence.is_some_and(|e| e.receiving > 0) && !s.up,
                 "address": s.addr,
                 "role": if snap.primary == Some(i) { "primary" } else if s.role == Role::Primary { "primary?" } else { "replica" },
                 "up": s.up,
@@ -151,6 +173,8 @@ fn status_json(shared: &Shared) -> String {
     serde_json::json!({
         "generation": snap.generation,
         "primary": snap.primary_view().map(|p| p.name.to_string()),
+        "leader": shared.failover.is_leader(),
+        "conflict": snap.conflict.iter().map(|&i| snap.servers[i].name.to_string()).collect::<Vec<_>>(),
         "health": health(shared).unwrap_or_else(|e| e),
         "servers": servers,
     })

@@ -156,8 +156,12 @@ impl AdminShim {
             "queries",
             "errors",
             "last_error",
+            "replicas_receiving",
+            "receiving_since",
         ]);
+        let report = snap.primary_report();
         for (i, s) in snap.servers.iter().enumerate() {
+            let evidence = report.filter(|(p, _)| *p == i).map(|(_, e)| e);
             let role = if snap.primary == Some(i) {
                 "primary"
             } else {
@@ -168,6 +172,10 @@ impl AdminShim {
             };
             let state = if let Some(f) = &s.fenced {
                 format!("fenced: {f}")
+            } else if !s.up && evidence.is_some_and(|e| e.receiving > 0) {
+                "unreachable from rwproxy (replicas still receive from it)".into()
+            } else if snap.conflict.contains(&i) {
+                "up (conflict: another writable server; writes refused)".into()
             } else if s.up {
                 "up".into()
             } else {
@@ -197,6 +205,11 @@ impl AdminShim {
                 Some(s.stats.queries.load(Ordering::Relaxed).to_string()),
                 Some(s.stats.errors.load(Ordering::Relaxed).to_string()),
                 s.last_error.clone(),
+                evidence.map(|e| e.receiving.to_string()),
+                evidence
+                    .and_then(|e| e.since)
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| format!("{:.3}", d.as_secs_f64())),
             ]);
         }
         t

@@ -24,6 +24,7 @@
 //! the TLS settings of the current configuration, so the session never
 //! deals with them.
 
+pub mod guard;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ use std::time::{Duration, Instant};
 use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::protocol::auth::Stage1;
@@ -197,6 +199,12 @@ pub struct BackendConn {
     /// A client statement left state here that only a reset clears (see
     /// [`Pools::put`]); false after connect and after a reset.
     dirty: bool,
+    /// Cancelled when its server is demoted ([`Pools::sever`]): an exchange
+    /// in flight is aborted and the connection is never used again.
+    cut: CancellationToken,
+    /// `backend_read_timeout` for the statements rwproxy sends itself on
+    /// this connection (state replay, GTID reads, pings, resets).
+    read_timeout: Option<Duration>,
 }
 
 impl BackendConn {
@@ -287,6 +295,8 @@ impl BackendConn {
                 broken: false,
                 tracks_gtid: false,
                 dirty: false,
+                cut: CancellationToken::new(),
+                read_timeout: None,
             })
         };
         match tokio::time::timeout(timeout, fut).await {
@@ -302,6 +312,12 @@ impl BackendConn {
         self.stream.queue_payload(0, payload);
         self.stream.flush().await?;
         Ok(Exchange { conn: self })
+    }
+
+    /// The token [`Pools::sever`] cancels when the server is demoted: an
+    /// exchange in flight is to be aborted ([`guard::guarded`]).
+    pub fn cut_token(&self) -> CancellationToken {
+        self.cut.clone()
     }
 
     /// The key of the pool the connection belongs to.
@@ -470,22 +486,46 @@ impl BackendConn {
         payload.push(code::COM_QUERY);
         payload.extend_from_slice(sql.as_bytes());
         let (caps, flag) = (self.caps, self.caches_metadata());
-        let mut ex = self.exchange(&payload).await?;
-        let v = response::read_single_value(ex.stream(), caps, flag).await?;
-        ex.finish();
+        let (cut, bound) = (self.cut.clone(), self.read_timeout);
+        let v = guard::guarded(
+            async {
+                let mut ex = self.exchange(&payload).await?;
+                let v = response::read_single_value(ex.stream(), caps, flag).await?;
+                ex.finish();
+                Ok::<_, BackendError>(v)
+            },
+            &cut,
+            bound,
+        )
+        .await
+        .map_err(|c| BackendError::Io(c.io_error().into()))??;
         Ok(v)
     }
 
+    /// Statements rwproxy sends itself are bounded like client statements
+    /// ([`guard::guarded`]): a hung server must not hold a session in the
+    /// middle of a state replay or a GTID read.
     async fn run_internal(
         &mut self,
         payload: &[u8],
         expect: Expect,
     ) -> Result<Option<ClientError>, BackendError> {
         let (caps, meta) = (self.caps, self.meta_internal());
-        let mut ex = self.exchange(payload).await?;
-        let summary =
-            response::forward::<_, TcpStream>(ex.stream(), None, expect, caps, meta).await?;
-        ex.finish();
+        let (cut, bound) = (self.cut.clone(), self.read_timeout);
+        let summary = guard::guarded(
+            async {
+                let mut ex = self.exchange(payload).await?;
+                let summary =
+                    response::forward::<_, TcpStream>(ex.stream(), None, expect, caps, meta)
+                        .await?;
+                ex.finish();
+                Ok::<_, BackendError>(summary)
+            },
+            &cut,
+            bound,
+        )
+        .await
+        .map_err(|c| BackendError::Io(c.io_error().into()))??;
         self.last_used = Instant::now();
         Ok(summary.err)
     }
@@ -625,8 +665,12 @@ pub struct Pools {
     connect_timeout: Duration,
     max_per_server: usize,
     wait_timeout: Duration,
+    read_timeout: Option<Duration>,
     /// TLS settings of the configuration in force (swapped by RELOAD).
     tls: arc_swap::ArcSwap<tls::ServerTls>,
+    /// Per server, the token its connections carry ([`BackendConn::cut`]);
+    /// [`Pools::sever`] cancels it and starts a new one.
+    cuts: Mutex<HashMap<Arc<str>, CancellationToken>>,
 }
 
 /// The knobs of [`Pools`], from the configuration.
@@ -641,6 +685,8 @@ pub struct PoolLimits {
     pub max_per_server: usize,
     /// How long a borrower waits for a bounded server.
     pub wait_timeout: Duration,
+    /// `backend_read_timeout` (read at start) for rwproxy's own statements.
+    pub read_timeout: Option<Duration>,
 }
 
 impl Pools {
@@ -653,8 +699,41 @@ impl Pools {
             connect_timeout: limits.connect_timeout,
             max_per_server: limits.max_per_server,
             wait_timeout: limits.wait_timeout,
+            read_timeout: limits.read_timeout,
             tls: Default::default(),
+            cuts: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The current cut token of `server`.
+    fn cut_token(&self, server: &Arc<str>) -> CancellationToken {
+        let mut m = self.cuts.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(server.clone()).or_default().clone()
+    }
+
+    /// Closes every connection to `server` (called before a promotion away
+    /// from it is published): idle ones are dropped now; borrowed ones are
+    /// marked so that a statement in flight on them is aborted (the client
+    /// gets an ERR whose outcome is unknown, never an OK the demoted server
+    /// sends later) and they are never reused. Connections opened
+    /// afterwards carry a fresh token. Returns how many idle ones closed.
+    pub fn sever(&self, server: &Arc<str>) -> usize {
+        let old = {
+            let mut m = self.cuts.lock().unwrap_or_else(|p| p.into_inner());
+            m.insert(server.clone(), CancellationToken::new())
+        };
+        if let Some(t) = old {
+            t.cancel();
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut closed = 0;
+        for (k, list) in idle.iter_mut() {
+            if &k.server == server {
+                closed += list.len();
+                list.clear();
+            }
+        }
+        closed
     }
 
     /// Sets the TLS settings new connections use (at start-up and RELOAD;
@@ -778,6 +857,9 @@ impl Pools {
                 debug!(server = %key.server, "dropping stale pooled connection");
                 continue;
             }
+            if conn.cut.is_cancelled() {
+                continue;
+            }
             conn.permit = permit;
             return Ok(conn);
         }
@@ -797,6 +879,8 @@ impl Pools {
         )
         .await?;
         conn.permit = permit;
+        conn.cut = self.cut_token(&key.server);
+        conn.read_timeout = self.read_timeout;
         Ok(conn)
     }
 
@@ -817,7 +901,7 @@ impl Pools {
     /// is what makes short-lived read-mostly clients (PHP-style
     /// connect/query/close) cheap on the servers.
     pub async fn put(&self, mut conn: BackendConn, session_clean: bool) {
-        if conn.broken {
+        if conn.broken || conn.cut.is_cancelled() {
             return;
         }
         if (conn.dirty || !session_clean) && !matches!(conn.reset().await, Ok(None)) {
@@ -829,7 +913,7 @@ impl Pools {
     /// Gives a connection back between statements in a sharing pool mode:
     /// no reset; its state fingerprint tells the next borrower what it has.
     pub fn give_back(&self, conn: BackendConn) {
-        if !conn.broken {
+        if !conn.broken && !conn.cut.is_cancelled() {
             self.keep(conn);
         }
     }

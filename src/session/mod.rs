@@ -151,10 +151,16 @@ impl FailoverWait {
         let Some(f) = s.cfg.failover.as_ref().filter(|f| f.auto_failover) else {
             return false;
         };
+        // No failover is coming while replicas still receive from the
+        // primary or two servers claim to be primary: answer at once.
+        if s.shared.topology.load().no_primary_reason().is_some() {
+            return false;
+        }
         let deadline = *self.deadline.get_or_insert_with(|| {
             Instant::now()
                 + s.cfg.monitor_interval() * (f.failover_after + 4)
                 + Duration::from_millis(f.switchover_timeout_ms)
+                + Duration::from_millis(f.primary_failure_timeout_ms)
         });
         Instant::now() < deadline
     }
@@ -1250,13 +1256,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return;
         };
         let limit = self.cfg.monitor_interval() * (f.failover_after + 4)
-            + Duration::from_millis(f.switchover_timeout_ms);
+            + Duration::from_millis(f.switchover_timeout_ms)
+            + Duration::from_millis(f.primary_failure_timeout_ms);
         let deadline = tokio::time::Instant::now() + limit;
         self.shared
             .topology
             .wait_until(deadline, |snap| {
                 snap.primary_view()
                     .is_some_and(|p| p.up && old != Some(&p.name))
+                    || snap.no_primary_reason().is_some()
             })
             .await;
     }
@@ -1607,55 +1615,81 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let client_holds = stmt
             .and_then(|(id, _)| self.stmts.by_id.get(&id))
             .and_then(|s| s.columns.as_ref());
+        let (mark, sent_before) = (self.client.queued(), self.client.bytes_out);
+        let timeout = self.cfg.backend_read_timeout();
         let held = &mut self.conns[pos];
-        let mut ex = match held.conn.exchange(payload).await {
-            Ok(ex) => ex,
-            Err(source) => return Err(self.drop_conn(pos, ForwardError::unsent(source))),
+        let cut = held.conn.cut_token();
+        let (client, server) = (&mut self.client, &held.server);
+        // The whole exchange (command, answer, and the ROLLBACK that may
+        // follow) is bounded by `backend_read_timeout` and aborted when the
+        // server is demoted ([`crate::backend::guard`]).
+        let exchange = async {
+            let mut ex = held
+                .conn
+                .exchange(payload)
+                .await
+                .map_err(ForwardError::unsent)?;
+            let server_caches = ex.caches_metadata();
+            let (stream, server_sent) = ex.stream_and_columns(stmt.map(|(_, bid)| bid));
+            let meta = response::MetaCache {
+                server: server_caches,
+                client: client_caches,
+                client_holds,
+                server_sent,
+            };
+            let summary = if read_only_tx {
+                response::forward_read_only_tx(
+                    stream,
+                    Some(&mut *client),
+                    expect,
+                    caps,
+                    meta,
+                    commit,
+                )
+                .await?
+            } else {
+                response::forward(stream, Some(&mut *client), expect, caps, meta).await?
+            };
+            // A read-only transaction's COMMIT the replica refused: end it
+            // with ROLLBACK (same effect: nothing was written) and forward
+            // that.
+            let summary = if summary.held_back {
+                debug!(server = %server, "replica refused a read-only transaction's COMMIT; rolling back instead");
+                ex.send(b"\x03ROLLBACK")
+                    .await
+                    .map_err(ForwardError::unsent)?;
+                response::forward(
+                    ex.stream(),
+                    Some(&mut *client),
+                    Expect::Query,
+                    caps,
+                    response::MetaCache::OFF,
+                )
+                .await?
+            } else {
+                summary
+            };
+            Ok::<_, ForwardError>((summary, ex))
         };
-        let server_caches = ex.caches_metadata();
-        let (stream, server_sent) = ex.stream_and_columns(stmt.map(|(_, bid)| bid));
-        let meta = response::MetaCache {
-            server: server_caches,
-            client: client_caches,
-            client_holds,
-            server_sent,
-        };
-        let result = if read_only_tx {
-            response::forward_read_only_tx(
-                stream,
-                Some(&mut self.client),
-                expect,
-                caps,
-                meta,
-                commit,
-            )
-            .await
-        } else {
-            response::forward(stream, Some(&mut self.client), expect, caps, meta).await
-        };
-        // A read-only transaction's COMMIT the replica refused: end it with
-        // ROLLBACK (same effect: nothing was written) and forward that.
-        let result = match result {
-            Ok(s) if s.held_back => {
-                debug!(server = %held.server, "replica refused a read-only transaction's COMMIT; rolling back instead");
-                match ex.send(b"\x03ROLLBACK").await {
-                    Err(source) => Err(ForwardError::unsent(source)),
-                    Ok(()) => {
-                        response::forward(
-                            ex.stream(),
-                            Some(&mut self.client),
-                            Expect::Query,
-                            caps,
-                            response::MetaCache::OFF,
-                        )
-                        .await
-                    }
+        let result = match crate::backend::guard::guarded(exchange, &cut, timeout).await {
+            Ok(r) => r,
+            Err(why) => {
+                // Cut (timeout or demotion): nothing of a half response may
+                // stay queued for the client, which gets an ERR instead,
+                // unless part of it already left (then the session closes).
+                let started = self.client.bytes_out != sent_before;
+                if !started {
+                    self.client.truncate_queued(mark);
                 }
+                warn!(parent: &self.span, server = %self.conns[pos].server, reason = %why, "backend exchange cut");
+                Err(ForwardError::Backend {
+                    source: why.io_error().into(),
+                    started,
+                })
             }
-            other => other,
         };
         match result {
-            Ok(summary) => {
+            Ok((summary, mut ex)) => {
                 if let Some((id, bid)) = stmt {
                     let now_holds = match &summary.columns_sent {
                         Some(cols) => {
@@ -1932,6 +1966,9 @@ fn skip_comments(mut sql: &[u8]) -> &[u8] {
 fn unavailable(why: Unavailable, snap: &Snapshot) -> ClientError {
     match why {
         Unavailable::NoPrimary => {
+            if let Some(reason) = snap.no_primary_reason() {
+                return ClientError::new(1429, b"HY000", format!("rwproxy: {reason}"));
+            }
             // Name the server that should be primary and why it is not
             // usable, so the operator knows where to look.
             let detail = snap

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod faults;
 pub mod raw;
 pub mod relay;
 pub mod sandbox;
@@ -132,6 +133,8 @@ pub fn with_admin(mut config: Config) -> Config {
         auto_failover: false,
         failover_after: 3,
         auto_rejoin: false,
+        primary_failure_timeout_ms: 10_000,
+        verify_primary_failure: true,
     });
     config
 }

@@ -60,6 +60,14 @@ pub fn fresh(replicas: usize) -> OwnedSandbox {
     }
 }
 
+/// Like [`fresh`], with lossless semi-synchronous replication
+/// (`sandbox up --semi-sync`).
+pub fn fresh_semi_sync(replicas: usize) -> OwnedSandbox {
+    OwnedSandbox {
+        sandbox: start_with(replicas, true),
+    }
+}
+
 /// A new, empty directory for a sandbox, removed after this process exits.
 /// Short on purpose: socket paths must stay under 108 bytes.
 pub fn temp_dir() -> PathBuf {
@@ -94,6 +102,10 @@ fn remove_after_exit(dir: &Path) {
 /// Starts a sandbox on free ports; retries with other ports if one was
 /// taken between choosing it and binding it.
 fn start(replicas: usize) -> Sandbox {
+    start_with(replicas, false)
+}
+
+fn start_with(replicas: usize, semi_sync: bool) -> Sandbox {
     let dir = temp_dir();
     let mut attempt = 0;
     loop {
@@ -105,7 +117,7 @@ fn start(replicas: usize) -> Sandbox {
             dir: dir.clone(),
             ports,
             proxy_port,
-            semi_sync: false,
+            semi_sync,
             owner_pid: Some(std::process::id()),
         }) {
             Ok(sb) => {
