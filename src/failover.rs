@@ -97,10 +97,23 @@ pub enum FailoverError {
     Step {
         step: &'static str,
         server: String,
-        error: String,
+        #[source]
+        error: ServerOpError,
         /// What was rolled back and in which state things were left.
         state: String,
     },
+}
+
+/// A connection rwproxy opened to a server for a promotion step, or a
+/// statement it ran there, failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerOpError {
+    #[error("connect to {0} timed out")]
+    ConnectTimeout(String),
+    #[error("{0}")]
+    Server(#[from] mysql_async::Error),
+    #[error("did not reach {gtid} within {secs}s")]
+    CatchUp { gtid: String, secs: f64 },
 }
 
 /// What a promotion did, for the admin's answer and the logs.
@@ -209,14 +222,13 @@ pub struct Failover {
     leader: AtomicBool,
 }
 
-async fn connect(config: &Config, addr: &str) -> Result<Conn, String> {
-    tokio::time::timeout(
+async fn connect(config: &Config, addr: &str) -> Result<Conn, ServerOpError> {
+    Ok(tokio::time::timeout(
         config.connect_timeout(),
         crate::backend::tls::connect_mysql(monitor_opts(config, addr)),
     )
     .await
-    .map_err(|_| format!("connect to {addr} timed out"))?
-    .map_err(|e| e.to_string())
+    .map_err(|_| ServerOpError::ConnectTimeout(addr.to_string()))??)
 }
 
 fn host_port(addr: &str) -> (String, u16) {
@@ -489,7 +501,7 @@ impl Failover {
             return Err(FailoverError::Step {
                 step: "set old primary read_only",
                 server: old_view.name.to_string(),
-                error: e.to_string(),
+                error: e.into(),
                 state: "writes reopened on the old primary; nothing changed".into(),
             });
         }
@@ -507,7 +519,7 @@ impl Failover {
                 return Err(FailoverError::Step {
                     step: "read old primary GTID",
                     server: old_view.name.to_string(),
-                    error: e.to_string(),
+                    error: e.into(),
                     state,
                 });
             }
@@ -527,8 +539,11 @@ impl Failover {
             Ok(Some(0)) => {}
             other => {
                 let error = match other {
-                    Err(e) => e.to_string(),
-                    _ => format!("did not reach {final_pos} within {wait_secs}s"),
+                    Err(e) => e.into(),
+                    _ => ServerOpError::CatchUp {
+                        gtid: final_pos.to_string(),
+                        secs: wait_secs,
+                    },
                 };
                 let state = self
                     .undo(
@@ -562,7 +577,7 @@ impl Failover {
                 return Err(FailoverError::Step {
                     step: "promote candidate",
                     server: cand_view.name.to_string(),
-                    error: e.to_string(),
+                    error: e.into(),
                     state,
                 });
             }
@@ -823,7 +838,7 @@ impl Failover {
                         return Err(FailoverError::Step {
                             step: "promote candidate",
                             server: cand_view.name.to_string(),
-                            error: e.to_string(),
+                            error: e.into(),
                             state: "no primary; replicas' IO threads stopped — run FAILOVER again"
                                 .into(),
                         });
@@ -1162,10 +1177,10 @@ fn followed_primary(snap: &Snapshot) -> Option<usize> {
     }
 }
 
-async fn repoint(config: &Config, addr: &str, change: &str) -> Result<(), String> {
+async fn repoint(config: &Config, addr: &str, change: &str) -> Result<(), ServerOpError> {
     let mut c = connect(config, addr).await?;
     for sql in ["STOP SLAVE", change, "START SLAVE"] {
-        c.query_drop(sql).await.map_err(|e| e.to_string())?;
+        c.query_drop(sql).await?;
     }
     let _ = c.disconnect().await;
     Ok(())

@@ -242,11 +242,22 @@ pub enum Heartbeat {
     Read,
 }
 
+/// Why one check of a server failed (shown as its `last_error`).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("{0}")]
+    Server(#[from] mysql_async::Error),
+    #[error("no connection")]
+    NoConnection,
+    #[error("check timed out after {0:?}")]
+    TimedOut(Duration),
+}
+
 /// Applies one server's result to a snapshot and re-derives the primary.
 fn apply(
     snap: &mut Snapshot,
     idx: usize,
-    result: &Result<Observation, String>,
+    result: &Result<Observation, CheckError>,
     failures: u32,
     down_after: u32,
 ) {
@@ -285,7 +296,7 @@ fn apply(
         }
         Err(e) => {
             s.failures = failures;
-            s.last_error = Some(e.clone());
+            s.last_error = Some(e.to_string());
             if failures >= down_after {
                 if s.up {
                     s.since = SystemTime::now();
@@ -352,6 +363,7 @@ impl Monitor {
             let timeout = config.connect_timeout();
             let hb = heartbeat_mode(&config, s.role);
             first.spawn(async move {
+                let started = Instant::now();
                 let r = tokio::time::timeout(timeout, async {
                     let mut c = crate::backend::tls::connect_mysql(opts).await?;
                     if hb == Heartbeat::Write {
@@ -362,15 +374,14 @@ impl Monitor {
                     o
                 })
                 .await;
+                let r = match r {
+                    Ok(r) => r.map_err(CheckError::from),
+                    Err(_) => Err(CheckError::TimedOut(started.elapsed())),
+                };
                 (idx, r)
             });
         }
-        while let Some(Ok((idx, r))) = first.join_next().await {
-            let result = match r {
-                Ok(Ok(o)) => Ok(o),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("timed out".to_string()),
-            };
+        while let Some(Ok((idx, result))) = first.join_next().await {
             // A server that fails the first round starts out down.
             topology.update(|snap| apply(snap, idx, &result, u32::MAX, 1));
         }
@@ -442,12 +453,12 @@ async fn server_task(
             .max(Duration::from_millis(400))
             .min(config.connect_timeout());
         let started = Instant::now();
-        let result: Result<Observation, String> = tokio::time::timeout(bound, async {
+        let result: Result<Observation, CheckError> = tokio::time::timeout(bound, async {
             if conn.is_none() {
-                conn = Some(crate::backend::tls::connect_mysql(opts.clone()).await.map_err(|e| e.to_string())?);
+                conn = Some(crate::backend::tls::connect_mysql(opts.clone()).await?);
                 heartbeat_ready = false;
             }
-            let c = conn.as_mut().ok_or("no connection")?;
+            let c = conn.as_mut().ok_or(CheckError::NoConnection)?;
             if hb == Heartbeat::Write && !heartbeat_ready {
                 // Not fatal to the check (see `check`), but said once.
                 if let Err(e) = ensure_heartbeat_table(c).await {
@@ -455,10 +466,10 @@ async fn server_task(
                 }
                 heartbeat_ready = true;
             }
-            check(c, hb).await.map_err(|e| e.to_string())
+            Ok(check(c, hb).await?)
         })
         .await
-        .unwrap_or_else(|_| Err(format!("check timed out after {:?}", started.elapsed())));
+        .unwrap_or_else(|_| Err(CheckError::TimedOut(started.elapsed())));
         if result.is_err() {
             conn = None;
             failures = failures.saturating_add(1);

@@ -65,7 +65,7 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) -> std::io::Result<(
             "/metrics" => (200, "text/plain; version=0.0.4", render_metrics(&shared)),
             "/health" => match health(&shared) {
                 Ok(msg) => (200, "text/plain", format!("{msg}\n")),
-                Err(msg) => (503, "text/plain", format!("{msg}\n")),
+                Err(why) => (503, "text/plain", format!("{why}\n")),
             },
             "/live" => (200, "text/plain", "ok\n".to_string()),
             "/status" => (200, "application/json", status_json(&shared)),
@@ -110,22 +110,29 @@ fn render_metrics(shared: &Shared) -> String {
 }
 
 /// Whether rwproxy can serve writes and reads now.
-pub fn health(shared: &Shared) -> Result<String, String> {
+pub fn health(shared: &Shared) -> Result<String, Unhealthy> {
     let snap = shared.topology.load();
     let Some(p) = snap.primary_view() else {
-        return Err(match snap.no_primary_reason() {
-            Some(r) => format!("no primary available: {r}"),
-            None => "no primary available: writes would fail".into(),
-        });
+        return Err(Unhealthy::NoPrimary(snap.no_primary_reason()));
     };
     let readable = snap.readable_replicas(None).count();
     if readable == 0 && shared.config.load().replica_fallback == ReplicaFallback::Error {
-        return Err("no replica can serve reads and replica_fallback = \"error\"".into());
+        return Err(Unhealthy::NoReplica);
     }
     Ok(format!(
         "ok: primary {} up, {readable} replica(s) readable",
         p.name
     ))
+}
+
+/// Why `/health` answers 503.
+#[derive(Debug, thiserror::Error)]
+pub enum Unhealthy {
+    /// No primary; the topology's reason when it knows one.
+    #[error("no primary available: {}", .0.as_deref().unwrap_or("writes would fail"))]
+    NoPrimary(Option<String>),
+    #[error("no replica can serve reads and replica_fallback = \"error\"")]
+    NoReplica,
 }
 
 fn unix_secs(t: std::time::SystemTime) -> Option<f64> {
@@ -175,7 +182,7 @@ fn status_json(shared: &Shared) -> String {
         "primary": snap.primary_view().map(|p| p.name.to_string()),
         "leader": shared.failover.is_leader(),
         "conflict": snap.conflict.iter().map(|&i| snap.servers[i].name.to_string()).collect::<Vec<_>>(),
-        "health": health(shared).unwrap_or_else(|e| e),
+        "health": health(shared).unwrap_or_else(|e| e.to_string()),
         "servers": servers,
     })
     .to_string()
