@@ -110,10 +110,17 @@ pub enum FailoverError {
 pub enum ServerOpError {
     #[error("connect to {0} timed out")]
     ConnectTimeout(String),
+    /// Boxed: a promotion's error travels up several calls.
     #[error("{0}")]
-    Server(#[from] mysql_async::Error),
+    Server(#[source] Box<mysql_async::Error>),
     #[error("did not reach {gtid} within {secs}s")]
     CatchUp { gtid: String, secs: f64 },
+}
+
+impl From<mysql_async::Error> for ServerOpError {
+    fn from(e: mysql_async::Error) -> ServerOpError {
+        ServerOpError::Server(Box::new(e))
+    }
 }
 
 /// What a promotion did, for the admin's answer and the logs.
