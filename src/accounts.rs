@@ -471,7 +471,8 @@ impl Accounts {
                 .query_first("SELECT VERSION(), @@version_comment")
                 .await?
                 .unwrap_or_default();
-            let mysql = !version.contains("MariaDB") && !comment.contains("MariaDB");
+            let mysql = crate::dialect::Flavor::from_version(&version, &comment)
+                == crate::dialect::Flavor::MySql;
             let sql = if mysql {
                 MYSQL_ACCOUNTS_SQL
             } else {

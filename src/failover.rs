@@ -881,7 +881,10 @@ impl Failover {
             let Ok(mut c) = connect(&cfg, &s.addr).await else {
                 continue;
             };
-            let seen = crate::monitor::check(&mut c, Heartbeat::Off).await;
+            let seen = match crate::dialect::Flavor::detect(&mut c).await {
+                Ok(flavor) => crate::monitor::check(&mut c, flavor, Heartbeat::Off).await,
+                Err(e) => Err(e),
+            };
             let _ = c.disconnect().await;
             if let Ok(o) = seen
                 && !o.read_only

@@ -4,6 +4,7 @@
 //! it; `tests/module_graph.rs` fails on a cycle):
 //! - [`config`]: the TOML file and its validation.
 //! - [`gtid`]: GTID positions and their comparison.
+//! - [`dialect`]: MariaDB or MySQL, read from the server's own words.
 //! - [`protocol`]: MySQL wire protocol (framing, compression, handshake,
 //!   authentication, response reading).
 //! - [`topology`]: the published view of every server (configured facts
@@ -35,6 +36,7 @@ pub mod admin;
 pub mod app;
 pub mod backend;
 pub mod config;
+pub mod dialect;
 pub mod failover;
 pub mod gtid;
 pub mod metrics;

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{Config, Role};
+use crate::dialect::Flavor;
 use crate::gtid::GtidPos;
 use crate::topology::{Feed, Replication, Snapshot, Topology};
 
@@ -144,12 +145,11 @@ type GlobalsRow = (i64, Option<String>, Option<String>, Option<u32>);
 /// Runs one check on an open connection.
 pub async fn check(
     conn: &mut Conn,
+    flavor: Flavor,
     heartbeat: Heartbeat,
 ) -> Result<Observation, mysql_async::Error> {
-    // MariaDB and MySQL 8 spell GTID positions and replica status
-    // differently; `@@version_comment`-free detection: MariaDB reports a
-    // 10.x/11.x version, MySQL 8 an 8.x one.
-    let mariadb = conn.server_version().0 >= 10;
+    // MariaDB and MySQL spell GTID positions and replica status differently.
+    let mariadb = flavor == Flavor::MariaDb;
     let (gtid_sql, status_sql) = if mariadb {
         (
             "SELECT @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos, @@server_id",
@@ -369,7 +369,8 @@ impl Monitor {
                     if hb == Heartbeat::Write {
                         let _ = ensure_heartbeat_table(&mut c).await;
                     }
-                    let o = check(&mut c, hb).await;
+                    let flavor = Flavor::detect(&mut c).await?;
+                    let o = check(&mut c, flavor, hb).await;
                     let _ = c.disconnect().await;
                     o
                 })
@@ -435,7 +436,7 @@ async fn server_task(
         (s.name.clone(), s.addr.clone())
     };
     let opts = monitor_opts(&config, &addr);
-    let mut conn: Option<Conn> = None;
+    let mut conn: Option<(Conn, Flavor)> = None;
     let mut failures: u32 = 0;
     let mut was_up = topology.load().servers[idx].up;
     let mut heartbeat_ready = false;
@@ -455,10 +456,13 @@ async fn server_task(
         let started = Instant::now();
         let result: Result<Observation, CheckError> = tokio::time::timeout(bound, async {
             if conn.is_none() {
-                conn = Some(crate::backend::tls::connect_mysql(opts.clone()).await?);
+                let mut c = crate::backend::tls::connect_mysql(opts.clone()).await?;
+                let flavor = Flavor::detect(&mut c).await?;
+                conn = Some((c, flavor));
                 heartbeat_ready = false;
             }
-            let c = conn.as_mut().ok_or(CheckError::NoConnection)?;
+            let (c, flavor) = conn.as_mut().ok_or(CheckError::NoConnection)?;
+            let flavor = *flavor;
             if hb == Heartbeat::Write && !heartbeat_ready {
                 // Not fatal to the check (see `check`), but said once.
                 if let Err(e) = ensure_heartbeat_table(c).await {
@@ -466,7 +470,7 @@ async fn server_task(
                 }
                 heartbeat_ready = true;
             }
-            Ok(check(c, hb).await?)
+            Ok(check(c, flavor, hb).await?)
         })
         .await
         .unwrap_or_else(|_| Err(CheckError::TimedOut(started.elapsed())));
@@ -501,7 +505,7 @@ async fn server_task(
             info!(old = ?old_primary.as_deref(), new = ?new_primary.as_deref(), "primary changed");
         }
     }
-    if let Some(c) = conn {
+    if let Some((c, _)) = conn {
         let _ = c.disconnect().await;
     }
 }
