@@ -326,12 +326,21 @@ impl BackendConn {
         self.send_no_reply(&p).await;
     }
 
-    /// Sends a command that has no answer (e.g. `COM_STMT_CLOSE`).
+    /// Sends a command that has no answer (e.g. `COM_STMT_CLOSE`); a
+    /// failure leaves the connection unusable.
     pub async fn send_no_reply(&mut self, payload: &[u8]) {
+        let _ = self.send(payload).await;
+    }
+
+    /// Sends a command that has no answer (`COM_STMT_SEND_LONG_DATA`) and
+    /// says whether it left; a failure leaves the connection unusable.
+    pub async fn send(&mut self, payload: &[u8]) -> Result<(), FrameError> {
         self.stream.queue_payload(0, payload);
-        if self.stream.flush().await.is_err() {
+        let r = self.stream.flush().await;
+        if r.is_err() {
             self.broken = true;
         }
+        r
     }
 
     /// Whether the connection to the server is encrypted.

@@ -8,6 +8,7 @@
 //! `SET NAMES`, session variables set to literals) is brought up to date
 //! there, so a read served by a replica sees what the client set.
 
+mod execute;
 mod state;
 mod stmt;
 
@@ -29,7 +30,7 @@ use crate::accounts::{Accounts, Lookup};
 use crate::config::{Balance, ClientCompression, Config, Consistency, PoolMode};
 use crate::failover::Failover;
 use crate::gtid::GtidPos;
-use crate::metrics::{ErrorKind, Metrics, RouteLabel};
+use crate::metrics::{ErrorKind, Metrics};
 use crate::protocol::auth;
 use crate::protocol::command::{self, Command};
 use crate::protocol::compress::{Algorithm, DEFAULT_ZSTD_LEVEL, Role};
@@ -43,6 +44,7 @@ use crate::router::digest::{self, DigestStore};
 use crate::router::rules::{self, RuleSet, Subject, Verdict};
 use crate::router::{self, Policy, ReadNeeds, Route, SessionView, Unavailable};
 use crate::topology::{ServerStats, Snapshot, Topology};
+use execute::{Ran, Work};
 use state::State;
 use stmt::Statements;
 
@@ -870,15 +872,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             Command::FieldList => {
                 let c = Classified::of(StatementKind::Read);
-                self.run_routed(&c, payload, Expect::FieldList)
-                    .await
-                    .map(|_| ())
+                let work = Work::Command {
+                    payload,
+                    expect: Expect::FieldList,
+                };
+                self.execute(&c, None, work).await.map(|_| ())
             }
             Command::Statistics => {
                 let c = Classified::of(StatementKind::ReadPrimary);
-                self.run_routed(&c, payload, Expect::Statistics)
-                    .await
-                    .map(|_| ())
+                let work = Work::Command {
+                    payload,
+                    expect: Expect::Statistics,
+                };
+                self.execute(&c, None, work).await.map(|_| ())
             }
             Command::ResetConnection => {
                 self.reset_session().await;
@@ -1054,15 +1060,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         };
         let started = Instant::now();
-        let r = self.run_routed(&routed, payload, Expect::Query).await;
+        let work = Work::Command {
+            payload,
+            expect: Expect::Query,
+        };
+        let r = self.execute(&routed, None, work).await;
         if let Some(d) = digest {
-            let outcome = r.as_ref().ok().map(|(server, sum)| {
-                let snap = self.shared.topology.load();
-                (snap.primary_view().is_some_and(|p| &p.name == server), sum)
-            });
+            let outcome = r.as_ref().ok().map(|ran| (ran.on_primary, &ran.summary));
             self.account_digest(d, &self.digest_text, (started, Instant::now()), outcome);
         }
-        let (route_idx, summary) = r?;
+        let Ran {
+            server: route_idx,
+            summary,
+            ..
+        } = r?;
         if summary.error.is_none() {
             match c.kind {
                 StatementKind::Set => {
@@ -1095,15 +1106,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 h.conn.schema = Some(schema);
             }
         }
-        if c.pins_session {
-            self.pinned = true;
-        }
         Ok(())
     }
 
     async fn on_init_db(&mut self, payload: &[u8], db: String) -> Result<(), ExecError> {
         let c = Classified::of(StatementKind::Use);
-        let (server, summary) = self.run_routed(&c, payload, Expect::Simple).await?;
+        let work = Work::Command {
+            payload,
+            expect: Expect::Simple,
+        };
+        let Ran {
+            server, summary, ..
+        } = self.execute(&c, None, work).await?;
         if summary.error.is_none() {
             self.state.schema = Some(db.clone());
             if let Some(h) = self.conns.iter_mut().find(|h| h.server == server) {
@@ -1115,7 +1129,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     async fn on_set_option(&mut self, payload: &[u8], opt: u16) -> Result<(), ExecError> {
         let c = Classified::of(StatementKind::Set);
-        let (server, summary) = self.run_routed(&c, payload, Expect::Simple).await?;
+        let work = Work::Command {
+            payload,
+            expect: Expect::Simple,
+        };
+        let Ran {
+            server, summary, ..
+        } = self.execute(&c, None, work).await?;
         if summary.error.is_none() {
             let before = self.state.fp;
             self.state.record_set_option(opt);
@@ -1142,122 +1162,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         Policy {
             fallback: self.cfg.replica_fallback,
             balance: self.cfg.balance,
-        }
-    }
-
-    /// Routes a statement and runs it, retrying reads on other replicas
-    /// when a replica fails before any byte of its answer reached the
-    /// client. Returns the server that answered and the summary.
-    async fn run_routed(
-        &mut self,
-        c: &Classified,
-        payload: &[u8],
-        expect: Expect,
-    ) -> Result<(Arc<str>, Summary), ExecError> {
-        let mut snap = self.shared.topology.load();
-        let policy = self.policy();
-        let view = self.view_in(&snap);
-        // Inside a replica's read-only transaction a failed statement is not
-        // run again elsewhere: another server has not that transaction.
-        let retry_ok = self.replica_tx.is_none();
-        let mut tried: Vec<usize> = Vec::new();
-        let mut last_err: Option<ExecError> = None;
-        let mut failover_wait = FailoverWait::default();
-        let session_gtid = self.last_write.clone();
-        loop {
-            let ticket = self.read_ticket();
-            let needs = ReadNeeds {
-                max_lag: None,
-                min_gtid: session_gtid.as_ref(),
-                exclude: &tried,
-            };
-            let route = router::route(c, view, &snap, policy, &needs, ticket);
-            let route = self.causal(route, c, &snap, &tried, ticket).await;
-            let (idx, is_replica, label) = match route {
-                Route::Primary(i) => (i, false, RouteLabel::Primary),
-                Route::Fallback(i) => (i, false, RouteLabel::Fallback),
-                Route::Replica(i) => (i, true, RouteLabel::Replica),
-                Route::Unavailable(Unavailable::NoPrimary) if failover_wait.may_wait(self) => {
-                    // The primary is down and automatic failover is on:
-                    // hold the statement until a new primary is published.
-                    self.wait_for_primary().await;
-                    snap = self.shared.topology.load();
-                    continue;
-                }
-                Route::Unavailable(why) => {
-                    return Err(
-                        last_err.unwrap_or_else(|| ExecError::Refused(unavailable(why, &snap)))
-                    );
-                }
-            };
-            // A switchover holds primary-bound statements at the statement
-            // boundary (outside transactions): wait, then route again on
-            // the new topology.
-            let _ticket = if is_replica {
-                None
-            } else {
-                match self.shared.failover.gate.enter(self.in_trans) {
-                    Some(t) => Some(t),
-                    None => {
-                        self.shared.failover.gate.wait_open(self.hold_limit()).await;
-                        snap = self.shared.topology.load();
-                        continue;
-                    }
-                }
-            };
-            if !is_replica && tried.contains(&idx) {
-                return Err(last_err.unwrap_or_else(|| {
-                    ExecError::Refused(unavailable(Unavailable::NoPrimary, &snap))
-                }));
-            }
-            let stats = snap.servers[idx].stats.clone();
-            stats.queries.fetch_add(1, Ordering::Relaxed);
-            stats.in_flight.fetch_add(1, Ordering::Relaxed);
-            let started = Instant::now();
-            let r = self.run_on(&snap, idx, payload, expect).await;
-            stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-            let warned = r.as_ref().is_ok_and(|s| s.warnings > 0);
-            self.note_effects(&snap.servers[idx].name, c, warned);
-            match r {
-                Ok(summary) => {
-                    self.shared.metrics.statement(label, started.elapsed());
-                    if summary.error.is_some() {
-                        self.shared.metrics.error(ErrorKind::ServerError);
-                    }
-                    let server = snap.servers[idx].name.clone();
-                    if is_replica {
-                        self.track_replica_tx(c, &summary, &server);
-                    } else {
-                        self.track_status(&summary);
-                        self.track_write(c, &summary, &snap, idx).await;
-                    }
-                    return Ok((server, summary));
-                }
-                Err(e) if is_replica && retry_ok && e.retryable() => {
-                    stats.errors.fetch_add(1, Ordering::Relaxed);
-                    warn!(parent: &self.span, server = %snap.servers[idx].name, error = %e, "read failed on replica before any reply; retrying elsewhere");
-                    tried.push(idx);
-                    last_err = Some(e);
-                }
-                Err(e @ ExecError::Acquire { .. })
-                    if !is_replica && e.retryable() && failover_wait.may_wait(self) =>
-                {
-                    // The primary cannot be reached and nothing was sent:
-                    // with automatic failover on, wait for the new primary
-                    // and run the statement there.
-                    stats.errors.fetch_add(1, Ordering::Relaxed);
-                    warn!(parent: &self.span, server = %snap.servers[idx].name, error = %e, "primary unreachable; waiting for failover");
-                    drop(_ticket);
-                    self.wait_for_new_primary(Some(&snap.servers[idx].name))
-                        .await;
-                    snap = self.shared.topology.load();
-                    last_err = Some(e);
-                }
-                Err(e) => {
-                    stats.errors.fetch_add(1, Ordering::Relaxed);
-                    return Err(e);
-                }
-            }
         }
     }
 
@@ -1619,18 +1523,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Err(ExecError::Acquire { server, source });
         }
         Ok(pos)
-    }
-
-    /// Sends a command to server `idx` and forwards the answer.
-    async fn run_on(
-        &mut self,
-        snap: &Snapshot,
-        idx: usize,
-        payload: &[u8],
-        expect: Expect,
-    ) -> Result<Summary, ExecError> {
-        let pos = self.acquire(snap, idx).await?;
-        self.forward_on(pos, payload, expect, None).await
     }
 
     /// Sends a command on held connection `pos` and forwards its answer to

@@ -15,23 +15,18 @@ use rustc_hash::FxHashMap;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
-use super::{ExecError, FailoverWait, Session};
-use std::sync::atomic::Ordering;
+use super::execute::{StmtOp, Work};
+use super::{ExecError, Session};
 use std::time::Instant;
 
 use crate::config::{PoolMode, RuleRoute};
-use tracing::warn;
 
-use crate::failover::GateTicket;
-use crate::metrics::{ErrorKind as MetricError, RouteLabel};
 use crate::protocol::ClientError;
 use crate::protocol::command::{self, code};
 use crate::protocol::ok_payload;
-use crate::protocol::response::{self, Expect, ForwardError};
+use crate::protocol::response::{self, ForwardError};
 use crate::router::classify::{self, Classified};
 use crate::router::rules::{self, Verdict};
-use crate::router::{self, Route};
-use crate::topology::Snapshot;
 
 /// One statement as the client knows it.
 pub(super) struct Stmt {
@@ -131,33 +126,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    /// Routes a statement's prepare or execution; `causal` lets a read
-    /// after a write wait on a replica (`causal_wait_ms`; preparing writes
-    /// nothing, so a prepare does not wait).
-    async fn stmt_target(
-        &mut self,
-        snap: &Snapshot,
-        class: &Classified,
-        exclude: &[usize],
-        causal: bool,
-    ) -> Result<usize, router::Unavailable> {
-        let ticket = self.read_ticket();
-        let needs = router::ReadNeeds {
-            max_lag: None,
-            min_gtid: self.last_write.as_ref(),
-            exclude,
-        };
-        let view = self.view_in(snap);
-        let mut route = router::route(class, view, snap, self.policy(), &needs, ticket);
-        if causal {
-            route = self.causal(route, class, snap, exclude, ticket).await;
-        }
-        match route {
-            Route::Primary(i) | Route::Replica(i) | Route::Fallback(i) => Ok(i),
-            Route::Unavailable(why) => Err(why),
-        }
-    }
-
     pub(super) async fn on_prepare(
         &mut self,
         payload: &[u8],
@@ -180,8 +148,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // Preparing writes nothing, so when no primary is available (e.g.
         // during a failover) any live server can describe the statement;
         // its executions are routed (and wait for a primary) as usual.
-        let idx = match self.stmt_target(&snap, &routed, &[], false).await {
-            Ok(i) => i,
+        let idx = match self.pick(&routed, None, &snap, &[], false).await {
+            Ok((i, _)) => i,
             Err(why) => snap
                 .servers
                 .iter()
@@ -256,7 +224,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Makes sure statement `id` is prepared on the connection at `pos`;
     /// returns its backend id there.
-    async fn ensure_prepared(&mut self, pos: usize, id: u32) -> Result<u32, ExecError> {
+    pub(super) async fn ensure_prepared(&mut self, pos: usize, id: u32) -> Result<u32, ExecError> {
         let server = self.conns[pos].server.clone();
         let stmt = self.stmts.by_id.get(&id).ok_or_else(|| unknown_stmt(id))?;
         if let Some((_, bid, _)) = stmt.on.iter().find(|(s, _, _)| *s == server) {
@@ -328,107 +296,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    /// The connection (position) a statement command must use, preparing
-    /// the statement there if needed. Returns (position, backend id).
-    ///
-    /// Primary-bound executions pass the switchover write gate (the ticket
-    /// is held until the statement completes) and, when the primary is down
-    /// with automatic failover on, wait for the new one — as `run_routed`
-    /// does for text queries.
-    async fn stmt_conn(
-        &mut self,
-        id: u32,
-        forced: Option<Arc<str>>,
-        tried: &mut Vec<usize>,
-    ) -> Result<(usize, u32, Option<GateTicket>, usize), ExecError> {
-        let (class, forced_route) = self
-            .stmts
-            .by_id
-            .get(&id)
-            .map(|s| (s.class, s.forced))
-            .ok_or_else(|| unknown_stmt(id))?;
-        let class = match forced_route {
-            Some(r) => rules::apply_route(class, r, self.view()),
-            None => class,
-        };
-        let mut failover_wait = FailoverWait::default();
-        loop {
-            let snap = self.shared.topology.load();
-            let idx = match forced
-                .as_ref()
-                .and_then(|name| snap.servers.iter().position(|s| &s.name == name))
-            {
-                Some(i) => i,
-                None => match self.stmt_target(&snap, &class, tried, true).await {
-                    Ok(i) => i,
-                    Err(router::Unavailable::NoPrimary) if failover_wait.may_wait(self) => {
-                        self.wait_for_primary().await;
-                        continue;
-                    }
-                    Err(why) => return Err(ExecError::Refused(super::unavailable(why, &snap))),
-                },
-            };
-            let ticket = if snap.primary == Some(idx) {
-                match self.shared.failover.gate.enter(self.in_trans) {
-                    Some(t) => Some(t),
-                    None => {
-                        self.shared.failover.gate.wait_open(self.hold_limit()).await;
-                        continue;
-                    }
-                }
-            } else {
-                None
-            };
-            let pos = match self.acquire(&snap, idx).await {
-                Ok(p) => p,
-                Err(e @ ExecError::Acquire { .. })
-                    if ticket.is_some() && e.retryable() && failover_wait.may_wait(self) =>
-                {
-                    // Primary unreachable, nothing sent: wait for failover.
-                    drop(ticket);
-                    self.wait_for_new_primary(Some(&snap.servers[idx].name))
-                        .await;
-                    continue;
-                }
-                Err(e) if self.may_retry_elsewhere(&e, &snap, idx, &forced, tried) => {
-                    warn!(parent: &self.span, server = %snap.servers[idx].name, error = %e, "statement execution could not reach replica; retrying elsewhere");
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let bid = match self.ensure_prepared(pos, id).await {
-                Ok(bid) => bid,
-                Err(e) if self.may_retry_elsewhere(&e, &snap, idx, &forced, tried) => {
-                    warn!(parent: &self.span, server = %snap.servers[idx].name, error = %e, "preparing on replica failed; retrying elsewhere");
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            return Ok((pos, bid, ticket, idx));
-        }
-    }
-
-    /// Whether a failure on server `idx` may be retried on another server:
-    /// a replica chosen freely (no long data or cursor tie), failing before
-    /// any byte reached the client. Records `idx` in `tried` if so.
-    fn may_retry_elsewhere(
-        &self,
-        e: &ExecError,
-        snap: &Snapshot,
-        idx: usize,
-        forced: &Option<Arc<str>>,
-        tried: &mut Vec<usize>,
-    ) -> bool {
-        // Not inside a replica's read-only transaction: no other server has it.
-        let retry = forced.is_none()
-            && self.replica_tx.is_none()
-            && snap.primary != Some(idx)
-            && !tried.contains(&idx)
-            && e.retryable();
-        if retry {
-            tried.push(idx);
-        }
-        retry
+    /// The routing class of statement `id`'s commands: its class at
+    /// prepare, with the route a query rule forced then applied to the
+    /// session state of now.
+    fn stmt_class(&self, id: u32) -> Result<Classified, ExecError> {
+        let stmt = self.stmts.by_id.get(&id).ok_or_else(|| unknown_stmt(id))?;
+        Ok(match stmt.forced {
+            Some(r) => rules::apply_route(stmt.class, r, self.view()),
+            None => stmt.class,
+        })
     }
 
     pub(super) async fn on_execute(
@@ -436,128 +312,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         payload: &mut [u8],
         id: u32,
     ) -> Result<(), ExecError> {
-        let (forced, params, class) = {
+        let class = self.stmt_class(id)?;
+        let (bound, params) = {
             let stmt = self.stmts.by_id.get(&id).ok_or_else(|| unknown_stmt(id))?;
-            (stmt.long_data_on.clone(), stmt.params, stmt.class)
+            (stmt.long_data_on.clone(), stmt.params)
         };
-        // A read on a replica that fails before any byte of its answer
-        // reached the client is run again elsewhere, as text queries are.
-        let mut tried = Vec::new();
-        loop {
-            let snap = self.shared.topology.load();
-            match self
-                .execute_once(payload, id, forced.clone(), params, class, &mut tried)
-                .await
-            {
-                Err((Some(idx), e))
-                    if self.may_retry_elsewhere(&e, &snap, idx, &forced, &mut tried) =>
-                {
-                    warn!(parent: &self.span, server = %snap.servers[idx].name, error = %e, "execution failed on replica before any reply; retrying elsewhere");
-                }
-                Err((_, e)) => return Err(e),
-                Ok(()) => return Ok(()),
-            }
+        let opens_cursor = payload.get(5).is_some_and(|f| f & 0x01 != 0);
+        let started = Instant::now();
+        let work = Work::Stmt {
+            id,
+            payload,
+            op: StmtOp::Execute { params },
+        };
+        let r = self.execute(&class, bound.as_ref(), work).await;
+        if let Some((d, text)) = self.stmts.by_id.get(&id).and_then(|s| s.digest.as_ref()) {
+            let outcome = r.as_ref().ok().map(|ran| (ran.on_primary, &ran.summary));
+            self.account_digest(*d, text, (started, Instant::now()), outcome);
         }
+        let ran = r?;
+        if let Some(stmt) = self.stmts.by_id.get_mut(&id) {
+            stmt.long_data_on = None;
+            stmt.cursor_on = opens_cursor.then_some(ran.server);
+        }
+        Ok(())
     }
 
-    /// One attempt of an execution; on failure, also says on which server
-    /// (when one was chosen).
-    async fn execute_once(
+    /// Parameter types: remembers what the client sends with an execution,
+    /// and returns the execution rebuilt with the remembered types for a
+    /// connection (at `pos`) that has never seen them.
+    pub(super) fn with_param_types(
         &mut self,
-        payload: &mut [u8],
+        pos: usize,
         id: u32,
-        forced: Option<Arc<str>>,
+        payload: &[u8],
         params: u16,
-        class: Classified,
-        tried: &mut Vec<usize>,
-    ) -> Result<(), (Option<usize>, ExecError)> {
-        let (pos, bid, _ticket, idx) = self
-            .stmt_conn(id, forced, tried)
-            .await
-            .map_err(|e| (None, e))?;
-        let server = self.conns[pos].server.clone();
-        command::set_stmt_id(payload, bid);
-        // Parameter types: remember what the client sends, inject them for
-        // a connection that has never seen them.
-        let layout = command::execute_layout(payload, params);
-        let mut rebuilt: Option<Vec<u8>> = None;
-        if let (Some(layout), Some(stmt)) = (layout, self.stmts.by_id.get_mut(&id)) {
-            if let Some(types) = command::execute_types(payload, layout, params) {
-                stmt.types = Some(types.to_vec());
-                for (_, _, seen) in stmt.on.iter_mut() {
-                    *seen = false;
-                }
-            } else if let Some(types) = &stmt.types
-                && stmt.on.iter().any(|(s, _, seen)| *s == server && !*seen)
-            {
-                rebuilt = Some(command::execute_with_types(payload, layout, types));
+    ) -> Option<Vec<u8>> {
+        let server = &self.conns[pos].server;
+        let layout = command::execute_layout(payload, params)?;
+        let stmt = self.stmts.by_id.get_mut(&id)?;
+        let mut rebuilt = None;
+        if let Some(types) = command::execute_types(payload, layout, params) {
+            stmt.types = Some(types.to_vec());
+            for (_, _, seen) in stmt.on.iter_mut() {
+                *seen = false;
             }
-            for (s, _, seen) in stmt.on.iter_mut() {
-                if *s == server {
-                    *seen = true;
-                }
+        } else if let Some(types) = &stmt.types
+            && stmt.on.iter().any(|(s, _, seen)| s == server && !*seen)
+        {
+            rebuilt = Some(command::execute_with_types(payload, layout, types));
+        }
+        for (s, _, seen) in stmt.on.iter_mut() {
+            if s == server {
+                *seen = true;
             }
         }
-        let opens_cursor = payload.get(5).is_some_and(|f| f & 0x01 != 0);
-        let snap = self.shared.topology.load();
-        let stats = snap.find(&server).map(|i| snap.servers[i].stats.clone());
-        if let Some(st) = &stats {
-            st.queries.fetch_add(1, Ordering::Relaxed);
-            st.in_flight.fetch_add(1, Ordering::Relaxed);
-        }
-        let started = Instant::now();
-        let r = self
-            .forward_on(
-                pos,
-                rebuilt.as_deref().unwrap_or(payload),
-                Expect::Execute,
-                Some((id, bid)),
-            )
-            .await;
-        if let Some(st) = &stats {
-            st.in_flight.fetch_sub(1, Ordering::Relaxed);
-        }
-        let warned = r.as_ref().is_ok_and(|s| s.warnings > 0);
-        self.note_effects(&server, &class, warned);
-        match r {
-            Ok(summary) => {
-                let on_primary = snap.primary_view().is_some_and(|p| p.name == server);
-                let label = if on_primary {
-                    RouteLabel::Primary
-                } else {
-                    RouteLabel::Replica
-                };
-                let now = Instant::now();
-                self.shared
-                    .metrics
-                    .statement(label, now.saturating_duration_since(started));
-                if summary.error.is_some() {
-                    self.shared.metrics.error(MetricError::ServerError);
-                }
-                if let Some((d, text)) = self.stmts.by_id.get(&id).and_then(|s| s.digest.as_ref()) {
-                    self.account_digest(*d, text, (started, now), Some((on_primary, &summary)));
-                }
-                if !on_primary {
-                    self.track_replica_tx(&class, &summary, &server);
-                }
-                if on_primary {
-                    self.track_status(&summary);
-                    let snap = self.shared.topology.load();
-                    if let Some(idx) = snap.find(&server) {
-                        self.track_write(&class, &summary, &snap, idx).await;
-                    }
-                }
-                if class.pins_session {
-                    self.pinned = true;
-                }
-                if let Some(stmt) = self.stmts.by_id.get_mut(&id) {
-                    stmt.long_data_on = None;
-                    stmt.cursor_on = opens_cursor.then_some(server);
-                }
-                Ok(())
-            }
-            Err(e) => Err((Some(idx), e)),
-        }
+        rebuilt
     }
 
     pub(super) async fn on_long_data(
@@ -571,20 +380,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             // at the execution, as with a server.
             None => return Ok(()),
         };
-        let (pos, bid, _ticket, _) = self.stmt_conn(id, forced, &mut Vec::new()).await?;
-        command::set_stmt_id(payload, bid);
-        let server = self.conns[pos].server.clone();
-        let held = &mut self.conns[pos];
-        held.conn.stream.queue_payload(0, payload);
-        if let Err(source) = held.conn.stream.flush().await {
-            return Err(self.drop_conn(
-                pos,
-                ForwardError::Backend {
-                    source,
-                    started: false,
-                },
-            ));
-        }
+        let class = self.stmt_class(id)?;
+        let work = Work::Stmt {
+            id,
+            payload,
+            op: StmtOp::LongData,
+        };
+        let server = self.execute(&class, forced.as_ref(), work).await?.server;
         if let Some(stmt) = self.stmts.by_id.get_mut(&id) {
             stmt.long_data_on = Some(server);
         }
@@ -621,9 +423,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.client.queue_payload(1, &ok_payload(0, 0, st));
             return self.client.flush().await.map_err(ExecError::Client);
         };
-        let (pos, bid, _ticket, _) = self.stmt_conn(id, Some(server), &mut Vec::new()).await?;
-        command::set_stmt_id(payload, bid);
-        self.forward_on(pos, payload, Expect::Simple, None).await?;
+        let class = self.stmt_class(id)?;
+        let work = Work::Stmt {
+            id,
+            payload,
+            op: StmtOp::Reset,
+        };
+        self.execute(&class, Some(&server), work).await?;
         if let Some(stmt) = self.stmts.by_id.get_mut(&id) {
             stmt.long_data_on = None;
             stmt.cursor_on = None;
@@ -646,10 +452,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 format!("The statement ({id}) has no open cursor"),
             )));
         };
-        let (pos, bid, _ticket, _) = self.stmt_conn(id, Some(server), &mut Vec::new()).await?;
-        command::set_stmt_id(payload, bid);
-        self.forward_on(pos, payload, Expect::Fetch, None)
-            .await
-            .map(|_| ())
+        let class = self.stmt_class(id)?;
+        let work = Work::Stmt {
+            id,
+            payload,
+            op: StmtOp::Fetch,
+        };
+        self.execute(&class, Some(&server), work).await.map(|_| ())
     }
 }
