@@ -592,7 +592,11 @@ pub fn replace_socket_var(payload: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     let mut last = 0;
     while let Some(t) = lx.next_token() {
-        if t.kind == TokenKind::SysVar && t.text.eq_ignore_ascii_case(b"@@socket") {
+        // `@@@socket` (a syntax error) is left alone as it was.
+        if t.kind == TokenKind::SysVar
+            && t.text.eq_ignore_ascii_case(b"@@socket")
+            && (t.start == 0 || sql[t.start - 1] != b'@')
+        {
             if out.is_empty() {
                 out.reserve(payload.len() + 16);
                 out.push(cmd);
@@ -741,6 +745,30 @@ mod tests {
         assert!(!seen(b"SELECT '@@socket'"));
         assert!(!seen(b"SELECT 1 /* @@socket */"));
         assert!(!seen(b"SELECT @@socket_x, @@session.socket"));
+    }
+
+    #[test]
+    fn socket_variable_is_replaced_only_where_it_is_code() {
+        let r =
+            |sql: &[u8]| replace_socket_var(sql).map(|v| String::from_utf8_lossy(&v).into_owned());
+        assert_eq!(
+            r(b"\x03SELECT @@max_allowed_packet,@@socket").as_deref(),
+            Some("\x03SELECT @@max_allowed_packet,NULL")
+        );
+        // The old scan gave up on any quote in the text; strings are
+        // tokens now, so only a `@@socket` inside one is left alone.
+        assert_eq!(
+            r(b"\x03SELECT @@socket, 'x'").as_deref(),
+            Some("\x03SELECT NULL, 'x'")
+        );
+        assert_eq!(r(b"\x03SELECT '@@socket'"), None);
+        assert_eq!(r(b"\x03SELECT 1 /* @@socket */"), None);
+        assert_eq!(
+            r(b"\x03SELECT @@session.socket, @@socket_x, @@@socket"),
+            None
+        );
+        assert_eq!(r(b"\x03SELECT @@socket, 'unterminated"), None);
+        assert_eq!(r(b""), None);
     }
 
     #[test]
