@@ -195,16 +195,48 @@ impl Snapshot {
     }
 }
 
-/// The shared handle to the current snapshot.
+/// The shared handle to the current snapshot. Readers load it lock-free;
+/// code that waits for a change (a new primary, a drained gate) awaits
+/// [`Topology::changed`] instead of polling.
 #[derive(Debug)]
 pub struct Topology {
     current: ArcSwap<Snapshot>,
+    /// Wakes every waiter when a snapshot is published.
+    published: tokio::sync::watch::Sender<u64>,
 }
 
 impl Topology {
     pub fn new(initial: Snapshot) -> Topology {
+        let (published, _) = tokio::sync::watch::channel(initial.generation);
         Topology {
             current: ArcSwap::from_pointee(initial),
+            published,
+        }
+    }
+
+    /// A receiver that [`tokio::sync::watch::Receiver::changed`] wakes on
+    /// every published snapshot after this call.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.published.subscribe()
+    }
+
+    /// Waits until `pred` holds for the current snapshot or `deadline`
+    /// passes; returns whether it holds.
+    pub async fn wait_until(
+        &self,
+        deadline: tokio::time::Instant,
+        pred: impl Fn(&Snapshot) -> bool,
+    ) -> bool {
+        let mut rx = self.subscribe();
+        loop {
+            if pred(&self.load()) {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                // Past the deadline, or the topology is gone (shutdown).
+                _ => return pred(&self.load()),
+            }
         }
     }
 
@@ -221,5 +253,7 @@ impl Topology {
             next.generation = cur.generation + 1;
             next
         });
+        let generation = self.current.load().generation;
+        self.published.send_replace(generation);
     }
 }

@@ -155,38 +155,45 @@ impl BackendError {
 pub type BackendIo = BackendStream;
 
 /// One authenticated connection to a backend server.
+///
+/// Its invariants are its own: a command's answer is read through an
+/// [`Exchange`], which keeps the connection marked broken until the whole
+/// answer was read, so no path (an error, a client gone mid-result, a
+/// cancelled future) can return a connection with half an answer pending
+/// to a pool; what the session needs to know or change (replayed state,
+/// schema, statement caches) goes through methods.
 pub struct BackendConn {
-    pub stream: PacketStream<BackendIo>,
-    pub key: PoolKey,
+    stream: PacketStream<BackendIo>,
+    key: PoolKey,
     /// Capabilities in force on this connection.
-    pub caps: CapabilityFlags,
-    pub hello: ServerHello,
+    caps: CapabilityFlags,
+    hello: ServerHello,
     /// Schema currently selected on the server side, as far as rwproxy knows.
-    pub schema: Option<String>,
+    schema: Option<String>,
     /// Fingerprint of the replayable session state applied here (0 = the
     /// server's defaults, as after a reset).
-    pub state_fp: u64,
+    state_fp: u64,
     /// Prepared statements this connection holds for the sharing pool modes.
-    pub stmt_cache: StmtCache,
+    stmt_cache: StmtCache,
     /// Metadata cache: per server statement id, the result columns the
     /// server last sent for it (at prepare or with an execution), which is
     /// what it skips sending while they do not change.
-    pub sent_columns: rustc_hash::FxHashMap<u32, Arc<[u8]>>,
+    sent_columns: rustc_hash::FxHashMap<u32, Arc<[u8]>>,
     /// While the connection is in use and its server's pool is bounded: the
     /// slot it takes (freed when it goes idle or is dropped).
     permit: Option<OwnedSemaphorePermit>,
     /// When it last went idle in the pool (to decide whether to ping it
     /// before reuse).
-    pub last_used: Instant,
+    last_used: Instant,
     /// Set when a response was not fully read or the socket failed: the
     /// connection must not be reused.
-    pub broken: bool,
+    broken: bool,
     /// The server reports `last_gtid` in OK packets (session tracking), so
     /// read-your-writes needs no extra query after a commit.
-    pub tracks_gtid: bool,
+    tracks_gtid: bool,
     /// A client statement left state here that only a reset clears (see
     /// [`Pools::put`]); false after connect and after a reset.
-    pub dirty: bool,
+    dirty: bool,
 }
 
 impl BackendConn {
@@ -284,6 +291,88 @@ impl BackendConn {
         }
     }
 
+    /// Sends a command whose answer the caller reads through the returned
+    /// [`Exchange`]. Until [`Exchange::finish`], the connection is broken.
+    pub async fn exchange(&mut self, payload: &[u8]) -> Result<Exchange<'_>, FrameError> {
+        self.broken = true;
+        self.stream.queue_payload(0, payload);
+        self.stream.flush().await?;
+        Ok(Exchange { conn: self })
+    }
+
+    /// The key of the pool the connection belongs to.
+    pub fn key(&self) -> &PoolKey {
+        &self.key
+    }
+
+    /// The server's greeting and what was negotiated.
+    pub fn hello(&self) -> &ServerHello {
+        &self.hello
+    }
+
+    /// Fingerprint of the replayable session state applied here (0 = the
+    /// server's defaults, as after a reset).
+    pub fn state_fp(&self) -> u64 {
+        self.state_fp
+    }
+
+    /// Records that the session state with fingerprint `fp` is now applied
+    /// here.
+    pub fn set_state_fp(&mut self, fp: u64) {
+        self.state_fp = fp;
+    }
+
+    /// The schema selected on the server side, as far as rwproxy knows.
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    /// Records that `db` is now the selected schema here.
+    pub fn set_schema(&mut self, db: String) {
+        self.schema = Some(db);
+    }
+
+    /// A client statement left state here that only a reset clears.
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
+    /// The server reports `last_gtid` in its OK packets here.
+    pub fn tracks_gtid(&self) -> bool {
+        self.tracks_gtid
+    }
+
+    /// Asks the server to report `last_gtid` in its OK packets (session
+    /// tracking, kept until a reset); true if it agreed.
+    pub async fn track_gtid(&mut self) -> bool {
+        if !self.tracks_gtid
+            && let Ok(None) = self
+                .query_internal(
+                    "SET SESSION session_track_system_variables = CONCAT_WS(',', NULLIF(@@session_track_system_variables, ''), 'last_gtid')",
+                )
+                .await
+        {
+            self.tracks_gtid = true;
+        }
+        self.tracks_gtid
+    }
+
+    /// The connection's statement cache (sharing pool modes).
+    pub fn stmt_cache(&mut self) -> &mut StmtCache {
+        &mut self.stmt_cache
+    }
+
+    /// Whether the connection's statement cache holds server statement `id`.
+    pub fn caches_stmt(&self, id: u32) -> bool {
+        self.stmt_cache.holds(id)
+    }
+
+    /// Metadata cache: remembers the result columns the server sent for
+    /// its statement `id`.
+    pub fn remember_columns(&mut self, id: u32, columns: Arc<[u8]>) {
+        self.sent_columns.insert(id, columns);
+    }
+
     /// `COM_RESET_CONNECTION`: back to the server's defaults for this user
     /// (variables, temporary tables, prepared statements, tracking). The
     /// schema stays selected.
@@ -376,12 +465,10 @@ impl BackendConn {
         let mut payload = Vec::with_capacity(1 + sql.len());
         payload.push(code::COM_QUERY);
         payload.extend_from_slice(sql.as_bytes());
-        self.broken = true;
-        self.stream.queue_payload(0, &payload);
-        self.stream.flush().await?;
-        let flag = self.caches_metadata();
-        let v = response::read_single_value(&mut self.stream, self.caps, flag).await?;
-        self.broken = false;
+        let (caps, flag) = (self.caps, self.caches_metadata());
+        let mut ex = self.exchange(&payload).await?;
+        let v = response::read_single_value(ex.stream(), caps, flag).await?;
+        ex.finish();
         Ok(v)
     }
 
@@ -390,16 +477,64 @@ impl BackendConn {
         payload: &[u8],
         expect: Expect,
     ) -> Result<Option<ClientError>, BackendError> {
-        self.broken = true;
-        self.stream.queue_payload(0, payload);
-        self.stream.flush().await?;
-        let meta = self.meta_internal();
+        let (caps, meta) = (self.caps, self.meta_internal());
+        let mut ex = self.exchange(payload).await?;
         let summary =
-            response::forward::<_, TcpStream>(&mut self.stream, None, expect, self.caps, meta)
-                .await?;
-        self.broken = false;
+            response::forward::<_, TcpStream>(ex.stream(), None, expect, caps, meta).await?;
+        ex.finish();
         self.last_used = Instant::now();
         Ok(summary.err)
+    }
+}
+
+/// One command's round trip on a [`BackendConn`] (see
+/// [`BackendConn::exchange`]): the connection stays marked broken unless
+/// [`Exchange::finish`] says the whole answer was read.
+pub struct Exchange<'a> {
+    conn: &'a mut BackendConn,
+}
+
+impl Exchange<'_> {
+    /// The stream to read the answer from.
+    pub fn stream(&mut self) -> &mut PacketStream<BackendIo> {
+        &mut self.conn.stream
+    }
+
+    /// The stream, and the columns the server last sent for its statement
+    /// `id` (metadata cache), borrowed together.
+    pub fn stream_and_columns(
+        &mut self,
+        id: Option<u32>,
+    ) -> (&mut PacketStream<BackendIo>, Option<&Arc<[u8]>>) {
+        let sent = id.and_then(|id| self.conn.sent_columns.get(&id));
+        (&mut self.conn.stream, sent)
+    }
+
+    /// Whether the server's column counts carry the metadata-cache byte.
+    pub fn caches_metadata(&self) -> bool {
+        self.conn.caches_metadata()
+    }
+
+    /// Sends a follow-up command in the same exchange (e.g. the ROLLBACK
+    /// that ends a read-only transaction whose COMMIT was refused).
+    pub async fn send(&mut self, payload: &[u8]) -> Result<(), FrameError> {
+        self.conn.stream.queue_payload(0, payload);
+        self.conn.stream.flush().await
+    }
+
+    /// The columns the server last sent for its statement `id`.
+    pub fn sent_columns(&self, id: u32) -> Option<&Arc<[u8]>> {
+        self.conn.sent_columns.get(&id)
+    }
+
+    /// Metadata cache: remembers the columns the server sent for `id`.
+    pub fn remember_columns(&mut self, id: u32, columns: Arc<[u8]>) {
+        self.conn.sent_columns.insert(id, columns);
+    }
+
+    /// The whole answer was read: the connection is usable again.
+    pub fn finish(self) {
+        self.conn.broken = false;
     }
 }
 

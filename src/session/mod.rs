@@ -1084,16 +1084,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     }
                     // The connection that ran the SET already has it.
                     if let Some(h) = self.conns.iter_mut().find(|h| h.server == route_idx)
-                        && h.conn.state_fp == before
+                        && h.conn.state_fp() == before
                     {
-                        h.conn.state_fp = self.state.fp;
+                        h.conn.set_state_fp(self.state.fp);
                     }
                 }
                 StatementKind::Use => {
                     if let Some(db) = c.schema(sql) {
                         self.state.schema = Some(db.clone());
                         if let Some(h) = self.conns.iter_mut().find(|h| h.server == route_idx) {
-                            h.conn.schema = Some(db);
+                            h.conn.set_schema(db);
                         }
                     }
                 }
@@ -1103,7 +1103,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if let Some(schema) = summary.schema {
             self.state.schema = Some(schema.clone());
             if let Some(h) = self.conns.iter_mut().find(|h| h.server == route_idx) {
-                h.conn.schema = Some(schema);
+                h.conn.set_schema(schema);
             }
         }
         Ok(())
@@ -1121,7 +1121,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if summary.error.is_none() {
             self.state.schema = Some(db.clone());
             if let Some(h) = self.conns.iter_mut().find(|h| h.server == server) {
-                h.conn.schema = Some(db);
+                h.conn.set_schema(db);
             }
         }
         Ok(())
@@ -1140,9 +1140,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let before = self.state.fp;
             self.state.record_set_option(opt);
             if let Some(h) = self.conns.iter_mut().find(|h| h.server == server)
-                && h.conn.state_fp == before
+                && h.conn.state_fp() == before
             {
-                h.conn.state_fp = self.state.fp;
+                h.conn.set_state_fp(self.state.fp);
             }
         }
         Ok(())
@@ -1186,17 +1186,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let limit = self.cfg.monitor_interval() * (f.failover_after + 4)
             + Duration::from_millis(f.switchover_timeout_ms);
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            let snap = self.shared.topology.load();
-            if snap
-                .primary_view()
-                .is_some_and(|p| p.up && old != Some(&p.name))
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let deadline = tokio::time::Instant::now() + limit;
+        self.shared
+            .topology
+            .wait_until(deadline, |snap| {
+                snap.primary_view()
+                    .is_some_and(|p| p.up && old != Some(&p.name))
+            })
+            .await;
     }
 
     /// Causal reads (`causal_wait_ms`; MaxScale calls them
@@ -1313,7 +1310,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let Some(held) = self.conns.iter_mut().find(|h| &h.server == name) else {
             return;
         };
-        if held.conn.tracks_gtid {
+        if held.conn.tracks_gtid() {
             // Tracked, and no report: nothing new was written (a read-only
             // transaction's COMMIT costs no extra query).
             return;
@@ -1384,7 +1381,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 if pending || in_trans == Some(true) {
                     if pending && let Some(h) = self.conns.iter_mut().find(|h| h.server == *server)
                     {
-                        h.conn.dirty = true;
+                        h.conn.mark_dirty();
                     }
                     self.replica_tx = Some(ReplicaTx {
                         server: server.clone(),
@@ -1506,17 +1503,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if self.cfg.consistency == Consistency::Session
             && snap.primary == Some(idx)
             && self.caps.contains(CapabilityFlags::CLIENT_SESSION_TRACK)
-            && !self.conns[pos].conn.tracks_gtid
         {
-            let conn = &mut self.conns[pos].conn;
-            if let Ok(None) = conn
-                .query_internal(
-                    "SET SESSION session_track_system_variables = CONCAT_WS(',', NULLIF(@@session_track_system_variables, ''), 'last_gtid')",
-                )
-                .await
-            {
-                conn.tracks_gtid = true;
-            }
+            self.conns[pos].conn.track_gtid().await;
         }
         if let Err(source) = self.state.sync(&mut self.conns[pos].conn).await {
             let server = self.remove_conn(pos);
@@ -1548,61 +1536,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .is_some_and(|t| t.server == self.conns[pos].server);
         let commit =
             read_only_tx && classify::is_plain_commit(payload.get(1..).unwrap_or_default());
+        let client_caches = self
+            .ext
+            .contains(MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA);
+        let client_holds = stmt
+            .and_then(|(id, _)| self.stmts.by_id.get(&id))
+            .and_then(|s| s.columns.as_ref());
         let held = &mut self.conns[pos];
-        held.conn.broken = true;
-        held.conn.stream.queue_payload(0, payload);
-        let result = match held.conn.stream.flush().await {
-            Err(source) => Err(ForwardError::Backend {
-                source,
-                started: false,
-            }),
-            Ok(()) => {
-                let meta = response::MetaCache {
-                    server: held.conn.caches_metadata(),
-                    client: self
-                        .ext
-                        .contains(MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA),
-                    client_holds: stmt
-                        .and_then(|(id, _)| self.stmts.by_id.get(&id))
-                        .and_then(|s| s.columns.as_ref()),
-                    server_sent: stmt.and_then(|(_, bid)| held.conn.sent_columns.get(&bid)),
+        let mut ex = match held.conn.exchange(payload).await {
+            Ok(ex) => ex,
+            Err(source) => {
+                let e = ForwardError::Backend {
+                    source,
+                    started: false,
                 };
-                if read_only_tx {
-                    response::forward_read_only_tx(
-                        &mut held.conn.stream,
-                        Some(&mut self.client),
-                        expect,
-                        caps,
-                        meta,
-                        commit,
-                    )
-                    .await
-                } else {
-                    response::forward(
-                        &mut held.conn.stream,
-                        Some(&mut self.client),
-                        expect,
-                        caps,
-                        meta,
-                    )
-                    .await
-                }
+                return Err(self.drop_conn(pos, e));
             }
+        };
+        let server_caches = ex.caches_metadata();
+        let (stream, server_sent) = ex.stream_and_columns(stmt.map(|(_, bid)| bid));
+        let meta = response::MetaCache {
+            server: server_caches,
+            client: client_caches,
+            client_holds,
+            server_sent,
+        };
+        let result = if read_only_tx {
+            response::forward_read_only_tx(
+                stream,
+                Some(&mut self.client),
+                expect,
+                caps,
+                meta,
+                commit,
+            )
+            .await
+        } else {
+            response::forward(stream, Some(&mut self.client), expect, caps, meta).await
         };
         // A read-only transaction's COMMIT the replica refused: end it with
         // ROLLBACK (same effect: nothing was written) and forward that.
         let result = match result {
             Ok(s) if s.held_back => {
                 debug!(server = %held.server, "replica refused a read-only transaction's COMMIT; rolling back instead");
-                held.conn.stream.queue_payload(0, b"\x03ROLLBACK");
-                match held.conn.stream.flush().await {
+                match ex.send(b"\x03ROLLBACK").await {
                     Err(source) => Err(ForwardError::Backend {
                         source,
                         started: false,
                     }),
                     Ok(()) => {
                         response::forward(
-                            &mut held.conn.stream,
+                            ex.stream(),
                             Some(&mut self.client),
                             Expect::Query,
                             caps,
@@ -1616,22 +1600,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         match result {
             Ok(summary) => {
-                held.conn.broken = false;
                 if let Some((id, bid)) = stmt {
                     let now_holds = match &summary.columns_sent {
                         Some(cols) => {
-                            held.conn.sent_columns.insert(bid, cols.clone());
+                            ex.remember_columns(bid, cols.clone());
                             Some(cols.clone())
                         }
-                        None if summary.columns_injected => {
-                            held.conn.sent_columns.get(&bid).cloned()
-                        }
+                        None if summary.columns_injected => ex.sent_columns(bid).cloned(),
                         None => None,
                     };
                     if let (Some(cols), Some(s)) = (now_holds, self.stmts.by_id.get_mut(&id)) {
                         s.columns = Some(cols);
                     }
                 }
+                ex.finish();
                 Ok(summary)
             }
             Err(e) => Err(self.drop_conn(pos, e)),
@@ -1745,7 +1727,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         ) && !c.pins_session
             && !warned;
         if !clean && let Some(h) = self.conns.iter_mut().find(|h| &h.server == server) {
-            h.conn.dirty = true;
+            h.conn.mark_dirty();
         }
     }
 

@@ -86,21 +86,21 @@ impl State {
     /// first: settings cannot be unset one by one without knowing the
     /// server's defaults.
     pub async fn sync(&self, conn: &mut BackendConn) -> Result<(), BackendError> {
-        if conn.state_fp != self.fp
-            && conn.state_fp != 0
+        if conn.state_fp() != self.fp
+            && conn.state_fp() != 0
             && let Some(e) = conn.reset().await?
         {
             return Err(refused(e));
         }
         if let Some(db) = &self.schema
-            && conn.schema.as_deref() != Some(db.as_str())
+            && conn.schema() != Some(db.as_str())
         {
             if let Some(e) = conn.simple(code::COM_INIT_DB, db.as_bytes()).await? {
                 return Err(refused(e));
             }
-            conn.schema = Some(db.clone());
+            conn.set_schema(db.clone());
         }
-        if conn.state_fp == self.fp {
+        if conn.state_fp() == self.fp {
             return Ok(());
         }
         let mut plain: Vec<&str> = Vec::new();
@@ -127,7 +127,7 @@ impl State {
         {
             return Err(refused(e));
         }
-        conn.state_fp = self.fp;
+        conn.set_state_fp(self.fp);
         Ok(())
     }
 }

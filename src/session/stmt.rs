@@ -111,13 +111,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if !self.sharing() {
             // Session mode: the handle lives on until the session ends,
             // and only a reset closes it then.
-            self.conns[pos].conn.dirty = true;
+            self.conns[pos].conn.mark_dirty();
             return;
         }
         let cap = self.cfg.pool_stmt_cache;
         let evicted = self.conns[pos]
             .conn
-            .stmt_cache
+            .stmt_cache()
             .insert(sql.to_vec(), bid, cap);
         let server = self.conns[pos].server.clone();
         for old in evicted {
@@ -165,61 +165,62 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .contains(mysql_common::constants::MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA);
         let held = &mut self.conns[pos];
         let keep_columns = client_caches || held.conn.caches_metadata();
-        held.conn.broken = true;
-        held.conn.stream.queue_payload(0, payload);
-        let r = match held.conn.stream.flush().await {
-            Err(source) => Err(ForwardError::Backend {
-                source,
-                started: false,
-            }),
-            Ok(()) => {
-                response::forward_prepare(
-                    &mut held.conn.stream,
-                    Some(&mut self.client),
-                    caps,
-                    client_id,
-                    keep_columns,
-                )
-                .await
+        let mut ex = match held.conn.exchange(payload).await {
+            Ok(ex) => ex,
+            Err(source) => {
+                let e = ForwardError::Backend {
+                    source,
+                    started: false,
+                };
+                return Err(self.drop_conn(pos, e));
             }
         };
-        match r {
-            Ok(Ok(p)) => {
-                held.conn.broken = false;
-                let bid = p.backend_id;
-                if let Some(cols) = &p.column_defs {
-                    held.conn.sent_columns.insert(bid, cols.clone());
-                }
-                self.cache_stmt(pos, &sql, bid).await;
-                let held = &self.conns[pos];
-                self.stmts.next_id = client_id;
-                self.stmts.by_id.insert(
-                    client_id,
-                    Stmt {
-                        digest: (self.cfg.digest_capacity > 0).then(|| {
-                            let mut text = String::new();
-                            let d = crate::router::digest::normalize(&sql, &mut text);
-                            (d, text)
-                        }),
-                        sql,
-                        class,
-                        forced,
-                        params: p.params,
-                        types: None,
-                        columns: p.column_defs,
-                        on: vec![(held.server.clone(), p.backend_id, false)],
-                        long_data_on: None,
-                        cursor_on: None,
-                    },
-                );
-                Ok(())
-            }
+        let r = response::forward_prepare(
+            ex.stream(),
+            Some(&mut self.client),
+            caps,
+            client_id,
+            keep_columns,
+        )
+        .await;
+        let p = match r {
+            Ok(Ok(p)) => p,
             Ok(Err(_server_err)) => {
-                held.conn.broken = false;
-                Ok(())
+                ex.finish();
+                return Ok(());
             }
-            Err(e) => Err(self.drop_conn(pos, e)),
+            Err(e) => {
+                return Err(self.drop_conn(pos, e));
+            }
+        };
+        let bid = p.backend_id;
+        if let Some(cols) = &p.column_defs {
+            ex.remember_columns(bid, cols.clone());
         }
+        ex.finish();
+        self.cache_stmt(pos, &sql, bid).await;
+        let held = &self.conns[pos];
+        self.stmts.next_id = client_id;
+        self.stmts.by_id.insert(
+            client_id,
+            Stmt {
+                digest: (self.cfg.digest_capacity > 0).then(|| {
+                    let mut text = String::new();
+                    let d = crate::router::digest::normalize(&sql, &mut text);
+                    (d, text)
+                }),
+                sql,
+                class,
+                forced,
+                params: p.params,
+                types: None,
+                columns: p.column_defs,
+                on: vec![(held.server.clone(), p.backend_id, false)],
+                long_data_on: None,
+                cursor_on: None,
+            },
+        );
+        Ok(())
     }
 
     /// Makes sure statement `id` is prepared on the connection at `pos`;
@@ -231,7 +232,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Ok(*bid);
         }
         if self.sharing()
-            && let Some(bid) = self.conns[pos].conn.stmt_cache.get(&stmt.sql)
+            && let Some(bid) = self.conns[pos].conn.stmt_cache().get(&stmt.sql)
         {
             // Prepared here by an earlier borrower: reuse it (parameter
             // types are sent again with the first execution, `seen` false).
@@ -246,54 +247,55 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let caps = self.caps;
         let held = &mut self.conns[pos];
         let keep_columns = held.conn.caches_metadata();
-        held.conn.broken = true;
-        held.conn.stream.queue_payload(0, &payload);
-        let r = match held.conn.stream.flush().await {
-            Err(source) => Err(ForwardError::Backend {
-                source,
-                started: false,
-            }),
-            Ok(()) => {
-                response::forward_prepare::<_, tokio::net::TcpStream>(
-                    &mut held.conn.stream,
-                    None,
-                    caps,
-                    0,
-                    keep_columns,
-                )
-                .await
+        let mut ex = match held.conn.exchange(&payload).await {
+            Ok(ex) => ex,
+            Err(source) => {
+                let e = ForwardError::Backend {
+                    source,
+                    started: false,
+                };
+                return Err(self.drop_conn(pos, e));
             }
         };
-        match r {
-            Ok(Ok(p)) => {
-                held.conn.broken = false;
-                if let Some(cols) = p.column_defs {
-                    // Shared with the client's copy when they are the same
-                    // (the usual case: replicas have the same schema).
-                    let holds = self.stmts.by_id.get(&id).and_then(|s| s.columns.as_ref());
-                    let cols = match holds {
-                        Some(h) if h[..] == cols[..] => h.clone(),
-                        _ => cols,
-                    };
-                    held.conn.sent_columns.insert(p.backend_id, cols);
-                }
-                let sql = self.stmts.by_id.get(&id).map(|s| s.sql.clone());
-                if let Some(stmt) = self.stmts.by_id.get_mut(&id) {
-                    stmt.on.push((server, p.backend_id, false));
-                }
-                if let Some(sql) = sql {
-                    self.cache_stmt(pos, &sql, p.backend_id).await;
-                }
-                Ok(p.backend_id)
-            }
+        let r = response::forward_prepare::<_, tokio::net::TcpStream>(
+            ex.stream(),
+            None,
+            caps,
+            0,
+            keep_columns,
+        )
+        .await;
+        let p = match r {
+            Ok(Ok(p)) => p,
             Ok(Err(err)) => {
-                held.conn.broken = false;
-                Err(ExecError::Refused(crate::protocol::handshake::parse_err(
+                ex.finish();
+                return Err(ExecError::Refused(crate::protocol::handshake::parse_err(
                     &err,
-                )))
+                )));
             }
-            Err(e) => Err(self.drop_conn(pos, e)),
+            Err(e) => {
+                return Err(self.drop_conn(pos, e));
+            }
+        };
+        if let Some(cols) = p.column_defs {
+            // Shared with the client's copy when they are the same
+            // (the usual case: replicas have the same schema).
+            let holds = self.stmts.by_id.get(&id).and_then(|s| s.columns.as_ref());
+            let cols = match holds {
+                Some(h) if h[..] == cols[..] => h.clone(),
+                _ => cols,
+            };
+            ex.remember_columns(p.backend_id, cols);
         }
+        ex.finish();
+        let sql = self.stmts.by_id.get(&id).map(|s| s.sql.clone());
+        if let Some(stmt) = self.stmts.by_id.get_mut(&id) {
+            stmt.on.push((server, p.backend_id, false));
+        }
+        if let Some(sql) = sql {
+            self.cache_stmt(pos, &sql, p.backend_id).await;
+        }
+        Ok(p.backend_id)
     }
 
     /// The routing class of statement `id`'s commands: its class at
@@ -401,7 +403,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             if let Some(held) = self.conns.iter_mut().find(|h| h.server == server)
                 // A statement in the connection's cache outlives the
                 // client's handle: later borrowers reuse it.
-                && !held.conn.stmt_cache.holds(bid)
+                && !held.conn.caches_stmt(bid)
             {
                 held.conn.close_stmt(bid).await;
             }
