@@ -11,8 +11,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::router::classify::StatementKind;
-
 /// Errors found while loading or validating a configuration file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -566,8 +564,23 @@ pub enum RuleRoute {
     Replica,
 }
 
+/// A statement kind as `[[rules]] kind` names it; the router's
+/// classification of the same name (`crate::router::classify::StatementKind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleKind {
+    Read,
+    ReadPrimary,
+    Write,
+    Transaction,
+    Set,
+    Use,
+}
+
 /// One `[[rules]]` entry: every match field given must match, then
-/// exactly one of `action` and `route` applies.
+/// exactly one of `action` and `route` applies. Regular expressions and
+/// digests are checked when the rules are compiled
+/// (`crate::router::rules::RuleSet::compile`, at start-up and RELOAD).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
@@ -576,7 +589,7 @@ pub struct RuleConfig {
     /// Statement kind as the router classifies it (`read`, `read_primary`,
     /// `write`, `transaction`, `set`, `use`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<StatementKind>,
+    pub kind: Option<RuleKind>,
     /// A digest text as `SHOW DIGESTS` prints it (it is normalized again,
     /// so any spelling of the same statement shape works) or its 16-hex
     /// digest id.
@@ -939,7 +952,6 @@ impl Config {
                 ));
             }
         }
-        crate::router::rules::RuleSet::compile(&self.rules)?;
         Ok(())
     }
 

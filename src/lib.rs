@@ -14,6 +14,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod app;
 pub mod backend;
 pub mod config;
 pub mod failover;
@@ -26,3 +27,4 @@ pub mod sandbox;
 pub mod server;
 pub mod session;
 pub mod topology;
+pub mod workers;

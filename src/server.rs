@@ -2,27 +2,21 @@
 //! integration tests call.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use mysql_common::constants::CapabilityFlags;
 use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::accounts::{Accounts, ClientAddr};
-use crate::backend::Pools;
+use crate::accounts::ClientAddr;
+use crate::app::{self, Shared};
 use crate::backend::tls::ServerTls;
 use crate::config::Config;
-use crate::failover::Failover;
-use crate::monitor::Monitor;
-use crate::protocol::packet::PacketStream;
+use crate::protocol::ClientError;
 use crate::protocol::stream::MaybeTls;
-use crate::protocol::{ClientError, supported_capabilities};
-use crate::router::rules::RuleSet;
-use crate::session::{self, Greeting, Shared};
-use crate::topology::{Snapshot, Topology};
-use arc_swap::ArcSwap;
+use crate::session;
+use crate::workers::Workers;
 
 /// Errors that stop the proxy from starting.
 #[derive(Debug, thiserror::Error)]
@@ -41,203 +35,6 @@ pub enum ServerError {
     Config(#[source] crate::config::ConfigError),
     #[error("cannot start session threads: {0}")]
     Threads(#[source] std::io::Error),
-}
-
-/// A version string for clients when no server answered at start-up.
-const FALLBACK_VERSION: &str = "5.5.5-10.11.0-MariaDB-rwproxy";
-
-/// Learns what to announce to clients from the first server that answers:
-/// its version string, capabilities and default collation. Only the
-/// greeting is read; no login is needed.
-async fn probe_greeting(config: &Config) -> Greeting {
-    let mut order: Vec<_> = config.servers.iter().collect();
-    order.sort_by_key(|s| s.role != crate::config::Role::Primary);
-    for s in order {
-        let addr = s.address();
-        let probe = async {
-            let tcp = TcpStream::connect(&addr).await.ok()?;
-            let mut ps = PacketStream::new(tcp);
-            let p = ps.read_packet(64 * 1024, Some(0)).await.ok()?;
-            let hs = crate::protocol::handshake::parse_greeting(&p.payload).ok()?;
-            Some(Greeting {
-                version: config
-                    .server_version
-                    .clone()
-                    .unwrap_or_else(|| hs.server_version_str().into_owned()),
-                caps: hs.capabilities() & supported_capabilities(),
-                ext: crate::protocol::handshake::mariadb_ext(
-                    hs.capabilities(),
-                    hs.mariadb_ext_capabilities(),
-                ) & crate::protocol::supported_ext(),
-                collation: hs.default_collation(),
-            })
-        };
-        if let Ok(Some(g)) = tokio::time::timeout(config.connect_timeout(), probe).await {
-            return g;
-        }
-        warn!(server = %s.name, "could not read greeting at start-up");
-    }
-    Greeting {
-        version: config
-            .server_version
-            .clone()
-            .unwrap_or_else(|| FALLBACK_VERSION.to_string()),
-        caps: supported_capabilities() - CapabilityFlags::CLIENT_DEPRECATE_EOF,
-        ext: Default::default(),
-        collation: 45,
-    }
-}
-
-/// Builds the shared state for a configuration.
-pub async fn build_shared(
-    config: Config,
-    config_path: Option<std::path::PathBuf>,
-    shutdown: CancellationToken,
-) -> Arc<Shared> {
-    let greeting = probe_greeting(&config).await;
-    let topology = Arc::new(Topology::new(Snapshot::from_config(&config)));
-    let pools = Arc::new(Pools::new(crate::backend::PoolLimits {
-        max_idle: config.pool_max_idle,
-        ping_after: config.pool_ping_after(),
-        connect_timeout: config.connect_timeout(),
-        max_per_server: config.pool_max_per_server,
-        wait_timeout: Duration::from_millis(config.pool_wait_timeout_ms),
-    }));
-    let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(c), Some(k)) => match crate::protocol::stream::acceptor(c, k) {
-            Ok(a) => Some(a),
-            Err(e) => {
-                warn!(error = %e, "TLS disabled: could not load certificate");
-                None
-            }
-        },
-        _ => None,
-    };
-    let digests = Arc::new(crate::router::digest::DigestStore::new(
-        config.digest_capacity,
-    ));
-    // The config was validated, so its rules compile.
-    let rules = RuleSet::compile(&config.rules).unwrap_or_else(|e| {
-        warn!(error = %e, "query rules disabled");
-        RuleSet::default()
-    });
-    let config = Arc::new(ArcSwap::from_pointee(config));
-    let failover = Arc::new(Failover::new(config.clone(), topology.clone()));
-    let accounts = Arc::new(Accounts::new(config.clone(), topology.clone()));
-    if config.load().auth == crate::config::AuthMode::Servers {
-        // Load accounts before the first client arrives (the refresher
-        // keeps them fresh afterwards).
-        if let Err(e) = accounts.refresh().await {
-            warn!(error = %e, "could not load server accounts at start-up");
-        }
-    }
-    Arc::new(Shared {
-        accounts,
-        config,
-        config_path,
-        monitor: Default::default(),
-        failover,
-        sessions: Default::default(),
-        metrics: Default::default(),
-        digests,
-        rules: ArcSwap::from_pointee(rules),
-        tls,
-        topology,
-        pools,
-        greeting,
-        read_ticket: AtomicU64::new(0),
-        next_conn_id: AtomicU32::new(1),
-        shutdown,
-    })
-}
-
-thread_local! {
-    static HOME: std::cell::Cell<u16> = const { std::cell::Cell::new(0) };
-}
-
-/// The session thread this code runs on (0 outside [`Workers`]).
-pub fn home() -> u16 {
-    HOME.with(|h| h.get())
-}
-
-/// Session threads, one single-threaded tokio runtime each, with its own
-/// I/O driver (epoll) and timers, as HAProxy runs one event loop per
-/// thread. A client connection is handed to one of them (round-robin) and
-/// lives there with the backend connections it borrows, which the pools
-/// keep per thread (`PoolKey::home`).
-///
-/// Why not tokio's multi-thread scheduler: with two cores shared with the
-/// servers and the clients, its workers hand tasks to each other — a
-/// parked worker is woken (futex) for work the other has often already
-/// taken — and the machine sat idle ~6 µs per statement waiting on those
-/// hand-offs (`benches/load.sh`: idle µs per statement), against ~1.6 µs
-/// through HAProxy.
-struct Workers {
-    handles: Vec<tokio::runtime::Handle>,
-    stops: Vec<tokio::sync::oneshot::Sender<()>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Workers {
-    /// Starts `n` session threads (at least one).
-    fn start(n: usize) -> std::io::Result<Workers> {
-        let mut w = Workers {
-            handles: Vec::new(),
-            stops: Vec::new(),
-            threads: Vec::new(),
-        };
-        for i in 0..n.max(1) {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            w.handles.push(rt.handle().clone());
-            w.stops.push(stop);
-            let home = u16::try_from(i + 1).unwrap_or(u16::MAX);
-            w.threads.push(
-                std::thread::Builder::new()
-                    .name(format!("rwproxy-worker-{i}"))
-                    .spawn(move || {
-                        HOME.with(|h| h.set(home));
-                        rt.block_on(async {
-                            // A timer always due within a second. tokio wakes
-                            // its own event loop (an eventfd write and an
-                            // extra epoll_wait) whenever a new timer is due
-                            // before every other one; on a thread whose
-                            // sessions have no timer running, that was each
-                            // new session's handshake timeout — two
-                            // syscalls per connection. With this one armed,
-                            // session timers (seconds long) never come first.
-                            let anchor = async {
-                                loop {
-                                    tokio::time::sleep(Duration::from_secs(1)).await;
-                                }
-                            };
-                            tokio::select! {
-                                _ = stopped => {}
-                                _ = anchor => {}
-                            }
-                        });
-                    })?,
-            );
-        }
-        Ok(w)
-    }
-
-    /// The session thread for the `i`-th connection (round-robin).
-    fn pick(&self, i: usize) -> &tokio::runtime::Handle {
-        &self.handles[i % self.handles.len()]
-    }
-
-    /// Stops the threads; sessions still on them are dropped.
-    fn stop(self) {
-        for s in self.stops {
-            let _ = s.send(());
-        }
-        for t in self.threads {
-            let _ = t.join();
-        }
-    }
 }
 
 /// The sockets rwproxy serves on.
@@ -461,31 +258,90 @@ async fn run_with(
             return Err(ServerError::Config(e));
         }
     };
-    let shared = build_shared(config, config_path, shutdown.clone()).await;
+    let shared = app::build_shared(config, config_path, shutdown.clone())
+        .await
+        .map_err(ServerError::Config)?;
     shared.pools.set_server_tls(server_tls);
-    start_monitor(&shared).await;
-    let hup = tokio::spawn(reload_on_sighup(shared.clone()));
-    let watcher = tokio::spawn(shared.failover.clone().watch(shutdown.clone()));
-    let refresher = tokio::spawn(shared.accounts.clone().refresher(shutdown.clone()));
-    let admin = listeners
-        .admin
-        .map(|l| tokio::spawn(crate::admin::serve(l, shared.clone())));
-    let http = listeners
-        .http
-        .map(|l| tokio::spawn(crate::admin::http::serve(l, shared.clone())));
+    let mut services = Services::default();
+    app::start_monitor(&shared).await;
+    let sh = shared.clone();
+    // The monitor is restarted by RELOAD, so the app owns it; this service
+    // only stops it at shutdown.
+    services.spawn("monitor", &shutdown, |stop| async move {
+        stop.cancelled().await;
+        app::stop_monitor(&sh).await;
+    });
+    services.spawn_until("sighup", &shutdown, app::reload_on_sighup(shared.clone()));
+    let f = shared.failover.clone();
+    services.spawn("failover", &shutdown, |stop| f.watch(stop));
+    let a = shared.accounts.clone();
+    services.spawn("accounts", &shutdown, |stop| a.refresher(stop));
+    if let Some(l) = listeners.admin {
+        services.spawn_until("admin", &shutdown, crate::admin::serve(l, shared.clone()));
+    }
+    if let Some(l) = listeners.http {
+        services.spawn_until(
+            "http",
+            &shutdown,
+            crate::admin::http::serve(l, shared.clone()),
+        );
+    }
     let grace = Duration::from_millis(shared.config.load().shutdown_timeout_ms);
     let r = serve(listener, unix, shared.clone(), grace, workers).await;
-    if let Some(h) = http {
-        h.abort();
-    }
-    hup.abort();
-    stop_monitor(&shared).await;
-    let _ = watcher.await;
-    let _ = refresher.await;
-    if let Some(a) = admin {
-        a.abort();
-    }
+    services.stop().await;
     r
+}
+
+/// The background services beside the accept loop (monitor, SIGHUP,
+/// failover watcher, accounts refresher, admin port, HTTP endpoint),
+/// started in one place and stopped in one place: in reverse order of
+/// start, each cancelled through its own child of the shutdown token and
+/// joined (aborted if it does not end within a second).
+#[derive(Default)]
+struct Services {
+    running: Vec<(&'static str, CancellationToken, tokio::task::JoinHandle<()>)>,
+}
+
+impl Services {
+    /// Starts a service that ends when its token is cancelled.
+    fn spawn<F>(
+        &mut self,
+        name: &'static str,
+        shutdown: &CancellationToken,
+        service: impl FnOnce(CancellationToken) -> F,
+    ) where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let token = shutdown.child_token();
+        let handle = tokio::spawn(service(token.clone()));
+        self.running.push((name, token, handle));
+    }
+
+    /// Starts a service that knows no token: it is dropped when cancelled.
+    fn spawn_until<F>(&mut self, name: &'static str, shutdown: &CancellationToken, service: F)
+    where
+        F: std::future::Future + Send + 'static,
+    {
+        self.spawn(name, shutdown, |stop| async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = service => {}
+            }
+        });
+    }
+
+    async fn stop(self) {
+        for (name, token, mut handle) in self.running.into_iter().rev() {
+            token.cancel();
+            if tokio::time::timeout(Duration::from_secs(1), &mut handle)
+                .await
+                .is_err()
+            {
+                warn!(service = name, "service did not stop within 1 s; aborted");
+                handle.abort();
+            }
+        }
+    }
 }
 
 /// Client sessions open, counted by the sessions themselves, so that one
@@ -642,119 +498,5 @@ async fn accept_unix(unix: Option<&UnixSocket>) -> std::io::Result<tokio::net::U
     match unix {
         Some(u) => u.listener.accept().await.map(|(s, _)| s),
         None => std::future::pending().await,
-    }
-}
-
-/// Starts the monitor for the current configuration (with its own token,
-/// a child of the shutdown token, so RELOAD can restart it).
-async fn start_monitor(shared: &Arc<Shared>) {
-    let token = shared.shutdown.child_token();
-    let m = Monitor::start(
-        shared.config.load_full(),
-        shared.topology.clone(),
-        token.clone(),
-    )
-    .await;
-    *shared.monitor.lock().await = Some((token, m));
-}
-
-async fn stop_monitor(shared: &Arc<Shared>) {
-    if let Some((token, m)) = shared.monitor.lock().await.take() {
-        token.cancel();
-        m.join().await;
-    }
-}
-
-/// Re-reads the configuration file. An invalid file is rejected with its
-/// error and the configuration in force stays. A valid one applies to new
-/// sessions (users, passwords, limits, routing policy) and to the topology
-/// (servers added or removed, weights, lag limits); open sessions finish on
-/// the configuration they started with. Listen addresses need a restart.
-pub async fn reload(shared: &Arc<Shared>) -> Result<String, String> {
-    let path = shared
-        .config_path
-        .clone()
-        .ok_or("rwproxy was started without a configuration file")?;
-    let new = Config::load(&path)
-        .map_err(|e| format!("configuration rejected, old one stays in force: {e}"))?;
-    let mut rules = RuleSet::compile(&new.rules)
-        .map_err(|e| format!("configuration rejected, old one stays in force: {e}"))?;
-    let server_tls = ServerTls::from_config(&new)
-        .map_err(|e| format!("configuration rejected, old one stays in force: {e}"))?;
-    let old = shared.config.load_full();
-    let mut notes = Vec::new();
-    if new.listen != old.listen
-        || new.listen_socket != old.listen_socket
-        || new.listen_socket_mode != old.listen_socket_mode
-        || new.listen_socket_owner != old.listen_socket_owner
-        || new.listen_socket_group != old.listen_socket_group
-        || new.http_listen != old.http_listen
-        || new.admin.as_ref().map(|a| &a.listen) != old.admin.as_ref().map(|a| &a.listen)
-    {
-        notes.push("listen addresses change only on restart");
-    }
-    stop_monitor(shared).await;
-    let next = Snapshot::from_config(&new);
-    shared.topology.update(|snap| {
-        let mut merged = next.clone();
-        for s in merged.servers.iter_mut() {
-            // Keep what the monitor observed (and the counters) for servers
-            // that stay at the same address; configured facts come from the
-            // new file.
-            if let Some(o) = snap
-                .servers
-                .iter()
-                .find(|o| o.name == s.name && o.addr == s.addr)
-            {
-                s.role = o.role;
-                s.up = o.up;
-                s.read_only = o.read_only;
-                s.replication = o.replication;
-                s.lag = o.lag;
-                s.gtid_binlog = o.gtid_binlog.clone();
-                s.gtid_slave = o.gtid_slave.clone();
-                s.last_error = o.last_error.clone();
-                s.since = o.since;
-                s.failures = o.failures;
-                s.fenced = o.fenced.clone();
-                s.stats = o.stats.clone();
-                if o.admin != crate::topology::AdminState::Online
-                    && s.admin == crate::topology::AdminState::Online
-                {
-                    s.admin = o.admin;
-                }
-            }
-        }
-        let old_primary = snap.primary_view().map(|p| p.name.clone());
-        merged.primary = old_primary.and_then(|n| merged.find(&n)).or(merged.primary);
-        *snap = merged;
-    });
-    let servers = new.servers.len();
-    shared.pools.set_server_tls(server_tls);
-    shared.config.store(Arc::new(new));
-    rules.inherit_hits(&shared.rules.load());
-    shared.rules.store(Arc::new(rules));
-    start_monitor(shared).await;
-    let msg = format!(
-        "configuration reloaded from {} ({servers} servers){}",
-        path.display(),
-        if notes.is_empty() {
-            String::new()
-        } else {
-            format!("; note: {}", notes.join("; "))
-        }
-    );
-    info!(%msg, "reload");
-    Ok(msg)
-}
-
-async fn reload_on_sighup(shared: Arc<Shared>) {
-    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        return;
-    };
-    while hup.recv().await.is_some() {
-        if let Err(e) = reload(&shared).await {
-            warn!(error = %e, "SIGHUP reload failed");
-        }
     }
 }

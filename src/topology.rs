@@ -96,6 +96,24 @@ pub struct ServerView {
 }
 
 impl ServerView {
+    /// Takes over what the monitor observed of `old` (the same server
+    /// before a RELOAD), keeping this view's configured facts: the one
+    /// place that knows which fields are observations.
+    pub fn keep_observed(&mut self, old: &ServerView) {
+        self.role = old.role;
+        self.up = old.up;
+        self.read_only = old.read_only;
+        self.replication = old.replication;
+        self.lag = old.lag;
+        self.gtid_binlog = old.gtid_binlog.clone();
+        self.gtid_slave = old.gtid_slave.clone();
+        self.last_error = old.last_error.clone();
+        self.since = old.since;
+        self.failures = old.failures;
+        self.fenced = old.fenced.clone();
+        self.stats = old.stats.clone();
+    }
+
     /// May serve plain reads now, given a lag bound (the server's own when
     /// `None`).
     pub fn readable(&self, max_lag: Option<Duration>) -> bool {

@@ -258,7 +258,7 @@ async fn data_path_connect(cfg: &Config, server: usize) -> Result<BackendConn, S
     let name: std::sync::Arc<str> = s.name.as_str().into();
     let user: std::sync::Arc<str> = "app".into();
     let caps = mysql_common::constants::CapabilityFlags::CLIENT_PROTOCOL_41;
-    let key = Pools::key(&name, &user, caps, Default::default(), 45);
+    let key = Pools::key(&name, &user, caps, Default::default(), 45, 0);
     let cred = Credential {
         user,
         stage1: Some(rwproxy::protocol::auth::from_password("app").0),

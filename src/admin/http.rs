@@ -15,8 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info};
 
+use crate::app::Shared;
 use crate::config::{ReplicaFallback, Role};
-use crate::session::Shared;
 use crate::topology::Replication;
 
 /// Serves HTTP until the process stops.

@@ -19,9 +19,9 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+use crate::app::Shared;
 use crate::config::Role;
 use crate::protocol::auth;
-use crate::session::Shared;
 use crate::topology::{AdminState, Replication};
 
 const HELP: &[(&str, &str)] = &[
@@ -211,7 +211,7 @@ impl AdminShim {
 
     fn show_sessions(&self) -> Table {
         let mut t = Table::new(&["id", "user", "address", "schema", "connected_secs"]);
-        let mut rows: Vec<(u32, crate::session::SessionInfo)> = self
+        let mut rows: Vec<(u32, crate::app::SessionInfo)> = self
             .shared
             .sessions
             .lock()
@@ -396,7 +396,7 @@ impl AdminShim {
                 ),
             },
             ["SET", "SERVER", _, _] => self.set_server(words[2], words[3]),
-            ["RELOAD"] => match crate::server::reload(&self.shared).await {
+            ["RELOAD"] => match crate::app::reload(&self.shared).await {
                 Ok(msg) => Answer::Ok(msg),
                 Err(e) => Answer::Err(ErrorKind::ER_UNKNOWN_ERROR, format!("RELOAD failed: {e}")),
             },

@@ -659,13 +659,15 @@ impl Pools {
         self.tls.store(Arc::new(tls));
     }
 
-    /// The pool key a session with these parameters uses on `server`.
+    /// The pool key a session with these parameters, on session thread
+    /// `home` ([`crate::workers::home`]), uses on `server`.
     pub fn key(
         server: &Arc<str>,
         user: &Arc<str>,
         caps: CapabilityFlags,
         ext: MariadbCapabilities,
         collation: u8,
+        home: u16,
     ) -> PoolKey {
         PoolKey {
             server: server.clone(),
@@ -673,7 +675,7 @@ impl Pools {
             caps: shaping_capabilities(caps).bits(),
             ext: ext.bits(),
             collation,
-            home: crate::server::home(),
+            home,
         }
     }
 

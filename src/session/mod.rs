@@ -12,25 +12,20 @@ mod execute;
 mod state;
 mod stmt;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mysql_common::constants::{CapabilityFlags, MariadbCapabilities, StatusFlags};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::accounts::{ClientAddr, Lookup};
+use crate::app::{SessionInfo, Shared};
 use crate::backend::{BackendConn, BackendError, Credential, Pools, Want};
-use arc_swap::ArcSwap;
-
-use crate::accounts::ClientAddr;
-use crate::accounts::{Accounts, Lookup};
 use crate::config::{Balance, ClientCompression, Config, Consistency, PoolMode};
-use crate::failover::Failover;
 use crate::gtid::GtidPos;
-use crate::metrics::{ErrorKind, Metrics};
+use crate::metrics::ErrorKind;
 use crate::protocol::auth;
 use crate::protocol::command::{self, Command};
 use crate::protocol::compress::{Algorithm, DEFAULT_ZSTD_LEVEL, Role};
@@ -40,67 +35,13 @@ use crate::protocol::response::{self, Expect, ForwardError, Summary};
 use crate::protocol::stream::ClientTransport;
 use crate::protocol::{ClientError, ok_payload};
 use crate::router::classify::{self, Classified, StatementKind, TxOpen};
-use crate::router::digest::{self, DigestStore};
-use crate::router::rules::{self, RuleSet, Subject, Verdict};
+use crate::router::digest;
+use crate::router::rules::{self, Subject, Verdict};
 use crate::router::{self, Policy, ReadNeeds, Route, SessionView, Unavailable};
-use crate::topology::{ServerStats, Snapshot, Topology};
+use crate::topology::{ServerStats, Snapshot};
 use execute::{Ran, Work};
 use state::State;
 use stmt::Statements;
-
-/// What rwproxy announces to clients in its greeting.
-#[derive(Debug, Clone)]
-pub struct Greeting {
-    pub version: String,
-    pub caps: CapabilityFlags,
-    /// MariaDB extended capabilities (the metadata cache, when the servers
-    /// offer it).
-    pub ext: MariadbCapabilities,
-    pub collation: u8,
-}
-
-/// Everything sessions share. Passed as an `Arc`, never a global.
-pub struct Shared {
-    /// The configuration in force; RELOAD swaps it. A session reads it once
-    /// at its start and finishes on that snapshot.
-    pub config: Arc<ArcSwap<Config>>,
-    /// Where the configuration was read from (for RELOAD / SIGHUP).
-    pub config_path: Option<std::path::PathBuf>,
-    pub accounts: Arc<Accounts>,
-    pub topology: Arc<Topology>,
-    pub pools: Arc<Pools>,
-    pub greeting: Greeting,
-    /// Round-robin counter shared by all sessions, so reads spread evenly.
-    pub read_ticket: AtomicU64,
-    pub next_conn_id: AtomicU32,
-    pub shutdown: CancellationToken,
-    /// Promotion engine; its write gate holds writes during a switchover.
-    pub failover: Arc<Failover>,
-    /// Open sessions, for the admin's SHOW SESSIONS.
-    pub sessions: Mutex<HashMap<u32, SessionInfo>>,
-    pub metrics: Arc<Metrics>,
-    /// TLS for clients, when `tls_cert`/`tls_key` are configured.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
-    /// Per-digest statement statistics (bounded).
-    pub digests: Arc<DigestStore>,
-    /// Query rules compiled from the configuration. Unlike the rest of the
-    /// config, RELOAD applies them to open sessions at their next statement:
-    /// a firewall rule added in an emergency must reach long-lived pooled
-    /// connections too.
-    pub rules: ArcSwap<RuleSet>,
-    /// The running monitor and its cancellation token (RELOAD restarts it).
-    pub monitor: tokio::sync::Mutex<Option<(CancellationToken, crate::monitor::Monitor)>>,
-}
-
-/// What the admin port shows about a session.
-#[derive(Debug, Clone)]
-pub struct SessionInfo {
-    pub user: String,
-    /// The client's address (`localhost` for Unix-socket clients).
-    pub peer: ClientAddr,
-    pub since: std::time::SystemTime,
-    pub schema: Option<String>,
-}
 
 /// A backend connection the session holds, by server name.
 struct Held {
@@ -499,6 +440,7 @@ async fn handshake<S: ClientTransport>(
         digest_text: String::new(),
         span: tracing::Span::current(),
         sticky: false,
+        home: crate::workers::home(),
     };
     session.state.schema = hello.db.clone();
     // A schema given at login is checked on the primary now, so that a
@@ -729,6 +671,8 @@ pub struct Session<S> {
     /// connection stays with the session through the next command (which
     /// may ask `LAST_INSERT_ID()`, `ROW_COUNT()` or `@@last_gtid`).
     sticky: bool,
+    /// The session thread this session lives on (its pools' key part).
+    home: u16,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
@@ -1473,6 +1417,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.caps,
                     self.ext,
                     self.collation,
+                    self.home,
                 );
                 let want = Want {
                     state_fp: self.state.fp,
