@@ -28,10 +28,6 @@
 pub mod classify;
 pub mod digest;
 pub mod lex;
-#[cfg(test)]
-mod lex_equivalence;
-#[cfg(test)]
-mod old_scan;
 pub mod rules;
 pub mod set;
 
