@@ -39,6 +39,15 @@
 # rwproxy back to back, so a ratio within one round suffers less from slow
 # drift of the machine than the ratio of medians.
 #
+# Comparing two builds: with RWPROXY_BASE_BIN=/path/to/other/rwproxy a second
+# rwproxy ("base", reported as "rwproxy (base binary)") runs from that binary
+# with the same config except its ports (listen BASE_PORT+14, http_listen
+# BASE_PORT+15, [admin] listen BASE_PORT+16), and every round runs direct,
+# haproxy, rwproxy, base back to back; the report adds the per-round ratios
+# rwproxy/base (QPS and proxy CPU per statement). Both proxies run for the
+# whole benchmark, so each one's monitor (a few statements a second) runs
+# during the other's measurements too.
+#
 # Knobs (environment):
 #   ROUNDS=3  DURATION=10  THREADS="8 64"  TABLES=4  TABLE_SIZE=10000
 #   WORKLOADS="oltp_point_select oltp_read_only oltp_read_write"
@@ -54,6 +63,8 @@
 #                      'pool_mode = "transaction"' or 'worker_threads = 1' (one per line)
 #   RESULTS_FILE=benches/results/latest.md (smoke.md with SMOKE=1)
 #   SKIP_BUILD=1       use the existing target/release/rwproxy (or RWPROXY_BIN=path)
+#   RWPROXY_BASE_BIN=path  also measure the rwproxy binary at path as target "base"
+#                      (e.g. a release build of main), to compare two builds
 #   IDLE_N=10000       clients held open in the idle-connections test (500 with SMOKE=1)
 #   KEEP=1             keep the temporary directory (logs, raw sysbench output)
 #
@@ -66,7 +77,7 @@ set -euo pipefail
 # The command line as given, for the report (knobs set in the environment first).
 KNOBS=(SMOKE ROUNDS DURATION THREADS TABLES TABLE_SIZE WORKLOADS CONN_N WARMUP
 	BASE_PORT PROXY_PORT HAPROXY_REPLICAS_PORT HAPROXY_PRIMARY_PORT HTTP_PORT
-	SYSBENCH_OPTS RWPROXY_LOG RWPROXY_SETTINGS RESULTS_FILE SKIP_BUILD RWPROXY_BIN IDLE_N CONN_THREADS KEEP)
+	SYSBENCH_OPTS RWPROXY_LOG RWPROXY_SETTINGS RESULTS_FILE SKIP_BUILD RWPROXY_BIN RWPROXY_BASE_BIN IDLE_N CONN_THREADS KEEP)
 CMDLINE=""
 for k in "${KNOBS[@]}"; do
 	if [[ -n "${!k+x}" ]]; then
@@ -98,6 +109,10 @@ fi
 RW=${RWPROXY_BIN:-$ROOT/target/release/rwproxy}
 REPLICA_PORTS=("$((BASE_PORT + 1))" "$((BASE_PORT + 2))")
 TARGETS=(direct haproxy rwproxy)
+BASE_BIN=${RWPROXY_BASE_BIN:-}
+# Ports of the "base" rwproxy (only with RWPROXY_BASE_BIN).
+BASE_RW_PORT=$((BASE_PORT + 14)) BASE_RW_HTTP_PORT=$((BASE_PORT + 15)) BASE_RW_ADMIN_PORT=$((BASE_PORT + 16))
+if [[ -n $BASE_BIN ]]; then TARGETS=(direct haproxy rwproxy base); fi
 read -ra THREAD_LIST <<<"$THREADS"
 read -ra WORKLOAD_LIST <<<"$WORKLOADS"
 read -ra EXTRA_OPTS <<<"$SYSBENCH_OPTS"
@@ -108,7 +123,7 @@ die() {
 	exit 2
 }
 
-WORK="" SANDBOX_STARTED=0 RW_PID="" HAPROXY_PID="" FAILED=0 RW_DEAD=0
+WORK="" SANDBOX_STARTED=0 RW_PID="" HAPROXY_PID="" FAILED=0 RW_DEAD=0 BASE_PID="" BASE_DEAD=0
 # RESULTS_TSV columns after "workload threads target round" for a failed run:
 # status, qps, p95, p99, ignored, reconnects, queries, then proxy CPU, machine
 # busy and idle µs/stmt ("-" = unknown). See benches/load/report.py.
@@ -137,6 +152,7 @@ cleanup() {
 	trap - EXIT INT TERM
 	set +e
 	stop_pid "$RW_PID" rwproxy
+	stop_pid "$BASE_PID" "rwproxy (base binary)"
 	stop_pid "$HAPROXY_PID" haproxy
 	if [[ $SANDBOX_STARTED == 1 ]]; then
 		"$RW" sandbox down --dir "$WORK/sandbox" >"$WORK/sandbox-down.log" 2>&1 ||
@@ -202,10 +218,16 @@ if [[ $SKIP_BUILD != 1 ]]; then
 	(cd "$ROOT" && cargo build --release) || die "cargo build --release failed"
 fi
 [[ -x $RW ]] || die "no rwproxy binary at $RW"
+if [[ -n $BASE_BIN ]]; then
+	[[ -x $BASE_BIN ]] || die "RWPROXY_BASE_BIN: no executable at $BASE_BIN"
+	BASE_PORTS=("$BASE_RW_PORT" "$BASE_RW_HTTP_PORT" "$BASE_RW_ADMIN_PORT")
+else
+	BASE_PORTS=()
+fi
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in "$BASE_PORT" "${REPLICA_PORTS[@]}" "$PROXY_PORT" "$HAPROXY_REPLICAS_PORT" \
-	"$HAPROXY_PRIMARY_PORT" "$HTTP_PORT"; do
+	"$HAPROXY_PRIMARY_PORT" "$HTTP_PORT" "${BASE_PORTS[@]}"; do
 	if port_busy "$p"; then
 		die "port $p is already in use; choose other ports with BASE_PORT=…"
 	fi
@@ -334,38 +356,114 @@ RUST_LOG=$RWPROXY_LOG "$RW" run --config "$BENCH_CONFIG" >"$RWPROXY_LOGFILE" 2>&
 RW_PID=$!
 log "rwproxy pid $RW_PID (:$PROXY_PORT, log $RWPROXY_LOGFILE)"
 
+# The "base" rwproxy (RWPROXY_BASE_BIN): the bench config with its own ports.
+# The top-level `listen` and `http_listen` and the [admin] table's `listen`
+# are rewritten line by line (anything else, RWPROXY_SETTINGS included, stays
+# as it is; a top-level `listen_socket` gets a ".base" suffix), then the result
+# is parsed as TOML to check that the three addresses really are the new ones,
+# so a config the rewrite does not understand stops the harness instead of
+# starting a second proxy on the first one's ports.
+BASE_LOGFILE="$WORK/rwproxy-base.log"
+if [[ -n $BASE_BIN ]]; then
+	BASE_CONFIG="$WORK/sandbox/rwproxy-bench-base.toml"
+	"$PY_ANY" - "$BENCH_CONFIG" "$BASE_CONFIG" "127.0.0.1:$BASE_RW_PORT" \
+		"127.0.0.1:$BASE_RW_HTTP_PORT" "127.0.0.1:$BASE_RW_ADMIN_PORT" <<'EOF' ||
+import re, sys, tomllib
+src, dst, listen, http, admin = sys.argv[1:6]
+key = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
+table, out, admin_done = None, [], False  # table None: top level
+for line in open(src, encoding="utf-8").read().splitlines():
+    if line.lstrip().startswith("["):
+        if table == "admin" and not admin_done:  # [admin] without listen
+            out.append(f'listen = "{admin}"')
+            admin_done = True
+        table = line.strip().strip("[]").strip().split("]")[0].strip()
+    k = key.match(line)
+    name = k.group(1) if k else None
+    if table is None and name == "listen":
+        line = f'listen = "{listen}"'
+    elif table is None and name == "http_listen":
+        line = f'http_listen = "{http}"'
+    elif table is None and name == "listen_socket":
+        line = re.sub(r'"\s*$', '.base"', line.rstrip())
+    elif table == "admin" and name == "listen":
+        line, admin_done = f'listen = "{admin}"', True
+    out.append(line)
+if table == "admin" and not admin_done:
+    out.append(f'listen = "{admin}"')
+text = "\n".join(out) + "\n"
+cfg = tomllib.loads(text)
+if cfg.get("listen") != listen or cfg.get("http_listen") != http or (
+    "admin" in cfg and cfg["admin"].get("listen") != admin
+):
+    sys.exit(f"could not move the listen addresses in {src}")
+open(dst, "w", encoding="utf-8").write(text)
+EOF
+		die "could not write the base rwproxy's config $BASE_CONFIG"
+	RUST_LOG=$RWPROXY_LOG "$BASE_BIN" run --config "$BASE_CONFIG" >"$BASE_LOGFILE" 2>&1 &
+	BASE_PID=$!
+	log "rwproxy (base binary $BASE_BIN) pid $BASE_PID (:$BASE_RW_PORT, log $BASE_LOGFILE)"
+fi
+
 strip_ansi() { sed 's/\x1b\[[0-9;]*m//g' "$@"; }
-# Whether rwproxy still runs; says so (with its last log lines) the first time
-# it is found gone.
-rwproxy_alive() {
-	((RW_DEAD == 0)) || return 1
-	if ! kill -0 "$RW_PID" 2>/dev/null; then
-		RW_DEAD=1
+# Whether the rwproxy process of target (rwproxy or base) still runs; says so
+# (with its last log lines) the first time it is found gone. Other targets:
+# always true.
+proxy_alive() { # target
+	local pid logfile name
+	case $1 in
+	rwproxy)
+		((RW_DEAD == 0)) || return 1
+		pid=$RW_PID logfile=$RWPROXY_LOGFILE name=rwproxy
+		;;
+	base)
+		((BASE_DEAD == 0)) || return 1
+		pid=$BASE_PID logfile=$BASE_LOGFILE name="rwproxy (base binary)"
+		;;
+	*) return 0 ;;
+	esac
+	if ! kill -0 "$pid" 2>/dev/null; then
+		if [[ $1 == base ]]; then BASE_DEAD=1; else RW_DEAD=1; fi
 		FAILED=$((FAILED + 1))
-		log "rwproxy (pid $RW_PID) is gone; last log lines:"
-		strip_ansi "$RWPROXY_LOGFILE" | tail -n 30 >&2
+		log "$name (pid $pid) is gone; last log lines:"
+		strip_ansi "$logfile" | tail -n 30 >&2
 		return 1
 	fi
 }
-metrics() { curl -fsS --max-time 2 "http://127.0.0.1:$HTTP_PORT/metrics" 2>/dev/null; }
+rwproxy_alive() { proxy_alive rwproxy; }
+# Checks every rwproxy process (reporting one that is gone); never fails.
+all_alive() {
+	proxy_alive rwproxy || true
+	if [[ -n $BASE_BIN ]]; then proxy_alive base || true; fi
+}
+metrics() { curl -fsS --max-time 2 "http://127.0.0.1:${1:-$HTTP_PORT}/metrics" 2>/dev/null; }
+
+# Measure only once an rwproxy's monitor sees all three servers up.
+wait_monitor() { # http-port name
+	local deadline=$((SECONDS + 30))
+	until [[ $(metrics "$1" | grep -c '^rwproxy_server_up{.*} 1$' || true) -ge 3 ]]; do
+		if ((SECONDS >= deadline)); then
+			log "warning: $2's /metrics does not show 3 servers up after 30 s; measuring anyway"
+			break
+		fi
+		if ((SECONDS >= deadline - 25)) && ! metrics "$1" >/dev/null; then
+			log "warning: $2's /metrics (127.0.0.1:$1) not reachable; not waiting for its monitor"
+			break
+		fi
+		sleep 0.2
+	done
+}
 
 wait_sql "$HAPROXY_REPLICAS_PORT" app app "haproxy (replicas)"
 wait_sql "$HAPROXY_PRIMARY_PORT" app app "haproxy (primary)"
 rwproxy_alive || die "rwproxy exited at start-up"
 wait_sql "$PROXY_PORT" app app "rwproxy"
-# Measure only once rwproxy's monitor sees all three servers up.
-deadline=$((SECONDS + 30))
-until [[ $(metrics | grep -c '^rwproxy_server_up{.*} 1$' || true) -ge 3 ]]; do
-	if ((SECONDS >= deadline)); then
-		log "warning: rwproxy's /metrics does not show 3 servers up after 30 s; measuring anyway"
-		break
-	fi
-	if ((SECONDS >= deadline - 25)) && ! metrics >/dev/null; then
-		log "warning: rwproxy's /metrics (127.0.0.1:$HTTP_PORT) not reachable; not waiting for its monitor"
-		break
-	fi
-	sleep 0.2
-done
+wait_monitor "$HTTP_PORT" rwproxy
+if [[ -n $BASE_BIN ]]; then
+	proxy_alive base || die "rwproxy (base binary) exited at start-up"
+	wait_sql "$BASE_RW_PORT" app app "rwproxy (base binary)"
+	wait_monitor "$BASE_RW_HTTP_PORT" "rwproxy (base binary)"
+fi
 
 # --- runs ---------------------------------------------------------------------
 
@@ -374,6 +472,7 @@ target_port() { # workload target
 	direct) echo "$BASE_PORT" ;;
 	haproxy) if [[ $1 == oltp_read_write ]]; then echo "$HAPROXY_PRIMARY_PORT"; else echo "$HAPROXY_REPLICAS_PORT"; fi ;;
 	rwproxy) echo "$PROXY_PORT" ;;
+	base) echo "$BASE_RW_PORT" ;;
 	esac
 }
 
@@ -419,6 +518,7 @@ proxy_pid() { # target
 	case $1 in
 	haproxy) echo "$HAPROXY_PID" ;;
 	rwproxy) echo "$RW_PID" ;;
+	base) echo "$BASE_PID" ;;
 	esac
 }
 
@@ -459,9 +559,9 @@ cpu_per_stmt() { # cpu-file queries
 measure() { # workload threads target round
 	local w=$1 t=$2 target=$3 r=$4 out stats before=""
 	out="$WORK/runs/${w}_t${t}_${target}_r${r}.txt"
-	if [[ $target == rwproxy ]] && ! rwproxy_alive; then
+	if ! proxy_alive "$target"; then
 		printf '%s\t%s\t%s\t%s\t%s\n' "$w" "$t" "$target" "$r" "$FAIL_COLS" >>"$RESULTS_TSV"
-		log "round $r $w threads=$t $target: skipped, rwproxy is gone"
+		log "round $r $w threads=$t $target: skipped, its rwproxy is gone"
 		return
 	fi
 	if [[ $target == rwproxy ]]; then before=$(server_questions); fi
@@ -488,7 +588,7 @@ measure() { # workload threads target round
 			{ printf "%s\t%s\t%s\t%s\t%d\n", w, t, r, $1, $2 - b[$1] }' <(echo "$before") - \
 			>>"$ROUTING_TSV"
 	fi
-	if [[ $target == rwproxy ]]; then rwproxy_alive || true; fi
+	proxy_alive "$target" || true
 }
 
 log "warm-up: ${WARMUP}s of oltp_point_select per target"
@@ -500,7 +600,7 @@ for target in "${TARGETS[@]}"; do
 		tail -n 15 "$WORK/runs/warmup_$target.txt" >&2
 	fi
 done
-rwproxy_alive || true
+all_alive
 
 for r in $(seq "$ROUNDS"); do
 	for w in "${WORKLOAD_LIST[@]}"; do
@@ -529,7 +629,7 @@ for r in $(seq "$ROUNDS"); do
 		fi
 	done
 done
-rwproxy_alive || true
+all_alive
 
 # The same churn from CONN_THREADS concurrent clients (sysbench, C client
 # library): connect + close, and connect + SELECT 1 + close; with the proxy's
@@ -563,7 +663,7 @@ for r in $(seq "$ROUNDS"); do
 		done
 	done
 done
-rwproxy_alive || true
+all_alive
 
 : "${IDLE_N:=$([[ $SMOKE == 1 ]] && echo 500 || echo 10000)}"
 log "idle connections: $IDLE_N clients held open through rwproxy"
@@ -577,17 +677,26 @@ else
 	IDLE_LINE="Idle clients: FAILED ($(tail -n 3 "$WORK/idle.err" | tr '\n' ' '))"
 	log "$IDLE_LINE"
 fi
-rwproxy_alive || true
+all_alive
 
 # --- report -------------------------------------------------------------------
 
 REPORT=$("$PY_ANY" "$HERE/report.py" "$RESULTS_TSV" "$ROUTING_TSV" "$CONNRATE_TSV" "$CONNCONC_TSV")
 LOG_PROBLEMS=$(strip_ansi "$RWPROXY_LOGFILE" | grep -E '^\S+\s+(WARN|ERROR)' || true)
 N_PROBLEMS=$(if [[ -n $LOG_PROBLEMS ]]; then wc -l <<<"$LOG_PROBLEMS"; else echo 0; fi)
+BASE_PROBLEMS="" N_BASE_PROBLEMS=0
+if [[ -n $BASE_BIN ]]; then
+	BASE_PROBLEMS=$(strip_ansi "$BASE_LOGFILE" | grep -E '^\S+\s+(WARN|ERROR)' || true)
+	N_BASE_PROBLEMS=$(if [[ -n $BASE_PROBLEMS ]]; then wc -l <<<"$BASE_PROBLEMS"; else echo 0; fi)
+fi
 
 printf '\n%s\n\n' "$REPORT"
 log "rwproxy log: $N_PROBLEMS WARN/ERROR lines"
 if ((N_PROBLEMS)); then head -n 20 <<<"$LOG_PROBLEMS" >&2; fi
+if [[ -n $BASE_BIN ]]; then
+	log "rwproxy (base binary) log: $N_BASE_PROBLEMS WARN/ERROR lines"
+	if ((N_BASE_PROBLEMS)); then head -n 20 <<<"$BASE_PROBLEMS" >&2; fi
+fi
 
 commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]]; then
@@ -603,6 +712,10 @@ mkdir -p "$(dirname "$RESULTS_FILE")"
 	echo "- sysbench: $(sysbench --version)"
 	echo "- HAProxy: $(haproxy -v | head -n 1 | awk '{print $3}') (mode tcp, balance roundrobin)"
 	echo "- rwproxy: commit $commit, release build"
+	if [[ -n $BASE_BIN ]]; then
+		echo "  - binary $RW, sha256 $(sha256sum "$RW" | cut -c1-12)"
+		echo "- rwproxy (base binary): $BASE_BIN, sha256 $(sha256sum "$BASE_BIN" | cut -c1-12), mtime $(date -u -r "$BASE_BIN" '+%Y-%m-%d %H:%M UTC')"
+	fi
 	echo "- command: \`$CMDLINE\`"
 	echo "- settings: $ROUNDS interleaved round(s) × ${DURATION}s per run, threads \"$THREADS\", $TABLES tables × $TABLE_SIZE rows, \`--db-ps-mode=auto\`, read_write with \`--mysql-ignore-errors=1213,1205\`${SYSBENCH_OPTS:+, extra \`$SYSBENCH_OPTS\`}"
 	echo "- percentiles are per sysbench event (a whole transaction for read_only/read_write), from sysbench's latency histogram"
@@ -617,6 +730,16 @@ mkdir -p "$(dirname "$RESULTS_FILE")"
 		echo '```'
 		head -n 20 <<<"$LOG_PROBLEMS"
 		echo '```'
+	fi
+	if [[ -n $BASE_BIN ]]; then
+		echo
+		echo "rwproxy (base binary) log: $N_BASE_PROBLEMS WARN/ERROR lines."
+		if ((N_BASE_PROBLEMS)); then
+			echo
+			echo '```'
+			head -n 20 <<<"$BASE_PROBLEMS"
+			echo '```'
+		fi
 	fi
 } >"$RESULTS_FILE"
 log "report written to $RESULTS_FILE"

@@ -4,10 +4,11 @@
 //! config file (`auth = "config"`).
 //!
 //! In servers mode the monitor account reads `mysql.global_priv` on the
-//! primary, caches it, refreshes it periodically and on a cache miss — at
+//! primary (`mysql.user` on MySQL), caches it, refreshes it periodically and on a cache miss — at
 //! most once per `refresh_min_interval`, so a storm of logins with a wrong
 //! user name costs the primary one query per interval, not one per login.
-//! Only native-password hashes are kept, in memory; nothing is written out.
+//! Only native-password and caching_sha2_password hashes are kept, in
+//! memory; nothing is written out.
 //!
 //! TLS requirements of server accounts are honoured on the client side of
 //! rwproxy: `REQUIRE SSL` (and `REQUIRE CIPHER` alone) accounts may only log
@@ -38,6 +39,9 @@ pub struct ServerAccount {
     pub plugin: String,
     /// Native hash, when the plugin is mysql_native_password with a password.
     pub hash: Option<NativeHash>,
+    /// The stored `$A$…` hash, when the plugin is caching_sha2_password
+    /// with a password (MySQL).
+    pub sha2: Option<Arc<[u8]>>,
     pub locked: bool,
     pub expired: bool,
     /// The account's `REQUIRE` clause.
@@ -101,6 +105,15 @@ pub enum Lookup {
     Locked,
     /// ER_MUST_CHANGE_PASSWORD_LOGIN.
     Expired,
+    /// A caching_sha2_password account with a password (MySQL): verify
+    /// with [`crate::protocol::caching_sha2`]; `host` is the account's host
+    /// pattern (with `name`, the key of the fast-path cache).
+    FoundSha2 {
+        name: Arc<str>,
+        host: Arc<str>,
+        stored: Arc<[u8]>,
+        require_tls: bool,
+    },
     /// An authentication plugin rwproxy cannot proxy.
     Unsupported(String),
     NotFound,
@@ -225,6 +238,27 @@ type AccountRow = (
     Option<String>,
 );
 
+/// `mysql.user` (MySQL) in the shape of the MariaDB query: locked as
+/// `1`, expired as `password_last_changed = 0`, `ssl_type` as global_priv's
+/// numbers, the authentication string in hex.
+const MYSQL_ACCOUNTS_SQL: &str = "SELECT User, Host, plugin, HEX(authentication_string), \
+     IF(account_locked = 'Y', '1', '0'), IF(password_expired = 'Y', '0', '1'), \
+     CASE ssl_type WHEN 'ANY' THEN '1' WHEN 'X509' THEN '2' WHEN 'SPECIFIED' THEN '3' ELSE '0' END, \
+     CAST(x509_issuer AS CHAR), CAST(x509_subject AS CHAR) FROM mysql.user";
+
+/// Hex digits to bytes (MySQL's `HEX()` output); invalid input gives what
+/// parsed before it (such a hash then fails every check).
+fn unhex(text: &str) -> Vec<u8> {
+    text.as_bytes()
+        .chunks_exact(2)
+        .map_while(|p| {
+            std::str::from_utf8(p)
+                .ok()
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+        })
+        .collect()
+}
+
 /// The account store a proxy instance authenticates against.
 pub struct Accounts {
     /// Swapped by RELOAD (users and passwords change for new sessions).
@@ -238,6 +272,15 @@ pub struct Accounts {
     generation: std::sync::atomic::AtomicU64,
     /// The primary's `@@skip_name_resolve` (see [`host_matches`]).
     skip_name_resolve: std::sync::atomic::AtomicBool,
+    /// The accounts were last read from a MySQL server (whose default
+    /// plugin, caching_sha2_password, clients are then greeted with).
+    mysql: std::sync::atomic::AtomicBool,
+    /// Fast-path cache of caching_sha2_password accounts (see the README,
+    /// "What rwproxy keeps in memory").
+    pub sha2_cache: crate::protocol::caching_sha2::Sha2Cache,
+    /// rwproxy's RSA key for caching_sha2 full authentication over
+    /// plaintext, generated at first use.
+    rsa: tokio::sync::OnceCell<Option<Arc<crate::protocol::caching_sha2::RsaKey>>>,
 }
 
 /// Least time between two refreshes triggered by unknown users.
@@ -256,7 +299,33 @@ impl Accounts {
             last_refresh: Mutex::new(None),
             skip_name_resolve: std::sync::atomic::AtomicBool::new(true),
             generation: std::sync::atomic::AtomicU64::new(0),
+            sha2_cache: Default::default(),
+            mysql: std::sync::atomic::AtomicBool::new(false),
+            rsa: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// Whether client greetings should name caching_sha2_password: in
+    /// servers mode, when the accounts were read from MySQL (config mode
+    /// keeps mysql_native_password, which every config user can use).
+    pub fn greet_with_sha2(&self) -> bool {
+        self.mysql.load(std::sync::atomic::Ordering::Relaxed)
+            && self.cfg().auth == AuthMode::Servers
+    }
+
+    /// rwproxy's RSA key (generated off the async threads at first use);
+    /// `None` if generation failed.
+    pub async fn rsa_key(&self) -> Option<Arc<crate::protocol::caching_sha2::RsaKey>> {
+        self.rsa
+            .get_or_init(|| async {
+                tokio::task::spawn_blocking(crate::protocol::caching_sha2::RsaKey::generate)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(Arc::new)
+            })
+            .await
+            .clone()
     }
 
     /// Finds the account `user` connecting from `client` would use.
@@ -311,6 +380,20 @@ impl Accounts {
                 name: Arc::from(user),
                 hash: a.hash,
                 require_tls: a.tls == TlsRequirement::Tls,
+            },
+            "caching_sha2_password" => match &a.sha2 {
+                Some(stored) => Lookup::FoundSha2 {
+                    name: Arc::from(user),
+                    host: Arc::from(a.host.as_str()),
+                    stored: stored.clone(),
+                    require_tls: a.tls == TlsRequirement::Tls,
+                },
+                // No password: the empty reply is checked as for native.
+                None => Lookup::Found {
+                    name: Arc::from(user),
+                    hash: None,
+                    require_tls: a.tls == TlsRequirement::Tls,
+                },
             },
             other => Lookup::Unsupported(other.to_string()),
         }
@@ -372,9 +455,19 @@ impl Accounts {
             let mut c = crate::backend::tls::connect_mysql(opts)
                 .await
                 .map_err(|e| e.to_string())?;
-            let rows: Vec<AccountRow> = c
-                .query(
-                    "SELECT User, Host, \
+            // MariaDB keeps accounts in mysql.global_priv (JSON), MySQL in
+            // mysql.user (no global_priv); the columns are mapped to the
+            // same shape. MySQL's hashes hold arbitrary salt bytes: hex.
+            let (version, comment): (String, String) = c
+                .query_first("SELECT VERSION(), @@version_comment")
+                .await
+                .map_err(|e| e.to_string())?
+                .unwrap_or_default();
+            let mysql = !version.contains("MariaDB") && !comment.contains("MariaDB");
+            let sql = if mysql {
+                MYSQL_ACCOUNTS_SQL
+            } else {
+                "SELECT User, Host, \
                        JSON_VALUE(Priv, '$.plugin'), \
                        JSON_VALUE(Priv, '$.authentication_string'), \
                        JSON_VALUE(Priv, '$.account_locked'), \
@@ -382,38 +475,51 @@ impl Accounts {
                        JSON_VALUE(Priv, '$.ssl_type'), \
                        JSON_VALUE(Priv, '$.x509_issuer'), \
                        JSON_VALUE(Priv, '$.x509_subject') \
-                     FROM mysql.global_priv",
-                )
-                .await
-                .map_err(|e| e.to_string())?;
+                     FROM mysql.global_priv"
+            };
+            let rows: Vec<AccountRow> = c.query(sql).await.map_err(|e| e.to_string())?;
             let skip: Option<i64> = c
                 .query_first("SELECT @@skip_name_resolve")
                 .await
                 .map_err(|e| e.to_string())?;
             let _ = c.disconnect().await;
-            Ok::<_, String>((rows, skip.unwrap_or(1) != 0))
+            Ok::<_, String>((rows, skip.unwrap_or(1) != 0, mysql))
         };
-        let (rows, skip) = tokio::time::timeout(cfg.connect_timeout() * 2, fetch)
+        let (rows, skip, mysql) = tokio::time::timeout(cfg.connect_timeout() * 2, fetch)
             .await
-            .map_err(|_| "timed out reading mysql.global_priv".to_string())??;
+            .map_err(|_| {
+                "timed out reading the accounts (mysql.global_priv / mysql.user)".to_string()
+            })??;
         self.skip_name_resolve
             .store(skip, std::sync::atomic::Ordering::Relaxed);
+        self.mysql
+            .store(mysql, std::sync::atomic::Ordering::Relaxed);
         let mut list: Vec<ServerAccount> = rows
             .into_iter()
             .map(
                 |(user, host, plugin, auth_string, locked, changed, ssl_type, issuer, subject)| {
                     let plugin = plugin.unwrap_or_default();
                     let auth_string = auth_string.unwrap_or_default();
+                    let raw = if mysql {
+                        unhex(&auth_string)
+                    } else {
+                        auth_string.into_bytes()
+                    };
                     let hash = if plugin == "mysql_native_password" || plugin.is_empty() {
-                        auth::parse_native_hash(&auth_string)
+                        std::str::from_utf8(&raw)
+                            .ok()
+                            .and_then(auth::parse_native_hash)
                     } else {
                         None
                     };
+                    let sha2 = (plugin == "caching_sha2_password" && !raw.is_empty())
+                        .then(|| Arc::from(raw));
                     ServerAccount {
                         user,
                         host,
                         plugin,
                         hash,
+                        sha2,
                         locked: matches!(locked.as_deref(), Some("1" | "true")),
                         // `ALTER USER … PASSWORD EXPIRE` sets this to 0.
                         expired: changed.as_deref() == Some("0"),
@@ -427,6 +533,11 @@ impl Accounts {
             )
             .collect();
         list.sort_by_key(specificity);
+        self.sha2_cache.retain_current(list.iter().filter_map(|a| {
+            a.sha2
+                .as_deref()
+                .map(|s| (a.user.as_str(), a.host.as_str(), s))
+        }));
         let n = list.len();
         self.cache.store(Arc::new(list));
         self.generation
@@ -439,7 +550,12 @@ impl Accounts {
         self.cache
             .load()
             .iter()
-            .filter(|a| !matches!(a.plugin.as_str(), "mysql_native_password" | ""))
+            .filter(|a| {
+                !matches!(
+                    a.plugin.as_str(),
+                    "mysql_native_password" | "caching_sha2_password" | ""
+                )
+            })
             .map(|a| (a.user.clone(), a.host.clone(), a.plugin.clone()))
             .collect()
     }
@@ -527,6 +643,7 @@ mod tests {
             host: host.into(),
             plugin: String::new(),
             hash: None,
+            sha2: None,
             locked: false,
             expired: false,
             tls: TlsRequirement::None,

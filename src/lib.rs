@@ -1,14 +1,30 @@
 //! rwproxy: a read/write-splitting MySQL/MariaDB proxy.
 //!
+//! Modules, lowest layer first (each uses only those above it or beside
+//! it; `tests/module_graph.rs` fails on a cycle):
 //! - [`config`]: the TOML file and its validation.
+//! - [`gtid`]: GTID positions and their comparison.
 //! - [`protocol`]: MySQL wire protocol (framing, compression, handshake,
-//!   response reading).
-//! - [`router`]: statement classification and the routing decision.
-//! - [`session`]: one client connection's command loop and state.
+//!   authentication, response reading).
+//! - [`topology`]: the published view of every server (configured facts
+//!   and what the monitor observed), with a change notification.
+//! - [`metrics`]: counters and histograms, rendered for Prometheus.
+//! - [`router`]: statement classification, digests, query rules and the
+//!   routing decision (pure functions of a statement and a snapshot).
 //! - [`backend`]: authenticated server connections and their pools.
-//! - [`topology`]: the published view of every server.
-//! - [`server`]: the listener; `server::run` is the one entry point.
-//! - [`sandbox`]: a real local MariaDB primary + replicas for demos and tests.
+//! - [`monitor`]: polls every server and publishes what it sees.
+//! - [`accounts`]: the servers' accounts, for logins checked by rwproxy.
+//! - [`failover`]: switchover, automatic failover, fencing, the write gate.
+//! - [`app`]: what every part shares (`Shared`), built from a
+//!   configuration; RELOAD.
+//! - [`workers`]: the session threads.
+//! - [`session`]: one client connection: handshake, then the command loop
+//!   and its one statement pipeline.
+//! - [`admin`]: the admin port (MySQL protocol) and the HTTP endpoint.
+//! - [`server`]: the listeners and the background services;
+//!   `server::run` is the one entry point of `main` and the tests.
+//! - [`sandbox`]: a real local MariaDB primary + replicas for demos and
+//!   tests.
 
 #![forbid(unsafe_code)]
 

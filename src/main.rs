@@ -45,7 +45,7 @@ enum Cmd {
     },
     /// Validate a configuration file and print what it sets.
     CheckConfig { config: PathBuf },
-    /// Manage a local MariaDB primary + replicas.
+    /// Manage a local MariaDB (or MySQL) primary + replicas.
     #[command(subcommand)]
     Sandbox(rwproxy::sandbox::SandboxCommand),
 }

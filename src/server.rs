@@ -142,7 +142,7 @@ impl UnixSocket {
             path: path.clone(),
             ino,
         };
-        let setup = || -> Result<(), String> {
+        let setup = || -> Result<(), SocketSetupError> {
             let owner = config
                 .listen_socket_owner
                 .as_deref()
@@ -155,17 +155,17 @@ impl UnixSocket {
                 .transpose()?;
             if owner.is_some() || group.is_some() {
                 std::os::unix::fs::chown(&socket.path, owner, group)
-                    .map_err(|e| format!("cannot change owner/group: {e}"))?;
+                    .map_err(SocketSetupError::Chown)?;
             }
-            if let Some(mode) = config.socket_mode().map_err(|e| e.to_string())? {
+            if let Some(mode) = config.socket_mode().map_err(SocketSetupError::Mode)? {
                 std::fs::set_permissions(&socket.path, std::fs::Permissions::from_mode(mode))
-                    .map_err(|e| format!("cannot set mode {mode:o}: {e}"))?;
+                    .map_err(|e| SocketSetupError::Chmod(mode, e))?;
             }
             Ok(())
         };
-        if let Err(reason) = setup() {
+        if let Err(e) = setup() {
             socket.remove();
-            return Err(fail(reason));
+            return Err(fail(e.to_string()));
         }
         Ok(socket)
     }
@@ -189,27 +189,66 @@ impl UnixSocket {
     }
 }
 
+/// Why the Unix socket's owner, group or mode could not be set.
+#[derive(Debug, thiserror::Error)]
+enum SocketSetupError {
+    #[error("{field}: no such name {name:?}")]
+    NoSuchName { field: &'static str, name: String },
+    #[error("{field} {name:?}: {source}")]
+    Lookup {
+        field: &'static str,
+        name: String,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    #[error("cannot change owner/group: {0}")]
+    Chown(#[source] std::io::Error),
+    #[error("{0}")]
+    Mode(#[source] crate::config::ConfigError),
+    #[error("cannot set mode {0:o}: {1}")]
+    Chmod(u32, #[source] std::io::Error),
+}
+
 /// A user name or numeric uid.
-fn resolve_user(v: &str) -> Result<u32, String> {
+fn resolve_user(v: &str) -> Result<u32, SocketSetupError> {
     if let Ok(uid) = v.trim().parse::<u32>() {
         return Ok(uid);
     }
-    match nix::unistd::User::from_name(v.trim()) {
-        Ok(Some(u)) => Ok(u.uid.as_raw()),
-        Ok(None) => Err(format!("listen_socket_owner: no user named {v:?}")),
-        Err(e) => Err(format!("listen_socket_owner {v:?}: {e}")),
-    }
+    resolved(
+        "listen_socket_owner",
+        v,
+        nix::unistd::User::from_name(v.trim()).map(|u| u.map(|u| u.uid.as_raw())),
+    )
 }
 
 /// A group name or numeric gid.
-fn resolve_group(v: &str) -> Result<u32, String> {
+fn resolve_group(v: &str) -> Result<u32, SocketSetupError> {
     if let Ok(gid) = v.trim().parse::<u32>() {
         return Ok(gid);
     }
-    match nix::unistd::Group::from_name(v.trim()) {
-        Ok(Some(g)) => Ok(g.gid.as_raw()),
-        Ok(None) => Err(format!("listen_socket_group: no group named {v:?}")),
-        Err(e) => Err(format!("listen_socket_group {v:?}: {e}")),
+    resolved(
+        "listen_socket_group",
+        v,
+        nix::unistd::Group::from_name(v.trim()).map(|g| g.map(|g| g.gid.as_raw())),
+    )
+}
+
+fn resolved(
+    field: &'static str,
+    name: &str,
+    found: nix::Result<Option<u32>>,
+) -> Result<u32, SocketSetupError> {
+    match found {
+        Ok(Some(id)) => Ok(id),
+        Ok(None) => Err(SocketSetupError::NoSuchName {
+            field,
+            name: name.to_string(),
+        }),
+        Err(source) => Err(SocketSetupError::Lookup {
+            field,
+            name: name.to_string(),
+            source,
+        }),
     }
 }
 

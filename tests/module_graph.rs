@@ -113,3 +113,23 @@ fn the_check_finds_a_cycle() {
     g.get_mut("c").map(|d| d.remove("a"));
     assert_eq!(cycle_from(&g, "a"), None);
 }
+
+#[test]
+fn the_crate_doc_names_every_module() {
+    let lib = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs"))
+        .expect("read lib.rs");
+    let mut checked = 0;
+    for line in lib.lines() {
+        if let Some(name) = line
+            .strip_prefix("pub mod ")
+            .and_then(|l| l.strip_suffix(';'))
+        {
+            assert!(
+                lib.contains(&format!("//! - [`{name}`]")),
+                "src/lib.rs's module list misses `{name}`"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 10, "read the modules ({checked})");
+}

@@ -262,6 +262,7 @@ async fn data_path_connect(cfg: &Config, server: usize) -> Result<BackendConn, S
     let cred = Credential {
         user,
         stage1: Some(rwproxy::protocol::auth::from_password("app").0),
+        sha2: None,
     };
     BackendConn::connect(
         &s.address(),

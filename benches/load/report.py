@@ -33,6 +33,14 @@ rwproxy/haproxy and rwproxy/direct QPS within one round (only rounds where
 both runs succeeded) suffer less from slow drift of the machine; their
 median and min–max are shown, with the ratio of the median proxy CPU per
 statement rwproxy/haproxy.
+
+Target "base" (load.sh's RWPROXY_BASE_BIN, labelled "rwproxy (base binary)")
+is a second rwproxy built from other code, run right after rwproxy in every
+round. When it has rows, each workload/threads line adds rwproxy/base QPS
+(ratio of medians) and rwproxy p99 − base p99, the sub-bullet adds the paired
+per-round rwproxy/base QPS, and a further sub-bullet gives proxy CPU per
+statement rwproxy/base: the ratio of the medians and the paired per-round
+ratios (median, min–max). Without base rows the report is as before.
 """
 
 import statistics
@@ -40,7 +48,7 @@ import sys
 from collections import defaultdict
 
 WORKLOADS = ["oltp_point_select", "oltp_read_only", "oltp_read_write"]
-TARGETS = ["direct", "haproxy", "rwproxy"]
+TARGETS = ["direct", "haproxy", "rwproxy", "base"]
 
 
 def label(workload, target):
@@ -48,6 +56,8 @@ def label(workload, target):
         return "direct (primary)"
     if target == "haproxy":
         return "haproxy (primary)" if workload == "oltp_read_write" else "haproxy (replicas)"
+    if target == "base":
+        return "rwproxy (base binary)"
     return "rwproxy"
 
 
@@ -85,6 +95,11 @@ def paired(rounds_a, rounds_b):
     return [rounds_a[r] / rounds_b[r] for r in sorted(rounds_a) if r in rounds_b and rounds_b[r]]
 
 
+def paired_values(a, b):
+    """Per-round ratios a/b of two {round: value} maps, rounds where both are known and b is not 0."""
+    return [a[r] / b[r] for r in sorted(a) if a[r] is not None and b.get(r)]
+
+
 def fmt_paired(name, ratios):
     if not ratios:
         return f"{name} = n/a (no round with both runs ok)"
@@ -120,6 +135,7 @@ def main():
     med = {}
     proxy_cpu = {}  # (workload, threads, target) -> median proxy CPU µs/stmt
     by_round = {}  # (workload, threads, target) -> {round: qps} of the runs that succeeded
+    cpu_by_round = {}  # (workload, threads, target) -> {round: proxy µs/stmt} of the runs that succeeded
     out = []
     out.append(
         "| workload | threads | target | QPS (median) | p95 ms (median) | p99 ms (median) | QPS spread (max−min)/median "
@@ -133,6 +149,7 @@ def main():
         ok = [r for r in runs[key] if r["status"] == "ok"]
         failed = len(runs[key]) - len(ok)
         by_round[key] = {r["rnd"]: r["qps"] for r in ok}
+        cpu_by_round[key] = {r["rnd"]: r["proxy_us"] for r in ok}
         if ok:
             qps = statistics.median(r["qps"] for r in ok)
             p95 = statistics.median(r["p95"] for r in ok)
@@ -177,20 +194,35 @@ def main():
             parts.append(f"rwproxy/direct QPS = {rw[0] / dr[0]:.2f}")
         if rw and dr:
             parts.append(f"rwproxy p99 − direct p99 = {(rw[2] - dr[2]) * 1000:+.0f} µs")
+        bs = med.get((w, t, "base"))
+        if rw and bs and bs[0]:
+            parts.append(f"rwproxy/base QPS = {rw[0] / bs[0]:.2f}")
+        if rw and bs:
+            parts.append(f"rwproxy p99 − base p99 = {(rw[2] - bs[2]) * 1000:+.0f} µs")
         out.append(f"- {w} @ {t} threads: " + ("; ".join(parts) if parts else "n/a (runs failed)"))
-        rw_r, hp_r, dr_r = (by_round.get((w, t, x), {}) for x in ("rwproxy", "haproxy", "direct"))
-        if rw_r and (hp_r or dr_r):
+        rw_r, hp_r, dr_r, bs_r = (by_round.get((w, t, x), {}) for x in ("rwproxy", "haproxy", "direct", "base"))
+        if rw_r and (hp_r or dr_r or bs_r):
             sub = []
             if hp_r:
                 sub.append(fmt_paired("rwproxy/haproxy QPS", paired(rw_r, hp_r)))
             if dr_r:
                 sub.append(fmt_paired("rwproxy/direct QPS", paired(rw_r, dr_r)))
+            if bs_r:
+                sub.append(fmt_paired("rwproxy/base QPS", paired(rw_r, bs_r)))
             out.append("  - per-round ratios, median (min–max, rounds): " + "; ".join(sub))
         rw_cpu, hp_cpu = proxy_cpu.get((w, t, "rwproxy")), proxy_cpu.get((w, t, "haproxy"))
         if rw_cpu is not None and hp_cpu:
             out.append(
                 f"  - proxy CPU per statement rwproxy/haproxy = {rw_cpu / hp_cpu:.2f} "
                 f"(medians {rw_cpu:.1f} vs {hp_cpu:.1f} µs)"
+            )
+        bs_cpu = proxy_cpu.get((w, t, "base"))
+        if rw_cpu is not None and bs_cpu:
+            per_round = paired_values(cpu_by_round.get((w, t, "rwproxy"), {}), cpu_by_round.get((w, t, "base"), {}))
+            out.append(
+                f"  - proxy CPU per statement rwproxy/base = {rw_cpu / bs_cpu:.2f} "
+                f"(medians {rw_cpu:.1f} vs {bs_cpu:.1f} µs); "
+                + fmt_paired("per round", per_round)
             )
     if notes:
         out.append("")
@@ -205,7 +237,9 @@ def main():
         out.append("")
         out.append(
             "rwproxy routing (statements each server executed during the rwproxy runs, from the servers' "
-            "`Questions` counters; includes rwproxy's own monitor and session set-up statements):"
+            "`Questions` counters; includes rwproxy's own monitor and session set-up statements"
+            + (", and the base binary's monitor" if any(k[2] == "base" for k in runs) else "")
+            + "):"
         )
         out.append("")
         for (w, t) in sorted(routing, key=lambda x: (order(x[0], WORKLOADS), x[1])):
@@ -248,6 +282,10 @@ def main():
         if conns.get("rwproxy") and conns.get("direct"):
             out.append("")
             out.append(f"- rwproxy/direct connection rate = {conns['rwproxy'] / conns['direct']:.2f}")
+        if conns.get("rwproxy") and conns.get("base"):
+            if not (conns.get("rwproxy") and conns.get("direct")):
+                out.append("")
+            out.append(f"- rwproxy/base connection rate = {conns['rwproxy'] / conns['base']:.2f}")
     cc = defaultdict(list)  # (query, target) -> [(status, rate, proxy_us)]
     for target, q, status, rate, pus in read_tsv(sys.argv[4]) if len(sys.argv) > 4 else []:
         cc[(q, target)].append((status, float(rate), pus))
@@ -285,6 +323,9 @@ def main():
                 parts.append(f"rwproxy/direct = {rw / dr:.2f}")
             if rw and hp:
                 parts.append(f"rwproxy/haproxy = {rw / hp:.2f}")
+            bs = rates.get((q, "base"))
+            if rw and bs:
+                parts.append(f"rwproxy/base = {rw / bs:.2f}")
             if parts:
                 out.append(f"- {what}: " + "; ".join(parts))
     print("\n".join(out))

@@ -310,6 +310,7 @@ pub fn handshake(data: &[u8]) {
             let login = Login {
                 user: "app",
                 stage1: (flags & 1 != 0).then_some(&stage1),
+                sha2: None,
                 db: (flags & 2 != 0).then_some("appdb"),
                 caps,
                 ext: mysql_common::constants::MariadbCapabilities::from_bits_truncate(u32::from(

@@ -35,6 +35,14 @@ const HELP: &[(&str, &str)] = &[
     ),
     ("SHOW SESSIONS", "client sessions: id, user, address, since"),
     (
+        "SHOW ACCOUNTS",
+        "server accounts rwproxy cannot proxy (their plugin), and why",
+    ),
+    (
+        "SHOW DIGESTS [LIMIT <n>]",
+        "statement digests: count, time, rows, errors, where they ran",
+    ),
+    (
         "SHOW STATS",
         "totals: sessions, queries, errors, promotions, query rule hits",
     ),
@@ -560,5 +568,43 @@ impl<W: AsyncWrite + Send + Unpin> AsyncMysqlShim<W> for AdminShim {
             }
             Answer::Err(kind, msg) => results.error(kind, msg.as_bytes()).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HELP;
+
+    /// Every command form `run` matches (its literal words) is in HELP.
+    #[test]
+    fn help_lists_every_command() {
+        let src = include_str!("mod.rs");
+        let body = &src[src.find("async fn run(").expect("run")..];
+        let body = &body[..body.find("\n    }\n").expect("end of run")];
+        let mut checked = 0;
+        for line in body.lines() {
+            let line = line.trim_start().trim_start_matches("| ");
+            let Some(pattern) = line.strip_prefix('[') else {
+                continue;
+            };
+            let Some(end) = pattern.find(']') else {
+                continue;
+            };
+            let words: Vec<&str> = pattern[..end]
+                .split(", ")
+                .map_while(|w| w.strip_prefix('"').and_then(|w| w.strip_suffix('"')))
+                .collect();
+            if words.is_empty() || words == ["SELECT"] {
+                continue;
+            }
+            let command = words.join(" ");
+            assert!(
+                HELP.iter()
+                    .any(|(c, _)| c.replace(['[', ']'], "").starts_with(&command)),
+                "admin command {command:?} is missing from HELP"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 10, "read the command patterns ({checked})");
     }
 }

@@ -81,6 +81,9 @@ pub struct Credential {
     pub user: Arc<str>,
     /// `SHA1(password)`; `None` for a password-less account.
     pub stage1: Option<Stage1>,
+    /// The cleartext password for servers that ask for
+    /// caching_sha2_password (MySQL accounts; config users with `password`).
+    pub sha2: Option<Arc<crate::protocol::caching_sha2::Sha2Secret>>,
 }
 
 /// Why a backend connection could not be had or used.
@@ -226,6 +229,7 @@ impl BackendConn {
             let login = Login {
                 user: &cred.user,
                 stage1: cred.stage1.as_ref(),
+                sha2: cred.sha2.as_deref(),
                 db,
                 caps,
                 ext: MariadbCapabilities::from_bits_truncate(key.ext),

@@ -33,9 +33,9 @@ use tokio_rustls::rustls::{
     self, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 
-use crate::config::{Config, ConfigError, ServerCompression, ServerTlsMode};
+use crate::config::{Config, ConfigError, ServerCompression, ServerTlsMode, invalid};
 use crate::protocol::compress::Algorithm;
-use crate::protocol::stream::crypto_provider;
+use crate::protocol::stream::{PemError, crypto_provider};
 
 /// What one server's connections use: the shared rustls config of its mode
 /// and the name its certificate is checked against.
@@ -82,11 +82,10 @@ impl ServerTls {
     /// read and checked here, so a bad one fails the load (start-up or
     /// RELOAD) naming `server_tls_ca`, never a connection later.
     pub fn from_config(config: &Config) -> Result<ServerTls, ConfigError> {
-        let invalid = |field: String, reason: String| ConfigError::Invalid { field, reason };
         let needs_ca = config.servers.iter().any(|s| config.tls_for(s).verifies());
         let roots = match (&config.server_tls_ca, needs_ca) {
             (Some(path), true) => Some(Arc::new(
-                load_roots(path).map_err(|e| invalid("server_tls_ca".into(), e))?,
+                load_roots(path).map_err(|e| invalid("server_tls_ca", e.to_string()))?,
             )),
             _ => None,
         };
@@ -101,10 +100,8 @@ impl ServerTls {
             let connector = match per_mode.get(&mode) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = TlsConnector::from(
-                        client_config(mode, roots.clone(), provider.clone())
-                            .map_err(|e| invalid("server_tls".into(), e))?,
-                    );
+                    let c =
+                        TlsConnector::from(client_config(mode, roots.clone(), provider.clone())?);
                     per_mode.insert(mode, c.clone());
                     c
                 }
@@ -166,19 +163,24 @@ impl ServerTls {
 }
 
 /// Reads the CA certificates from a PEM file.
-fn load_roots(path: &std::path::Path) -> Result<RootCertStore, String> {
+fn load_roots(path: &std::path::Path) -> Result<RootCertStore, PemError> {
+    let read = |source| PemError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
+        .map_err(read)?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(read)?;
     if certs.is_empty() {
-        return Err(format!("{}: no certificate found", path.display()));
+        return Err(PemError::NoCertificate(path.to_path_buf()));
     }
     let mut roots = RootCertStore::empty();
     for c in certs {
-        roots
-            .add(c)
-            .map_err(|e| format!("{}: unusable CA certificate: {e}", path.display()))?;
+        roots.add(c).map_err(|source| PemError::Rustls {
+            path: path.to_path_buf(),
+            source,
+        })?;
     }
     Ok(roots)
 }
@@ -187,17 +189,18 @@ fn client_config(
     mode: ServerTlsMode,
     roots: Option<Arc<RootCertStore>>,
     provider: Arc<CryptoProvider>,
-) -> Result<Arc<ClientConfig>, String> {
+) -> Result<Arc<ClientConfig>, ConfigError> {
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| invalid("server_tls", e.to_string()))?;
     let verifier: Arc<dyn ServerCertVerifier> = match mode {
         ServerTlsMode::Disabled | ServerTlsMode::Required => Arc::new(AnyCertificate { provider }),
         ServerTlsMode::VerifyCa | ServerTlsMode::VerifyIdentity => {
-            let roots = roots.ok_or("server_tls_ca is required for this mode")?;
+            let roots =
+                roots.ok_or_else(|| invalid("server_tls_ca", "is required for this mode"))?;
             let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
                 .build()
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| invalid("server_tls_ca", e.to_string()))?;
             if mode == ServerTlsMode::VerifyCa {
                 Arc::new(ChainOnly { webpki })
             } else {

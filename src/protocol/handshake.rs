@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::ClientError;
 use super::auth::{self, Stage1};
+use super::caching_sha2::{self, Sha2Secret};
 use super::compress::{Algorithm, Role};
 use super::packet::{FrameError, PacketStream};
 
@@ -61,6 +62,7 @@ pub struct ClientHello {
 }
 
 /// Sends the initial greeting.
+#[allow(clippy::too_many_arguments)]
 pub async fn send_greeting<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut PacketStream<S>,
     server_version: &str,
@@ -69,6 +71,7 @@ pub async fn send_greeting<S: AsyncRead + AsyncWrite + Unpin>(
     caps: CapabilityFlags,
     ext: MariadbCapabilities,
     collation: u8,
+    sha2: bool,
 ) -> Result<(), FrameError> {
     let mut s1 = [0u8; 8];
     s1.copy_from_slice(&scramble[..8]);
@@ -84,7 +87,14 @@ pub async fn send_greeting<S: AsyncRead + AsyncWrite + Unpin>(
         caps,
         collation,
         StatusFlags::SERVER_STATUS_AUTOCOMMIT,
-        Some(NATIVE),
+        // The plugin clients answer the scramble with first: the servers'
+        // default (MySQL's caching_sha2_password when the accounts are
+        // MySQL's), so that clients need no auth switch, as with the server.
+        Some(if sha2 {
+            caching_sha2::PLUGIN.as_bytes()
+        } else {
+            NATIVE
+        }),
     )
     .with_mariadb_ext_capabilities(ext);
     let mut buf = Vec::with_capacity(128);
@@ -198,6 +208,8 @@ pub struct Login<'a> {
     pub user: &'a str,
     /// `SHA1(password)`, or `None` for an account without password.
     pub stage1: Option<&'a Stage1>,
+    /// The password, for servers that ask for caching_sha2_password.
+    pub sha2: Option<&'a Sha2Secret>,
     pub db: Option<&'a str>,
     /// Capabilities the client negotiated with rwproxy (masked further by
     /// what the server offers).
@@ -219,6 +231,8 @@ pub struct ServerGreeting {
     /// MariaDB extended capabilities the server offers.
     pub ext: MariadbCapabilities,
     nonce: Vec<u8>,
+    /// The authentication plugin the greeting names.
+    plugin: Vec<u8>,
     version: (u16, u16, u16),
     version_str: String,
     connection_id: u32,
@@ -247,6 +261,10 @@ pub async fn read_greeting<S: AsyncRead + AsyncWrite + Unpin>(
         caps: hs.capabilities(),
         ext: mariadb_ext(hs.capabilities(), hs.mariadb_ext_capabilities()),
         nonce: hs.nonce(),
+        plugin: hs
+            .auth_plugin()
+            .map(|p| p.as_bytes().to_vec())
+            .unwrap_or_default(),
         version: server_version(&hs),
         version_str: hs.server_version_str().into_owned(),
         connection_id: hs.connection_id(),
@@ -274,9 +292,23 @@ fn response<'a>(greeting: &ServerGreeting, params: &Login<'a>, tls: bool) -> Han
         caps |= CapabilityFlags::CLIENT_SSL;
     }
     caps |= compression_flag(params.compression);
-    let reply = params
-        .stage1
-        .map(|s| auth::reply(&greeting.nonce, s).to_vec());
+    // A MySQL server that greets with caching_sha2_password gets its fast
+    // path answer at once (no auth switch round trip).
+    let sha2 = params
+        .sha2
+        .filter(|_| greeting.plugin == caching_sha2::PLUGIN.as_bytes());
+    let (reply, plugin) = match sha2 {
+        Some(secret) => (
+            Some(secret.scramble(&greeting.nonce).to_vec()),
+            AuthPlugin::CachingSha2Password,
+        ),
+        None => (
+            params
+                .stage1
+                .map(|s| auth::reply(&greeting.nonce, s).to_vec()),
+            AuthPlugin::MysqlNativePassword,
+        ),
+    };
     let mut attrs = HashMap::new();
     attrs.insert("program_name".to_string(), "rwproxy".to_string());
     // `new` sets or clears CLIENT_CONNECT_WITH_DB from `db` itself.
@@ -285,7 +317,7 @@ fn response<'a>(greeting: &ServerGreeting, params: &Login<'a>, tls: bool) -> Han
         greeting.version,
         Some(params.user.as_bytes()),
         params.db.map(str::as_bytes),
-        Some(AuthPlugin::MysqlNativePassword),
+        Some(plugin),
         caps,
         Some(attrs),
         params.max_packet,
@@ -363,9 +395,14 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         ext,
         collation: greeting.collation,
     };
+    // The nonce the current plugin answers (an auth switch brings a new one).
+    let mut nonce = greeting.nonce.clone();
     loop {
         let r = stream.read_packet(64 * 1024, None).await?;
         match r.payload.first() {
+            Some(0x01) => {
+                caching_sha2_more_data(stream, params, &nonce, &r.payload, r.last_seq, tls).await?;
+            }
             Some(0x00) => {
                 // The OK is the last uncompressed packet.
                 if let Some(algo) = params.compression {
@@ -378,15 +415,27 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
                 let sw: AuthSwitchRequest<'_> = ParseBuf(&r.payload)
                     .parse(())
                     .map_err(|e| HandshakeError::Malformed(e.to_string()))?;
-                if sw.auth_plugin().as_bytes() != NATIVE {
-                    return Err(HandshakeError::UnsupportedPlugin(
-                        String::from_utf8_lossy(sw.auth_plugin().as_bytes()).into_owned(),
-                    ));
-                }
-                let answer = params
-                    .stage1
-                    .map(|s| auth::reply(sw.plugin_data(), s).to_vec())
-                    .unwrap_or_default();
+                nonce = sw.plugin_data().to_vec();
+                let answer = match (sw.auth_plugin().as_bytes(), params.sha2) {
+                    (NATIVE, _) => params
+                        .stage1
+                        .map(|s| auth::reply(sw.plugin_data(), s).to_vec())
+                        .unwrap_or_default(),
+                    (p, Some(secret)) if p == caching_sha2::PLUGIN.as_bytes() => {
+                        secret.scramble(sw.plugin_data()).to_vec()
+                    }
+                    (p, None)
+                        if p == caching_sha2::PLUGIN.as_bytes() && params.stage1.is_none() =>
+                    {
+                        // A password-less account.
+                        Vec::new()
+                    }
+                    (p, _) => {
+                        return Err(HandshakeError::UnsupportedPlugin(
+                            String::from_utf8_lossy(p).into_owned(),
+                        ));
+                    }
+                };
                 stream.queue_payload(r.last_seq.wrapping_add(1), &answer);
                 stream.flush().await?;
             }
@@ -397,6 +446,63 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// Answers a caching_sha2_password `AuthMoreData` packet (`0x01` …) from
+/// a server: fast authentication succeeded (`0x03`, OK follows), or full
+/// authentication (`0x04`): the password in clear over TLS, else
+/// RSA-encrypted with the server's public key, which is asked for (`0x02`).
+async fn caching_sha2_more_data<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut PacketStream<S>,
+    params: &Login<'_>,
+    nonce: &[u8],
+    payload: &[u8],
+    seq: u8,
+    tls: bool,
+) -> Result<(), HandshakeError> {
+    match payload.get(1) {
+        Some(&caching_sha2::FAST_AUTH_SUCCESS) => return Ok(()),
+        Some(&caching_sha2::PERFORM_FULL_AUTH) => {}
+        _ => return Err(HandshakeError::Malformed("unexpected AuthMoreData".into())),
+    }
+    let Some(secret) = params.sha2 else {
+        // Clients authenticated with mysql_native_password leave rwproxy
+        // SHA1(password) only, which caching_sha2 cannot use.
+        return Err(HandshakeError::UnsupportedPlugin(
+            "caching_sha2_password full authentication (rwproxy does not know this user's password;              log in with caching_sha2_password)"
+                .into(),
+        ));
+    };
+    let mut seq = seq.wrapping_add(1);
+    if tls {
+        let mut pw = zeroize::Zeroizing::new(secret.password().to_vec());
+        pw.push(0);
+        stream.queue_payload(seq, &pw);
+        stream.flush().await?;
+        return Ok(());
+    }
+    stream.queue_payload(seq, &[caching_sha2::REQUEST_PUBLIC_KEY]);
+    stream.flush().await?;
+    let key = stream
+        .read_packet(64 * 1024, Some(seq.wrapping_add(1)))
+        .await?;
+    match key.payload.first() {
+        Some(0x01) => {}
+        Some(0xff) => return Err(HandshakeError::Refused(parse_err(&key.payload))),
+        _ => {
+            return Err(HandshakeError::Malformed(
+                "expected the server's public key".into(),
+            ));
+        }
+    }
+    seq = key.last_seq.wrapping_add(1);
+    let encrypted = caching_sha2::encrypt_password(secret.password(), nonce, &key.payload[1..])
+        .ok_or_else(|| {
+            HandshakeError::Malformed("unusable RSA public key from the server".into())
+        })?;
+    stream.queue_payload(seq, &encrypted);
+    stream.flush().await?;
+    Ok(())
 }
 
 /// Logs into a backend server over plaintext (greeting, response, auth).
@@ -535,6 +641,7 @@ mod tests {
         let params = Login {
             user: "app",
             stage1: Some(&stage1),
+            sha2: None,
             db: None,
             caps: CapabilityFlags::empty(),
             ext: MariadbCapabilities::empty(),

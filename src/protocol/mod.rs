@@ -7,6 +7,7 @@
 //! ([`response::Summary`]).
 
 pub mod auth;
+pub mod caching_sha2;
 pub mod command;
 pub mod compress;
 pub mod handshake;

@@ -132,6 +132,16 @@ pub enum ForwardError {
     Client(#[source] FrameError),
 }
 
+impl ForwardError {
+    /// The command could not be sent: nothing reached the client.
+    pub fn unsent(source: FrameError) -> ForwardError {
+        ForwardError::Backend {
+            source,
+            started: false,
+        }
+    }
+}
+
 /// Reads a server response to the command just sent and forwards it to
 /// `client`. With `client = None` the response is consumed silently (for
 /// statements rwproxy sends on its own, like state replay).

@@ -52,7 +52,18 @@ pub trait ClientTransport: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'stat
         self,
         rest: bytes::BytesMut,
         acceptor: tokio_rustls::TlsAcceptor,
-    ) -> impl std::future::Future<Output = Result<Self, String>> + Send;
+    ) -> impl std::future::Future<Output = Result<Self, TlsUpgradeError>> + Send;
+}
+
+/// Why a client's TLS upgrade failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsUpgradeError {
+    #[error("TLS requested twice")]
+    Twice,
+    #[error("TLS is not offered on the Unix socket")]
+    NotOffered,
+    #[error("TLS handshake failed: {0}")]
+    Handshake(#[source] std::io::Error),
 }
 
 impl ClientTransport for ClientStream {
@@ -67,14 +78,14 @@ impl ClientTransport for ClientStream {
         self,
         rest: bytes::BytesMut,
         acceptor: tokio_rustls::TlsAcceptor,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, TlsUpgradeError> {
         let MaybeTls::Plain(tcp) = self else {
-            return Err("TLS requested twice".into());
+            return Err(TlsUpgradeError::Twice);
         };
         let tls = acceptor
             .accept(Prefixed::new(rest, tcp))
             .await
-            .map_err(|e| format!("TLS handshake failed: {e}"))?;
+            .map_err(TlsUpgradeError::Handshake)?;
         Ok(MaybeTls::Tls(Box::new(tls)))
     }
 }
@@ -91,8 +102,8 @@ impl ClientTransport for tokio::net::UnixStream {
         self,
         _rest: bytes::BytesMut,
         _acceptor: tokio_rustls::TlsAcceptor,
-    ) -> Result<Self, String> {
-        Err("TLS is not offered on the Unix socket".into())
+    ) -> Result<Self, TlsUpgradeError> {
+        Err(TlsUpgradeError::NotOffered)
     }
 }
 
@@ -194,27 +205,53 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
     }
 }
 
+/// Why a certificate, key or CA file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PemError {
+    #[error("{path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("{0}: no certificate found")]
+    NoCertificate(std::path::PathBuf),
+    #[error("{path}: {source}")]
+    Rustls {
+        path: std::path::PathBuf,
+        #[source]
+        source: tokio_rustls::rustls::Error,
+    },
+}
+
 /// Loads a certificate chain and private key (PEM files) into a TLS acceptor.
 pub fn acceptor(
     cert: &std::path::Path,
     key: &std::path::Path,
-) -> Result<tokio_rustls::TlsAcceptor, String> {
+) -> Result<tokio_rustls::TlsAcceptor, PemError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let read = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| PemError::Read { path, source }
+    };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("tls_cert {}: {e}", cert.display()))?
+        .map_err(read(cert))?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("tls_cert {}: {e}", cert.display()))?;
+        .map_err(read(cert))?;
     if certs.is_empty() {
-        return Err(format!("tls_cert {}: no certificate found", cert.display()));
+        return Err(PemError::NoCertificate(cert.to_path_buf()));
     }
-    let key =
-        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("tls_key {}: {e}", key.display()))?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(read(key))?;
+    let rustls = |source| PemError::Rustls {
+        path: key.to_path_buf(),
+        source,
+    };
     let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(crypto_provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("tls_cert/tls_key: {e}"))?
+        .map_err(rustls)?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("tls_cert/tls_key: {e}"))?;
+        .with_single_cert(certs, key_der)
+        .map_err(rustls)?;
     Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
 }

@@ -35,6 +35,7 @@
 
 mod certs;
 mod client;
+pub mod mysql;
 mod process;
 
 use std::fs;
@@ -182,6 +183,10 @@ pub enum SandboxCommand {
         /// and localhost; rwproxy.toml verifies them)
         #[arg(long)]
         tls: bool,
+        /// Server flavor: MariaDB from the host, or Oracle MySQL 9.x from a
+        /// Debian sid chroot created once (see `sandbox::mysql`)
+        #[arg(long, value_enum, default_value_t = Flavor::Mariadb)]
+        flavor: Flavor,
     },
     /// Stop the servers started from DIR (by pid file).
     Down {
@@ -195,6 +200,15 @@ pub enum SandboxCommand {
         #[arg(long)]
         dir: PathBuf,
     },
+}
+
+/// Which server a sandbox runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Flavor {
+    /// MariaDB installed on the host.
+    Mariadb,
+    /// Oracle MySQL 9.x from a Debian `sid` chroot.
+    Mysql,
 }
 
 /// What `up` should create or start.
@@ -1581,6 +1595,7 @@ pub fn run_cli(cmd: SandboxCommand) -> Result<(), SandboxError> {
             proxy_port,
             semi_sync,
             tls,
+            flavor,
         } => {
             let ports = (0..=replicas)
                 .map(|i| {
@@ -1607,6 +1622,16 @@ pub fn run_cli(cmd: SandboxCommand) -> Result<(), SandboxError> {
                 }
             }
             let started = Instant::now();
+            if flavor == Flavor::Mysql {
+                if semi_sync || tls {
+                    return Err(SandboxError::InvalidOptions(
+                        "--semi-sync and --tls are not available with --flavor mysql".into(),
+                    ));
+                }
+                let sb = mysql::up(&dir, &ports, proxy_port, None)?;
+                emit(&mysql::up_text(&sb, proxy_port, started.elapsed()));
+                return Ok(());
+            }
             let sandbox = up_with_tls(
                 &UpOptions {
                     dir,
@@ -1621,7 +1646,11 @@ pub fn run_cli(cmd: SandboxCommand) -> Result<(), SandboxError> {
             Ok(())
         }
         SandboxCommand::Down { dir } => {
-            down(&dir)?;
+            if let Some(sb) = mysql::MysqlSandbox::open(&dir)? {
+                mysql::down_sandbox(&sb)?;
+            } else {
+                down(&dir)?;
+            }
             emit(&format!(
                 "Sandbox in {} stopped (data kept).\n",
                 dir.display()
@@ -1629,6 +1658,10 @@ pub fn run_cli(cmd: SandboxCommand) -> Result<(), SandboxError> {
             Ok(())
         }
         SandboxCommand::Status { dir } => {
+            if let Some(sb) = mysql::MysqlSandbox::open(&dir)? {
+                emit(&status_text(&mysql::status(&sb)));
+                return Ok(());
+            }
             emit(&status_text(&status(&dir)?));
             Ok(())
         }

@@ -256,13 +256,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             StmtOp::LongData => match self.conns[pos].conn.send(payload).await {
                 Ok(()) => Ok(Summary::default()),
-                Err(source) => Err(self.drop_conn(
-                    pos,
-                    ForwardError::Backend {
-                        source,
-                        started: false,
-                    },
-                )),
+                Err(source) => Err(self.drop_conn(pos, ForwardError::unsent(source))),
             },
             StmtOp::Reset => self.forward_on(pos, payload, Expect::Simple, None).await,
             StmtOp::Fetch => self.forward_on(pos, payload, Expect::Fetch, None).await,

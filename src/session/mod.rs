@@ -9,6 +9,7 @@
 //! there, so a read served by a replica sees what the client set.
 
 mod execute;
+mod sha2_login;
 mod state;
 mod stmt;
 
@@ -157,6 +158,33 @@ impl FailoverWait {
         });
         Instant::now() < deadline
     }
+}
+
+/// Why a session ended: the `reason` of its "session closed" log line.
+#[derive(Debug, thiserror::Error)]
+enum End {
+    #[error("client quit")]
+    Quit,
+    #[error("client disconnected")]
+    Disconnected,
+    #[error("server shutting down")]
+    Shutdown,
+    #[error("client idle timeout")]
+    IdleTimeout,
+    #[error("client read timeout (stalled mid-packet)")]
+    Stalled,
+    #[error("packet too large")]
+    TooLarge,
+    #[error("protocol error: {0}")]
+    Protocol(#[source] FrameError),
+    #[error("client error: {0}")]
+    Client(#[source] FrameError),
+    #[error("backend failed mid-response: {0}")]
+    BackendLost(#[source] ExecError),
+    #[error("COM_CHANGE_USER failed: {0}")]
+    ChangeUser(#[source] HandshakeError),
+    #[error("COM_CHANGE_USER refused for {user:?}: {}", .error.message)]
+    ChangeUserRefused { user: String, error: ClientError },
 }
 
 /// Whether the command loop goes on.
@@ -313,6 +341,7 @@ async fn handshake<S: ClientTransport>(
         caps,
         g.ext,
         g.collation,
+        shared.accounts.greet_with_sha2(),
     )
     .await
     .map_err(|e| e.to_string())?;
@@ -342,7 +371,12 @@ async fn handshake<S: ClientTransport>(
                 // What was read past the SSLRequest is the start of the
                 // TLS handshake: it goes back in front of the stream.
                 let (stream, rest) = client.into_inner();
-                client = PacketStream::new(stream.start_tls(rest, acceptor).await?);
+                client = PacketStream::new(
+                    stream
+                        .start_tls(rest, acceptor)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                );
                 client.set_write_timeout(
                     (cfg.client_write_timeout_ms > 0)
                         .then(|| Duration::from_millis(cfg.client_write_timeout_ms)),
@@ -379,10 +413,26 @@ async fn handshake<S: ClientTransport>(
     }
     let mut seq = hello.seq.wrapping_add(1);
     let mut reply = hello.auth_reply.clone();
-    if hello
-        .plugin
-        .as_deref()
-        .is_some_and(|p| p != "mysql_native_password")
+    let tls = client.get_ref().is_tls();
+    // caching_sha2_password accounts (MySQL) and clients that ask for it.
+    let sha2 = match sha2_login::try_login(shared, &mut client, &hello, seq, &scramble, peer).await
+    {
+        Ok(done) => done,
+        Err(sha2_login::Sha2LoginError::Refused { err, seq }) => {
+            client.queue_payload(seq, &err.to_payload());
+            client.shutdown().await;
+            return Err(format!(
+                "login refused for user {:?}: {}",
+                hello.user, err.message
+            ));
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    if sha2.is_none()
+        && hello
+            .plugin
+            .as_deref()
+            .is_some_and(|p| p != "mysql_native_password")
     {
         // e.g. caching_sha2_password: ask for a native-password answer.
         let (r, s) = handshake::switch_to_native(&mut client, seq, &scramble)
@@ -391,8 +441,14 @@ async fn handshake<S: ClientTransport>(
         reply = r;
         seq = s.wrapping_add(1);
     }
-    let tls = client.get_ref().is_tls();
-    let stage1 = match verify(shared, &hello.user, peer, tls, &scramble, &reply).await {
+    let verified = match sha2 {
+        Some((cred, next)) => {
+            seq = next;
+            Ok(cred)
+        }
+        None => verify(shared, &hello.user, peer, tls, &scramble, &reply).await,
+    };
+    let stage1 = match verified {
         Ok(c) => c,
         Err(e) => {
             client.queue_payload(seq, &e.to_payload());
@@ -577,6 +633,7 @@ async fn verify_once(
             Ok(Credential {
                 user: name,
                 stage1: None,
+                sha2: None,
             })
         }
         Lookup::Found { hash: None, .. } => Err(denied()),
@@ -590,6 +647,7 @@ async fn verify_once(
                 return Err(insecure_transport());
             }
             Ok(Credential {
+                sha2: sha2_login::config_secret(&shared.config.load(), &name),
                 user: name,
                 stage1: Some(stage1),
             })
@@ -615,6 +673,13 @@ async fn verify_once(
             format!(
                 "rwproxy cannot proxy accounts that use the '{plugin}' authentication plugin; use mysql_native_password"
             ),
+        )),
+        // Served by sha2_login before; here only through COM_CHANGE_USER,
+        // which speaks mysql_native_password only.
+        Lookup::FoundSha2 { .. } => Err(ClientError::new(
+            1251,
+            b"08004",
+            "rwproxy cannot change to a caching_sha2_password account with COM_CHANGE_USER; reconnect instead",
         )),
         Lookup::NotFound => Err(denied()),
     }
@@ -701,7 +766,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// Reads and runs commands until the client leaves or fails.
-    async fn command_loop(&mut self) -> String {
+    async fn command_loop(&mut self) -> End {
         let shutdown = self.shared.shutdown.clone();
         loop {
             let idle = self.cfg.client_idle_timeout_ms;
@@ -718,10 +783,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let started = tokio::select! {
                 r = self.client.wait_readable() => r,
                 _ = shutdown.cancelled(), if !self.in_any_trans() => {
-                    return "server shutting down".into();
+                    return End::Shutdown;
                 }
                 _ = idle_limit => {
-                    return "client idle timeout".into();
+                    return End::IdleTimeout;
                 }
             };
             let read = match started {
@@ -742,7 +807,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                             Err(_) => {
                                 self.shared.metrics.error(ErrorKind::ClientProtocol);
                                 warn!(parent: &self.span, ms, "client stalled in the middle of a packet");
-                                return "client read timeout (stalled mid-packet)".into();
+                                return End::Stalled;
                             }
                         },
                     }
@@ -750,16 +815,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             };
             let packet = match read {
                 Ok(p) => p,
-                Err(FrameError::Closed) => return "client disconnected".into(),
+                Err(FrameError::Closed) => return End::Disconnected,
                 Err(FrameError::TooLarge { size, limit }) => {
                     warn!(parent: &self.span, size, limit, "client packet exceeds max_allowed_packet");
                     self.send_err(&ClientError::packet_too_large()).await;
-                    return "packet too large".into();
+                    return End::TooLarge;
                 }
                 Err(e) => {
                     self.shared.metrics.error(ErrorKind::ClientProtocol);
                     warn!(parent: &self.span, error = %e, "bad packet from client");
-                    return format!("protocol error: {e}");
+                    return End::Protocol(e);
                 }
             };
             let mut payload = packet.payload;
@@ -771,14 +836,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.account_bytes();
             match r {
                 Ok(Flow::Continue) => {}
-                Ok(Flow::Close) => return "client quit".into(),
+                Ok(Flow::Close) => return End::Quit,
                 Err(e) => return e,
             }
         }
     }
 
     /// Runs one command. `Err` ends the session with the given reason.
-    async fn dispatch(&mut self, payload: &mut [u8]) -> Result<Flow, String> {
+    async fn dispatch(&mut self, payload: &mut [u8]) -> Result<Flow, End> {
         let cmd = match command::decode(payload) {
             Ok(c) => c,
             Err(e) => {
@@ -797,7 +862,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Command::Ping => {
                 let st = self.status_flags();
                 self.client.queue_payload(1, &ok_payload(0, 0, st));
-                self.client.flush().await.map_err(|e| e.to_string())?;
+                self.client.flush().await.map_err(End::Client)?;
                 Ok(())
             }
             Command::Query(sql) => {
@@ -814,27 +879,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 let db = String::from_utf8_lossy(db).into_owned();
                 self.on_init_db(payload, db).await
             }
-            Command::FieldList => {
-                let c = Classified::of(StatementKind::Read);
-                let work = Work::Command {
-                    payload,
-                    expect: Expect::FieldList,
-                };
-                self.execute(&c, None, work).await.map(|_| ())
-            }
-            Command::Statistics => {
-                let c = Classified::of(StatementKind::ReadPrimary);
-                let work = Work::Command {
-                    payload,
-                    expect: Expect::Statistics,
-                };
-                self.execute(&c, None, work).await.map(|_| ())
-            }
+            Command::FieldList => self
+                .command(StatementKind::Read, payload, Expect::FieldList)
+                .await
+                .map(|_| ()),
+            Command::Statistics => self
+                .command(StatementKind::ReadPrimary, payload, Expect::Statistics)
+                .await
+                .map(|_| ()),
             Command::ResetConnection => {
                 self.reset_session().await;
                 self.client
                     .queue_payload(1, &ok_payload(0, 0, StatusFlags::SERVER_STATUS_AUTOCOMMIT));
-                self.client.flush().await.map_err(|e| e.to_string())?;
+                self.client.flush().await.map_err(End::Client)?;
                 Ok(())
             }
             Command::ChangeUser(rest) => {
@@ -862,11 +919,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         match r {
             Ok(()) => Ok(Flow::Continue),
-            Err(ExecError::Client(e)) => Err(format!("client error: {e}")),
+            Err(ExecError::Client(e)) => Err(End::Client(e)),
             Err(e @ ExecError::Backend { started: true, .. }) => {
                 self.shared.metrics.error(ErrorKind::BackendLost);
                 warn!(parent: &self.span, error = %e, "backend failed mid-response; closing client");
-                Err(format!("backend failed mid-response: {e}"))
+                Err(End::BackendLost(e))
             }
             Err(e) => {
                 self.shared.metrics.error(match &e {
@@ -1027,69 +1084,75 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         self.pinned = true;
                     }
                     // The connection that ran the SET already has it.
-                    if let Some(h) = self.conns.iter_mut().find(|h| h.server == route_idx)
-                        && h.conn.state_fp() == before
-                    {
-                        h.conn.set_state_fp(self.state.fp);
-                    }
+                    self.state_applied(&route_idx, before);
                 }
                 StatementKind::Use => {
                     if let Some(db) = c.schema(sql) {
-                        self.state.schema = Some(db.clone());
-                        if let Some(h) = self.conns.iter_mut().find(|h| h.server == route_idx) {
-                            h.conn.set_schema(db);
-                        }
+                        self.schema_selected(&route_idx, db);
                     }
                 }
                 _ => {}
             }
         }
         if let Some(schema) = summary.schema {
-            self.state.schema = Some(schema.clone());
-            if let Some(h) = self.conns.iter_mut().find(|h| h.server == route_idx) {
-                h.conn.set_schema(schema);
-            }
+            self.schema_selected(&route_idx, schema);
         }
         Ok(())
     }
 
     async fn on_init_db(&mut self, payload: &[u8], db: String) -> Result<(), ExecError> {
-        let c = Classified::of(StatementKind::Use);
-        let work = Work::Command {
-            payload,
-            expect: Expect::Simple,
-        };
-        let Ran {
-            server, summary, ..
-        } = self.execute(&c, None, work).await?;
-        if summary.error.is_none() {
-            self.state.schema = Some(db.clone());
-            if let Some(h) = self.conns.iter_mut().find(|h| h.server == server) {
-                h.conn.set_schema(db);
-            }
+        let ran = self
+            .command(StatementKind::Use, payload, Expect::Simple)
+            .await?;
+        if ran.summary.error.is_none() {
+            self.schema_selected(&ran.server, db);
         }
         Ok(())
     }
 
     async fn on_set_option(&mut self, payload: &[u8], opt: u16) -> Result<(), ExecError> {
-        let c = Classified::of(StatementKind::Set);
-        let work = Work::Command {
-            payload,
-            expect: Expect::Simple,
-        };
-        let Ran {
-            server, summary, ..
-        } = self.execute(&c, None, work).await?;
-        if summary.error.is_none() {
+        let ran = self
+            .command(StatementKind::Set, payload, Expect::Simple)
+            .await?;
+        if ran.summary.error.is_none() {
             let before = self.state.fp;
             self.state.record_set_option(opt);
-            if let Some(h) = self.conns.iter_mut().find(|h| h.server == server)
-                && h.conn.state_fp() == before
-            {
-                h.conn.set_state_fp(self.state.fp);
-            }
+            self.state_applied(&ran.server, before);
         }
         Ok(())
+    }
+
+    /// Runs a command that is not a statement text (`COM_INIT_DB`,
+    /// `COM_SET_OPTION`, `COM_FIELD_LIST`, `COM_STATISTICS`), routed as a
+    /// statement of `kind`.
+    async fn command(
+        &mut self,
+        kind: StatementKind,
+        payload: &[u8],
+        expect: Expect,
+    ) -> Result<Ran, ExecError> {
+        let c = Classified::of(kind);
+        self.execute(&c, None, Work::Command { payload, expect })
+            .await
+    }
+
+    /// The session's schema is now `db`, and the connection to `server`
+    /// (which ran the statement) has it selected.
+    fn schema_selected(&mut self, server: &Arc<str>, db: String) {
+        self.state.schema = Some(db.clone());
+        if let Some(h) = self.conns.iter_mut().find(|h| &h.server == server) {
+            h.conn.set_schema(db);
+        }
+    }
+
+    /// A SET ran on `server`'s connection: it carries the session state
+    /// now, if it carried the state before (`before`, the fingerprint).
+    fn state_applied(&mut self, server: &Arc<str>, before: u64) {
+        if let Some(h) = self.conns.iter_mut().find(|h| &h.server == server)
+            && h.conn.state_fp() == before
+        {
+            h.conn.set_state_fp(self.state.fp);
+        }
     }
 
     /// The routing policy in force.
@@ -1490,13 +1553,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let held = &mut self.conns[pos];
         let mut ex = match held.conn.exchange(payload).await {
             Ok(ex) => ex,
-            Err(source) => {
-                let e = ForwardError::Backend {
-                    source,
-                    started: false,
-                };
-                return Err(self.drop_conn(pos, e));
-            }
+            Err(source) => return Err(self.drop_conn(pos, ForwardError::unsent(source))),
         };
         let server_caches = ex.caches_metadata();
         let (stream, server_sent) = ex.stream_and_columns(stmt.map(|(_, bid)| bid));
@@ -1525,10 +1582,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(s) if s.held_back => {
                 debug!(server = %held.server, "replica refused a read-only transaction's COMMIT; rolling back instead");
                 match ex.send(b"\x03ROLLBACK").await {
-                    Err(source) => Err(ForwardError::Backend {
-                        source,
-                        started: false,
-                    }),
+                    Err(source) => Err(ForwardError::unsent(source)),
                     Ok(()) => {
                         response::forward(
                             ex.stream(),
@@ -1689,7 +1743,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         self.replica_tx = None;
     }
 
-    async fn on_change_user(&mut self, rest: &[u8]) -> Result<Flow, String> {
+    async fn on_change_user(&mut self, rest: &[u8]) -> Result<Flow, End> {
         let Some(cu) = handshake::parse_change_user(rest) else {
             self.send_err(&ClientError::new(
                 1835,
@@ -1710,7 +1764,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             scramble = auth::new_scramble();
             let (r, s) = handshake::switch_to_native(&mut self.client, seq, &scramble)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(End::ChangeUser)?;
             reply = r;
             seq = s.wrapping_add(1);
         }
@@ -1728,10 +1782,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Err(e) => {
                 self.client.queue_payload(seq, &e.to_payload());
                 let _ = self.client.flush().await;
-                return Err(format!(
-                    "COM_CHANGE_USER refused for {:?}: {}",
-                    cu.user, e.message
-                ));
+                return Err(End::ChangeUserRefused {
+                    user: cu.user,
+                    error: e,
+                });
             }
         };
         self.reset_session().await;
@@ -1746,7 +1800,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             seq,
             &ok_payload(0, 0, StatusFlags::SERVER_STATUS_AUTOCOMMIT),
         );
-        self.client.flush().await.map_err(|e| e.to_string())?;
+        self.client.flush().await.map_err(End::Client)?;
         Ok(Flow::Continue)
     }
 }

@@ -167,13 +167,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let keep_columns = client_caches || held.conn.caches_metadata();
         let mut ex = match held.conn.exchange(payload).await {
             Ok(ex) => ex,
-            Err(source) => {
-                let e = ForwardError::Backend {
-                    source,
-                    started: false,
-                };
-                return Err(self.drop_conn(pos, e));
-            }
+            Err(source) => return Err(self.drop_conn(pos, ForwardError::unsent(source))),
         };
         let r = response::forward_prepare(
             ex.stream(),
@@ -249,13 +243,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let keep_columns = held.conn.caches_metadata();
         let mut ex = match held.conn.exchange(&payload).await {
             Ok(ex) => ex,
-            Err(source) => {
-                let e = ForwardError::Backend {
-                    source,
-                    started: false,
-                };
-                return Err(self.drop_conn(pos, e));
-            }
+            Err(source) => return Err(self.drop_conn(pos, ForwardError::unsent(source))),
         };
         let r = response::forward_prepare::<_, tokio::net::TcpStream>(
             ex.stream(),
