@@ -342,6 +342,10 @@ impl Normalizer<'_> {
     }
 
     /// Handles a token outside any list.
+    // Forced inline: with the lexer's hot path inlined into `run`, LLVM
+    // stopped inlining this (and the `emit` inside it), which cost ~8% of
+    // the sysbench point select (perf, `benches/digest.rs`).
+    #[inline(always)]
     fn normal(&mut self, t: Tok) {
         match t.class {
             Class::Semi => {
@@ -463,7 +467,7 @@ impl Normalizer<'_> {
     }
 
     /// The next token, skipping whitespace and comments; `None` at the end.
-    #[inline]
+    #[inline(always)]
     fn next_tok(&mut self) -> Option<Tok> {
         let t = self.lx.next_token()?;
         let start = t.start;
