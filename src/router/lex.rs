@@ -261,10 +261,10 @@ impl<'a> Lexer<'a> {
     /// handles what makes up most statements (blanks, plain words, plain
     /// integers, one-byte punctuation); everything else (comments,
     /// strings, variables, operators, other numbers, the end) goes to
-    /// [`Lexer::next_general`]. Inlining the whole lexer instead was what
-    /// made the digest 25% slower than its old private scanner (measured
-    /// with `benches/digest.rs`): too big to inline, every token paid a
-    /// call and a 32-byte return through memory.
+    /// [`Lexer::next_general`]. Unsplit, the whole lexer was too big to
+    /// inline: it showed up as its own function in the digest's profile
+    /// (`perf`, `benches/digest.rs`), a call per token that the old private
+    /// scanners did not pay.
     #[inline(always)]
     pub(crate) fn next_token(&mut self) -> Option<Token<'a>> {
         let src = self.src;
@@ -293,6 +293,9 @@ impl<'a> Lexer<'a> {
             }
         }
         self.pos = start;
+        if start >= src.len() && self.exec_depth == 0 {
+            return None;
+        }
         self.next_general()
     }
 
