@@ -828,6 +828,40 @@ async fn session_state_follows_reads_to_the_replicas() {
     }
 }
 
+/// A `USE` behind a comment (as ORMs and query tags write it) changes the
+/// schema of the reads that follow on the replicas too: the classifier
+/// and the session read the same tokens (before `router::lex`, the session
+/// found no schema name after a leading comment and the replicas stayed in
+/// the old schema).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_behind_a_comment_is_followed_on_the_replicas() {
+    let mut env = env(|_| {}).await;
+    env.setup(
+        "CREATE DATABASE IF NOT EXISTS test;
+         CREATE TABLE IF NOT EXISTS test.rt_use_comment (id INT PRIMARY KEY, v VARCHAR(20));
+         REPLACE INTO test.rt_use_comment VALUES (1, 'in-test')",
+    )
+    .await;
+    let mut c = env.conn().await;
+    let before: Option<String> = c.query_first("SELECT DATABASE()").await.unwrap();
+    assert_ne!(before.as_deref(), Some("test"));
+    c.query_drop("/* app:orders */ USE `test` -- switch")
+        .await
+        .expect("use behind comments");
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..4 {
+        let (v, db, at): (String, String, u16) = c
+            .query_first("SELECT v, DATABASE(), @@port FROM rt_use_comment WHERE id = 1")
+            .await
+            .expect("unqualified table of the new schema")
+            .unwrap();
+        assert_eq!((v.as_str(), db.as_str()), ("in-test", "test"), "on {at}");
+        assert!(env.is_replica(at), "served by {at}");
+        seen.insert(at);
+    }
+    assert_eq!(seen.len(), 2, "both replicas served reads");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_statements_spread_over_replicas_and_keep_their_ids() {
     let mut env = env(|_| {}).await;

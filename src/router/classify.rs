@@ -13,10 +13,16 @@
 //! sending an unknown statement to the primary is always correct, sending it
 //! to a replica may not be.
 //!
-//! The same lexer (`Lexer`, crate-private) is used by [`super::set`] to take `SET`
-//! statements apart.
+//! The tokens come from [`super::lex`], the lexer every SQL reader in
+//! rwproxy shares; the keywords that matter for routing are looked up here.
+//! Besides the kind, [`Classified`] carries what the session needs to know
+//! later about the text (the `USE` target, whether a transaction opens,
+//! whether `@@socket` is read), so that no one scans the text again.
 
 use std::time::Duration;
+
+pub use super::lex::Hint;
+use super::lex::{Lexer, Span, Token, TokenKind};
 
 /// What a statement is, as far as routing cares. Spelled in snake case in
 /// the configuration (`[[rules]] kind = "read_primary"`).
@@ -39,15 +45,6 @@ pub enum StatementKind {
     Use,
 }
 
-/// A routing hint written in a comment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hint {
-    /// `/* rwproxy:primary */`
-    Primary,
-    /// `/* rwproxy:replica */`
-    Replica,
-}
-
 /// The result of classifying one COM_QUERY text (which may hold several
 /// statements when multi-statements are enabled).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +65,39 @@ pub struct Classified {
     /// The access mode of the transaction the statement opens (only for a
     /// text holding that one statement; [`TxOpen::None`] otherwise).
     pub tx: TxOpen,
+    /// The first statement is `BEGIN …`, `START TRANSACTION …` or `XA …`
+    /// (for a text of kind [`StatementKind::Transaction`]: it opens a
+    /// transaction rather than ending one).
+    pub begins: bool,
+    /// For `USE db`: where `db` is written (see [`Classified::schema`]).
+    pub use_target: Option<Span>,
+    /// The text reads `@@socket` (see `session::hide_socket`).
+    pub reads_socket: bool,
+}
+
+impl Classified {
+    /// A classification that only has a kind: for commands that carry no
+    /// SQL (COM_FIELD_LIST, COM_INIT_DB…).
+    pub fn of(kind: StatementKind) -> Self {
+        Classified {
+            kind,
+            hint: None,
+            max_lag: None,
+            pins_session: false,
+            tx: TxOpen::None,
+            begins: false,
+            use_target: None,
+            reads_socket: false,
+        }
+    }
+
+    /// The schema a `USE` names (backticks removed), given the text that
+    /// was classified.
+    pub fn schema(&self, sql: &[u8]) -> Option<String> {
+        let text = self.use_target?.get(sql)?;
+        let name = super::lex::ident_name(text);
+        (!name.is_empty()).then_some(name)
+    }
 }
 
 /// What a statement says about a transaction it opens. Read-only
@@ -108,6 +138,8 @@ pub fn classify(sql: &[u8]) -> Classified {
     let mut changes_session = false;
     let mut pins = false;
     let mut tx = TxOpen::None;
+    let mut begins = false;
+    let mut use_target = None;
     loop {
         let mut st = Stmt {
             lx: &mut lx,
@@ -125,6 +157,8 @@ pub fn classify(sql: &[u8]) -> Classified {
             if count == 1 {
                 first = one.kind;
                 tx = one.tx;
+                begins = one.begins;
+                use_target = one.use_target;
             }
             pins |= one.pins;
             changes_session |= matches!(one.kind, StatementKind::Set | StatementKind::Use);
@@ -154,7 +188,34 @@ pub fn classify(sql: &[u8]) -> Classified {
         max_lag: lx.max_lag,
         pins_session,
         tx,
+        begins,
+        use_target: if kind == StatementKind::Use {
+            use_target
+        } else {
+            None
+        },
+        reads_socket: lx.socket,
     }
+}
+
+/// Whether `sql` is a plain `COMMIT [WORK]` (one statement, nothing
+/// after it but comments and one `;`): a commit that ends a read-only
+/// transaction without chaining or releasing. Asked only inside a
+/// read-only transaction on a replica, so not kept in [`Classified`].
+pub fn is_plain_commit(sql: &[u8]) -> bool {
+    let mut lx = Lexer::new(sql);
+    let mut t = lx.next_token();
+    if !t.is_some_and(|t| t.keyword() == Kw::Commit) {
+        return false;
+    }
+    t = lx.next_token();
+    if t.is_some_and(|t| t.is_word("WORK")) {
+        t = lx.next_token();
+    }
+    if t.is_some_and(|t| t.is_punct(b';')) {
+        t = lx.next_token();
+    }
+    t.is_none() && !lx.error
 }
 
 /// How strongly a kind binds a statement to the primary, for combining the
@@ -173,6 +234,10 @@ struct One {
     kind: StatementKind,
     pins: bool,
     tx: TxOpen,
+    /// `BEGIN`, `START TRANSACTION` or `XA`.
+    begins: bool,
+    /// The name after `USE`, when it stands alone.
+    use_target: Option<Span>,
 }
 
 impl One {
@@ -181,6 +246,8 @@ impl One {
             kind,
             pins,
             tx: TxOpen::None,
+            begins: false,
+            use_target: None,
         }
     }
 
@@ -189,6 +256,16 @@ impl One {
             kind: StatementKind::Transaction,
             pins: false,
             tx,
+            begins: true,
+            use_target: None,
+        }
+    }
+
+    /// A transaction statement that opens one (`BEGIN …`, `XA …`).
+    fn begins() -> Self {
+        One {
+            begins: true,
+            ..One::new(StatementKind::Transaction, false)
         }
     }
 }
@@ -284,7 +361,7 @@ fn classify_one(st: &mut Stmt<'_, '_>) -> Option<One> {
                         One::opens(TxOpen::Default)
                     }
                     Some(t) if t.keyword() == Kw::Not => One::new(K::Write, false),
-                    Some(_) => One::new(K::Transaction, false),
+                    Some(_) => One::begins(),
                 }
             }
             Kw::Start => {
@@ -294,7 +371,8 @@ fn classify_one(st: &mut Stmt<'_, '_>) -> Option<One> {
                     One::new(K::Write, false)
                 }
             }
-            Kw::Commit | Kw::Rollback | Kw::Savepoint | Kw::Xa => One::new(K::Transaction, false),
+            Kw::Xa => One::begins(),
+            Kw::Commit | Kw::Rollback | Kw::Savepoint => One::new(K::Transaction, false),
             Kw::Release => {
                 let kind = if st.next_kw() == Kw::Savepoint {
                     K::Transaction
@@ -320,7 +398,18 @@ fn classify_one(st: &mut Stmt<'_, '_>) -> Option<One> {
                     One::new(K::Set, s.pins)
                 }
             }
-            Kw::Use => One::new(K::Use, false),
+            Kw::Use => {
+                // `USE db` with nothing after the name: its span.
+                let target = st
+                    .next()
+                    .filter(|t| matches!(t.kind, TokenKind::Word | TokenKind::QuotedIdent))
+                    .filter(|_| st.next().is_none())
+                    .map(|t| t.span());
+                One {
+                    use_target: target,
+                    ..One::new(K::Use, false)
+                }
+            }
             Kw::Show | Kw::Help => One::new(K::ReadPrimary, false),
             Kw::Create => {
                 let mut next = st.next_kw();
@@ -858,6 +947,22 @@ const FIRST_LETTERS: [u32; 20] = {
     out
 };
 
+/// The routing keyword a token spells.
+trait TokenKw {
+    fn keyword(&self) -> Kw;
+}
+
+impl TokenKw for Token<'_> {
+    #[inline]
+    fn keyword(&self) -> Kw {
+        if self.kind == TokenKind::Word {
+            keyword(self.text)
+        } else {
+            Kw::NotWord
+        }
+    }
+}
+
 /// Looks a word up in the keyword tables, ignoring ASCII case.
 #[inline]
 fn keyword(word: &[u8]) -> Kw {
@@ -875,456 +980,6 @@ fn keyword(word: &[u8]) -> Kw {
         }
     }
     Kw::Other
-}
-
-// ---------------------------------------------------------------------------
-// The lexer
-// ---------------------------------------------------------------------------
-
-/// The kinds of token the [`Lexer`] produces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TokenKind {
-    /// Keyword or unquoted identifier: ASCII letters, digits, `_`, `$` and
-    /// any non-ASCII byte (so invalid UTF-8 is just part of a name).
-    Word,
-    /// Numeric literal: `12`, `1.5`, `1e-3`, `0x1F`, `0b101`.
-    Number,
-    /// `'…'` or `"…"`, quotes included, escapes left as written.
-    Str,
-    /// `` `…` ``, backticks included.
-    QuotedIdent,
-    /// `@name`, `@'name'`, `` @`name` ``, `@"name"`.
-    UserVar,
-    /// `@@name`, `@@session.name`, `@@global.name`…
-    SysVar,
-    /// `:=`
-    Assign,
-    /// Any other single byte: `(`, `)`, `,`, `;`, `=`, `.`, `-`…
-    Punct(u8),
-}
-
-/// One token, borrowing its text from the statement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Token<'a> {
-    pub(crate) kind: TokenKind,
-    /// The token exactly as written.
-    pub(crate) text: &'a [u8],
-    /// Offset of the token's first byte in the statement.
-    pub(crate) start: usize,
-}
-
-impl Token<'_> {
-    /// Offset just past the token's last byte.
-    pub(crate) fn end(&self) -> usize {
-        self.start + self.text.len()
-    }
-
-    pub(crate) fn is_punct(&self, b: u8) -> bool {
-        self.kind == TokenKind::Punct(b)
-    }
-
-    /// `=` or `:=`.
-    pub(crate) fn is_assign(&self) -> bool {
-        matches!(self.kind, TokenKind::Assign | TokenKind::Punct(b'='))
-    }
-
-    /// A word equal to `upper` ignoring ASCII case.
-    pub(crate) fn is_word(&self, upper: &str) -> bool {
-        self.kind == TokenKind::Word && self.text.eq_ignore_ascii_case(upper.as_bytes())
-    }
-
-    #[inline]
-    fn keyword(&self) -> Kw {
-        if self.kind == TokenKind::Word {
-            keyword(self.text)
-        } else {
-            Kw::NotWord
-        }
-    }
-}
-
-// Byte classes for the lexer's dispatch.
-const C_OTHER: u8 = 0;
-const C_SPACE: u8 = 1;
-const C_WORD: u8 = 2;
-const C_DIGIT: u8 = 3;
-
-static CLASS: [u8; 256] = {
-    let mut t = [C_OTHER; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        t[i] = if matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c) {
-            C_SPACE
-        } else if b.is_ascii_digit() {
-            C_DIGIT
-        } else if b.is_ascii_alphabetic() || b == b'_' || b == b'$' || b >= 0x80 {
-            C_WORD
-        } else {
-            C_OTHER
-        };
-        i += 1;
-    }
-    t
-};
-
-/// A byte that may continue an unquoted identifier.
-fn is_ident(b: u8) -> bool {
-    CLASS[b as usize] >= C_WORD
-}
-
-/// Index of the first byte at or after `i` that does not continue an identifier.
-fn ident_end(src: &[u8], mut i: usize) -> usize {
-    while i < src.len() && is_ident(src[i]) {
-        i += 1;
-    }
-    i
-}
-
-fn digits_end(src: &[u8], mut i: usize) -> usize {
-    while i < src.len() && src[i].is_ascii_digit() {
-        i += 1;
-    }
-    i
-}
-
-/// Splits SQL bytes into tokens, skipping whitespace and comments.
-///
-/// Executable comments (`/*! … */`, `/*!50110 … */`, `/*M! … */`) are code:
-/// the opener (with its version digits) and the matching `*/` are skipped
-/// and the content is lexed as SQL. Ordinary comments are checked for
-/// `rwproxy:` hints. An unterminated string, quoted identifier or comment
-/// ends the token stream with [`Lexer::error`] set.
-pub(crate) struct Lexer<'a> {
-    src: &'a [u8],
-    pos: usize,
-    /// Executable comments currently open; their `*/` closes one.
-    exec_depth: u32,
-    /// The text cannot be lexed (unterminated string or comment).
-    pub(crate) error: bool,
-    /// Routing hint seen in a comment so far.
-    pub(crate) hint: Option<Hint>,
-    /// Smallest `max_lag` hint seen so far.
-    pub(crate) max_lag: Option<Duration>,
-}
-
-impl<'a> Lexer<'a> {
-    pub(crate) fn new(src: &'a [u8]) -> Self {
-        Lexer {
-            src,
-            pos: 0,
-            exec_depth: 0,
-            error: false,
-            hint: None,
-            max_lag: None,
-        }
-    }
-
-    /// The next token, or `None` at the end of the text or on a lexing
-    /// error (then [`Lexer::error`] is set).
-    pub(crate) fn next_token(&mut self) -> Option<Token<'a>> {
-        let src = self.src;
-        loop {
-            let start = self.pos;
-            let Some(&b) = src.get(start) else {
-                if self.exec_depth > 0 {
-                    // An executable comment that never closes.
-                    self.error = true;
-                }
-                return None;
-            };
-            match CLASS[b as usize] {
-                C_SPACE => {
-                    self.pos += 1;
-                    continue;
-                }
-                C_WORD => {
-                    let end = ident_end(src, start + 1);
-                    return Some(self.token(TokenKind::Word, start, end));
-                }
-                C_DIGIT => return Some(self.number(start)),
-                _ => {}
-            }
-            let next = src.get(start + 1).copied();
-            match b {
-                b'\'' | b'"' => return self.quoted(start, b, TokenKind::Str),
-                b'`' => return self.quoted(start, b, TokenKind::QuotedIdent),
-                b'#' => self.line_comment(start + 1),
-                // `--` starts a comment only when followed by whitespace, a
-                // control character or the end; `1--1` is arithmetic.
-                b'-' if next == Some(b'-') && src.get(start + 2).is_none_or(|&c| c <= b' ') => {
-                    self.line_comment(start + 2)
-                }
-                b'/' if next == Some(b'*') => {
-                    if !self.block_comment(start) {
-                        return None;
-                    }
-                }
-                b'*' if next == Some(b'/') && self.exec_depth > 0 => {
-                    self.exec_depth -= 1;
-                    self.pos = start + 2;
-                }
-                b'@' => return Some(self.variable(start)),
-                b':' if next == Some(b'=') => {
-                    return Some(self.token(TokenKind::Assign, start, start + 2));
-                }
-                _ => return Some(self.token(TokenKind::Punct(b), start, start + 1)),
-            }
-        }
-    }
-
-    fn token(&mut self, kind: TokenKind, start: usize, end: usize) -> Token<'a> {
-        self.pos = end;
-        Token {
-            kind,
-            text: &self.src[start..end],
-            start,
-        }
-    }
-
-    fn fail(&mut self) {
-        self.error = true;
-        self.pos = self.src.len();
-        self.exec_depth = 0;
-    }
-
-    /// A string or quoted identifier opened by `quote` at `start`. Doubled
-    /// quotes escape a quote; in strings so does a backslash.
-    fn quoted(&mut self, start: usize, quote: u8, kind: TokenKind) -> Option<Token<'a>> {
-        let src = self.src;
-        let escape = if quote == b'`' { quote } else { b'\\' };
-        let mut i = start + 1;
-        loop {
-            i = find2(src, i, quote, escape);
-            let Some(&c) = src.get(i) else {
-                self.fail();
-                return None;
-            };
-            if c == quote {
-                if src.get(i + 1) == Some(&quote) {
-                    i += 2;
-                    continue;
-                }
-                return Some(self.token(kind, start, i + 1));
-            }
-            // A backslash: skip it and the byte it escapes.
-            i += 2;
-        }
-    }
-
-    /// A number at `start`. Something like `1abc` is a word (MySQL allows
-    /// identifiers that start with digits).
-    fn number(&mut self, start: usize) -> Token<'a> {
-        let src = self.src;
-        let mut i = digits_end(src, start);
-        if i == start + 1 && src[start] == b'0' {
-            // 0x1F, 0b101
-            fn is_bin(c: &u8) -> bool {
-                matches!(c, b'0' | b'1')
-            }
-            let radix_digit: Option<fn(&u8) -> bool> = match src.get(i) {
-                Some(b'x' | b'X') => Some(u8::is_ascii_hexdigit),
-                Some(b'b' | b'B') => Some(is_bin),
-                _ => None,
-            };
-            if let Some(is_digit) = radix_digit {
-                let mut j = i + 1;
-                while j < src.len() && is_digit(&src[j]) {
-                    j += 1;
-                }
-                if j > i + 1 && !src.get(j).is_some_and(|&c| is_ident(c)) {
-                    return self.token(TokenKind::Number, start, j);
-                }
-            }
-        }
-        let mut plain = true;
-        if src.get(i) == Some(&b'.') && src.get(i + 1).is_some_and(u8::is_ascii_digit) {
-            i = digits_end(src, i + 1);
-            plain = false;
-        }
-        if matches!(src.get(i), Some(b'e' | b'E')) {
-            let mut j = i + 1;
-            if matches!(src.get(j), Some(b'+' | b'-')) {
-                j += 1;
-            }
-            if src.get(j).is_some_and(u8::is_ascii_digit) {
-                i = digits_end(src, j);
-                plain = false;
-            }
-        }
-        if plain && src.get(i).is_some_and(|&c| is_ident(c)) {
-            let end = ident_end(src, i);
-            return self.token(TokenKind::Word, start, end);
-        }
-        self.token(TokenKind::Number, start, i)
-    }
-
-    /// `@…` at `start`: a user variable, a system variable, or a lone `@`.
-    fn variable(&mut self, start: usize) -> Token<'a> {
-        let src = self.src;
-        match src.get(start + 1) {
-            Some(b'@') => {
-                let mut i = start + 2;
-                while i < src.len() && (is_ident(src[i]) || src[i] == b'.') {
-                    i += 1;
-                }
-                if i > start + 2 {
-                    return self.token(TokenKind::SysVar, start, i);
-                }
-            }
-            Some(&q @ (b'\'' | b'"' | b'`')) => {
-                if let Some(t) = self.quoted(start + 1, q, TokenKind::UserVar) {
-                    return self.token(TokenKind::UserVar, start, t.end());
-                }
-                // Unterminated: `fail` has run; hand back the `@` and let
-                // the next call report the end.
-                return Token {
-                    kind: TokenKind::Punct(b'@'),
-                    text: &src[start..start + 1],
-                    start,
-                };
-            }
-            Some(&c) if is_ident(c) => {
-                let end = ident_end(src, start + 1);
-                return self.token(TokenKind::UserVar, start, end);
-            }
-            _ => {}
-        }
-        self.token(TokenKind::Punct(b'@'), start, start + 1)
-    }
-
-    /// A `#` or `-- ` comment whose text starts at `from`; runs to the end
-    /// of the line.
-    fn line_comment(&mut self, from: usize) {
-        let src = self.src;
-        let from = from.min(src.len());
-        let end = src[from..]
-            .iter()
-            .position(|&c| c == b'\n')
-            .map_or(src.len(), |p| from + p);
-        self.note_comment(&src[from..end]);
-        self.pos = (end + 1).min(src.len());
-    }
-
-    /// A `/*` comment at `start`. Returns false if it never ends.
-    fn block_comment(&mut self, start: usize) -> bool {
-        let src = self.src;
-        let body = start + 2;
-        let exec_body = match (src.get(body), src.get(body + 1)) {
-            (Some(b'!'), _) => Some(body + 1),
-            (Some(b'M'), Some(b'!')) => Some(body + 2),
-            _ => None,
-        };
-        if let Some(mut i) = exec_body {
-            // Version digits: 5 for MySQL (`50110`), 6 for MariaDB (`100100`).
-            let limit = (i + 6).min(src.len());
-            while i < limit && src[i].is_ascii_digit() {
-                i += 1;
-            }
-            self.exec_depth = self.exec_depth.saturating_add(1);
-            self.pos = i;
-            return true;
-        }
-        match find_comment_end(src, body) {
-            Some(end) => {
-                self.note_comment(&src[body..end]);
-                self.pos = end + 2;
-                true
-            }
-            None => {
-                self.fail();
-                false
-            }
-        }
-    }
-
-    /// Records a `rwproxy:` hint if the comment holds one.
-    fn note_comment(&mut self, content: &[u8]) {
-        const PREFIX: &[u8] = b"rwproxy:";
-        let c = content.trim_ascii();
-        if c.len() < PREFIX.len() || !c[..PREFIX.len()].eq_ignore_ascii_case(PREFIX) {
-            return;
-        }
-        let rest = &c[PREFIX.len()..];
-        if rest.eq_ignore_ascii_case(b"primary") {
-            self.hint = Some(Hint::Primary);
-        } else if rest.eq_ignore_ascii_case(b"replica") {
-            if self.hint != Some(Hint::Primary) {
-                self.hint = Some(Hint::Replica);
-            }
-        } else if let Some(lag) = parse_max_lag(rest) {
-            self.max_lag = Some(self.max_lag.map_or(lag, |m| m.min(lag)));
-        }
-    }
-}
-
-/// Index of the first byte at or after `i` that is `a` or `b` (`src.len()`
-/// if none). Strings are the longest tokens in typical statements, so this
-/// looks at 8 bytes per step (SWAR, safe code): for `x = chunk ^ splat(a)`,
-/// `(x - 0x01…) & !x & 0x80…` has the high bit set in the lowest byte where
-/// `x` is zero, and no false positive below it.
-fn find2(src: &[u8], mut i: usize, a: u8, b: u8) -> usize {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let (sa, sb) = (LO * u64::from(a), LO * u64::from(b));
-    while let Some(chunk) = src.get(i..).and_then(|s| s.first_chunk::<8>()) {
-        let v = u64::from_le_bytes(*chunk);
-        let (xa, xb) = (v ^ sa, v ^ sb);
-        let hit = ((xa.wrapping_sub(LO) & !xa) | (xb.wrapping_sub(LO) & !xb)) & HI;
-        if hit != 0 {
-            return i + (hit.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-    }
-    while i < src.len() && src[i] != a && src[i] != b {
-        i += 1;
-    }
-    i.min(src.len())
-}
-
-/// Offset of the `*/` that closes a comment whose body starts at `from`.
-fn find_comment_end(src: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    while i + 1 < src.len() {
-        // Step over bytes that cannot start `*/` without looking at pairs.
-        match src[i..src.len() - 1].iter().position(|&c| c == b'*') {
-            Some(p) => i += p,
-            None => return None,
-        }
-        if src[i + 1] == b'/' {
-            return Some(i);
-        }
-        i += 1;
-    }
-    None
-}
-
-/// `max_lag=<n>ms` or `max_lag=<n>s` (spaces around `=` allowed).
-fn parse_max_lag(s: &[u8]) -> Option<Duration> {
-    const KEY: &[u8] = b"max_lag";
-    if s.len() < KEY.len() || !s[..KEY.len()].eq_ignore_ascii_case(KEY) {
-        return None;
-    }
-    let s = s[KEY.len()..]
-        .trim_ascii_start()
-        .strip_prefix(b"=")?
-        .trim_ascii_start();
-    let digits = s.iter().take_while(|c| c.is_ascii_digit()).count();
-    if digits == 0 {
-        return None;
-    }
-    let mut n: u64 = 0;
-    for &d in &s[..digits] {
-        n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-    }
-    let unit = &s[digits..];
-    if unit.eq_ignore_ascii_case(b"ms") {
-        Some(Duration::from_millis(n))
-    } else if unit.eq_ignore_ascii_case(b"s") {
-        Some(Duration::from_secs(n))
-    } else {
-        None
-    }
 }
 
 #[cfg(test)]
@@ -1931,6 +1586,83 @@ mod tests {
     }
 
     #[test]
+    fn commits() {
+        for sql in [
+            "COMMIT",
+            "commit;",
+            "/* x */ COMMIT WORK",
+            " Commit work ; ",
+            // Comments after it are comments (the old scanner said no).
+            "COMMIT /* x */",
+            "COMMIT; -- done",
+        ] {
+            assert!(is_plain_commit(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "COMMITTED",
+            "COMMIT AND CHAIN",
+            "COMMIT RELEASE",
+            "ROLLBACK",
+            "COMMIT; SELECT 1",
+            "COMMIT;;",
+            "COMMIT '",
+            "",
+        ] {
+            assert!(!is_plain_commit(sql.as_bytes()), "{sql}");
+        }
+    }
+
+    #[test]
+    fn use_target_and_transaction_openers_are_carried() {
+        let schema = |sql: &str| classify(sql.as_bytes()).schema(sql.as_bytes());
+        assert_eq!(schema("USE app").as_deref(), Some("app"));
+        assert_eq!(schema("use `my db`;").as_deref(), Some("my db"));
+        assert_eq!(schema("  USE\tx  ").as_deref(), Some("x"));
+        assert_eq!(schema("USE `a``b`").as_deref(), Some("a`b"));
+        // The old `parse_use` missed these: a leading comment, a comment
+        // or executable comment around the name.
+        assert_eq!(schema("/* app */ USE app").as_deref(), Some("app"));
+        assert_eq!(schema("USE app -- x").as_deref(), Some("app"));
+        assert_eq!(schema("/*!USE app */").as_deref(), Some("app"));
+        assert_eq!(schema("USE "), None);
+        assert_eq!(schema("US"), None);
+        assert_eq!(schema("USE a b"), None);
+        assert_eq!(schema("SELECT 1"), None);
+        assert_eq!(schema("USE a; SELECT 1"), None);
+
+        let begins = |sql: &str| {
+            let c = classify(sql.as_bytes());
+            c.kind == Transaction && c.begins
+        };
+        for sql in [
+            "BEGIN",
+            "begin work",
+            "/* app */ START TRANSACTION READ ONLY",
+            "XA START 'x'",
+            "BEGIN; SELECT 1",
+            // An executable comment is code (the old `skip_comments`
+            // skipped it and said no).
+            "/*!BEGIN */",
+            "--\tc\nBEGIN",
+            // A leading empty statement does not hide it either.
+            ";BEGIN",
+        ] {
+            assert!(begins(sql), "{sql}");
+        }
+        for sql in [
+            "COMMIT",
+            "ROLLBACK",
+            "SAVEPOINT a",
+            "SELECT 1; BEGIN",
+            "COMMIT; BEGIN",
+        ] {
+            assert!(!begins(sql), "{sql}");
+        }
+        assert!(classify(b"SELECT @@socket").reads_socket);
+        assert!(!classify(b"SELECT '@@socket'").reads_socket);
+    }
+
+    #[test]
     fn every_keyword_is_found() {
         for (len, table) in BY_LEN.iter().enumerate() {
             for e in *table {
@@ -1944,73 +1676,10 @@ mod tests {
         assert_eq!(keyword(b"SELECTS"), Kw::Other);
         assert_eq!(keyword(b"_"), Kw::Other);
         // Folding merges `_` only with 0x7f, which never occurs in a word.
-        assert_eq!(CLASS[0x7f], C_OTHER);
+        assert!(!super::super::lex::is_ident(0x7f));
         assert!(!classify(b"SELECT GET\x7fLOCK('a')").pins_session);
         assert_eq!(keyword(b"last_insert_iD"), Kw::LastInsertId);
         assert_eq!(keyword(b"LAST_INSERT_IX"), Kw::Other);
         assert_eq!(keyword(b"SQL_CALC_FOUND_ROWz"), Kw::Other);
-    }
-
-    #[test]
-    fn find2_matches_naive_search() {
-        let mut x: u64 = 0x1234_5678_9abc_def1;
-        for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let len = (x % 40) as usize;
-            let buf: Vec<u8> = (0..len)
-                .map(|k| {
-                    [b'a', b'\'', b'\\', 0x80, 0x27 ^ 0x80, 0x5b][((x >> (k % 60)) % 6) as usize]
-                })
-                .collect();
-            let from = ((x >> 50) as usize) % (len + 2);
-            let naive = (from..len)
-                .find(|&k| buf[k] == b'\'' || buf[k] == b'\\')
-                .unwrap_or(len);
-            assert_eq!(
-                find2(&buf, from, b'\'', b'\\'),
-                naive,
-                "{buf:?} from {from}"
-            );
-        }
-    }
-
-    #[test]
-    fn lexer_tokens() {
-        let src = b"SELECT @a:=1, @@session.x, @'q r', 0x1F, 1.5e-3, 1abc, `b``c`, 'd''e' /*!50110 k */ -";
-        let mut lx = Lexer::new(src);
-        let mut kinds = Vec::new();
-        while let Some(t) = lx.next_token() {
-            kinds.push((t.kind, String::from_utf8_lossy(t.text).into_owned()));
-        }
-        assert!(!lx.error);
-        use TokenKind::*;
-        let want: Vec<(TokenKind, String)> = [
-            (Word, "SELECT"),
-            (UserVar, "@a"),
-            (Assign, ":="),
-            (Number, "1"),
-            (Punct(b','), ","),
-            (SysVar, "@@session.x"),
-            (Punct(b','), ","),
-            (UserVar, "@'q r'"),
-            (Punct(b','), ","),
-            (Number, "0x1F"),
-            (Punct(b','), ","),
-            (Number, "1.5e-3"),
-            (Punct(b','), ","),
-            (Word, "1abc"),
-            (Punct(b','), ","),
-            (QuotedIdent, "`b``c`"),
-            (Punct(b','), ","),
-            (Str, "'d''e'"),
-            (Word, "k"),
-            (Punct(b'-'), "-"),
-        ]
-        .into_iter()
-        .map(|(k, s)| (k, s.to_string()))
-        .collect();
-        assert_eq!(kinds, want);
     }
 }

@@ -4,11 +4,13 @@
 //! [`normalize`] turns `SELECT c FROM sbtest1 WHERE id=50114` and
 //! `select c  from sbtest1 where id = 7 -- x` into the same text,
 //! `SELECT c FROM sbtest1 WHERE id = ?`, and the same id (FNV-1a of that
-//! text). It is one pass of a small hand-written lexer over the raw bytes,
-//! like [`super::classify`], and shares its rules for what is a comment, a
-//! string and an executable comment, but it is a separate lexer because it
-//! must keep going where the classifier can stop (unterminated strings,
-//! anything after the first statement) and because it produces text.
+//! text). It is one pass over the tokens of [`super::lex`], the lexer the
+//! classifier uses too, so both agree on comments, strings, executable
+//! comments and identifiers. What is digest-specific is here: signs and
+//! `.5` as part of a number where an operand is expected, literal
+//! introducers (`X'1F'`, `_utf8mb4'a'`), which words are upper-cased, and
+//! list collapsing. Unlike the classifier it keeps going over text that
+//! does not lex (an unterminated string is one last literal).
 //!
 //! The digest text is canonical: tokens are separated by exactly one space
 //! except around `.`, after `(`, before `)` `,` `;`, and between a function
@@ -22,6 +24,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+
+use super::lex::{Lexer, Mark, Token, TokenKind};
 
 /// Longest digest text [`normalize`] produces, in bytes (including the
 /// truncation mark). Callers that reuse one buffer should give it this
@@ -68,8 +72,7 @@ pub fn normalize(sql: &[u8], out: &mut String) -> u64 {
     buf.clear();
     let mut n = Normalizer {
         src: sql,
-        pos: 0,
-        exec_depth: 0,
+        lx: Lexer::new(sql),
         prev: Class::Start,
         list_kw: ListKw::None,
         semi: false,
@@ -207,8 +210,9 @@ impl Tok {
 /// not to be: the list is then lexed again, token by token.
 #[derive(Debug, Clone, Copy)]
 struct Snapshot {
+    /// Source offset of the token the snapshot was taken at.
     pos: usize,
-    exec_depth: u32,
+    lexer: Mark,
     prev: Class,
     list_kw: ListKw,
     semi: bool,
@@ -242,9 +246,7 @@ enum Mode {
 
 struct Normalizer<'a> {
     src: &'a [u8],
-    pos: usize,
-    /// Executable comments currently open; their `*/` closes one.
-    exec_depth: u32,
+    lx: Lexer<'a>,
     /// Class of the last emitted token.
     prev: Class,
     /// The last emitted token was `IN`/`VALUES`/`VALUE`.
@@ -340,6 +342,10 @@ impl Normalizer<'_> {
     }
 
     /// Handles a token outside any list.
+    // Forced inline: with the lexer's hot path inlined into `run`, LLVM
+    // stopped inlining this (and the `emit` inside it), which cost ~8% of
+    // the sysbench point select (perf, `benches/digest.rs`).
+    #[inline(always)]
     fn normal(&mut self, t: Tok) {
         match t.class {
             Class::Semi => {
@@ -367,7 +373,7 @@ impl Normalizer<'_> {
     fn snapshot(&self, pos: usize) -> Snapshot {
         Snapshot {
             pos,
-            exec_depth: self.exec_depth,
+            lexer: self.lx.mark_at(pos),
             prev: self.prev,
             list_kw: self.list_kw,
             semi: self.semi,
@@ -377,8 +383,7 @@ impl Normalizer<'_> {
 
     /// Gives up collapsing: back to `snap`, to lex the list token by token.
     fn abandon(&mut self, snap: Snapshot) {
-        self.pos = snap.pos;
-        self.exec_depth = snap.exec_depth;
+        self.lx.rewind(snap.lexer);
         self.prev = snap.prev;
         self.list_kw = snap.list_kw;
         self.semi = snap.semi;
@@ -462,230 +467,89 @@ impl Normalizer<'_> {
     }
 
     /// The next token, skipping whitespace and comments; `None` at the end.
+    #[inline(always)]
     fn next_tok(&mut self) -> Option<Tok> {
+        let t = self.lx.next_token()?;
+        let start = t.start;
         let src = self.src;
-        loop {
-            let start = self.pos;
-            let b = *src.get(start)?;
-            // The two most common bytes first, before the full dispatch.
-            if b == b' ' {
-                self.pos += 1;
-                continue;
+        Some(match t.kind {
+            TokenKind::Word => self.word(t),
+            TokenKind::Number | TokenKind::Str | TokenKind::Punct(b'?') => Tok::lit(start),
+            TokenKind::QuotedIdent => Tok::new(Class::QIdent, Text::Src(start, t.end()), start),
+            TokenKind::UserVar | TokenKind::SysVar => {
+                Tok::new(Class::Var, Text::Src(start, t.end()), start)
             }
-            if is_ident(b) && !b.is_ascii_digit() {
-                return Some(self.word(start));
+            TokenKind::Punct(b'@') => {
+                // A nameless `@@` is one variable-like token here.
+                let end = if src.get(start + 1) == Some(&b'@') {
+                    self.lx.rewind(self.lx.mark_at(start + 2));
+                    start + 2
+                } else {
+                    start + 1
+                };
+                Tok::new(Class::Var, Text::Src(start, end), start)
             }
-            let next = src.get(start + 1).copied();
-            match b {
-                b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => self.pos += 1,
-                b'#' => self.pos = line_end(src, start + 1),
-                // `--` starts a comment only when followed by whitespace, a
-                // control character or the end; `1--1` is arithmetic.
-                b'-' if next == Some(b'-') && src.get(start + 2).is_none_or(|&c| c <= b' ') => {
-                    self.pos = line_end(src, start + 2);
-                }
-                b'/' if next == Some(b'*') => self.block_comment(start),
-                b'*' if next == Some(b'/') && self.exec_depth > 0 => {
-                    self.exec_depth -= 1;
-                    self.pos = start + 2;
-                }
-                b'\'' | b'"' => {
-                    self.pos = string_end(src, start + 1, b);
-                    return Some(Tok::lit(start));
-                }
-                b'`' => {
-                    self.pos = backtick_end(src, start + 1);
-                    return Some(Tok::new(Class::QIdent, Text::Src(start, self.pos), start));
-                }
-                b'0'..=b'9' => return Some(self.number(start, start)),
-                b'.' if next.is_some_and(|c| c.is_ascii_digit()) && !self.prev.ends_operand() => {
-                    return Some(self.number(start, start));
-                }
-                b'-' | b'+' if !self.prev.ends_operand() => {
-                    // A sign, if a number follows (spaces allowed between).
-                    let mut j = start + 1;
-                    while src.get(j).is_some_and(|&c| c == b' ' || c == b'\t') {
-                        j += 1;
+            TokenKind::Punct(b'(') => Tok::new(Class::Open, Text::Src(start, start + 1), start),
+            TokenKind::Punct(b')') => Tok::new(Class::Close, Text::Src(start, start + 1), start),
+            TokenKind::Punct(b',') => Tok::new(Class::Comma, Text::Src(start, start + 1), start),
+            TokenKind::Punct(b';') => Tok::new(Class::Semi, Text::Src(start, start + 1), start),
+            TokenKind::Punct(b'.') => {
+                // `.5` where an operand is expected is a number; after
+                // one (`t.5x`) it qualifies a name.
+                if src.get(start + 1).is_some_and(u8::is_ascii_digit) && !self.prev.ends_operand() {
+                    let n = self.lx.number_at(start);
+                    if n.kind == TokenKind::Number {
+                        return Some(Tok::lit(start));
                     }
-                    let starts_number = match src.get(j) {
-                        Some(c) if c.is_ascii_digit() => true,
-                        Some(b'.') => src.get(j + 1).is_some_and(u8::is_ascii_digit),
-                        _ => false,
-                    };
-                    if starts_number {
-                        let t = self.number(j, start);
-                        if t.class == Class::Lit {
-                            return Some(t);
-                        }
-                    }
-                    self.pos = start + 1;
-                    return Some(self.punct(start));
+                    return Some(Tok::new(Class::Ident, Text::Src(n.start, n.end()), n.start));
                 }
-                b'@' => return Some(self.variable(start)),
-                b'?' => {
-                    self.pos = start + 1;
-                    return Some(Tok::lit(start));
-                }
-                _ if is_ident(b) => return Some(self.word(start)),
-                _ => return Some(self.punct(start)),
+                Tok::new(Class::Dot, Text::Src(start, start + 1), start)
             }
-        }
-    }
-
-    /// `/*` at `start`: an executable comment's opener (its content is
-    /// code) or an ordinary comment (skipped; unterminated runs to the end).
-    fn block_comment(&mut self, start: usize) {
-        let src = self.src;
-        let body = start + 2;
-        let exec_body = match (src.get(body), src.get(body + 1)) {
-            (Some(b'!'), _) => Some(body + 1),
-            (Some(b'M'), Some(b'!')) => Some(body + 2),
-            _ => None,
-        };
-        if let Some(mut i) = exec_body {
-            // Version digits: 5 for MySQL (`50110`), 6 for MariaDB (`100100`).
-            let limit = (i + 6).min(src.len());
-            while i < limit && src[i].is_ascii_digit() {
-                i += 1;
-            }
-            self.exec_depth = self.exec_depth.saturating_add(1);
-            self.pos = i;
-            return;
-        }
-        self.pos = find_comment_end(src, body).map_or(src.len(), |e| e + 2);
-    }
-
-    /// A number whose digits start at `digits`; the literal (with any sign)
-    /// starts at `start`. Something like `1abc` is a word: MySQL allows
-    /// identifiers that start with digits.
-    fn number(&mut self, digits: usize, start: usize) -> Tok {
-        let src = self.src;
-        let at = |i: usize| src.get(i).copied();
-        let mut i = digits;
-        if at(i) == Some(b'0') {
-            let radix: Option<fn(&u8) -> bool> = match at(i + 1) {
-                Some(b'x' | b'X') => Some(u8::is_ascii_hexdigit),
-                Some(b'b' | b'B') => Some(|c| matches!(c, b'0' | b'1')),
-                _ => None,
-            };
-            if let Some(is_digit) = radix {
-                let mut j = i + 2;
-                while src.get(j).is_some_and(is_digit) {
+            TokenKind::Punct(b'-' | b'+') if !self.prev.ends_operand() => {
+                // A sign, if a number follows (spaces allowed between).
+                let mut j = start + 1;
+                while src.get(j).is_some_and(|&c| c == b' ' || c == b'\t') {
                     j += 1;
                 }
-                if j > i + 2 && !at(j).is_some_and(is_ident) {
-                    self.pos = j;
-                    return Tok::lit(start);
+                let starts_number = match src.get(j) {
+                    Some(c) if c.is_ascii_digit() => true,
+                    Some(b'.') => src.get(j + 1).is_some_and(u8::is_ascii_digit),
+                    _ => false,
+                };
+                if starts_number {
+                    let back = self.lx.mark();
+                    if self.lx.number_at(j).kind == TokenKind::Number {
+                        return Some(Tok::lit(start));
+                    }
+                    self.lx.rewind(back);
                 }
+                Tok::new(Class::Op, Text::Src(start, start + 1), start)
             }
-        }
-        i = digits_end(src, i);
-        // A run of digits that goes on into identifier bytes (`1abc`,
-        // `3e1x`) is an identifier, as MySQL lexes it, unless it already
-        // holds a `.` or a signed exponent.
-        let mut punctuated = false;
-        if at(i) == Some(b'.') {
-            // `1.5`, `.5`, and `1.` (but `1.e5`'s `e` is left alone).
-            match at(i + 1) {
-                Some(c) if c.is_ascii_digit() => {
-                    i = digits_end(src, i + 1);
-                    punctuated = true;
-                }
-                Some(c) if is_ident(c) => {}
-                _ if i > digits => {
-                    i += 1;
-                    punctuated = true;
-                }
-                _ => {}
+            TokenKind::Punct(_) | TokenKind::Op | TokenKind::Assign => {
+                Tok::new(Class::Op, Text::Src(start, t.end()), start)
             }
-        }
-        if matches!(at(i), Some(b'e' | b'E')) {
-            let mut j = i + 1;
-            if matches!(at(j), Some(b'+' | b'-')) {
-                j += 1;
-            }
-            if at(j).is_some_and(|c| c.is_ascii_digit()) {
-                // `1e+5x` is `1e+5` then `x`: a sign cannot be in a word.
-                punctuated |= j > i + 1;
-                i = digits_end(src, j);
-            }
-        }
-        if !punctuated && at(i).is_some_and(is_ident) {
-            let end = ident_end(src, i);
-            self.pos = end;
-            return Tok::new(Class::Ident, Text::Src(digits, end), digits);
-        }
-        self.pos = i;
-        Tok::lit(start)
+        })
     }
 
-    /// `@…` at `start`: a user variable, a system variable, or a lone `@`.
-    fn variable(&mut self, start: usize) -> Tok {
+    /// A word: keyword, function name, identifier, or the introducer of
+    /// a literal (`X'1F'`, `b'01'`, `N'a'`, `_utf8mb4'a'`).
+    fn word(&mut self, t: Token<'_>) -> Tok {
         let src = self.src;
-        let end = match src.get(start + 1) {
-            Some(b'@') => {
-                let mut i = start + 2;
-                while src.get(i).is_some_and(|&c| is_ident(c) || c == b'.') {
-                    i += 1;
-                }
-                i
-            }
-            Some(&q @ (b'\'' | b'"')) => string_end(src, start + 2, q),
-            Some(b'`') => backtick_end(src, start + 2),
-            Some(&c) if is_ident(c) => ident_end(src, start + 1),
-            _ => start + 1,
-        };
-        self.pos = end;
-        Tok::new(Class::Var, Text::Src(start, end), start)
-    }
-
-    /// Operators (the multi-byte ones as one token) and punctuation.
-    fn punct(&mut self, start: usize) -> Tok {
-        let src = self.src;
-        let b = src[start];
-        let class = match b {
-            b'(' => Class::Open,
-            b')' => Class::Close,
-            b',' => Class::Comma,
-            b'.' => Class::Dot,
-            b';' => Class::Semi,
-            _ => Class::Op,
-        };
-        let mut end = start + 1;
-        if class == Class::Op {
-            let rest = &src[start..];
-            const OPS: [&[u8]; 12] = [
-                b"<=>", b"->>", b"<=", b">=", b"<>", b"!=", b":=", b"||", b"&&", b"<<", b">>",
-                b"->",
-            ];
-            if let Some(op) = OPS.iter().find(|op| rest.starts_with(op)) {
-                end = start + op.len();
-            }
-        }
-        self.pos = end;
-        Tok::new(class, Text::Src(start, end), start)
-    }
-
-    /// A word at `start`: keyword, function name, identifier, or the
-    /// introducer of a literal (`X'1F'`, `b'01'`, `N'a'`, `_utf8mb4'a'`).
-    fn word(&mut self, start: usize) -> Tok {
-        let src = self.src;
-        let end = ident_end(src, start + 1);
+        let (start, end) = (t.start, t.end());
         let len = end - start;
         match src.get(end) {
             Some(b'\'')
                 if len == 1 && matches!(src[start], b'x' | b'X' | b'b' | b'B' | b'n' | b'N') =>
             {
-                self.pos = string_end(src, end + 1, b'\'');
+                self.lx.next_token();
                 return Tok::lit(start);
             }
-            Some(&q @ (b'\'' | b'"')) if src[start] == b'_' => {
-                self.pos = string_end(src, end + 1, q);
+            Some(b'\'' | b'"') if src[start] == b'_' => {
+                self.lx.next_token();
                 return Tok::lit(start);
             }
             _ => {}
         }
-        self.pos = end;
         let ident = Tok::new(Class::Ident, Text::Src(start, end), start);
         // Qualified names are identifiers whatever they spell.
         if len > KW_MAX || self.prev == Class::Dot || src.get(end) == Some(&b'.') {
@@ -722,47 +586,6 @@ fn is_char_start(s: &[u8], i: usize) -> bool {
     s.get(i).is_none_or(|&b| !(0x80..0xc0).contains(&b))
 }
 
-/// Identifier bytes: ASCII letters, digits, `_`, `$`, and any non-ASCII
-/// byte (MySQL identifiers may hold any Unicode letter).
-#[inline]
-fn is_ident(c: u8) -> bool {
-    IDENT[usize::from(c)]
-}
-
-static IDENT: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut c = 0;
-    while c < 256 {
-        let b = c as u8;
-        t[c] = b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
-        c += 1;
-    }
-    t
-};
-
-fn ident_end(src: &[u8], mut i: usize) -> usize {
-    while src.get(i).is_some_and(|&c| is_ident(c)) {
-        i += 1;
-    }
-    i
-}
-
-fn digits_end(src: &[u8], mut i: usize) -> usize {
-    while src.get(i).is_some_and(u8::is_ascii_digit) {
-        i += 1;
-    }
-    i
-}
-
-/// Offset just past the newline that ends a line comment (or the end).
-fn line_end(src: &[u8], from: usize) -> usize {
-    let from = from.min(src.len());
-    src[from..]
-        .iter()
-        .position(|&c| c == b'\n')
-        .map_or(src.len(), |p| from + p + 1)
-}
-
 /// Whether the next non-blank byte at or after `i` is `(`.
 fn next_is_open_paren(src: &[u8], mut i: usize) -> bool {
     while let Some(&c) = src.get(i) {
@@ -773,79 +596,6 @@ fn next_is_open_paren(src: &[u8], mut i: usize) -> bool {
         }
     }
     false
-}
-
-/// Offset just past the quote that closes a string whose body starts at
-/// `i` (or the end, if it never closes). Doubled quotes and backslashes
-/// escape.
-fn string_end(src: &[u8], mut i: usize, quote: u8) -> usize {
-    loop {
-        i = find2(src, i, quote, b'\\');
-        match src.get(i) {
-            None => return src.len(),
-            Some(&c) if c == quote => {
-                if src.get(i + 1) == Some(&quote) {
-                    i += 2;
-                } else {
-                    return i + 1;
-                }
-            }
-            // A backslash: skip it and the byte it escapes.
-            Some(_) => i += 2,
-        }
-    }
-}
-
-/// Like [`string_end`] for a back-quoted identifier (only `` `` `` escapes).
-fn backtick_end(src: &[u8], mut i: usize) -> usize {
-    loop {
-        i = find2(src, i, b'`', b'`');
-        if i >= src.len() {
-            return src.len();
-        }
-        if src.get(i + 1) == Some(&b'`') {
-            i += 2;
-        } else {
-            return i + 1;
-        }
-    }
-}
-
-/// Index of the first byte at or after `i` that is `a` or `b` (`src.len()`
-/// if none), 8 bytes per step: for `x = chunk ^ splat(a)`,
-/// `(x - 0x01…) & !x & 0x80…` has the high bit set in the lowest byte
-/// where `x` is zero, with no false positive below it. Strings are the
-/// longest tokens in typical statements (sysbench's 120-byte `c`).
-fn find2(src: &[u8], mut i: usize, a: u8, b: u8) -> usize {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let (sa, sb) = (LO * u64::from(a), LO * u64::from(b));
-    while let Some(chunk) = src.get(i..).and_then(|s| s.first_chunk::<8>()) {
-        let v = u64::from_le_bytes(*chunk);
-        let (xa, xb) = (v ^ sa, v ^ sb);
-        let hit = ((xa.wrapping_sub(LO) & !xa) | (xb.wrapping_sub(LO) & !xb)) & HI;
-        if hit != 0 {
-            return i + (hit.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-    }
-    while i < src.len() && src[i] != a && src[i] != b {
-        i += 1;
-    }
-    i.min(src.len())
-}
-
-/// Offset of the `*/` that closes a comment whose body starts at `from`.
-fn find_comment_end(src: &[u8], from: usize) -> Option<usize> {
-    let mut i = from;
-    loop {
-        let p = src.get(i..)?.iter().position(|&c| c == b'*')?;
-        i += p;
-        if src.get(i + 1) == Some(&b'/') {
-            return Some(i);
-        }
-        i += 1;
-    }
 }
 
 // ---------------------------------------------------------------------------

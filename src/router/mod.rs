@@ -2,6 +2,9 @@
 //!
 //! [`classify`] turns SQL into a [`classify::Classified`]; [`route`] is a
 //! pure function of that, the session's state and the topology snapshot.
+//! [`lex`] is the one SQL lexer under [`classify`], [`digest`] (statement
+//! digests) and [`set`] (`SET` parsing); [`rules`] are the operator's
+//! routing rules.
 //!
 //! The rules, in order:
 //! 1. A `rwproxy:primary` hint, or any statement that is not a plain read,
@@ -24,6 +27,7 @@
 
 pub mod classify;
 pub mod digest;
+pub mod lex;
 pub mod rules;
 pub mod set;
 

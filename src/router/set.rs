@@ -10,7 +10,7 @@
 //! It reuses the classifier's lexer, so comments, executable comments
 //! and quoting are understood the same way in both places.
 
-use super::classify::{Lexer, Token, TokenKind};
+use super::lex::{Lexer, Token, TokenKind};
 
 /// One assignment the session must remember and replay.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -322,48 +322,11 @@ pub async fn serve<S: ClientTransport>(shared: Arc<Shared>, stream: S, peer: Cli
 /// a backend, bypassing rwproxy. A proxy's backends' sockets are never the
 /// client's to use, so `@@socket` is answered as NULL (the request is
 /// rewritten; the answer is still the server's own bytes). Returns the
-/// rewritten payload, or `None` when the statement does not mention it
-/// (the common case costs one scan for '@'). Statements with quotes are
-/// left alone.
+/// rewritten payload, or `None` when the statement does not read it
+/// (`Classified::reads_socket` says so without looking at the text
+/// again). Only code is rewritten, never a string or comment.
 fn hide_socket(payload: &[u8]) -> Option<Vec<u8>> {
-    const NEEDLE: &[u8] = b"@@socket";
-    let sql = payload.get(1..)?;
-    let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'$';
-    let mut hits = Vec::new();
-    let mut i = 0;
-    while let Some(off) = sql
-        .get(i..)
-        .and_then(|rest| rest.iter().position(|&b| b == b'@'))
-    {
-        let at = i + off;
-        let end = at + NEEDLE.len();
-        if sql
-            .get(at..end)
-            .is_some_and(|w| w.eq_ignore_ascii_case(NEEDLE))
-            && !sql.get(end).copied().is_some_and(is_ident)
-            && (at == 0 || sql[at - 1] != b'@')
-        {
-            hits.push(at);
-            i = end;
-        } else {
-            i = at + 1;
-        }
-    }
-    // Never touch text that has quotes: `@@socket` might sit inside a
-    // string literal (user data). Drivers' probes have none.
-    if hits.is_empty() || sql.iter().any(|b| matches!(b, b'\'' | b'"' | b'`')) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(payload.len() + 16);
-    out.push(payload[0]);
-    let mut last = 0;
-    for at in hits {
-        out.extend_from_slice(&sql[last..at]);
-        out.extend_from_slice(b"NULL");
-        last = at + NEEDLE.len();
-    }
-    out.extend_from_slice(&sql[last..]);
-    Some(out)
+    crate::router::lex::replace_socket_var(payload)
 }
 
 /// Answers a connection rwproxy will not serve with an ERR and closes it.
@@ -928,7 +891,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 // Normalized (literals as `?`), never the raw text: string
                 // literals carry passwords (`IDENTIFIED BY '…'`) and user data.
                 debug!(parent: &self.span, statement = %digest::Redacted(sql), kind = ?c.kind, "query");
-                match hide_socket(payload) {
+                match c.reads_socket.then(|| hide_socket(payload)).flatten() {
                     Some(rewritten) => self.on_query(&rewritten, c).await,
                     None => self.on_query(payload, c).await,
                 }
@@ -1145,7 +1108,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     self.state_applied(&route_idx, before);
                 }
                 StatementKind::Use => {
-                    if let Some(db) = state::parse_use(sql) {
+                    if let Some(db) = c.schema(sql) {
                         self.schema_selected(&route_idx, db);
                     }
                 }
@@ -1189,13 +1152,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         payload: &[u8],
         expect: Expect,
     ) -> Result<Ran, ExecError> {
-        let c = Classified {
-            kind,
-            hint: None,
-            max_lag: None,
-            pins_session: false,
-            tx: TxOpen::None,
-        };
+        let c = Classified::of(kind);
         self.execute(&c, None, Work::Command { payload, expect })
             .await
     }
@@ -1608,7 +1565,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .replica_tx
             .as_ref()
             .is_some_and(|t| t.server == self.conns[pos].server);
-        let commit = read_only_tx && is_commit(payload.get(1..).unwrap_or_default());
+        let commit =
+            read_only_tx && classify::is_plain_commit(payload.get(1..).unwrap_or_default());
         let client_caches = self
             .ext
             .contains(MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA);
@@ -1900,14 +1858,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 /// `BEGIN`, `START TRANSACTION`, `XA …`, or `SET autocommit = 0`.
 fn opens_transaction(c: &Classified, sql: &[u8]) -> bool {
     match c.kind {
-        StatementKind::Transaction => {
-            let word: Vec<u8> = skip_comments(sql)
-                .iter()
-                .take_while(|b| b.is_ascii_alphabetic())
-                .map(u8::to_ascii_uppercase)
-                .collect();
-            matches!(&word[..], b"BEGIN" | b"START" | b"XA")
-        }
+        StatementKind::Transaction => c.begins,
         StatementKind::Set => match crate::router::set::parse_set(sql) {
             crate::router::set::SetEffect::Session(items) => items.iter().any(|i| {
                 i.key == "autocommit" && {
@@ -1918,48 +1869,6 @@ fn opens_transaction(c: &Classified, sql: &[u8]) -> bool {
             _ => false,
         },
         _ => false,
-    }
-}
-
-/// Whether a statement is a plain `COMMIT [WORK]`.
-fn is_commit(sql: &[u8]) -> bool {
-    let rest = skip_comments(sql);
-    let word = |s: &[u8], w: &[u8]| {
-        s.len() >= w.len()
-            && s[..w.len()].eq_ignore_ascii_case(w)
-            && !s
-                .get(w.len())
-                .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
-    };
-    if !word(rest, b"COMMIT") {
-        return false;
-    }
-    let after = rest[6..].trim_ascii();
-    let after = if word(after, b"WORK") {
-        after[4..].trim_ascii()
-    } else {
-        after
-    };
-    after.is_empty() || after == b";"
-}
-
-/// The statement text after leading whitespace and comments.
-fn skip_comments(mut sql: &[u8]) -> &[u8] {
-    loop {
-        sql = sql.trim_ascii_start();
-        if let Some(rest) = sql.strip_prefix(b"/*") {
-            match rest.windows(2).position(|w| w == b"*/") {
-                Some(end) => sql = &rest[end + 2..],
-                None => return &[],
-            }
-        } else if sql.starts_with(b"#") || sql.starts_with(b"-- ") {
-            match sql.iter().position(|&b| b == b'\n') {
-                Some(end) => sql = &sql[end + 1..],
-                None => return &[],
-            }
-        } else {
-            return sql;
-        }
     }
 }
 
@@ -2035,28 +1944,6 @@ mod tests {
             "SET NAMES utf8mb4",
         ] {
             assert!(!opens(sql), "{sql}");
-        }
-    }
-
-    #[test]
-    fn commits() {
-        for sql in [
-            "COMMIT",
-            "commit;",
-            "/* x */ COMMIT WORK",
-            " Commit work ; ",
-        ] {
-            assert!(super::is_commit(sql.as_bytes()), "{sql}");
-        }
-        for sql in [
-            "COMMITTED",
-            "COMMIT AND CHAIN",
-            "COMMIT RELEASE",
-            "ROLLBACK",
-            "COMMIT; SELECT 1",
-            "",
-        ] {
-            assert!(!super::is_commit(sql.as_bytes()), "{sql}");
         }
     }
 

@@ -135,34 +135,3 @@ impl State {
 fn refused(e: crate::protocol::ClientError) -> BackendError {
     BackendError::Replay(e)
 }
-
-/// The schema named by `USE db` (backticks and trailing `;` removed).
-pub fn parse_use(sql: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(sql);
-    let t = text.trim();
-    let rest = t
-        .get(..3)
-        .filter(|k| k.eq_ignore_ascii_case("use"))
-        .map(|_| &t[3..])?;
-    let name = rest.trim().trim_end_matches(';').trim();
-    let name = name
-        .strip_prefix('`')
-        .and_then(|n| n.strip_suffix('`'))
-        .map(|n| n.replace("``", "`"))
-        .unwrap_or_else(|| name.to_string());
-    (!name.is_empty()).then_some(name)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn use_names() {
-        assert_eq!(parse_use(b"USE app").as_deref(), Some("app"));
-        assert_eq!(parse_use(b"use `my db`;").as_deref(), Some("my db"));
-        assert_eq!(parse_use(b"  USE\tx  ").as_deref(), Some("x"));
-        assert_eq!(parse_use(b"USE "), None);
-        assert_eq!(parse_use(b"US"), None);
-    }
-}
