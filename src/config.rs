@@ -588,16 +588,24 @@ pub enum RuleRoute {
     Replica,
 }
 
-/// A statement kind as `[[rules]] kind` names it; the router's
-/// classification of the same name (`crate::router::classify::StatementKind`).
+/// What a statement is, as far as routing cares. Spelled in snake case in
+/// the configuration (`[[rules]] kind = "read_primary"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RuleKind {
+pub enum StatementKind {
+    /// A plain read that any up-to-date server may answer (replica-eligible).
     Read,
+    /// A read that must run on the primary: locking reads, `SELECT … INTO`,
+    /// reads of per-connection results (`LAST_INSERT_ID()`, `FOUND_ROWS()`,
+    /// `ROW_COUNT()`), sequences, `SQL_CALC_FOUND_ROWS`, `SHOW`.
     ReadPrimary,
+    /// Writes, DDL, `CALL`, `LOAD DATA`, and anything unknown or unparseable.
     Write,
+    /// `BEGIN`, `START TRANSACTION`, `COMMIT`, `ROLLBACK`, `SAVEPOINT`, `XA …`.
     Transaction,
+    /// A `SET` statement: see `crate::router::set::parse_set` for what it sets.
     Set,
+    /// `USE db`.
     Use,
 }
 
@@ -613,7 +621,7 @@ pub struct RuleConfig {
     /// Statement kind as the router classifies it (`read`, `read_primary`,
     /// `write`, `transaction`, `set`, `use`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<RuleKind>,
+    pub kind: Option<StatementKind>,
     /// A digest text as `SHOW DIGESTS` prints it (it is normalized again,
     /// so any spelling of the same statement shape works) or its 16-hex
     /// digest id.

@@ -24,26 +24,9 @@ use std::time::Duration;
 pub use super::lex::Hint;
 use super::lex::{Lexer, Span, Token, TokenKind};
 
-/// What a statement is, as far as routing cares. Spelled in snake case in
-/// the configuration (`[[rules]] kind = "read_primary"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StatementKind {
-    /// A plain read that any up-to-date server may answer (replica-eligible).
-    Read,
-    /// A read that must run on the primary: locking reads, `SELECT … INTO`,
-    /// reads of per-connection results (`LAST_INSERT_ID()`, `FOUND_ROWS()`,
-    /// `ROW_COUNT()`), sequences, `SQL_CALC_FOUND_ROWS`, `SHOW`.
-    ReadPrimary,
-    /// Writes, DDL, `CALL`, `LOAD DATA`, and anything unknown or unparseable.
-    Write,
-    /// `BEGIN`, `START TRANSACTION`, `COMMIT`, `ROLLBACK`, `SAVEPOINT`, `XA …`.
-    Transaction,
-    /// A `SET` statement: see [`super::set::parse_set`] for what it sets.
-    Set,
-    /// `USE db`.
-    Use,
-}
+/// What a statement is, as far as routing cares (defined with the
+/// configuration, which names kinds in `[[rules]] kind`).
+pub use crate::config::StatementKind;
 
 /// The result of classifying one COM_QUERY text (which may hold several
 /// statements when multi-statements are enabled).

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::SessionView;
 use super::classify::{Classified, Hint, StatementKind};
-use crate::config::{ConfigError, RuleAction, RuleConfig, RuleKind, RuleRoute};
+use crate::config::{ConfigError, RuleAction, RuleConfig, RuleRoute};
 
 /// The longest rule name; names go into error messages and metric labels.
 const MAX_NAME_LEN: usize = 64;
@@ -175,7 +175,7 @@ impl RuleSet {
             };
             rules.push(Rule {
                 name: name.into(),
-                kind: r.kind.map(statement_kind),
+                kind: r.kind,
                 digest,
                 regex,
                 user: r.user.clone(),
@@ -243,18 +243,6 @@ impl RuleSet {
             return Some(r);
         }
         None
-    }
-}
-
-/// The router's statement kind a rule's `kind` names.
-fn statement_kind(k: RuleKind) -> StatementKind {
-    match k {
-        RuleKind::Read => StatementKind::Read,
-        RuleKind::ReadPrimary => StatementKind::ReadPrimary,
-        RuleKind::Write => StatementKind::Write,
-        RuleKind::Transaction => StatementKind::Transaction,
-        RuleKind::Set => StatementKind::Set,
-        RuleKind::Use => StatementKind::Use,
     }
 }
 
