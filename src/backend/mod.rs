@@ -479,6 +479,27 @@ impl BackendConn {
         self.run_internal(&payload, Expect::Query).await
     }
 
+    /// One exchange of rwproxy's own (state replay, GTID reads, pings,
+    /// resets): `read` reads the answer. Bounded like client statements
+    /// ([`guard::guarded`]): a hung or demoted server must not hold a
+    /// session in the middle of a state replay or a GTID read.
+    async fn own_exchange<T>(
+        &mut self,
+        payload: &[u8],
+        read: impl AsyncFnOnce(&mut PacketStream<BackendIo>) -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        let (cut, bound) = (self.cut.clone(), self.read_timeout);
+        let exchange = async {
+            let mut ex = self.exchange(payload).await?;
+            let v = read(ex.stream()).await?;
+            ex.finish();
+            Ok::<_, BackendError>(v)
+        };
+        guard::guarded(exchange, &cut, bound)
+            .await
+            .map_err(|c| BackendError::Io(c.io_error().into()))?
+    }
+
     /// Runs a one-value query rwproxy needs itself (e.g. `@@last_gtid`)
     /// and returns the first column of the first row as text.
     pub async fn query_value(&mut self, sql: &str) -> Result<Option<String>, BackendError> {
@@ -486,46 +507,23 @@ impl BackendConn {
         payload.push(code::COM_QUERY);
         payload.extend_from_slice(sql.as_bytes());
         let (caps, flag) = (self.caps, self.caches_metadata());
-        let (cut, bound) = (self.cut.clone(), self.read_timeout);
-        let v = guard::guarded(
-            async {
-                let mut ex = self.exchange(&payload).await?;
-                let v = response::read_single_value(ex.stream(), caps, flag).await?;
-                ex.finish();
-                Ok::<_, BackendError>(v)
-            },
-            &cut,
-            bound,
-        )
+        self.own_exchange(&payload, async |stream| {
+            Ok(response::read_single_value(stream, caps, flag).await?)
+        })
         .await
-        .map_err(|c| BackendError::Io(c.io_error().into()))??;
-        Ok(v)
     }
 
-    /// Statements rwproxy sends itself are bounded like client statements
-    /// ([`guard::guarded`]): a hung server must not hold a session in the
-    /// middle of a state replay or a GTID read.
     async fn run_internal(
         &mut self,
         payload: &[u8],
         expect: Expect,
     ) -> Result<Option<ClientError>, BackendError> {
         let (caps, meta) = (self.caps, self.meta_internal());
-        let (cut, bound) = (self.cut.clone(), self.read_timeout);
-        let summary = guard::guarded(
-            async {
-                let mut ex = self.exchange(payload).await?;
-                let summary =
-                    response::forward::<_, TcpStream>(ex.stream(), None, expect, caps, meta)
-                        .await?;
-                ex.finish();
-                Ok::<_, BackendError>(summary)
-            },
-            &cut,
-            bound,
-        )
-        .await
-        .map_err(|c| BackendError::Io(c.io_error().into()))??;
+        let summary = self
+            .own_exchange(payload, async |stream| {
+                Ok(response::forward::<_, TcpStream>(stream, None, expect, caps, meta).await?)
+            })
+            .await?;
         self.last_used = Instant::now();
         Ok(summary.err)
     }
