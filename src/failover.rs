@@ -145,9 +145,12 @@ pub struct WriteGate {
     closed: AtomicBool,
     notify: watch::Sender<bool>,
     /// Sessions currently inside a transaction (from the primary's flags).
-    pub in_transaction: AtomicI64,
+    in_transaction: AtomicI64,
     /// Primary-bound statements executing now.
-    pub in_flight: AtomicI64,
+    in_flight: AtomicI64,
+    /// Woken when a statement or transaction leaves while the gate is
+    /// closed: the switchover's drain waits on it instead of polling.
+    left: tokio::sync::Notify,
 }
 
 impl Default for WriteGate {
@@ -157,6 +160,7 @@ impl Default for WriteGate {
             notify: watch::channel(false).0,
             in_transaction: AtomicI64::new(0),
             in_flight: AtomicI64::new(0),
+            left: tokio::sync::Notify::new(),
         }
     }
 }
@@ -168,12 +172,45 @@ pub struct GateTicket(Arc<WriteGate>);
 impl Drop for GateTicket {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0.wake_drain();
     }
 }
 
 impl WriteGate {
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
+    }
+
+    /// A session's transaction opened (`+1`) or ended (`-1`).
+    pub fn transaction(&self, delta: i64) {
+        self.in_transaction.fetch_add(delta, Ordering::SeqCst);
+        if delta < 0 {
+            self.wake_drain();
+        }
+    }
+
+    fn wake_drain(&self) {
+        if self.closed.load(Ordering::SeqCst) {
+            self.left.notify_waiters();
+        }
+    }
+
+    fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) > 0 || self.in_transaction.load(Ordering::SeqCst) > 0
+    }
+
+    /// Waits until no primary-bound statement or transaction is in flight
+    /// (woken by each one that leaves, no polling).
+    async fn drained(&self) {
+        loop {
+            let wake = self.left.notified();
+            tokio::pin!(wake);
+            wake.as_mut().enable();
+            if !self.busy() {
+                return;
+            }
+            wake.await;
+        }
     }
 
     /// Registers a primary-bound statement. Inside a transaction it always
@@ -484,18 +521,9 @@ impl Failover {
         // 1. Hold new writes; let in-flight statements and transactions end.
         let paused = Instant::now();
         self.gate.set(true);
-        let drained = tokio::time::timeout(timeout, async {
-            loop {
-                let busy = self.gate.in_flight.load(Ordering::SeqCst) > 0
-                    || self.gate.in_transaction.load(Ordering::SeqCst) > 0;
-                if !busy {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .is_ok();
+        let drained = tokio::time::timeout(timeout, self.gate.drained())
+            .await
+            .is_ok();
         steps.done(if drained {
             "hold writes (drained)"
         } else {
@@ -694,6 +722,7 @@ impl Failover {
         // FAILOVER typed right after a crash): give their monitors two
         // rounds to look again before refusing.
         let fresh_by = Instant::now() + self.cfg().monitor_interval() * 2;
+        let mut changes = self.topology.subscribe();
         let mut snap = snap;
         while let Some(lost) = snap.lost_primary()
             && let Some(receiving) = self.primary_alive_on_replicas(&snap, lost)
@@ -704,7 +733,8 @@ impl Failover {
                     receiving,
                 });
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            let until = tokio::time::Instant::from_std(fresh_by);
+            let _ = tokio::time::timeout_at(until, changes.changed()).await;
             snap = self.topology.load();
         }
         if snap.primary.is_some() {

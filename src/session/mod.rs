@@ -1481,11 +1481,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     fn set_in_trans(&mut self, now: bool) {
         if now != self.in_trans {
             let delta = if now { 1 } else { -1 };
-            self.shared
-                .failover
-                .gate
-                .in_transaction
-                .fetch_add(delta, Ordering::Relaxed);
+            self.shared.failover.gate.transaction(delta);
             self.in_trans = now;
         }
     }
