@@ -116,8 +116,10 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::CheckConfig { config } => {
             let cfg = rwproxy::config::Config::load(&config)?;
-            // Reads server_tls_ca the way `run` would.
+            // Reads server_tls_ca and compiles the query rules the way
+            // `run` would.
             rwproxy::backend::tls::ServerTls::from_config(&cfg)?;
+            rwproxy::router::rules::RuleSet::compile(&cfg.rules)?;
             println!(
                 "{}: OK ({} servers, {} users, listen {})",
                 config.display(),

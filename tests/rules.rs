@@ -364,3 +364,40 @@ async fn rules_deny_and_force_routes_on_real_servers() {
         let _ = c.disconnect().await;
     }
 }
+
+/// `check-config` compiles the query rules as `run` would: a rule whose
+/// regular expression does not compile is reported with its name, and the
+/// command fails (no server needed).
+#[test]
+fn check_config_rejects_a_rule_that_does_not_compile() {
+    let dir = std::env::temp_dir().join(format!("rwproxy-rules-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("rwproxy.toml");
+    std::fs::write(
+        &path,
+        "listen = \"127.0.0.1:0\"\nauth = \"config\"\n\n[monitor]\nuser = \"mon\"\npassword = \"m\"\n\n\
+         [[servers]]\nname = \"p\"\nhost = \"127.0.0.1\"\nport = 1\nrole = \"primary\"\n\n\
+         [[users]]\nname = \"app\"\npassword = \"app\"\n\n\
+         [[rules]]\nname = \"broken\"\nregex = \"(unclosed\"\naction = \"deny\"\n",
+    )
+    .expect("write config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rwproxy"))
+        .args(["--log-color", "never", "check-config"])
+        .arg(&path)
+        .output()
+        .expect("run check-config");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        !out.status.success(),
+        "check-config accepted a broken rule: {text}"
+    );
+    assert!(
+        text.contains("rules[0]") || text.contains("broken"),
+        "{text}"
+    );
+}
