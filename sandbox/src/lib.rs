@@ -1048,8 +1048,13 @@ fn log_tail(path: &Path) -> String {
     }
 }
 
-/// Accounts created on the primary (they reach the replicas by replication).
-const ACCOUNTS_SQL: &str = "\
+/// The databases and accounts both flavors' sandboxes create on the primary
+/// (they reach the replicas by replication), up to the monitor account's
+/// grants, which each flavor spells its own way. A macro, so each flavor's
+/// statement list is one `concat!`ed constant.
+macro_rules! common_accounts_sql {
+    () => {
+        "\
 CREATE DATABASE IF NOT EXISTS app;
 CREATE DATABASE IF NOT EXISTS test;
 CREATE USER 'app'@'%' IDENTIFIED BY 'app';
@@ -1060,11 +1065,20 @@ GRANT ALL ON *.* TO 'root'@'%' WITH GRANT OPTION;
 CREATE USER 'repl'@'%' IDENTIFIED BY 'repl';
 GRANT REPLICATION SLAVE ON *.* TO 'repl'@'%';
 CREATE USER 'rwproxy_monitor'@'%' IDENTIFIED BY 'monitor';
-GRANT SUPER, REPLICATION CLIENT, REPLICATION SLAVE ADMIN, REPLICATION MASTER ADMIN, \
-READ_ONLY ADMIN, BINLOG ADMIN, RELOAD, PROCESS, SLAVE MONITOR, CONNECTION ADMIN \
-ON *.* TO 'rwproxy_monitor'@'%';
 GRANT SELECT ON mysql.* TO 'rwproxy_monitor'@'%';
-GRANT CREATE, INSERT, UPDATE, DELETE, SELECT ON rwproxy.* TO 'rwproxy_monitor'@'%';";
+GRANT CREATE, INSERT, UPDATE, DELETE, SELECT ON rwproxy.* TO 'rwproxy_monitor'@'%';
+"
+    };
+}
+pub(crate) use common_accounts_sql;
+
+/// MariaDB: the common accounts, and the monitor's rights in MariaDB's names.
+const ACCOUNTS_SQL: &str = concat!(
+    common_accounts_sql!(),
+    "GRANT SUPER, REPLICATION CLIENT, REPLICATION SLAVE ADMIN, REPLICATION MASTER ADMIN, \
+READ_ONLY ADMIN, BINLOG ADMIN, RELOAD, PROCESS, SLAVE MONITOR, CONNECTION ADMIN \
+ON *.* TO 'rwproxy_monitor'@'%';"
+);
 
 fn set_up_replication(
     bins: &Binaries,

@@ -51,23 +51,13 @@ const REPLICATION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Same accounts and databases as the MariaDB sandbox. The monitor account
 /// gets MySQL's names for the same rights (dynamic privileges).
-const ACCOUNTS_SQL: &str = "\
-CREATE DATABASE IF NOT EXISTS app;
-CREATE DATABASE IF NOT EXISTS test;
-CREATE USER 'app'@'%' IDENTIFIED BY 'app';
-GRANT ALL ON app.* TO 'app'@'%';
-GRANT ALL ON test.* TO 'app'@'%';
-CREATE USER 'root'@'%' IDENTIFIED BY 'root';
-GRANT ALL ON *.* TO 'root'@'%' WITH GRANT OPTION;
-CREATE USER 'repl'@'%' IDENTIFIED BY 'repl';
-GRANT REPLICATION SLAVE ON *.* TO 'repl'@'%';
-CREATE USER 'rwproxy_monitor'@'%' IDENTIFIED BY 'monitor';
-GRANT REPLICATION CLIENT, PROCESS, RELOAD ON *.* TO 'rwproxy_monitor'@'%';
+const ACCOUNTS_SQL: &str = concat!(
+    super::common_accounts_sql!(),
+    "GRANT REPLICATION CLIENT, PROCESS, RELOAD ON *.* TO 'rwproxy_monitor'@'%';
 GRANT REPLICATION_SLAVE_ADMIN, SYSTEM_VARIABLES_ADMIN, BINLOG_ADMIN, CONNECTION_ADMIN \
 ON *.* TO 'rwproxy_monitor'@'%';
-GRANT SELECT ON mysql.* TO 'rwproxy_monitor'@'%';
-GRANT SELECT ON performance_schema.* TO 'rwproxy_monitor'@'%';
-GRANT CREATE, INSERT, UPDATE, DELETE, SELECT ON rwproxy.* TO 'rwproxy_monitor'@'%';";
+GRANT SELECT ON performance_schema.* TO 'rwproxy_monitor'@'%';"
+);
 
 /// What `DIR/mysql-sandbox.toml` records.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
