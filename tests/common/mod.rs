@@ -205,6 +205,27 @@ pub async fn status(proxy: &Proxy) -> serde_json::Value {
     serde_json::from_str(&body).expect("status json")
 }
 
+/// Waits until the proxy's first leadership round is over (it holds the
+/// leader lock on a majority), so that its start-up connections to every
+/// server (`GET_LOCK('rwproxy_leader')`) do not land inside a measurement
+/// of the servers' own counters.
+pub async fn wait_leader(proxy: &Proxy) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (code, body) = http_get(proxy, "/status").await;
+        let leads = serde_json::from_str::<serde_json::Value>(&body)
+            .is_ok_and(|s| s["leader"] == serde_json::Value::Bool(true));
+        if code != 0 && leads {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "proxy took no leadership within 20 s: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Server entry `name` of `/status`.
 pub fn server<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     status["servers"]
