@@ -72,7 +72,7 @@ pub fn normalize(sql: &[u8], out: &mut String) -> u64 {
     buf.clear();
     let mut n = Normalizer {
         src: sql,
-        lx: Lexer::new(sql),
+        lx: Lexer::without_hints(sql),
         prev: Class::Start,
         list_kw: ListKw::None,
         semi: false,

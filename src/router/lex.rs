@@ -141,9 +141,13 @@ const C_SPACE: u8 = 1;
 /// A byte that is always a one-byte [`TokenKind::Punct`] on its own: no
 /// comment, operator, string or number starts with it.
 const C_PUNCT: u8 = 2;
+/// `` ` ``: opens a quoted identifier.
+const C_BACKTICK: u8 = 3;
+/// `'` or `"`: opens a string.
+const C_QUOTE: u8 = 4;
 // `C_WORD` and `C_DIGIT` last: `>= C_WORD` is "continues an identifier".
-const C_WORD: u8 = 3;
-const C_DIGIT: u8 = 4;
+const C_WORD: u8 = 5;
+const C_DIGIT: u8 = 6;
 
 static CLASS: [u8; 256] = {
     let mut t = [C_OTHER; 256];
@@ -161,6 +165,10 @@ static CLASS: [u8; 256] = {
             b'(' | b')' | b',' | b';' | b'?' | b'=' | b'+' | b'.' | b'%'
         ) {
             C_PUNCT
+        } else if b == b'`' {
+            C_BACKTICK
+        } else if b == b'\'' || b == b'"' {
+            C_QUOTE
         } else {
             C_OTHER
         };
@@ -215,6 +223,8 @@ pub(crate) struct Lexer<'a> {
     pub(crate) max_lag: Option<Duration>,
     /// `@@socket` was seen (as code: not in a string or comment).
     pub(crate) socket: bool,
+    /// Comments are read for hints (off for readers that skip them).
+    hints: bool,
 }
 
 impl<'a> Lexer<'a> {
@@ -227,6 +237,16 @@ impl<'a> Lexer<'a> {
             hint: None,
             max_lag: None,
             socket: false,
+            hints: true,
+        }
+    }
+
+    /// A lexer that does not read comments for [`Hint`]s (the digest
+    /// normalizer drops comments whatever they say).
+    pub(crate) fn without_hints(src: &'a [u8]) -> Self {
+        Lexer {
+            hints: false,
+            ..Lexer::new(src)
         }
     }
 
@@ -277,6 +297,19 @@ impl<'a> Lexer<'a> {
                     return Some(self.token(TokenKind::Word, start, end));
                 }
                 C_PUNCT => return Some(self.token(TokenKind::Punct(b), start, start + 1)),
+                C_BACKTICK => {
+                    // A quoted identifier without doubled backticks (ORMs
+                    // quote every name): up to the next backtick.
+                    let mut end = start + 1;
+                    while src.get(end).is_some_and(|&c| c != b'`') {
+                        end += 1;
+                    }
+                    if end < src.len() && src.get(end + 1) != Some(&b'`') {
+                        return Some(self.token(TokenKind::QuotedIdent, start, end + 1));
+                    }
+                    break;
+                }
+                C_QUOTE => return Some(self.quoted(start, b, TokenKind::Str)),
                 C_DIGIT => {
                     // A plain integer: digits not followed by `.` or an
                     // identifier byte (which covers `e`, `x`, `b`).
@@ -552,6 +585,9 @@ impl<'a> Lexer<'a> {
     /// Records a `rwproxy:` hint if the comment holds one.
     fn note_comment(&mut self, content: &[u8]) {
         const PREFIX: &[u8] = b"rwproxy:";
+        if !self.hints {
+            return;
+        }
         let c = content.trim_ascii();
         if c.len() < PREFIX.len() || !c[..PREFIX.len()].eq_ignore_ascii_case(PREFIX) {
             return;
@@ -770,6 +806,29 @@ mod tests {
         );
         // `1--1` is arithmetic, not a comment.
         assert_eq!(tokens(b"1--1").0.len(), 4);
+    }
+
+    #[test]
+    fn quotes_on_the_inlined_path() {
+        use TokenKind::*;
+        let (got, error) = tokens(b"`a`.`b``c` `` a'x' \"y\" `d`");
+        assert!(!error);
+        let got: Vec<(TokenKind, &str)> = got.iter().map(|(k, s)| (*k, s.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (QuotedIdent, "`a`"),
+                (Punct(b'.'), "."),
+                (QuotedIdent, "`b``c`"),
+                (QuotedIdent, "``"),
+                (Word, "a"),
+                (Str, "'x'"),
+                (Str, "\"y\""),
+                (QuotedIdent, "`d`"),
+            ]
+        );
+        // Quotes never continue an identifier.
+        assert!(!is_ident(b'\'') && !is_ident(b'"') && !is_ident(b'`'));
     }
 
     #[test]
