@@ -1039,24 +1039,30 @@ mod tests {
             2,
             b"\x03def\x00\x00\x00\x01a\x00\x0c\x3f\x00\x01\x00\x00\x00\x03\x81\x00\x00\x00\x00",
         );
-        for same in [true, false] {
+        // (server has the cache, client holds these columns already).
+        // A server without the cache always sends its columns: the client
+        // (with the cache) keeps them, so rwproxy must know it does.
+        let other: Arc<[u8]> = Arc::from(&b"other"[..]);
+        let same: Arc<[u8]> = Arc::from(col.clone());
+        for (server_cache, holds) in [(true, &same), (true, &other), (false, &other)] {
             let (mut server, mut backend, mut client, _client_end) = pipes();
-            let holds: Arc<[u8]> = if same {
-                Arc::from(col.clone())
+            // The column count, then the metadata-follows flag if cached.
+            let head = if server_cache {
+                frame(1, &[1, 1])
             } else {
-                Arc::from(&b"other"[..])
+                frame(1, &[1])
             };
             let reply = [
-                frame(1, &[1, 1]),
+                head,
                 col.clone(),
                 frame(3, &[0xfe, 0, 0, 2, 0]),
                 frame(4, &[0xfe, 0, 0, 2, 0]),
             ];
             server.write_all(&reply.concat()).await.expect("write");
             let meta = MetaCache {
-                server: true,
+                server: server_cache,
                 client: true,
-                client_holds: Some(&holds),
+                client_holds: Some(holds),
                 server_sent: None,
             };
             let caps = CapabilityFlags::CLIENT_PROTOCOL_41;
@@ -1065,30 +1071,9 @@ mod tests {
                 .expect("forward");
             let sent = summary.columns_sent.expect("captured");
             assert_eq!(&sent[..], &col[..]);
-            assert_eq!(Arc::ptr_eq(&sent, &holds), same);
+            // Shared with the client's copy when they are the same.
+            assert_eq!(Arc::ptr_eq(&sent, holds), Arc::ptr_eq(holds, &same));
             assert!(!summary.columns_injected);
         }
-        // A server without the cache always sends its columns: the client
-        // (with the cache) keeps them, so rwproxy must know it does.
-        let (mut server, mut backend, mut client, _client_end) = pipes();
-        let reply = [
-            frame(1, &[1]),
-            col.clone(),
-            frame(3, &[0xfe, 0, 0, 2, 0]),
-            frame(4, &[0xfe, 0, 0, 2, 0]),
-        ];
-        server.write_all(&reply.concat()).await.expect("write");
-        let holds: Arc<[u8]> = Arc::from(&b"other"[..]);
-        let meta = MetaCache {
-            server: false,
-            client: true,
-            client_holds: Some(&holds),
-            server_sent: None,
-        };
-        let caps = CapabilityFlags::CLIENT_PROTOCOL_41;
-        let summary = forward(&mut backend, Some(&mut client), Expect::Execute, caps, meta)
-            .await
-            .expect("forward");
-        assert_eq!(summary.columns_sent.as_deref(), Some(&col[..]));
     }
 }

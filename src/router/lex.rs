@@ -135,42 +135,46 @@ pub fn ident_name(text: &[u8]) -> String {
     }
 }
 
-// Byte classes for the lexer's dispatch.
-const C_OTHER: u8 = 0;
-const C_SPACE: u8 = 1;
-/// A byte that is always a one-byte [`TokenKind::Punct`] on its own: no
-/// comment, operator, string or number starts with it.
-const C_PUNCT: u8 = 2;
-/// `` ` ``: opens a quoted identifier.
-const C_BACKTICK: u8 = 3;
-/// `'` or `"`: opens a string.
-const C_QUOTE: u8 = 4;
-// `C_WORD` and `C_DIGIT` last: `>= C_WORD` is "continues an identifier".
-const C_WORD: u8 = 5;
-const C_DIGIT: u8 = 6;
+/// Byte classes for the lexer's dispatch.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+enum Byte {
+    Other,
+    Space,
+    /// Always a one-byte [`TokenKind::Punct`] on its own: no comment,
+    /// operator, string or number starts with it.
+    Punct,
+    /// `` ` ``: opens a quoted identifier.
+    Backtick,
+    /// `'` or `"`: opens a string.
+    Quote,
+    // `Word` and `Digit` last: `>= Word` is "continues an identifier".
+    Word,
+    Digit,
+}
 
-static CLASS: [u8; 256] = {
-    let mut t = [C_OTHER; 256];
+static CLASS: [Byte; 256] = {
+    let mut t = [Byte::Other; 256];
     let mut i = 0;
     while i < 256 {
         let b = i as u8;
         t[i] = if matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c) {
-            C_SPACE
+            Byte::Space
         } else if b.is_ascii_digit() {
-            C_DIGIT
+            Byte::Digit
         } else if b.is_ascii_alphabetic() || b == b'_' || b == b'$' || b >= 0x80 {
-            C_WORD
+            Byte::Word
         } else if matches!(
             b,
             b'(' | b')' | b',' | b';' | b'?' | b'=' | b'+' | b'.' | b'%'
         ) {
-            C_PUNCT
+            Byte::Punct
         } else if b == b'`' {
-            C_BACKTICK
+            Byte::Backtick
         } else if b == b'\'' || b == b'"' {
-            C_QUOTE
+            Byte::Quote
         } else {
-            C_OTHER
+            Byte::Other
         };
         i += 1;
     }
@@ -180,7 +184,7 @@ static CLASS: [u8; 256] = {
 /// A byte that may continue an unquoted identifier.
 #[inline]
 pub(crate) fn is_ident(b: u8) -> bool {
-    CLASS[b as usize] >= C_WORD
+    CLASS[b as usize] >= Byte::Word
 }
 
 /// Index of the first byte at or after `i` that does not continue an identifier.
@@ -291,13 +295,13 @@ impl<'a> Lexer<'a> {
         let mut start = self.pos;
         while let Some(&b) = src.get(start) {
             match CLASS[b as usize] {
-                C_SPACE => start += 1,
-                C_WORD => {
+                Byte::Space => start += 1,
+                Byte::Word => {
                     let end = ident_end(src, start + 1);
                     return Some(self.token(TokenKind::Word, start, end));
                 }
-                C_PUNCT => return Some(self.token(TokenKind::Punct(b), start, start + 1)),
-                C_BACKTICK => {
+                Byte::Punct => return Some(self.token(TokenKind::Punct(b), start, start + 1)),
+                Byte::Backtick => {
                     // A quoted identifier without doubled backticks (ORMs
                     // quote every name): up to the next backtick.
                     let mut end = start + 1;
@@ -309,14 +313,14 @@ impl<'a> Lexer<'a> {
                     }
                     break;
                 }
-                C_QUOTE => return Some(self.quoted(start, b, TokenKind::Str)),
-                C_DIGIT => {
+                Byte::Quote => return Some(self.quoted(start, b, TokenKind::Str)),
+                Byte::Digit => {
                     // A plain integer: digits not followed by `.` or an
                     // identifier byte (which covers `e`, `x`, `b`).
                     let end = digits_end(src, start + 1);
                     if src
                         .get(end)
-                        .is_none_or(|&c| CLASS[c as usize] < C_WORD && c != b'.')
+                        .is_none_or(|&c| CLASS[c as usize] < Byte::Word && c != b'.')
                     {
                         return Some(self.token(TokenKind::Number, start, end));
                     }
@@ -346,15 +350,15 @@ impl<'a> Lexer<'a> {
                 return None;
             };
             match CLASS[b as usize] {
-                C_SPACE => {
+                Byte::Space => {
                     self.pos += 1;
                     continue;
                 }
-                C_WORD => {
+                Byte::Word => {
                     let end = ident_end(src, start + 1);
                     return Some(self.token(TokenKind::Word, start, end));
                 }
-                C_DIGIT => return Some(self.number_at(start)),
+                Byte::Digit => return Some(self.number_at(start)),
                 _ => {}
             }
             let next = src.get(start + 1).copied();

@@ -239,6 +239,13 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
+    /// Replica 1 before the write `0-1-11` (returned), replica 2 after it.
+    fn around_write(snap: &mut Snapshot) -> GtidPos {
+        snap.servers[1].gtid_slave = GtidPos::parse("0-1-10");
+        snap.servers[2].gtid_slave = GtidPos::parse("0-1-12");
+        GtidPos::parse("0-1-11")
+    }
+
     fn snapshot() -> Snapshot {
         let cfg = Config::parse(
             r#"
@@ -269,6 +276,22 @@ port = 3308
         read_only: false,
         replica_tx: None,
     };
+    /// [`FREE`] with one field changed.
+    macro_rules! view {
+        ($field:ident: $value:expr) => {
+            SessionView {
+                $field: $value,
+                ..FREE
+            }
+        };
+    }
+    const RO: SessionView = view!(read_only: true);
+    const IN_TX: SessionView = view!(in_transaction: true);
+    const NO_AC: SessionView = view!(autocommit: false);
+    const PINNED: SessionView = view!(pinned: true);
+
+    const P0: Route = Route::Primary(0);
+    const R1: Route = Route::Replica(1);
 
     const RR: Policy = Policy {
         fallback: ReplicaFallback::Primary,
@@ -289,53 +312,29 @@ port = 3308
     #[test]
     fn table_of_routes() {
         let snap = snapshot();
-        let in_tx = SessionView {
-            in_transaction: true,
-            ..FREE
-        };
-        let no_ac = SessionView {
-            autocommit: false,
-            ..FREE
-        };
-        let pinned = SessionView {
-            pinned: true,
-            ..FREE
-        };
         let cases: &[(&str, SessionView, Route)] = &[
-            ("SELECT 1", FREE, Route::Replica(1)),
-            ("select c from sbtest1 where id=5", FREE, Route::Replica(1)),
-            ("INSERT INTO t VALUES (1)", FREE, Route::Primary(0)),
-            ("UPDATE t SET a=1", FREE, Route::Primary(0)),
-            ("DELETE FROM t", FREE, Route::Primary(0)),
-            ("REPLACE INTO t VALUES (1)", FREE, Route::Primary(0)),
-            ("CREATE TABLE t (a int)", FREE, Route::Primary(0)),
-            ("SELECT * FROM t FOR UPDATE", FREE, Route::Primary(0)),
-            (
-                "SELECT * FROM t LOCK IN SHARE MODE",
-                FREE,
-                Route::Primary(0),
-            ),
-            ("SELECT * FROM t FOR SHARE", FREE, Route::Primary(0)),
-            ("SELECT a INTO @x FROM t", FREE, Route::Primary(0)),
-            ("CALL p()", FREE, Route::Primary(0)),
-            ("BEGIN", FREE, Route::Primary(0)),
-            ("SELECT 1", in_tx, Route::Primary(0)),
-            ("SELECT 1", no_ac, Route::Primary(0)),
-            ("SELECT 1", pinned, Route::Primary(0)),
-            ("SELECT LAST_INSERT_ID()", FREE, Route::Primary(0)),
-            ("SELEKT garbage", FREE, Route::Primary(0)),
-            ("/* rwproxy:primary */ SELECT 1", FREE, Route::Primary(0)),
-            ("/* rwproxy:replica */ SELECT 1", in_tx, Route::Replica(1)),
-            (
-                "/* rwproxy:replica */ UPDATE t SET a=1",
-                FREE,
-                Route::Primary(0),
-            ),
-            (
-                "WITH x AS (SELECT 1) SELECT * FROM x",
-                FREE,
-                Route::Replica(1),
-            ),
+            ("SELECT 1", FREE, R1),
+            ("select c from sbtest1 where id=5", FREE, R1),
+            ("INSERT INTO t VALUES (1)", FREE, P0),
+            ("UPDATE t SET a=1", FREE, P0),
+            ("DELETE FROM t", FREE, P0),
+            ("REPLACE INTO t VALUES (1)", FREE, P0),
+            ("CREATE TABLE t (a int)", FREE, P0),
+            ("SELECT * FROM t FOR UPDATE", FREE, P0),
+            ("SELECT * FROM t LOCK IN SHARE MODE", FREE, P0),
+            ("SELECT * FROM t FOR SHARE", FREE, P0),
+            ("SELECT a INTO @x FROM t", FREE, P0),
+            ("CALL p()", FREE, P0),
+            ("BEGIN", FREE, P0),
+            ("SELECT 1", IN_TX, P0),
+            ("SELECT 1", NO_AC, P0),
+            ("SELECT 1", PINNED, P0),
+            ("SELECT LAST_INSERT_ID()", FREE, P0),
+            ("SELEKT garbage", FREE, P0),
+            ("/* rwproxy:primary */ SELECT 1", FREE, P0),
+            ("/* rwproxy:replica */ SELECT 1", IN_TX, R1),
+            ("/* rwproxy:replica */ UPDATE t SET a=1", FREE, P0),
+            ("WITH x AS (SELECT 1) SELECT * FROM x", FREE, R1),
         ];
         for (sql, s, want) in cases {
             assert_eq!(r(sql, *s, &snap, 0), *want, "{sql} with {s:?}");
@@ -345,124 +344,44 @@ port = 3308
     #[test]
     fn read_only_transactions_open_on_a_replica_and_stay_there() {
         let snap = snapshot();
-        let ro = SessionView {
-            read_only: true,
-            ..FREE
-        };
-        let in_tx = SessionView {
-            in_transaction: true,
-            ..FREE
-        };
-        let no_ac = SessionView {
-            autocommit: false,
-            ..FREE
-        };
-        let pinned = SessionView {
-            pinned: true,
-            ..FREE
-        };
-        let on_r2 = SessionView {
-            replica_tx: Some(2),
-            ..FREE
-        };
+        let on_r2 = view!(replica_tx: Some(2));
+        let c = |sql: &str| classify::classify(sql.as_bytes());
+        let (p0, r1, r2) = (Route::Primary(0), Route::Replica(1), Route::Replica(2));
         let next_ro = |sql: &str| Classified {
             tx: TxOpen::NextReadOnly,
-            ..classify::classify(sql.as_bytes())
+            ..c(sql)
         };
+        let long = [
+            "start transaction with consistent snapshot, read only",
+            "START TRANSACTION READ ONLY, WITH CONSISTENT SNAPSHOT",
+            "/* rwproxy:primary */ START TRANSACTION READ ONLY",
+        ];
         let cases: &[(Classified, SessionView, Route)] = &[
-            (
-                classify::classify(b"START TRANSACTION READ ONLY"),
-                FREE,
-                Route::Replica(1),
-            ),
-            (
-                classify::classify(b"start transaction with consistent snapshot, read only"),
-                FREE,
-                Route::Replica(1),
-            ),
-            (
-                classify::classify(b"START TRANSACTION READ ONLY, WITH CONSISTENT SNAPSHOT"),
-                FREE,
-                Route::Replica(1),
-            ),
-            (classify::classify(b"BEGIN"), ro, Route::Replica(1)),
-            (classify::classify(b"BEGIN WORK"), ro, Route::Replica(1)),
-            (
-                classify::classify(b"START TRANSACTION"),
-                ro,
-                Route::Replica(1),
-            ),
-            (classify::classify(b"BEGIN"), FREE, Route::Primary(0)),
-            (
-                classify::classify(b"START TRANSACTION READ WRITE"),
-                ro,
-                Route::Primary(0),
-            ),
-            (
-                classify::classify(b"START TRANSACTION READ ONLY, READ WRITE"),
-                FREE,
-                Route::Primary(0),
-            ),
-            (
-                classify::classify(b"START TRANSACTION READ ONLY"),
-                in_tx,
-                Route::Primary(0),
-            ),
-            (
-                classify::classify(b"START TRANSACTION READ ONLY"),
-                no_ac,
-                Route::Primary(0),
-            ),
-            (
-                classify::classify(b"START TRANSACTION READ ONLY"),
-                pinned,
-                Route::Primary(0),
-            ),
-            (
-                classify::classify(b"/* rwproxy:primary */ START TRANSACTION READ ONLY"),
-                FREE,
-                Route::Primary(0),
-            ),
-            (
-                classify::classify(b"START TRANSACTION READ ONLY; SELECT 1"),
-                FREE,
-                Route::Primary(0),
-            ),
-            (classify::classify(b"XA START 'x'"), ro, Route::Primary(0)),
-            (
-                next_ro("SET TRANSACTION READ ONLY"),
-                FREE,
-                Route::Replica(1),
-            ),
-            (
-                next_ro("SET TRANSACTION READ ONLY"),
-                in_tx,
-                Route::Primary(0),
-            ),
-            (
-                classify::classify(b"SET TRANSACTION READ ONLY"),
-                FREE,
-                Route::Primary(0),
-            ),
+            (c("START TRANSACTION READ ONLY"), FREE, r1),
+            (c(long[0]), FREE, r1),
+            (c(long[1]), FREE, r1),
+            (c(long[2]), FREE, p0),
+            (c("BEGIN"), RO, r1),
+            (c("BEGIN WORK"), RO, r1),
+            (c("START TRANSACTION"), RO, r1),
+            (c("BEGIN"), FREE, p0),
+            (c("START TRANSACTION READ WRITE"), RO, p0),
+            (c("START TRANSACTION READ ONLY, READ WRITE"), FREE, p0),
+            (c("START TRANSACTION READ ONLY"), IN_TX, p0),
+            (c("START TRANSACTION READ ONLY"), NO_AC, p0),
+            (c("START TRANSACTION READ ONLY"), PINNED, p0),
+            (c("START TRANSACTION READ ONLY; SELECT 1"), FREE, p0),
+            (c("XA START 'x'"), RO, p0),
+            (next_ro("SET TRANSACTION READ ONLY"), FREE, r1),
+            (next_ro("SET TRANSACTION READ ONLY"), IN_TX, p0),
+            (c("SET TRANSACTION READ ONLY"), FREE, p0),
             // Inside: everything on that replica, writes too (the server refuses them).
-            (classify::classify(b"SELECT 1"), on_r2, Route::Replica(2)),
-            (
-                classify::classify(b"SELECT 1 FOR UPDATE"),
-                on_r2,
-                Route::Replica(2),
-            ),
-            (
-                classify::classify(b"INSERT INTO t VALUES (1)"),
-                on_r2,
-                Route::Replica(2),
-            ),
-            (classify::classify(b"SAVEPOINT a"), on_r2, Route::Replica(2)),
-            (classify::classify(b"COMMIT"), on_r2, Route::Replica(2)),
-            (
-                classify::classify(b"/* rwproxy:primary */ SELECT 1"),
-                on_r2,
-                Route::Primary(0),
-            ),
+            (c("SELECT 1"), on_r2, r2),
+            (c("SELECT 1 FOR UPDATE"), on_r2, r2),
+            (c("INSERT INTO t VALUES (1)"), on_r2, r2),
+            (c("SAVEPOINT a"), on_r2, r2),
+            (c("COMMIT"), on_r2, r2),
+            (c("/* rwproxy:primary */ SELECT 1"), on_r2, p0),
         ];
         for (c, s, want) in cases {
             assert_eq!(
@@ -473,16 +392,14 @@ port = 3308
         }
         // Read-your-writes and lag: the same replica choice as a read.
         let mut snap = snapshot();
-        snap.servers[1].gtid_slave = GtidPos::parse("0-1-10");
-        snap.servers[2].gtid_slave = GtidPos::parse("0-1-12");
-        let w = GtidPos::parse("0-1-11");
+        let w = around_write(&mut snap);
         let needs = ReadNeeds {
             min_gtid: Some(&w),
             ..ReadNeeds::default()
         };
-        let c = classify::classify(b"START TRANSACTION READ ONLY");
+        let c = c("START TRANSACTION READ ONLY");
         for t in 0..4 {
-            assert_eq!(route(&c, FREE, &snap, RR, &needs, t), Route::Replica(2));
+            assert_eq!(route(&c, FREE, &snap, RR, &needs, t), r2);
         }
         snap.servers[2].replication = crate::topology::Replication::Stopped {
             io: true,
@@ -563,9 +480,7 @@ port = 3308
         }
         // Read-your-writes: only a replica that applied the write qualifies.
         snap.servers[2].replication = crate::topology::Replication::Running;
-        snap.servers[1].gtid_slave = GtidPos::parse("0-1-10");
-        snap.servers[2].gtid_slave = GtidPos::parse("0-1-12");
-        let w = GtidPos::parse("0-1-11");
+        let w = around_write(&mut snap);
         let needs = ReadNeeds {
             min_gtid: Some(&w),
             ..ReadNeeds::default()
