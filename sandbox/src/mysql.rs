@@ -391,6 +391,13 @@ fn start_one(sb: &MysqlSandbox, i: usize) -> Result<(), SandboxError> {
     Ok(())
 }
 
+/// Starts server `i` again (after a test stopped or killed it) without
+/// touching replication: after a promotion the servers' own configuration
+/// is the truth, not the sandbox's original layout.
+pub fn start_server(sb: &MysqlSandbox, i: usize) -> Result<(), SandboxError> {
+    start_one(sb, i)
+}
+
 fn set_up_replication(sb: &MysqlSandbox) -> Result<(), SandboxError> {
     if !sb.ready() {
         sql(sb, 0, ACCOUNTS_SQL)?;
