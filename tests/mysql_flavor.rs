@@ -123,6 +123,21 @@ async fn digest_count(port: u16, digest: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The digest of the read-your-writes scenario's text read.
+const RYW_DIGEST: &str = "SELECT `id` FROM `app` . `ryw` WHERE `id` = ?";
+
+/// How often `port` ran statements whose digest text is LIKE `like` and
+/// NOT LIKE `unlike`.
+async fn digest_like(port: u16, like: &str, unlike: &str) -> u64 {
+    let sql = format!(
+        "SELECT CAST(COALESCE(SUM(COUNT_STAR), 0) AS CHAR) FROM performance_schema.events_statements_summary_by_digest WHERE DIGEST_TEXT LIKE '{like}' AND DIGEST_TEXT NOT LIKE '{unlike}'"
+    );
+    scalar(port, &sql)
+        .await
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 async fn set_delay(port: u16, secs: u32) {
     root_exec(port, "STOP REPLICA SQL_THREAD").await;
     root_exec(
@@ -362,6 +377,71 @@ async fn mysql_replication_dialect_end_to_end() {
     assert!(
         waits >= 150,
         "replicas should have been asked to wait: {waits}"
+    );
+    // The same through the MySQL 9.7 `mysql` client, which negotiates
+    // CLIENT_SESSION_TRACK (mysql_async does not): the write's GTID comes
+    // in the OK packet (OWN_GTID), so rwproxy never asks the primary for
+    // it, and every read still runs on a replica after its wait.
+    let n = 300u32;
+    let script: String = (0..n)
+        .map(|i| {
+            let id = 3_000_000 + i;
+            format!("INSERT INTO app.ryw VALUES ({id}); SELECT id FROM app.ryw WHERE id = {id};\n")
+        })
+        .collect();
+    let asked = |port| digest_like(port, "%gtid_executed%", "%read_only%");
+    let (f0, q1, q2) = (
+        asked(p).await,
+        digest_count(r1, RYW_DIGEST).await,
+        digest_count(r2, RYW_DIGEST).await,
+    );
+    let q0 = digest_count(p, RYW_DIGEST).await;
+    let out = tokio::task::spawn_blocking({
+        let (chroot, port) = (sb.chroot.clone(), cs.addr.port());
+        move || {
+            std::process::Command::new("chroot")
+                .arg(&chroot)
+                .args(["mysql", "--no-defaults", "-h127.0.0.1", "-N", "-B"])
+                .arg(format!("-P{port}"))
+                .args([
+                    "-uapp",
+                    "-papp",
+                    "--ssl-mode=DISABLED",
+                    "--get-server-public-key",
+                ])
+                .args(["-e", &script])
+                .output()
+                .expect("run mysql")
+        }
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "mysql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: BTreeSet<u32> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let stale_cli = (0..n).filter(|i| !seen.contains(&(3_000_000 + i))).count();
+    let fallback = asked(p).await - f0;
+    let (cli_replicas, cli_primary) = (
+        d(q1, digest_count(r1, RYW_DIGEST).await) + d(q2, digest_count(r2, RYW_DIGEST).await),
+        d(q0, digest_count(p, RYW_DIGEST).await),
+    );
+    println!(
+        "causal, mysql CLI: {n} cycles, {stale_cli} stale, reads on replicas {cli_replicas}, on the primary {cli_primary}, GTID asked of the primary {fallback} times"
+    );
+    assert_eq!(stale_cli, 0);
+    assert_eq!(
+        fallback, 0,
+        "the GTID should come from the OK packet (OWN_GTID)"
+    );
+    assert!(
+        cli_replicas >= u64::from(n) - 10,
+        "reads after writes on replicas: {cli_replicas}"
     );
     drop(cs);
 
