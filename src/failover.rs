@@ -21,6 +21,15 @@
 //! 6. Publish the new topology, reopen the gate: held writes go to the new
 //!    primary.
 //!
+//! Every step is spelled in the dialect of the server it runs on
+//! ([`crate::dialect::Flavor`], read once per connection): on MySQL, step 2
+//! sets `super_read_only` (so accounts with `CONNECTION_ADMIN` cannot write
+//! either) and reads it back, step 3 reads `@@gtid_executed` and waits with
+//! `WAIT_FOR_EXECUTED_GTID_SET`, step 4 is `STOP REPLICA; RESET REPLICA
+//! ALL`, step 5 `CHANGE REPLICATION SOURCE TO … SOURCE_AUTO_POSITION = 1`.
+//! A step that fails is never reported as done: its name in the report
+//! says FAILED (or the whole promotion is an error).
+//!
 //! Failover differs in steps 1–3: the old primary is gone, so the replica
 //! with the most advanced GTID position is promoted after it applied what
 //! it had received, and only one rwproxy instance acts: it must first take
@@ -39,6 +48,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::{Config, FailoverConfig, Role};
+use crate::dialect::{ChangeSource, Flavor};
 use crate::gtid::GtidPos;
 use crate::monitor::{Heartbeat, monitor_opts};
 use crate::router::digest::Redacted;
@@ -115,6 +125,9 @@ pub enum ServerOpError {
     Server(#[source] Box<mysql_async::Error>),
     #[error("did not reach {gtid} within {secs}s")]
     CatchUp { gtid: String, secs: f64 },
+    /// The fencing statement succeeded but reading it back says otherwise.
+    #[error("`{0}` is not 1 after fencing")]
+    NotFenced(&'static str),
 }
 
 impl From<mysql_async::Error> for ServerOpError {
@@ -275,40 +288,90 @@ async fn connect(config: &Config, addr: &str) -> Result<Conn, ServerOpError> {
     .map_err(|_| ServerOpError::ConnectTimeout(addr.to_string()))??)
 }
 
+/// [`connect`], and the server's flavor (one round trip, once per
+/// connection): every replication statement on it is in that dialect.
+async fn connect_flavored(config: &Config, addr: &str) -> Result<(Conn, Flavor), ServerOpError> {
+    let mut c = connect(config, addr).await?;
+    match Flavor::detect(&mut c).await {
+        Ok(f) => Ok((c, f)),
+        Err(e) => {
+            let _ = c.disconnect().await;
+            Err(e.into())
+        }
+    }
+}
+
 fn host_port(addr: &str) -> (String, u16) {
     addr.rsplit_once(':')
         .map(|(h, p)| (h.to_string(), p.parse().unwrap_or(3306)))
         .unwrap_or((addr.to_string(), 3306))
 }
 
-fn sql_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
-}
-
-/// `CHANGE MASTER TO` the new primary (MariaDB spelling; MySQL 8 would be
+/// Points a server at the new primary by GTID, in its `flavor`'s dialect
+/// (`CHANGE MASTER TO … MASTER_USE_GTID = slave_pos` /
 /// `CHANGE REPLICATION SOURCE TO … SOURCE_AUTO_POSITION = 1`). When
 /// rwproxy talks TLS to the new primary, replication does too
-/// (`MASTER_SSL=1`): such a primary typically runs with
+/// (`MASTER_SSL=1` / `SOURCE_SSL=1`): such a primary typically runs with
 /// `require_secure_transport`, which would refuse a plaintext replica.
-/// The CA a replica verifies with (`MASTER_SSL_CA`) is a path on the
-/// replica's host, which rwproxy does not know: whatever was set stays.
-fn change_master_sql(config: &Config, f: &FailoverConfig, primary_addr: &str) -> String {
+/// The CA a replica verifies with is a path on the replica's host, which
+/// rwproxy does not know: whatever was set stays.
+fn change_master_sql(
+    config: &Config,
+    f: &FailoverConfig,
+    primary_addr: &str,
+    flavor: Flavor,
+) -> String {
     let (host, port) = host_port(primary_addr);
-    let ssl = if config.tls_for_addr(primary_addr).enabled() {
-        ", MASTER_SSL=1"
-    } else {
-        ""
-    };
     // Heartbeats are the evidence that a quiet primary is alive (see
     // `topology::Feed`): frequent enough to be seen several times within
     // `primary_failure_timeout`.
-    let heartbeat = config.replication_heartbeat().as_secs_f64();
-    format!(
-        "CHANGE MASTER TO MASTER_HOST={}, MASTER_PORT={port}, MASTER_USER={}, MASTER_PASSWORD={}, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD={heartbeat:.3}{ssl}",
-        sql_quote(&host),
-        sql_quote(&f.replication_user),
-        sql_quote(&f.replication_password)
-    )
+    flavor.change_source_sql(&ChangeSource {
+        host: &host,
+        port,
+        user: &f.replication_user,
+        password: &f.replication_password,
+        heartbeat: config.replication_heartbeat().as_secs_f64(),
+        ssl: config.tls_for_addr(primary_addr).enabled(),
+    })
+}
+
+/// Makes a server a replica of `primary_addr`: stop, (MariaDB: take the
+/// own binlog position as the replication position), change source,
+/// start. Stops at the first failure and says which statement failed.
+async fn make_replica(
+    c: &mut Conn,
+    flavor: Flavor,
+    config: &Config,
+    f: &FailoverConfig,
+    primary_addr: &str,
+    old_primary: bool,
+) -> Result<(), (String, ServerOpError)> {
+    let change = change_master_sql(config, f, primary_addr, flavor);
+    let mut sqls: Vec<&str> = vec![flavor.stop_replica_sql()];
+    if old_primary && let Some(sql) = flavor.before_rejoin_sql() {
+        sqls.push(sql);
+    }
+    sqls.push(&change);
+    sqls.push(flavor.start_replica_sql());
+    for sql in sqls {
+        if let Err(e) = c.query_drop(sql).await {
+            let shown = Redacted(sql.as_bytes()).to_string();
+            return Err((shown, e.into()));
+        }
+    }
+    Ok(())
+}
+
+/// Fences a server (`read_only` / `super_read_only`) and reads it back:
+/// the step is done only when the server says so.
+async fn fence(c: &mut Conn, flavor: Flavor) -> Result<(), ServerOpError> {
+    c.query_drop(flavor.fence_sql()).await?;
+    let on: Option<i64> = c.query_first(flavor.fenced_sql()).await?;
+    if on == Some(1) {
+        Ok(())
+    } else {
+        Err(ServerOpError::NotFenced(flavor.fenced_sql()))
+    }
 }
 
 struct Steps {
@@ -498,24 +561,22 @@ impl Failover {
             last: Instant::now(),
         };
         info!(from = %old_view.name, to = %cand_view.name, "switchover started");
-        let mut old_conn =
-            connect(&self.cfg(), &old_view.addr)
-                .await
-                .map_err(|e| FailoverError::Step {
-                    step: "connect old primary",
-                    server: old_view.name.to_string(),
-                    error: e,
-                    state: "nothing changed".into(),
-                })?;
-        let mut cand_conn =
-            connect(&self.cfg(), &cand_view.addr)
-                .await
-                .map_err(|e| FailoverError::Step {
-                    step: "connect candidate",
-                    server: cand_view.name.to_string(),
-                    error: e,
-                    state: "nothing changed".into(),
-                })?;
+        let (mut old_conn, old_flavor) = connect_flavored(&self.cfg(), &old_view.addr)
+            .await
+            .map_err(|e| FailoverError::Step {
+                step: "connect old primary",
+                server: old_view.name.to_string(),
+                error: e,
+                state: "nothing changed".into(),
+            })?;
+        let (mut cand_conn, cand_flavor) = connect_flavored(&self.cfg(), &cand_view.addr)
+            .await
+            .map_err(|e| FailoverError::Step {
+                step: "connect candidate",
+                server: cand_view.name.to_string(),
+                error: e,
+                state: "nothing changed".into(),
+            })?;
         steps.done("connect");
 
         // 1. Hold new writes; let in-flight statements and transactions end.
@@ -530,45 +591,49 @@ impl Failover {
             "hold writes (timeout: open transactions will be refused)"
         });
 
-        // 2. Freeze the old primary.
-        if let Err(e) = old_conn.query_drop("SET GLOBAL read_only = 1").await {
-            self.gate.set(false);
+        // 2. Freeze the old primary (MySQL: super_read_only, else the
+        // accounts with CONNECTION_ADMIN could still write there).
+        if let Err(e) = fence(&mut old_conn, old_flavor).await {
+            let state = self
+                .undo(
+                    &mut old_conn,
+                    &old_view.name,
+                    "writes reopened on the old primary; nothing changed",
+                )
+                .await;
             return Err(FailoverError::Step {
                 step: "set old primary read_only",
                 server: old_view.name.to_string(),
-                error: e.into(),
-                state: "writes reopened on the old primary; nothing changed".into(),
+                error: e,
+                state,
             });
         }
-        let final_pos: Option<String> = match old_conn.query_first("SELECT @@gtid_binlog_pos").await
-        {
-            Ok(v) => v,
-            Err(e) => {
-                let state = self
-                    .undo(
-                        &mut old_conn,
-                        &old_view.name,
-                        "old primary made writable again",
-                    )
-                    .await;
-                return Err(FailoverError::Step {
-                    step: "read old primary GTID",
-                    server: old_view.name.to_string(),
-                    error: e.into(),
-                    state,
-                });
-            }
-        };
+        let final_pos: Option<String> =
+            match old_conn.query_first(old_flavor.written_pos_sql()).await {
+                Ok(v) => v,
+                Err(e) => {
+                    let state = self
+                        .undo(
+                            &mut old_conn,
+                            &old_view.name,
+                            "old primary made writable again",
+                        )
+                        .await;
+                    return Err(FailoverError::Step {
+                        step: "read old primary GTID",
+                        server: old_view.name.to_string(),
+                        error: e.into(),
+                        state,
+                    });
+                }
+            };
         let final_pos = final_pos.unwrap_or_default();
         steps.done(format!("old primary read_only at GTID {final_pos}"));
 
         // 3. Wait until the candidate applied everything.
         let wait_secs = timeout.as_secs_f64().max(1.0);
         let waited: Result<Option<i64>, _> = cand_conn
-            .exec_first(
-                "SELECT MASTER_GTID_WAIT(?, ?)",
-                (final_pos.clone(), wait_secs),
-            )
+            .query_first(cand_flavor.gtid_wait_sql(&final_pos, wait_secs))
             .await;
         match waited {
             Ok(Some(0)) => {}
@@ -598,15 +663,19 @@ impl Failover {
         steps.done("candidate caught up");
 
         // 4. Promote the candidate.
-        for sql in ["STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = 0"] {
+        for sql in [
+            cand_flavor.stop_replica_sql(),
+            cand_flavor.reset_replica_sql(),
+            cand_flavor.unfence_sql(),
+        ] {
             if let Err(e) = cand_conn.query_drop(sql).await {
                 // Best effort back: candidate replicates again, old primary writable.
-                let _ = cand_conn.query_drop("SET GLOBAL read_only = 1").await;
+                let _ = cand_conn.query_drop(cand_flavor.fence_sql()).await;
                 let state = self
                     .undo(
                         &mut old_conn,
                         &old_view.name,
-                        &format!("old primary made writable again; candidate may need `CHANGE MASTER` (failed at `{sql}`)"),
+                        &format!("old primary made writable again; candidate may need `CHANGE MASTER` / `CHANGE REPLICATION SOURCE` (failed at `{sql}`)"),
                     )
                     .await;
                 return Err(FailoverError::Step {
@@ -643,27 +712,31 @@ impl Failover {
         steps.report.write_pause = paused.elapsed();
         steps.done("published; writes released");
 
-        // 5. Repoint the others.
-        let change = change_master_sql(&self.cfg(), &f, &cand_view.addr);
-        let _ = old_conn
-            .query_drop("SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos")
-            .await;
+        // 5. Repoint the others. A failure is reported in the step's name
+        // (the promotion itself is done; the operator repoints by hand).
+        let cfg = self.cfg();
         drop_semi_sync_master(&mut old_conn).await;
-        for sql in ["STOP SLAVE", change.as_str(), "START SLAVE"] {
-            if let Err(e) = old_conn.query_drop(sql).await {
-                warn!(server = %old_view.name, error = %e, "repointing old primary failed");
-                break;
-            }
+        let mut failed: Vec<String> = Vec::new();
+        if let Err((sql, e)) =
+            make_replica(&mut old_conn, old_flavor, &cfg, &f, &cand_view.addr, true).await
+        {
+            warn!(server = %old_view.name, error = %e, %sql, "repointing old primary failed");
+            failed.push(old_view.name.to_string());
         }
         for v in snap.servers.iter() {
             if v.name == cand_view.name || v.name == old_view.name || !v.up {
                 continue;
             }
-            if let Err(e) = repoint(&self.cfg(), &v.addr, &change).await {
+            if let Err(e) = repoint(&cfg, &f, &v.addr, &cand_view.addr).await {
                 warn!(server = %v.name, error = %e, "repointing replica failed");
+                failed.push(v.name.to_string());
             }
         }
-        steps.done("replicas repointed");
+        steps.done(if failed.is_empty() {
+            "replicas repointed".to_string()
+        } else {
+            format!("replicas repointed, FAILED on {}", failed.join(", "))
+        });
         let _ = old_conn.disconnect().await;
         let _ = cand_conn.disconnect().await;
         self.promotions.fetch_add(1, Ordering::Relaxed);
@@ -677,6 +750,7 @@ impl Failover {
 
     /// Undo of a switchover: the old primary takes writes again.
     async fn undo(&self, old_conn: &mut Conn, old: &Arc<str>, state: &str) -> String {
+        // `read_only = 0` also clears MySQL's `super_read_only`.
         let state = match old_conn.query_drop("SET GLOBAL read_only = 0").await {
             Ok(()) => {
                 // Publish at once (the monitor may have seen it read_only
@@ -802,36 +876,49 @@ impl Failover {
         // Candidates: up replicas, not fenced. Stop their IO threads so the
         // received positions stop moving, let the SQL threads apply what
         // they have, then pick the most advanced.
-        let mut cands: Vec<(usize, Conn)> = Vec::new();
+        // A candidate whose IO thread could not be stopped is left out
+        // (its position could still move), and the report says so.
+        let mut cands: Vec<(usize, Conn, Flavor)> = Vec::new();
+        let mut left_out: Vec<String> = Vec::new();
         for (i, s) in snap.servers.iter().enumerate() {
             if !s.up || s.role != Role::Replica || s.fenced.is_some() {
                 continue;
             }
-            if let Ok(c) = connect(&self.cfg(), &s.addr).await {
-                cands.push((i, c));
+            match connect_flavored(&self.cfg(), &s.addr).await {
+                Ok((mut c, flavor)) => match c.query_drop(flavor.stop_io_sql()).await {
+                    Ok(()) => cands.push((i, c, flavor)),
+                    Err(e) => {
+                        warn!(server = %s.name, error = %e, "could not stop the IO thread: not a failover candidate");
+                        left_out.push(format!("{} (IO thread not stopped: {e})", s.name));
+                        let _ = c.disconnect().await;
+                    }
+                },
+                Err(e) => {
+                    warn!(server = %s.name, error = %e, "could not connect: not a failover candidate");
+                    left_out.push(format!("{} ({e})", s.name));
+                }
             }
         }
+        if !left_out.is_empty() {
+            steps.done(format!("left out: {}", left_out.join("; ")));
+        }
         let mut best: Option<(usize, GtidPos)> = None;
-        for (i, c) in cands.iter_mut() {
-            let _ = c.query_drop("STOP SLAVE IO_THREAD").await;
+        for (i, c, flavor) in cands.iter_mut() {
+            let cols = flavor.status_columns();
             // Wait (bounded) for the relay log to be applied.
             let deadline = Instant::now() + Duration::from_millis(f.switchover_timeout_ms);
             let mut pos = String::new();
             while Instant::now() < deadline {
-                let rows: Vec<mysql_async::Row> =
-                    c.query("SHOW SLAVE STATUS").await.unwrap_or_default();
+                let rows: Vec<mysql_async::Row> = c
+                    .query(flavor.replica_status_sql())
+                    .await
+                    .unwrap_or_default();
                 let state = rows
                     .first()
-                    .and_then(|r| {
-                        r.get_opt::<String, _>("Slave_SQL_Running_State")
-                            .and_then(Result::ok)
-                    })
+                    .and_then(|r| r.get_opt::<String, _>(cols.sql_state).and_then(Result::ok))
                     .unwrap_or_default();
-                let v: Option<String> = c
-                    .query_first("SELECT @@gtid_slave_pos")
-                    .await
-                    .ok()
-                    .flatten();
+                let v: Option<String> =
+                    c.query_first(flavor.applied_pos_sql()).await.ok().flatten();
                 pos = v.unwrap_or_default();
                 if state.contains("has read all relay log") || state.is_empty() {
                     break;
@@ -847,47 +934,55 @@ impl Failover {
             }
         }
         let Some((cand, pos)) = best else {
-            for (_, mut c) in cands {
-                let _ = c.query_drop("START SLAVE IO_THREAD").await;
+            for (_, mut c, flavor) in cands {
+                let _ = c.query_drop(flavor.start_io_sql()).await;
             }
             return Err(FailoverError::NoCandidate);
         };
         let cand_view = snap.servers[cand].clone();
         steps.report.new_primary = cand_view.name.to_string();
         steps.done(format!("chose {} at GTID {pos}", cand_view.name));
-        let change = change_master_sql(&self.cfg(), &f, &cand_view.addr);
+        let cfg = self.cfg();
         // The candidate first: it must be a (semi-sync) primary before the
         // others connect to it, or they register as asynchronous replicas.
-        cands.sort_by_key(|(i, _)| *i != cand);
-        for (i, c) in cands.iter_mut() {
-            if *i == cand {
-                take_semi_sync_master(c).await;
+        cands.sort_by_key(|(i, _, _)| *i != cand);
+        let mut failed: Vec<String> = Vec::new();
+        for (i, c, flavor) in cands.iter_mut() {
+            if *i != cand {
+                if let Err((sql, e)) =
+                    make_replica(c, *flavor, &cfg, &f, &cand_view.addr, false).await
+                {
+                    warn!(server = %snap.servers[*i].name, error = %e, %sql, "failover step failed");
+                    failed.push(snap.servers[*i].name.to_string());
+                }
+                continue;
             }
-            let sqls: &[&str] = if *i == cand {
-                &["STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = 0"]
-            } else {
-                &["STOP SLAVE", change.as_str(), "START SLAVE"]
-            };
-            for sql in sqls {
-                if let Err(e) = c.query_drop(*sql).await {
-                    warn!(server = %snap.servers[*i].name, error = %e, sql = %Redacted(sql.as_bytes()), "failover step failed");
-                    if *i == cand {
-                        return Err(FailoverError::Step {
-                            step: "promote candidate",
-                            server: cand_view.name.to_string(),
-                            error: e.into(),
-                            state: "no primary; replicas' IO threads stopped — run FAILOVER again"
-                                .into(),
-                        });
-                    }
-                    break;
+            take_semi_sync_master(c).await;
+            for sql in [
+                flavor.stop_replica_sql(),
+                flavor.reset_replica_sql(),
+                flavor.unfence_sql(),
+            ] {
+                if let Err(e) = c.query_drop(sql).await {
+                    warn!(server = %cand_view.name, error = %e, sql, "failover step failed");
+                    return Err(FailoverError::Step {
+                        step: "promote candidate",
+                        server: cand_view.name.to_string(),
+                        error: e.into(),
+                        state: "no primary; replicas' IO threads stopped — run FAILOVER again"
+                            .into(),
+                    });
                 }
             }
         }
-        steps.done("promoted and repointed");
+        steps.done(if failed.is_empty() {
+            "promoted and repointed".to_string()
+        } else {
+            format!("promoted; repointing FAILED on {}", failed.join(", "))
+        });
         self.adopt(&snap, &cand_view.name, &pos);
         steps.done("published");
-        for (_, c) in cands {
+        for (_, c, _) in cands {
             let _ = c.disconnect().await;
         }
         for c in locks {
@@ -1009,7 +1104,7 @@ impl Failover {
             if (promoted_at.is_none() && !unfollowed) || s.addr == p.addr {
                 continue;
             }
-            let Ok(mut c) = connect(&self.cfg(), &s.addr).await else {
+            let Ok((mut c, flavor)) = connect_flavored(&self.cfg(), &s.addr).await else {
                 continue;
             };
             // Bounded: `SET GLOBAL read_only = 1` waits for commits in
@@ -1018,7 +1113,7 @@ impl Failover {
             // out of routing meanwhile (`demoted` / conflict).
             match tokio::time::timeout(
                 cfg.connect_timeout().max(Duration::from_secs(2)),
-                c.query_drop("SET GLOBAL read_only = 1"),
+                fence(&mut c, flavor),
             )
             .await
             {
@@ -1032,7 +1127,7 @@ impl Failover {
                     continue;
                 }
             }
-            warn!(server = %s.name, primary = %p.name, "fenced a stray primary (read_only = 1)");
+            warn!(server = %s.name, primary = %p.name, sql = flavor.fence_sql(), "fenced a stray primary");
             // Sequence numbers alone cannot tell: the new primary continues
             // the same domain's numbering with its own server id. What the
             // old primary wrote must not go past where the new one was
@@ -1061,22 +1156,11 @@ impl Failover {
                 });
             } else if rejoin && let Some(f) = &cfg.failover {
                 drop_semi_sync_master(&mut c).await;
-                let change = change_master_sql(&cfg, f, &p.addr);
-                let mut ok = true;
-                for sql in [
-                    "STOP SLAVE",
-                    "SET GLOBAL gtid_slave_pos = @@gtid_binlog_pos",
-                    change.as_str(),
-                    "START SLAVE",
-                ] {
-                    if let Err(e) = c.query_drop(sql).await {
-                        warn!(server = %name, error = %e, sql = %Redacted(sql.as_bytes()), "rejoin failed");
-                        ok = false;
-                        break;
+                match make_replica(&mut c, flavor, &cfg, f, &p.addr, true).await {
+                    Ok(()) => {
+                        info!(server = %name, primary = %p.name, "old primary rejoined as replica")
                     }
-                }
-                if ok {
-                    info!(server = %name, primary = %p.name, "old primary rejoined as replica");
+                    Err((sql, e)) => warn!(server = %name, error = %e, %sql, "rejoin failed"),
                 }
             }
             let _ = c.disconnect().await;
@@ -1217,11 +1301,14 @@ fn followed_primary(snap: &Snapshot) -> Option<usize> {
     }
 }
 
-async fn repoint(config: &Config, addr: &str, change: &str) -> Result<(), ServerOpError> {
-    let mut c = connect(config, addr).await?;
-    for sql in ["STOP SLAVE", change, "START SLAVE"] {
-        c.query_drop(sql).await?;
-    }
+async fn repoint(
+    config: &Config,
+    f: &FailoverConfig,
+    addr: &str,
+    primary_addr: &str,
+) -> Result<(), ServerOpError> {
+    let (mut c, flavor) = connect_flavored(config, addr).await?;
+    let r = make_replica(&mut c, flavor, config, f, primary_addr, false).await;
     let _ = c.disconnect().await;
-    Ok(())
+    r.map_err(|(_, e)| e)
 }

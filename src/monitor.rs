@@ -43,6 +43,9 @@ pub struct Observation {
     /// The IO thread's counters (replicas only; None where the dialect
     /// gives none).
     pub feed: Option<FeedSample>,
+    /// Even privileged accounts are refused writes: MySQL's
+    /// `super_read_only` (what fencing sets there); MariaDB's `read_only`.
+    pub super_read_only: bool,
 }
 
 /// One reading of a replica's IO-thread counters (see
@@ -55,19 +58,24 @@ pub struct FeedSample {
     pub io_pos: String,
 }
 
-/// MariaDB: the IO thread's evidence from a `SHOW SLAVE STATUS` row.
-/// (MySQL would read `performance_schema.replication_connection_status`:
-/// `SERVICE_STATE`, `SOURCE_UUID`, `LAST_HEARTBEAT_TIMESTAMP`,
-/// `LAST_QUEUED_TRANSACTION` — another function of this shape.)
-fn mariadb_feed(r: &Row) -> Option<FeedSample> {
-    let heartbeats = col_str(r, "Slave_received_heartbeats")?.parse().ok()?;
+/// The IO thread's evidence from a replica status row: MariaDB has the
+/// heartbeat counter in the row (`SHOW ALL SLAVES STATUS`), MySQL in
+/// `performance_schema.replication_connection_status` (`heartbeats`, read
+/// by [`check`]). The received position is `Gtid_IO_Pos` /
+/// `Retrieved_Gtid_Set`.
+fn feed_sample(r: &Row, flavor: Flavor, heartbeats: Option<u64>) -> Option<FeedSample> {
+    let cols = flavor.status_columns();
+    let heartbeats = match flavor {
+        Flavor::MariaDb => col_str(r, "Slave_received_heartbeats")?.parse().ok()?,
+        Flavor::MySql => heartbeats?,
+    };
     Some(FeedSample {
-        source_id: col_str(r, "Master_Server_Id")
+        source_id: col_str(r, cols.source_id)
             .and_then(|v| v.parse().ok())
             .filter(|&id| id != 0),
-        connected: col_str(r, "Slave_IO_Running").is_some_and(|v| v == "Yes"),
+        connected: col_str(r, cols.io_running).is_some_and(|v| v == "Yes"),
         heartbeats,
-        io_pos: col_str(r, "Gtid_IO_Pos").unwrap_or_default(),
+        io_pos: col_str(r, cols.received).unwrap_or_default(),
     })
 }
 
@@ -139,58 +147,50 @@ fn col_str(row: &Row, name: &str) -> Option<String> {
     }
 }
 
-/// `@@read_only`, binlog position, applied position, `@@server_id`.
-type GlobalsRow = (i64, Option<String>, Option<String>, Option<u32>);
+/// `@@read_only`, binlog position, applied position, `@@server_id`,
+/// `@@super_read_only` (see [`Flavor::monitor_globals_sql`]).
+type GlobalsRow = (i64, Option<String>, Option<String>, Option<u32>, i64);
 
-/// Runs one check on an open connection.
+/// Runs one check on an open connection, in the dialect of its `flavor`
+/// (read once when the connection was opened).
 pub async fn check(
     conn: &mut Conn,
     flavor: Flavor,
     heartbeat: Heartbeat,
 ) -> Result<Observation, mysql_async::Error> {
-    // MariaDB and MySQL spell GTID positions and replica status differently.
-    let mariadb = flavor == Flavor::MariaDb;
-    let (gtid_sql, status_sql) = if mariadb {
-        (
-            "SELECT @@read_only, @@gtid_binlog_pos, @@gtid_slave_pos, @@server_id",
-            // ALL: only this form has `Slave_received_heartbeats` (the
-            // evidence a quiet primary is alive, see `mariadb_feed`).
-            "SHOW ALL SLAVES STATUS",
-        )
-    } else {
-        // MySQL: one executed set; applied == written on a replica with
-        // log_replica_updates. (GtidPos understands MariaDB positions only,
-        // so on MySQL read-your-writes falls back to the primary.)
-        (
-            "SELECT @@read_only, @@gtid_executed, @@gtid_executed, @@server_id",
-            "SHOW REPLICA STATUS",
-        )
-    };
-    let row: Option<GlobalsRow> = conn.query_first(gtid_sql).await?;
-    let (read_only, binlog, slave, server_id) = row.unwrap_or((0, None, None, None));
-    let mut status: Vec<Row> = conn.query(status_sql).await?;
+    let row: Option<GlobalsRow> = conn.query_first(flavor.monitor_globals_sql()).await?;
+    let (read_only, binlog, slave, server_id, super_ro) = row.unwrap_or((0, None, None, None, 0));
+    let mut status: Vec<Row> = conn.query(flavor.replica_status_sql()).await?;
     // The default (unnamed) replication connection comes first.
-    if let Some(i) = status
-        .iter()
-        .position(|r| col_str(r, "Connection_name").is_some_and(|n| n.is_empty()))
-    {
+    if let Some(i) = status.iter().position(|r| {
+        col_str(r, "Connection_name")
+            .or_else(|| col_str(r, "Channel_Name"))
+            .is_some_and(|n| n.is_empty())
+    }) {
         status.swap(0, i);
     }
-    let feed = status.first().filter(|_| mariadb).and_then(mariadb_feed);
+    let heartbeats = match (flavor.heartbeats_sql(), status.is_empty()) {
+        // Not fatal: without SELECT on performance_schema there is no
+        // feed evidence (failover then cannot verify a primary's death).
+        (Some(sql), false) => conn
+            .query_first::<Option<u64>, _>(sql)
+            .await
+            .ok()
+            .flatten()
+            .flatten(),
+        _ => None,
+    };
+    let feed = status
+        .first()
+        .and_then(|r| feed_sample(r, flavor, heartbeats));
+    let cols = flavor.status_columns();
     let (is_replica, replication, sbm) = match status.first() {
         None => (false, Replication::None, None),
         Some(r) => {
-            let master = col_str(r, "Master_Host")
-                .or_else(|| col_str(r, "Source_Host"))
-                .unwrap_or_default();
-            let io = col_str(r, "Slave_IO_Running")
-                .or_else(|| col_str(r, "Replica_IO_Running"))
-                .is_some_and(|v| v == "Yes");
-            let sql = col_str(r, "Slave_SQL_Running")
-                .or_else(|| col_str(r, "Replica_SQL_Running"))
-                .is_some_and(|v| v == "Yes");
-            let sbm = col_str(r, "Seconds_Behind_Master")
-                .or_else(|| col_str(r, "Seconds_Behind_Source"))
+            let master = col_str(r, cols.source_host).unwrap_or_default();
+            let io = col_str(r, cols.io_running).is_some_and(|v| v == "Yes");
+            let sql = col_str(r, cols.sql_running).is_some_and(|v| v == "Yes");
+            let sbm = col_str(r, cols.lag)
                 .and_then(|v| v.parse::<u64>().ok())
                 .map(Duration::from_secs);
             let rep = if io && sql {
@@ -229,6 +229,7 @@ pub async fn check(
         is_replica,
         server_id,
         feed,
+        super_read_only: super_ro != 0,
     })
 }
 

@@ -50,13 +50,19 @@ const STOP_GRACE: Duration = Duration::from_secs(30);
 const REPLICATION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Same accounts and databases as the MariaDB sandbox. The monitor account
-/// gets MySQL's names for the same rights (dynamic privileges).
+/// gets exactly the README's minimal MySQL list (tests/mysql_flavor.rs
+/// promotes and fails over with it): `REPLICATION CLIENT` (`SHOW REPLICA
+/// STATUS`), `SELECT` on `performance_schema.replication_connection_status`
+/// (heartbeats), `SELECT` on `mysql.user` (accounts),
+/// `SYSTEM_VARIABLES_ADMIN` (`super_read_only`/`read_only`),
+/// `REPLICATION_SLAVE_ADMIN` (`STOP`/`START REPLICA`, `CHANGE REPLICATION
+/// SOURCE`), `RELOAD` (`RESET REPLICA ALL`).
 const ACCOUNTS_SQL: &str = concat!(
     super::common_accounts_sql!(),
-    "GRANT REPLICATION CLIENT, PROCESS, RELOAD ON *.* TO 'rwproxy_monitor'@'%';
-GRANT REPLICATION_SLAVE_ADMIN, SYSTEM_VARIABLES_ADMIN, BINLOG_ADMIN, CONNECTION_ADMIN \
+    "GRANT REPLICATION CLIENT, SYSTEM_VARIABLES_ADMIN, REPLICATION_SLAVE_ADMIN, RELOAD \
 ON *.* TO 'rwproxy_monitor'@'%';
-GRANT SELECT ON performance_schema.* TO 'rwproxy_monitor'@'%';"
+GRANT SELECT ON mysql.user TO 'rwproxy_monitor'@'%';
+GRANT SELECT ON performance_schema.replication_connection_status TO 'rwproxy_monitor'@'%';"
 );
 
 /// What `DIR/mysql-sandbox.toml` records.
@@ -389,6 +395,13 @@ fn start_one(sb: &MysqlSandbox, i: usize) -> Result<(), SandboxError> {
         thread::sleep(Duration::from_millis(100));
     }
     Ok(())
+}
+
+/// Starts server `i` again (after a test stopped or killed it) without
+/// touching replication: after a promotion the servers' own configuration
+/// is the truth, not the sandbox's original layout.
+pub fn start_server(sb: &MysqlSandbox, i: usize) -> Result<(), SandboxError> {
+    start_one(sb, i)
 }
 
 fn set_up_replication(sb: &MysqlSandbox) -> Result<(), SandboxError> {

@@ -37,6 +37,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::dialect::Flavor;
 use crate::protocol::auth::Stage1;
 use crate::protocol::command::code;
 use crate::protocol::compress::Algorithm;
@@ -196,6 +197,10 @@ pub struct BackendConn {
     /// The server reports `last_gtid` in OK packets (session tracking), so
     /// read-your-writes needs no extra query after a commit.
     tracks_gtid: bool,
+    /// MariaDB or MySQL, from the greeting's version string, read once at
+    /// login: the statements rwproxy sends itself here (GTID tracking and
+    /// waits) are in this dialect.
+    flavor: Flavor,
     /// A client statement left state here that only a reset clears (see
     /// [`Pools::put`]); false after connect and after a reset.
     dirty: bool,
@@ -282,6 +287,7 @@ impl BackendConn {
                 .await
                 .map_err(login_error)?;
             Ok::<_, BackendError>(BackendConn {
+                flavor: Flavor::from_version(&hello.version, ""),
                 stream,
                 caps: hello.caps,
                 key: key.clone(),
@@ -357,6 +363,11 @@ impl BackendConn {
         self.dirty = true;
     }
 
+    /// The server's flavor (see [`Flavor`]), read at login.
+    pub fn flavor(&self) -> Flavor {
+        self.flavor
+    }
+
     /// The server reports `last_gtid` in its OK packets here.
     pub fn tracks_gtid(&self) -> bool {
         self.tracks_gtid
@@ -366,11 +377,7 @@ impl BackendConn {
     /// tracking, kept until a reset); true if it agreed.
     pub async fn track_gtid(&mut self) -> bool {
         if !self.tracks_gtid
-            && let Ok(None) = self
-                .query_internal(
-                    "SET SESSION session_track_system_variables = CONCAT_WS(',', NULLIF(@@session_track_system_variables, ''), 'last_gtid')",
-                )
-                .await
+            && let Ok(None) = self.query_internal(self.flavor.track_gtid_sql()).await
         {
             self.tracks_gtid = true;
         }

@@ -105,6 +105,21 @@ impl MetaCache<'_> {
 }
 
 /// Whether two sets of column definitions are the same.
+/// MySQL's `SESSION_TRACK_GTIDS` data (`session_track_gtids = OWN_GTID`):
+/// an encoding specification byte (0: the GTID set as text) and then the
+/// set as a length-encoded string. mysql_common hands the data over raw
+/// (spec byte included). None for another encoding or a malformed length,
+/// so that read-your-writes falls back to asking the server.
+fn mysql_tracked_gtids(data: &[u8]) -> Option<String> {
+    let (&spec, rest) = data.split_first()?;
+    if spec != 0 {
+        return None;
+    }
+    let (len, n) = get_lenenc_int(rest)?;
+    let text = rest.get(n..n.checked_add(usize::try_from(len).ok()?)?)?;
+    Some(String::from_utf8_lossy(text).into_owned())
+}
+
 fn same_columns(a: Option<&Arc<[u8]>>, b: Option<&Arc<[u8]>>) -> bool {
     match (a, b) {
         (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a[..] == b[..],
@@ -365,7 +380,7 @@ impl Forwarder {
                         self.summary.schema = Some(s.as_str().into_owned());
                     }
                     Ok(SessionStateChange::Gtids(g)) => {
-                        self.summary.gtid = Some(g.as_str().into_owned());
+                        self.summary.gtid = mysql_tracked_gtids(g.as_bytes());
                     }
                     // MariaDB reports the session's last GTID as a tracked
                     // system variable when rwproxy asked for it.
@@ -885,6 +900,21 @@ where
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mysql_own_gtid_tracker_data_is_decoded() {
+        // As MySQL 9.7 sends it: spec 0, then a length-encoded set.
+        let set = b"62a8a386-f1cd-11f1-96ff-02fc00000001:23";
+        let mut data = vec![0u8, set.len() as u8];
+        data.extend_from_slice(set);
+        assert_eq!(
+            super::mysql_tracked_gtids(&data).as_deref(),
+            Some("62a8a386-f1cd-11f1-96ff-02fc00000001:23")
+        );
+        assert_eq!(super::mysql_tracked_gtids(&[1, 1, b'x']), None);
+        assert_eq!(super::mysql_tracked_gtids(&[0, 5, b'x']), None);
+        assert_eq!(super::mysql_tracked_gtids(&[]), None);
+    }
+
     use super::*;
     use crate::protocol::packet::test_frame as frame;
     use tokio::io::AsyncWriteExt;

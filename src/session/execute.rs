@@ -97,10 +97,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let mut tried: Vec<usize> = Vec::new();
         let mut last_err: Option<ExecError> = None;
         let mut failover_wait = FailoverWait::default();
+        let mut held_by_switchover = false;
         loop {
             let snap = self.shared.topology.load();
             let (idx, label) = match self.pick(c, bound, &snap, &tried, true).await {
                 Ok(p) => p,
+                // A switchover is under way (the write gate is closed):
+                // the monitor may already see the old primary fenced while
+                // the new one is not published yet. Hold the statement as
+                // the gate would (once), then route again.
+                Err(Unavailable::NoPrimary)
+                    if !held_by_switchover
+                        && !self.in_trans
+                        && self.shared.failover.gate.is_closed() =>
+                {
+                    held_by_switchover = true;
+                    self.shared.failover.gate.wait_open(self.hold_limit()).await;
+                    continue;
+                }
                 Err(Unavailable::NoPrimary) if failover_wait.may_wait(self) => {
                     // The primary is down and automatic failover is on:
                     // hold the statement until a new primary is published.

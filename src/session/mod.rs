@@ -1266,11 +1266,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         exclude: &[usize],
         ticket: u64,
     ) -> Option<usize> {
-        let gtid = self.last_write.as_ref().filter(|g| !g.is_unknown())?;
-        let sql = format!(
-            "SELECT MASTER_GTID_WAIT('{gtid}', {:.3})",
-            self.cfg.causal_wait_ms as f64 / 1000.0
-        );
+        let gtid = self
+            .last_write
+            .as_ref()
+            .filter(|g| !g.is_unknown())?
+            .to_string();
+        let secs = self.cfg.causal_wait_ms as f64 / 1000.0;
         let needs = ReadNeeds {
             max_lag: None,
             min_gtid: None,
@@ -1278,14 +1279,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let idx = router::causal_candidate(c, snap, self.policy(), &needs, ticket)?;
         let caught_up = match self.acquire(snap, idx).await {
-            Ok(pos) => match self.conns[pos].conn.query_value(&sql).await {
-                Ok(v) => v.as_deref() == Some("0"),
-                Err(e) => {
-                    debug!(parent: &self.span, server = %snap.servers[idx].name, error = %e, "causal wait failed");
-                    self.remove_conn(pos);
-                    false
+            Ok(pos) => {
+                // In the replica's own dialect (`MASTER_GTID_WAIT` /
+                // `WAIT_FOR_EXECUTED_GTID_SET`; both answer 0 once applied).
+                let sql = self.conns[pos].conn.flavor().gtid_wait_sql(&gtid, secs);
+                match self.conns[pos].conn.query_value(&sql).await {
+                    Ok(v) => v.as_deref() == Some("0"),
+                    Err(e) => {
+                        debug!(parent: &self.span, server = %snap.servers[idx].name, error = %e, "causal wait failed");
+                        self.remove_conn(pos);
+                        false
+                    }
                 }
-            },
+            }
             Err(_) => false,
         };
         self.shared.metrics.causal_wait(caught_up);
@@ -1295,9 +1301,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Read-your-writes: after a write commits on the primary, learn its
     /// GTID so the session's next reads only go to replicas that applied
     /// it: from the OK packet when the connection tracks `last_gtid`
-    /// (session tracking, set up when the session first uses the primary),
-    /// else with `SELECT @@last_gtid` (one extra round trip per committed
-    /// write).
+    /// (MariaDB) or `OWN_GTID` (MySQL) (session tracking, set up when the
+    /// session first uses the primary), else with `SELECT @@last_gtid`
+    /// (MySQL: `@@GLOBAL.gtid_executed`) (one extra round trip per
+    /// committed write).
     pub(super) async fn track_write(
         &mut self,
         c: &Classified,
@@ -1315,7 +1322,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // every statement that changes it (a write in autocommit, a COMMIT
         // that wrote, a non-transactional write inside a transaction).
         if let Some(g) = summary.gtid.as_deref().filter(|g| !g.is_empty()) {
-            self.last_write = Some(GtidPos::parse(g));
+            // A report rwproxy cannot read must not let reads go anywhere:
+            // an empty position would be covered by every replica.
+            let pos = GtidPos::parse(g);
+            self.last_write = Some(if pos.is_empty() {
+                GtidPos::unknown()
+            } else {
+                pos
+            });
             if !self.in_trans {
                 self.trans_wrote = false;
             }
@@ -1345,7 +1359,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             // transaction's COMMIT costs no extra query).
             return;
         }
-        match held.conn.query_value("SELECT @@last_gtid").await {
+        let sql = held.conn.flavor().last_gtid_sql();
+        match held.conn.query_value(sql).await {
             Ok(Some(g)) if !g.is_empty() => {
                 self.last_write = Some(GtidPos::parse(&g));
             }
@@ -1353,7 +1368,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Err(e) => {
                 // Without the GTID, be safe: read from the primary until a
                 // later write tells us more.
-                debug!(parent: &self.span, error = %e, "could not read @@last_gtid");
+                debug!(parent: &self.span, error = %e, sql, "could not read the last write's GTID");
                 self.last_write = Some(GtidPos::unknown());
             }
         }
