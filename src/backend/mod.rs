@@ -220,6 +220,12 @@ pub struct BackendConn {
     /// connection logged in or was last reset: its session variables were
     /// copied from the globals of that time.
     epoch: u64,
+    /// The session `wait_timeout` a client's replayed state set here (none
+    /// after a reset): the server closes the connection once it sat idle
+    /// that long, so the pool must not hand it out by then.
+    server_wait_timeout: Option<Duration>,
+    /// When the last command was sent (the server's idle clock).
+    last_command: Instant,
 }
 
 impl BackendConn {
@@ -313,6 +319,8 @@ impl BackendConn {
                 cut: CancellationToken::new(),
                 read_timeout: None,
                 epoch: 0,
+                server_wait_timeout: None,
+                last_command: Instant::now(),
             })
         };
         match tokio::time::timeout(timeout, fut).await {
@@ -325,6 +333,7 @@ impl BackendConn {
     /// [`Exchange`]. Until [`Exchange::finish`], the connection is broken.
     pub async fn exchange(&mut self, payload: &[u8]) -> Result<Exchange<'_>, FrameError> {
         self.broken = true;
+        self.last_command = Instant::now();
         self.stream.queue_payload(0, payload);
         self.stream.flush().await?;
         Ok(Exchange { conn: self })
@@ -371,6 +380,18 @@ impl BackendConn {
     /// A client statement left state here that only a reset clears.
     pub fn mark_dirty(&mut self) {
         self.dirty = true;
+    }
+
+    /// The client's state set the server's `wait_timeout` here to `t`.
+    pub fn set_server_wait_timeout(&mut self, t: Option<Duration>) {
+        self.server_wait_timeout = t;
+    }
+
+    /// The server has closed, or is about to close, this idle connection
+    /// for its `wait_timeout` (with a margin for the time to use it).
+    fn timed_out_on_server(&self) -> bool {
+        self.server_wait_timeout
+            .is_some_and(|w| self.last_command.elapsed() + Duration::from_millis(500) >= w)
     }
 
     /// The server ended its session on this connection (an ERR such as
@@ -442,6 +463,7 @@ impl BackendConn {
             // The reset restored the server's default tracking.
             self.tracks_gtid = false;
             self.dirty = false;
+            self.server_wait_timeout = None;
         }
         Ok(r)
     }
@@ -905,6 +927,11 @@ impl Pools {
         };
         while let Some(mut conn) = self.take_idle(key, want) {
             if conn.cut.is_cancelled() {
+                continue;
+            }
+            if conn.timed_out_on_server() {
+                debug!(server = %key.server, "dropping pooled connection past its session wait_timeout");
+                lifecycle::close_later(vec![conn]);
                 continue;
             }
             let epoch = self.epoch.load(Ordering::Acquire);

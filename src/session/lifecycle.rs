@@ -15,6 +15,7 @@
 //!   reachable: they only need a server to check them, and the session
 //!   records and replays them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -80,36 +81,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    /// The client's own `wait_timeout` when rwproxy must enforce it: in
-    /// the sharing pool modes (in `session` mode the server's connection
-    /// under the client enforces it, and its end closes the client through
-    /// [`Self::server_ended_session`]). Only a value the client set is
-    /// known; the servers' global default (8 hours unless configured)
-    /// is left to `client_idle_timeout_ms`.
+    /// The client's own `wait_timeout`, which rwproxy enforces itself: in
+    /// the sharing pool modes no server connection sits under an idle
+    /// client, and in `session` mode the primary's connection timing out
+    /// would go unnoticed while the session's next statements are reads
+    /// on replicas. Only a value the client set is known; the servers'
+    /// global default (8 hours unless configured) is left to
+    /// `client_idle_timeout_ms`.
     pub(super) fn client_wait_timeout(&self) -> Option<Duration> {
-        if self.cfg.pool_mode == PoolMode::Session {
-            return None;
-        }
-        let item = self.state.items.iter().find(|i| i.key == "wait_timeout")?;
-        let secs: f64 = item.text.rsplit('=').next()?.trim().parse().ok()?;
-        (secs > 0.0).then(|| Duration::from_secs_f64(secs))
+        self.state.wait_timeout()
     }
 
-    /// A replayable `SET`, `USE` or `COM_INIT_DB`/`COM_SET_OPTION` (kind
-    /// `Set`/`Use`) while no primary is up, outside a transaction and
-    /// unpinned: routed as a read, so any reachable server checks it and
-    /// the session records it as usual. Anything else is left as it is.
-    pub(super) fn without_primary(&self, c: Classified, sql: Option<&[u8]>) -> Classified {
+    /// The server a replayable `SET`, `USE` or `COM_INIT_DB`/
+    /// `COM_SET_OPTION` (kind `Set`/`Use`) runs on while no primary is up
+    /// (outside a transaction, unpinned): a readable replica, else any
+    /// reachable one (a replica whose source is gone has stopped
+    /// replicating, so it is not readable, but it can check a `SET`). The
+    /// session records the statement as usual and replays it wherever it
+    /// goes next. `None`: routed as always.
+    pub(super) fn without_primary(&self, c: &Classified, sql: Option<&[u8]>) -> Option<Arc<str>> {
         if !matches!(c.kind, StatementKind::Set | StatementKind::Use)
             || c.pins_session
             || self.in_trans
             || self.pinned
         {
-            return c;
+            return None;
         }
         let snap = self.shared.topology.load();
         if snap.primary_view().is_some_and(|p| p.up) {
-            return c;
+            return None;
         }
         let replayable = c.kind == StatementKind::Use
             || sql.is_none_or(|sql| match parse_set(sql) {
@@ -117,11 +117,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 _ => false,
             });
         if !replayable {
-            return c;
+            return None;
         }
-        Classified {
-            kind: StatementKind::Read,
-            ..c
-        }
+        let usable = |s: &&crate::topology::ServerView| {
+            s.up && s.fenced.is_none() && s.admin == crate::topology::AdminState::Online
+        };
+        snap.readable_replicas(None)
+            .map(|i| &snap.servers[i])
+            .find(usable)
+            .or_else(|| snap.servers.iter().find(usable))
+            .map(|s| s.name.clone())
     }
 }

@@ -1096,8 +1096,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Err(ExecError::Refused(e));
         }
         let c = self.next_transaction(c, sql);
-        let routed = self.without_primary(c, Some(sql));
-        let routed = match self.apply_rules(sql, routed, digest) {
+        let bound = self.without_primary(&c, Some(sql));
+        let routed = match self.apply_rules(sql, c, digest) {
             Ok((routed, _)) => routed,
             Err(denied) => {
                 // Denied statements show in SHOW DIGESTS as errors.
@@ -1113,7 +1113,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             payload,
             expect: Expect::Query,
         };
-        let r = self.execute(&routed, None, work).await;
+        let r = self.execute(&routed, bound.as_ref(), work).await;
         if let Some(d) = digest {
             let outcome = r.as_ref().ok().map(|ran| (ran.on_primary, &ran.summary));
             self.account_digest(d, &self.digest_text, (started, Instant::now()), outcome);
@@ -1182,8 +1182,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         payload: &[u8],
         expect: Expect,
     ) -> Result<Ran, ExecError> {
-        let c = self.without_primary(Classified::of(kind), None);
-        self.execute(&c, None, Work::Command { payload, expect })
+        let c = Classified::of(kind);
+        let bound = self.without_primary(&c, None);
+        self.execute(&c, bound.as_ref(), Work::Command { payload, expect })
             .await
     }
 
@@ -1203,6 +1204,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             && h.conn.state_fp() == before
         {
             h.conn.set_state_fp(self.state.fp);
+            h.conn.set_server_wait_timeout(self.state.wait_timeout());
         }
     }
 
