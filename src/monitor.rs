@@ -216,7 +216,8 @@ pub async fn check(
             } else {
                 Replication::Stopped { io, sql }
             };
-            let io_state = col_str(r, "Slave_IO_Running").or_else(|| col_str(r, "Replica_IO_Running"));
+            let io_state =
+                col_str(r, "Slave_IO_Running").or_else(|| col_str(r, "Replica_IO_Running"));
             let sql_state =
                 col_str(r, "Slave_SQL_Running").or_else(|| col_str(r, "Replica_SQL_Running"));
             let replicates = replicating(&master, io_state.as_deref(), sql_state.as_deref());

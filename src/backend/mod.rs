@@ -453,7 +453,9 @@ impl BackendConn {
     /// schema stays selected.
     pub async fn reset(&mut self) -> Result<Option<ClientError>, BackendError> {
         let r = self.simple(code::COM_RESET_CONNECTION, &[]).await?;
-        if r.as_ref().is_some_and(|e| lifecycle::ends_server_session(e.code)) {
+        if r.as_ref()
+            .is_some_and(|e| lifecycle::ends_server_session(e.code))
+        {
             self.broken = true;
         }
         if r.is_none() {
@@ -927,6 +929,10 @@ impl Pools {
         };
         while let Some(mut conn) = self.take_idle(key, want) {
             if conn.cut.is_cancelled() {
+                continue;
+            }
+            if conn.stream.has_buffered_frame() || conn.stream.get_ref().peer_gone() {
+                debug!(server = %key.server, "dropping pooled connection the server closed");
                 continue;
             }
             if conn.timed_out_on_server() {

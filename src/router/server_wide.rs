@@ -68,10 +68,16 @@ mod tests {
     #[test]
     fn statements_that_reach_past_the_session() {
         for (sql, want) in [
-            ("SET GLOBAL div_precision_increment = 9", ServerWide::Globals),
+            (
+                "SET GLOBAL div_precision_increment = 9",
+                ServerWide::Globals,
+            ),
             ("set @@global.max_allowed_packet=2048", ServerWide::Globals),
             ("SET @@GLOBAL.sql_mode = ''", ServerWide::Globals),
-            ("SET sql_mode = '', GLOBAL wait_timeout = 5", ServerWide::Globals),
+            (
+                "SET sql_mode = '', GLOBAL wait_timeout = 5",
+                ServerWide::Globals,
+            ),
             ("/* x */ SET GLOBAL x = 1", ServerWide::Globals),
             ("SET SESSION sql_mode = 'GLOBAL'", ServerWide::None),
             ("SET @global = 1", ServerWide::None),
