@@ -292,6 +292,33 @@ pub struct Accounts {
     /// rwproxy's RSA key for caching_sha2 full authentication over
     /// plaintext, generated at first use.
     rsa: tokio::sync::OnceCell<Option<Arc<crate::protocol::caching_sha2::RsaKey>>>,
+    /// The backend pools: a refresh that finds an account dropped or
+    /// changed closes the idle connections logged in as it.
+    pools: Option<Arc<crate::backend::Pools>>,
+}
+
+/// The users whose accounts differ between two readings (dropped, or any
+/// entry's password, plugin, lock, expiry or TLS requirement changed). A
+/// pooled connection keeps the identity and global privileges of its
+/// login, so such a user's pooled connections must not serve new sessions.
+/// The first reading (`old` empty) changes nobody.
+pub fn changed_users(old: &[ServerAccount], new: &[ServerAccount]) -> Vec<String> {
+    if old.is_empty() {
+        return Vec::new();
+    }
+    let entries = |list: &[ServerAccount], user: &str| -> Vec<ServerAccount> {
+        let mut v: Vec<ServerAccount> = list.iter().filter(|a| a.user == user).cloned().collect();
+        v.sort_by(|a, b| a.host.cmp(&b.host));
+        v
+    };
+    let mut users: Vec<&str> = old.iter().map(|a| a.user.as_str()).collect();
+    users.sort_unstable();
+    users.dedup();
+    users
+        .into_iter()
+        .filter(|u| entries(old, u) != entries(new, u))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Least time between two refreshes triggered by unknown users.
@@ -313,7 +340,15 @@ impl Accounts {
             sha2_cache: Default::default(),
             mysql: std::sync::atomic::AtomicBool::new(false),
             rsa: tokio::sync::OnceCell::new(),
+            pools: None,
         }
+    }
+
+    /// Lets refreshes discard idle connections of dropped or changed
+    /// accounts ([`changed_users`]).
+    pub fn with_pools(mut self, pools: Arc<crate::backend::Pools>) -> Accounts {
+        self.pools = Some(pools);
+        self
     }
 
     /// Whether client greetings should name caching_sha2_password: in
@@ -543,6 +578,13 @@ impl Accounts {
                 .map(|s| (a.user.as_str(), a.host.as_str(), s))
         }));
         let n = list.len();
+        let old = self.cache.load_full();
+        if let Some(pools) = &self.pools {
+            for user in changed_users(&old, &list) {
+                let closed = pools.discard_user(Some(&user));
+                info!(%user, closed, "account dropped or changed on the servers: its pooled connections are closed");
+            }
+        }
         self.cache.store(Arc::new(list));
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::Release);
@@ -591,6 +633,27 @@ impl Accounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dropped_and_changed_accounts_are_reported() {
+        let acct = |user: &str, host: &str, hash: u8| ServerAccount {
+            user: user.into(),
+            host: host.into(),
+            plugin: "mysql_native_password".into(),
+            hash: Some(NativeHash([hash; 20])),
+            sha2: None,
+            locked: false,
+            expired: false,
+            tls: TlsRequirement::None,
+        };
+        let old = vec![acct("a", "%", 1), acct("b", "%", 2), acct("c", "%", 3)];
+        let new = vec![acct("a", "%", 1), acct("c", "%", 9), acct("d", "%", 4)];
+        assert_eq!(changed_users(&old, &new), vec!["b", "c"]);
+        assert!(changed_users(&[], &new).is_empty());
+        let mut locked = new.clone();
+        locked[0].locked = true;
+        assert_eq!(changed_users(&new, &locked), vec!["a"]);
+    }
 
     #[test]
     fn host_patterns() {

@@ -169,7 +169,8 @@ pub async fn build_shared(
     let config = Arc::new(ArcSwap::from_pointee(config));
     let failover =
         Arc::new(Failover::new(config.clone(), topology.clone()).with_pools(pools.clone()));
-    let accounts = Arc::new(Accounts::new(config.clone(), topology.clone()));
+    let accounts =
+        Arc::new(Accounts::new(config.clone(), topology.clone()).with_pools(pools.clone()));
     if config.load().auth == crate::config::AuthMode::Servers {
         // Load accounts before the first client arrives (the refresher
         // keeps them fresh afterwards).

@@ -36,7 +36,9 @@ pub struct Observation {
     pub lag: Option<Duration>,
     pub gtid_binlog: GtidPos,
     pub gtid_slave: GtidPos,
-    /// Whether replication is configured at all (a replica, even if stopped).
+    /// Whether the server replicates: a replication thread runs or is
+    /// connecting ([`replicating`]). Leftover configuration with both
+    /// threads stopped does not count.
     pub is_replica: bool,
     /// `@@server_id`.
     pub server_id: Option<u32>,
@@ -147,6 +149,22 @@ fn col_str(row: &Row, name: &str) -> Option<String> {
     }
 }
 
+/// Whether a `SHOW SLAVE STATUS` row says the server replicates: a source
+/// is configured and a replication thread runs or tries to (IO thread
+/// `Yes` or `Connecting`, SQL thread `Yes`).
+///
+/// Why not "a source is configured": `CHANGE MASTER TO` without `START
+/// SLAVE`, a `STOP SLAVE`, or `RESET SLAVE` (without `ALL`) leave
+/// `Master_Host` set on a server that replicates nothing. Counting those
+/// as replicas made a writable primary with such leftovers lose its role,
+/// and every write failed with "no primary" (issue 16, item 7). A
+/// writable server whose threads are stopped is a primary; a *second* one
+/// is the split-brain case `derive_primary` refuses writes for.
+pub fn replicating(master_host: &str, io: Option<&str>, sql: Option<&str>) -> bool {
+    !master_host.is_empty()
+        && (matches!(io, Some("Yes" | "Connecting" | "Preparing")) || sql == Some("Yes"))
+}
+
 /// `@@read_only`, binlog position, applied position, `@@server_id`,
 /// `@@super_read_only` (see [`Flavor::monitor_globals_sql`]).
 type GlobalsRow = (i64, Option<String>, Option<String>, Option<u32>, i64);
@@ -198,7 +216,12 @@ pub async fn check(
             } else {
                 Replication::Stopped { io, sql }
             };
-            (!master.is_empty(), rep, sbm)
+            let replicates = replicating(
+                &master,
+                col_str(r, cols.io_running).as_deref(),
+                col_str(r, cols.sql_running).as_deref(),
+            );
+            (replicates, rep, sbm)
         }
     };
     let lag = match heartbeat {
@@ -508,5 +531,26 @@ async fn server_task(
     }
     if let Some((c, _)) = conn {
         let _ = c.disconnect().await;
+    }
+}
+
+#[cfg(test)]
+mod replicating_tests {
+    use super::replicating;
+
+    #[test]
+    fn leftover_replication_settings_do_not_make_a_replica() {
+        // Running, or trying to: a replica.
+        assert!(replicating("10.0.0.1", Some("Yes"), Some("Yes")));
+        assert!(replicating("10.0.0.1", Some("Connecting"), Some("Yes")));
+        assert!(replicating("10.0.0.1", Some("Connecting"), Some("No")));
+        // The SQL thread still applying relay logs after the IO thread stopped.
+        assert!(replicating("10.0.0.1", Some("No"), Some("Yes")));
+        // `CHANGE MASTER TO` never started, `STOP SLAVE`, `RESET SLAVE`:
+        // configured but stopped.
+        assert!(!replicating("127.0.0.1", Some("No"), Some("No")));
+        assert!(!replicating("127.0.0.1", None, None));
+        // `RESET SLAVE ALL`: nothing configured.
+        assert!(!replicating("", Some("Yes"), Some("Yes")));
     }
 }

@@ -328,6 +328,8 @@ async fn run_with(
     let grace = Duration::from_millis(shared.config.load().shutdown_timeout_ms);
     let r = serve(listener, unix, shared.clone(), grace, workers).await;
     services.stop().await;
+    // Idle backend connections end with COM_QUIT, not a bare close.
+    shared.pools.close_all().await;
     r
 }
 

@@ -23,11 +23,22 @@
 //! Connections are TLS-encrypted per `server_tls` ([`tls`]); the pools hold
 //! the TLS settings of the current configuration, so the session never
 //! deals with them.
+//!
+//! Lifecycle rules (issue 16, item 4; see [`lifecycle`]): a connection
+//! older than a `SET GLOBAL` made through rwproxy is reset before it is
+//! handed out (the reset re-reads the globals), a connection whose server
+//! answered with an error that ends the server's session (1927 killed,
+//! 1153 packet too large, 4031 idle timeout…) is never reused, idle
+//! connections of an account that was dropped or changed are discarded,
+//! and every connection rwproxy closes in an orderly way gets `COM_QUIT`
+//! first (the server counts a bare close in `Aborted_clients`).
 
 pub mod guard;
+pub mod lifecycle;
 pub mod tls;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -210,6 +221,16 @@ pub struct BackendConn {
     /// `backend_read_timeout` for the statements rwproxy sends itself on
     /// this connection (state replay, GTID reads, pings, resets).
     read_timeout: Option<Duration>,
+    /// The pools' globals epoch ([`Pools::globals_changed`]) when the
+    /// connection logged in or was last reset: its session variables were
+    /// copied from the globals of that time.
+    epoch: u64,
+    /// The session `wait_timeout` a client's replayed state set here (none
+    /// after a reset): the server closes the connection once it sat idle
+    /// that long, so the pool must not hand it out by then.
+    server_wait_timeout: Option<Duration>,
+    /// When the last command was sent (the server's idle clock).
+    last_command: Instant,
 }
 
 impl BackendConn {
@@ -303,6 +324,9 @@ impl BackendConn {
                 dirty: false,
                 cut: CancellationToken::new(),
                 read_timeout: None,
+                epoch: 0,
+                server_wait_timeout: None,
+                last_command: Instant::now(),
             })
         };
         match tokio::time::timeout(timeout, fut).await {
@@ -315,6 +339,7 @@ impl BackendConn {
     /// [`Exchange`]. Until [`Exchange::finish`], the connection is broken.
     pub async fn exchange(&mut self, payload: &[u8]) -> Result<Exchange<'_>, FrameError> {
         self.broken = true;
+        self.last_command = Instant::now();
         self.stream.queue_payload(0, payload);
         self.stream.flush().await?;
         Ok(Exchange { conn: self })
@@ -368,6 +393,36 @@ impl BackendConn {
         self.flavor
     }
 
+    /// The client's state set the server's `wait_timeout` here to `t`.
+    pub fn set_server_wait_timeout(&mut self, t: Option<Duration>) {
+        self.server_wait_timeout = t;
+    }
+
+    /// The server has closed, or is about to close, this idle connection
+    /// for its `wait_timeout` (with a margin for the time to use it).
+    fn timed_out_on_server(&self) -> bool {
+        self.server_wait_timeout
+            .is_some_and(|w| self.last_command.elapsed() + Duration::from_millis(500) >= w)
+    }
+
+    /// The server ended its session on this connection (an ERR such as
+    /// 1927 or 1153, see [`lifecycle::ends_server_session`]): it is never
+    /// used again.
+    pub fn mark_broken(&mut self) {
+        self.broken = true;
+    }
+
+    /// Closes the connection the orderly way: `COM_QUIT`, then the socket
+    /// (a bare close counts in the server's `Aborted_clients` and logs
+    /// "Aborted connection"). A connection with half an answer pending is
+    /// just dropped: the server is writing, not reading.
+    pub async fn quit(mut self) {
+        if !self.broken {
+            self.stream.queue_payload(0, &[code::COM_QUIT]);
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.shutdown()).await;
+        }
+    }
+
     /// The server reports `last_gtid` in its OK packets here.
     pub fn tracks_gtid(&self) -> bool {
         self.tracks_gtid
@@ -405,6 +460,11 @@ impl BackendConn {
     /// schema stays selected.
     pub async fn reset(&mut self) -> Result<Option<ClientError>, BackendError> {
         let r = self.simple(code::COM_RESET_CONNECTION, &[]).await?;
+        if r.as_ref()
+            .is_some_and(|e| lifecycle::ends_server_session(e.code))
+        {
+            self.broken = true;
+        }
         if r.is_none() {
             self.state_fp = 0;
             self.stmt_cache.clear();
@@ -412,6 +472,7 @@ impl BackendConn {
             // The reset restored the server's default tracking.
             self.tracks_gtid = false;
             self.dirty = false;
+            self.server_wait_timeout = None;
         }
         Ok(r)
     }
@@ -532,6 +593,13 @@ impl BackendConn {
             })
             .await?;
         self.last_used = Instant::now();
+        if summary
+            .err
+            .as_ref()
+            .is_some_and(|e| lifecycle::ends_server_session(e.code))
+        {
+            self.broken = true;
+        }
         Ok(summary.err)
     }
 }
@@ -676,6 +744,10 @@ pub struct Pools {
     /// Per server, the token its connections carry ([`BackendConn::cut`]);
     /// [`Pools::sever`] cancels it and starts a new one.
     cuts: Mutex<HashMap<Arc<str>, CancellationToken>>,
+    /// Bumped by every `SET GLOBAL` made through rwproxy: a connection of
+    /// an older epoch is reset before it is handed out, so new sessions see
+    /// the new global values as they would directly.
+    epoch: AtomicU64,
 }
 
 /// The knobs of [`Pools`], from the configuration.
@@ -707,6 +779,7 @@ impl Pools {
             read_timeout: limits.read_timeout,
             tls: Default::default(),
             cuts: Mutex::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
         }
     }
 
@@ -730,14 +803,17 @@ impl Pools {
         if let Some(t) = old {
             t.cancel();
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let mut closed = 0;
-        for (k, list) in idle.iter_mut() {
-            if &k.server == server {
-                closed += list.len();
-                list.clear();
+        let mut gone = Vec::new();
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            for (k, list) in idle.iter_mut() {
+                if &k.server == server {
+                    gone.append(list);
+                }
             }
         }
+        let closed = gone.len();
+        lifecycle::close_later(gone);
         closed
     }
 
@@ -816,12 +892,15 @@ impl Pools {
                 .filter(|(k, _)| &k.server == server)
                 .map(|(_, v)| v.len())
                 .sum::<usize>();
+        let mut gone = Vec::new();
         for (k, list) in idle.iter_mut() {
             while total > self.max_per_server && &k.server == server && !list.is_empty() {
-                list.remove(0);
+                gone.push(list.remove(0));
                 total -= 1;
             }
         }
+        drop(idle);
+        lifecycle::close_later(gone);
     }
 
     /// Borrows a connection: an idle one (pinged first if it sat idle long
@@ -856,13 +935,31 @@ impl Pools {
             },
         };
         while let Some(mut conn) = self.take_idle(key, want) {
-            if conn.last_used.elapsed() >= self.ping_after
+            if conn.cut.is_cancelled() {
+                continue;
+            }
+            if conn.stream.has_buffered_frame() || conn.stream.get_ref().peer_gone() {
+                debug!(server = %key.server, "dropping pooled connection the server closed");
+                continue;
+            }
+            if conn.timed_out_on_server() {
+                debug!(server = %key.server, "dropping pooled connection past its session wait_timeout");
+                lifecycle::close_later(vec![conn]);
+                continue;
+            }
+            let epoch = self.epoch.load(Ordering::Acquire);
+            if conn.epoch != epoch {
+                // Older than a `SET GLOBAL`: the reset copies the new
+                // globals into its session (and doubles as the ping).
+                if !matches!(conn.reset().await, Ok(None)) {
+                    debug!(server = %key.server, "dropping pooled connection that failed its reset");
+                    continue;
+                }
+                conn.epoch = epoch;
+            } else if conn.last_used.elapsed() >= self.ping_after
                 && !matches!(conn.simple(code::COM_PING, &[]).await, Ok(None))
             {
                 debug!(server = %key.server, "dropping stale pooled connection");
-                continue;
-            }
-            if conn.cut.is_cancelled() {
                 continue;
             }
             conn.permit = permit;
@@ -872,6 +969,7 @@ impl Pools {
             self.make_room(&key.server, sem);
         }
         let tls = self.tls.load();
+        let epoch = self.epoch.load(Ordering::Acquire);
         let mut conn = BackendConn::connect(
             addr,
             key.clone(),
@@ -886,6 +984,7 @@ impl Pools {
         conn.permit = permit;
         conn.cut = self.cut_token(&key.server);
         conn.read_timeout = self.read_timeout;
+        conn.epoch = epoch;
         Ok(conn)
     }
 
@@ -906,11 +1005,20 @@ impl Pools {
     /// is what makes short-lived read-mostly clients (PHP-style
     /// connect/query/close) cheap on the servers.
     pub async fn put(&self, mut conn: BackendConn, session_clean: bool) {
-        if conn.broken || conn.cut.is_cancelled() {
+        if conn.broken {
             return;
         }
-        if (conn.dirty || !session_clean) && !matches!(conn.reset().await, Ok(None)) {
+        if conn.cut.is_cancelled() {
+            conn.quit().await;
             return;
+        }
+        if conn.dirty || !session_clean {
+            let epoch = self.epoch.load(Ordering::Acquire);
+            if !matches!(conn.reset().await, Ok(None)) {
+                conn.quit().await;
+                return;
+            }
+            conn.epoch = epoch;
         }
         self.keep(conn);
     }
@@ -918,23 +1026,70 @@ impl Pools {
     /// Gives a connection back between statements in a sharing pool mode:
     /// no reset; its state fingerprint tells the next borrower what it has.
     pub fn give_back(&self, conn: BackendConn) {
-        if !conn.broken && !conn.cut.is_cancelled() {
-            self.keep(conn);
+        if conn.broken {
+            return;
         }
+        if conn.cut.is_cancelled() {
+            lifecycle::close_later(vec![conn]);
+            return;
+        }
+        self.keep(conn);
     }
 
     fn keep(&self, mut conn: BackendConn) {
         // Idle connections do not count against the in-use bound.
         let permit = conn.permit.take();
         conn.last_used = Instant::now();
-        {
+        let overflow = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             let list = idle.entry(conn.key.clone()).or_default();
             if list.len() < self.max_idle {
                 list.push(conn);
+                None
+            } else {
+                Some(conn)
+            }
+        };
+        drop(permit);
+        if let Some(conn) = overflow {
+            lifecycle::close_later(vec![conn]);
+        }
+    }
+
+    /// A `SET GLOBAL` succeeded through rwproxy: every connection logged in
+    /// or reset before now is reset before its next borrower gets it.
+    pub fn globals_changed(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Closes (with `COM_QUIT`) the idle connections logged in as `user`
+    /// (every user when `None`): the account was dropped or changed, and a
+    /// connection keeps the login's identity and global privileges.
+    pub fn discard_user(&self, user: Option<&str>) -> usize {
+        let mut gone = Vec::new();
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            for (k, list) in idle.iter_mut() {
+                if user.is_none_or(|u| *k.user == *u) {
+                    gone.append(list);
+                }
             }
         }
-        drop(permit);
+        let n = gone.len();
+        lifecycle::close_later(gone);
+        n
+    }
+
+    /// Closes every idle connection with `COM_QUIT` (at shutdown, after the
+    /// sessions drained).
+    pub async fn close_all(&self) {
+        let gone: Vec<BackendConn> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            idle.drain().flat_map(|(_, list)| list).collect()
+        };
+        for conn in gone {
+            conn.quit().await;
+        }
     }
 
     /// Idle connections per server (admin / metrics).

@@ -165,6 +165,22 @@ impl<T> MaybeTls<T> {
     }
 }
 
+impl BackendStream {
+    /// For an idle connection, on which the server has nothing to say:
+    /// whether the server closed it or sent something unasked (the ERR
+    /// 1927 of a `KILL`, 4031 of a `wait_timeout`, a TLS alert). One
+    /// non-blocking read, no round trip; what it reads is lost, so the
+    /// connection must be discarded when this says true.
+    pub fn peer_gone(&self) -> bool {
+        let tcp = match self {
+            MaybeTls::Plain(s) => s,
+            MaybeTls::Tls(s) => s.get_ref().0,
+        };
+        let mut byte = [0u8; 1];
+        !matches!(tcp.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for MaybeTls<T> {
     fn poll_read(
         self: Pin<&mut Self>,

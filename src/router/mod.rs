@@ -4,7 +4,8 @@
 //! pure function of that, the session's state and the topology snapshot.
 //! [`lex`] is the one SQL lexer under [`classify`], [`digest`] (statement
 //! digests) and [`set`] (`SET` parsing); [`rules`] are the operator's
-//! routing rules.
+//! routing rules; [`server_wide`] spots statements whose effect reaches
+//! pooled connections (`SET GLOBAL`, account changes).
 //!
 //! The rules, in order:
 //! 1. A `rwproxy:primary` hint, or any statement that is not a plain read,
@@ -29,6 +30,7 @@ pub mod classify;
 pub mod digest;
 pub mod lex;
 pub mod rules;
+pub mod server_wide;
 pub mod set;
 
 use std::sync::atomic::Ordering;

@@ -9,6 +9,7 @@
 //! there, so a read served by a replica sees what the client set.
 
 mod execute;
+mod lifecycle;
 mod sha2_login;
 mod state;
 mod stmt;
@@ -213,6 +214,13 @@ enum End {
     Client(#[source] FrameError),
     #[error("backend failed mid-response: {0}")]
     BackendLost(#[source] ExecError),
+    /// A backend connection holding the session's transaction or state
+    /// died (see `lifecycle`): closed as the server would have closed it.
+    #[error("backend connection holding the session's state was lost")]
+    StateLost,
+    /// Idle longer than the client's own `wait_timeout` (sharing pool modes).
+    #[error("client wait_timeout")]
+    WaitTimeout,
     #[error("COM_CHANGE_USER failed: {0}")]
     ChangeUser(#[source] HandshakeError),
     #[error("COM_CHANGE_USER refused for {user:?}: {}", .error.message)]
@@ -521,6 +529,7 @@ async fn handshake<S: ClientTransport>(
         span: tracing::Span::current(),
         sticky: false,
         home: crate::workers::home(),
+        closing: false,
     };
     session.state.schema = hello.db.clone();
     // A schema given at login is checked on the primary now, so that a
@@ -759,6 +768,9 @@ pub struct Session<S> {
     sticky: bool,
     /// The session thread this session lives on (its pools' key part).
     home: u16,
+    /// A backend connection the session depended on died: the client's
+    /// connection closes after the current command (`lifecycle`).
+    closing: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
@@ -791,11 +803,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let shutdown = self.shared.shutdown.clone();
         loop {
             let idle = self.cfg.client_idle_timeout_ms;
+            let wait_timeout = self.client_wait_timeout();
             let idle_limit = async {
-                if idle == 0 {
-                    std::future::pending::<()>().await
-                } else {
-                    tokio::time::sleep(Duration::from_millis(idle)).await
+                match (idle, wait_timeout) {
+                    (0, None) => std::future::pending::<()>().await,
+                    (0, Some(w)) => tokio::time::sleep(w).await,
+                    (ms, None) => tokio::time::sleep(Duration::from_millis(ms)).await,
+                    (ms, Some(w)) => tokio::time::sleep(w.min(Duration::from_millis(ms))).await,
                 }
             };
             // Idle between commands: bounded by `client_idle_timeout_ms`
@@ -807,6 +821,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     return End::Shutdown;
                 }
                 _ = idle_limit => {
+                    // As the server does at `wait_timeout` (MariaDB 10.11:
+                    // a bare close).
+                    if wait_timeout.is_some_and(|w| idle == 0 || w < Duration::from_millis(idle)) {
+                        return End::WaitTimeout;
+                    }
                     return End::IdleTimeout;
                 }
             };
@@ -939,8 +958,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         };
         match r {
+            Ok(()) if self.closing => {
+                let _ = self.client.flush().await;
+                Err(End::StateLost)
+            }
             Ok(()) => Ok(Flow::Continue),
             Err(ExecError::Client(e)) => Err(End::Client(e)),
+            // The server's own path: the client finds its connection
+            // closed (2013) and reconnects, knowing its state is gone.
+            Err(_) if self.closing => Err(End::StateLost),
             Err(e @ ExecError::Backend { started: true, .. }) => {
                 self.shared.metrics.error(ErrorKind::BackendLost);
                 warn!(parent: &self.span, error = %e, "backend failed mid-response; closing client");
@@ -1070,6 +1096,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Err(ExecError::Refused(e));
         }
         let c = self.next_transaction(c, sql);
+        let bound = self.without_primary(&c, Some(sql));
         let routed = match self.apply_rules(sql, c, digest) {
             Ok((routed, _)) => routed,
             Err(denied) => {
@@ -1086,7 +1113,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             payload,
             expect: Expect::Query,
         };
-        let r = self.execute(&routed, None, work).await;
+        let r = self.execute(&routed, bound.as_ref(), work).await;
         if let Some(d) = digest {
             let outcome = r.as_ref().ok().map(|ran| (ran.on_primary, &ran.summary));
             self.account_digest(d, &self.digest_text, (started, Instant::now()), outcome);
@@ -1117,6 +1144,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         if let Some(schema) = summary.schema {
             self.schema_selected(&route_idx, schema);
+        }
+        if summary.error.is_none() {
+            self.after_server_wide(&c, sql).await;
         }
         Ok(())
     }
@@ -1153,7 +1183,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         expect: Expect,
     ) -> Result<Ran, ExecError> {
         let c = Classified::of(kind);
-        self.execute(&c, None, Work::Command { payload, expect })
+        let bound = self.without_primary(&c, None);
+        self.execute(&c, bound.as_ref(), Work::Command { payload, expect })
             .await
     }
 
@@ -1173,6 +1204,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             && h.conn.state_fp() == before
         {
             h.conn.set_state_fp(self.state.fp);
+            h.conn.set_server_wait_timeout(self.state.wait_timeout());
         }
     }
 
@@ -1505,7 +1537,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// server `idx`, borrowing one and replaying state as needed.
     async fn acquire(&mut self, snap: &Snapshot, idx: usize) -> Result<usize, ExecError> {
         let server = &snap.servers[idx];
-        let pos = match self.conns.iter().position(|h| h.server == server.name) {
+        let held = self.conns.iter().position(|h| h.server == server.name);
+        let pos = match held {
             Some(p) => p,
             None => {
                 let key = Pools::key(
@@ -1549,6 +1582,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             self.conns[pos].conn.track_gtid().await;
         }
         if let Err(source) = self.state.sync(&mut self.conns[pos].conn).await {
+            if held.is_some() && source.server_refusal().is_none() && self.depends_on(pos) {
+                self.closing = true;
+            }
             let server = self.remove_conn(pos);
             return Err(ExecError::Acquire { server, source });
         }
@@ -1640,9 +1676,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             };
             Ok::<_, ForwardError>((summary, ex))
         };
+        let mut was_cut = false;
         let result = match crate::backend::guard::guarded(exchange, &cut, timeout).await {
             Ok(r) => r,
             Err(why) => {
+                was_cut = true;
                 // Cut (timeout or demotion): nothing of a half response may
                 // stay queued for the client, which gets an ERR instead,
                 // unless part of it already left (then the session closes).
@@ -1673,9 +1711,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     }
                 }
                 ex.finish();
+                if let Some(code) = summary
+                    .error
+                    .filter(|c| crate::backend::lifecycle::ends_server_session(*c))
+                {
+                    self.server_ended_session(pos, code);
+                }
                 Ok(summary)
             }
-            Err(e) => Err(self.drop_conn(pos, e)),
+            Err(e) => {
+                // A cut (timeout, demotion) keeps its own rule: an ERR
+                // whose outcome is unknown, the session goes on.
+                if !was_cut && self.depends_on(pos) {
+                    self.closing = true;
+                }
+                Err(self.drop_conn(pos, e))
+            }
         }
     }
 

@@ -128,7 +128,16 @@ impl State {
             return Err(refused(e));
         }
         conn.set_state_fp(self.fp);
+        conn.set_server_wait_timeout(self.wait_timeout());
         Ok(())
+    }
+
+    /// The session `wait_timeout` the client set, if it set one to a
+    /// number of seconds.
+    pub fn wait_timeout(&self) -> Option<std::time::Duration> {
+        let item = self.items.iter().find(|i| i.key == "wait_timeout")?;
+        let secs: f64 = item.text.rsplit('=').next()?.trim().parse().ok()?;
+        (secs > 0.0 && secs.is_finite()).then(|| std::time::Duration::from_secs_f64(secs))
     }
 }
 
