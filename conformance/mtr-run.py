@@ -221,8 +221,8 @@ def main():
     ap.add_argument("--replica", type=int, action="append", default=[])
     ap.add_argument("--list", required=True)
     ap.add_argument("--log", required=True)
-    ap.add_argument("--only-passing-in", help="skip tests this (possibly still growing) log "
-                    "of a direct run reports as not passing")
+    ap.add_argument("--only-passing-in", help="run only the tests this (possibly still "
+                    "growing) log of a direct run reports as passing")
     args = ap.parse_args()
 
     tests = []
@@ -235,12 +235,22 @@ def main():
     log = open(args.log, "w")
     runs = 0
     while True:
-        if args.only_passing_in and pathlib.Path(args.only_passing_in).exists():
-            for line in pathlib.Path(args.only_passing_in).read_text(errors="replace").splitlines():
-                m = RESULT_RE.match(line)
-                if m and m.group(2) != "pass":
-                    done.add(m.group(1))
         todo = [t for t in tests if t not in done]
+        if args.only_passing_in:
+            # Follow a direct run that is still going: run only what it saw
+            # pass, wait for more, stop after 5 minutes without news.
+            passing = set()
+            log_path = pathlib.Path(args.only_passing_in)
+            for line in log_path.read_text(errors="replace").splitlines() if log_path.exists() else []:
+                m = RESULT_RE.match(line)
+                if m and m.group(2) == "pass":
+                    passing.add(m.group(1))
+            todo = [t for t in todo if t in passing]
+            if not todo:
+                if time.time() - (log_path.stat().st_mtime if log_path.exists() else 0) > 300:
+                    break
+                time.sleep(15)
+                continue
         if not todo:
             break
         runs += 1

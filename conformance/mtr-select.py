@@ -26,6 +26,9 @@ RULES = [
                 r"kill_and_restart|wait_until_disconnected|crash_mysqld|start_mysqld", re.I | re.M),
      "restarts or crashes the server (mtr cannot restart an --extern server)"),
     (re.compile(r"::1|ipv6", re.I), "connects over IPv6 (the sandbox listens on 127.0.0.1 only)"),
+    (re.compile(r"(update|delete\s+from|insert\s+into|alter\s+table|drop\s+table|rename\s+table)\s+"
+                r"mysql\.(user|global_priv)\b", re.I),
+     "rewrites the grant tables directly (main.bad_user_table left a server no account could log into)"),
 ]
 # Sourced files that every test may use and that are harmless; not read.
 HARMLESS = re.compile(r"(^|/)(have_\w+|not_\w+|count_sessions|wait_until_count_sessions|"

@@ -191,7 +191,7 @@ def report(args):
     out.append(f"# Conformance results ({title})\n")
     out.append(
         f"{datetime.date.today().isoformat()}, commit {args.commit}, "
-        f"`scripts/conformance.sh{' --quick' if quick else ''}` took {args.elapsed} s "
+        f"`scripts/conformance.sh{' --quick' if quick else ''}`: {args.elapsed} "
         "on the 2-core development machine.\n"
     )
     out.append("| suite | tests counted | direct pass / fail / skip | through rwproxy pass / fail / skip | ratio |")

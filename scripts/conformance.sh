@@ -236,7 +236,7 @@ fi
 mode=full
 [ $quick = 1 ] && mode=quick
 /usr/bin/python3 "$conf/report.py" "$mode" --work "$work" --conf "$conf" --suites "$suites" \
-  --elapsed "$elapsed" --commit "$(git rev-parse --short HEAD)"
+  --elapsed "took $elapsed s" --commit "$(git rev-parse --short HEAD)"
 }
 
 main "$@"
