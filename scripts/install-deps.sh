@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what rwproxy's demo, tests and benchmarks need from the distro,
 # only if missing: MariaDB server + client, PyMySQL, sysbench, HAProxy; and
+# what scripts/conformance.sh needs: mariadb-test, golang-go,
+# golang-github-go-sql-driver-mysql-dev; and
 # what scripts/validate-deploy.sh needs: promtool (Debian `prometheus`),
 # docker-compose, and kubernetes-validate (PyPI, pinned) in the project
 # venv .venv-tools, made with Debian's /usr/bin/python3.
@@ -15,6 +17,11 @@ command -v mariadb-install-db >/dev/null 2>&1 || [ -x /usr/bin/mariadb-install-d
 command -v sysbench >/dev/null 2>&1 || need+=(sysbench)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 /usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+# scripts/conformance.sh: MariaDB's mysql-test-run (`main` suite), Go and
+# go-sql-driver/mysql's source with its tests.
+[ -x /usr/share/mysql/mysql-test/mtr ] || need+=(mariadb-test)
+command -v go >/dev/null 2>&1 || need+=(golang-go)
+[ -f /usr/share/gocode/src/github.com/go-sql-driver/mysql/driver_test.go ] || need+=(golang-github-go-sql-driver-mysql-dev)
 if [ "${1:-}" = "--bench" ]; then
   command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 fi
@@ -44,7 +51,8 @@ fi
 # /usr/bin/python3, each pinned: kubernetes-validate ships the Kubernetes
 # API schemas inside its wheel (see scripts/validate-deploy.sh for why this
 # validator); mysql-connector-python is a client the tests drive through
-# rwproxy (compression, tests/compression.rs).
+# rwproxy (compression, tests/compression.rs); scripts/conformance.sh runs
+# the unittests.py of this same version's sdist (downloaded by that script).
 KUBERNETES_VALIDATE_VERSION=1.37.0
 MYSQL_CONNECTOR_VERSION=26.10.0
 venv="$(cd "$(dirname "$0")/.." && pwd)/.venv-tools"
