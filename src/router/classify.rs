@@ -56,6 +56,14 @@ pub struct Classified {
     pub use_target: Option<Span>,
     /// The text reads `@@socket` (see `session::hide_socket`).
     pub reads_socket: bool,
+    /// The text calls `CONNECTION_ID()` in a statement whose expressions
+    /// the server evaluates now (`SELECT`, `INSERT`, `UPDATE`, `DELETE`,
+    /// `SET`, `DO`, `CALL` arguments…): the session answers it with its
+    /// own id (see `lex::replace_connection_id`).
+    pub connection_id: bool,
+    /// A statement of the text is a `KILL`: never forwarded with its
+    /// number, which is one of rwproxy's session ids (see `router::kill`).
+    pub kill: bool,
 }
 
 impl Classified {
@@ -71,6 +79,8 @@ impl Classified {
             begins: false,
             use_target: None,
             reads_socket: false,
+            connection_id: false,
+            kill: false,
         }
     }
 
@@ -123,6 +133,8 @@ pub fn classify(sql: &[u8]) -> Classified {
     let mut tx = TxOpen::None;
     let mut begins = false;
     let mut use_target = None;
+    let mut connection_id = false;
+    let mut kill = false;
     loop {
         let mut st = Stmt {
             lx: &mut lx,
@@ -144,6 +156,8 @@ pub fn classify(sql: &[u8]) -> Classified {
                 use_target = one.use_target;
             }
             pins |= one.pins;
+            connection_id |= one.connection_id;
+            kill |= one.kill;
             changes_session |= matches!(one.kind, StatementKind::Set | StatementKind::Use);
             if rank(one.kind) > rank(strongest) {
                 strongest = one.kind;
@@ -178,6 +192,8 @@ pub fn classify(sql: &[u8]) -> Classified {
             None
         },
         reads_socket: lx.socket,
+        connection_id: connection_id && !lx.error,
+        kill,
     }
 }
 
@@ -221,6 +237,10 @@ struct One {
     begins: bool,
     /// The name after `USE`, when it stands alone.
     use_target: Option<Span>,
+    /// Calls `CONNECTION_ID()` (see [`Classified::connection_id`]).
+    connection_id: bool,
+    /// A `KILL` statement.
+    kill: bool,
 }
 
 impl One {
@@ -231,6 +251,16 @@ impl One {
             tx: TxOpen::None,
             begins: false,
             use_target: None,
+            connection_id: false,
+            kill: false,
+        }
+    }
+
+    /// [`One::new`] for a statement [`scan`] read.
+    fn scanned(kind: StatementKind, s: &Scan) -> Self {
+        One {
+            connection_id: s.connection_id,
+            ..One::new(kind, s.pins)
         }
     }
 
@@ -241,6 +271,8 @@ impl One {
             tx,
             begins: true,
             use_target: None,
+            connection_id: false,
+            kill: false,
         }
     }
 
@@ -324,7 +356,10 @@ fn classify_one(st: &mut Stmt<'_, '_>) -> Option<One> {
                 } else {
                     K::Read
                 };
-                One::new(kind, s.pins || explain_into)
+                One {
+                    pins: s.pins || explain_into,
+                    ..One::scanned(kind, &s)
+                }
             }
             Kw::Explain | Kw::Describe | Kw::Desc | Kw::Analyze if !explained => {
                 explained = true;
@@ -375,10 +410,10 @@ fn classify_one(st: &mut Stmt<'_, '_>) -> Option<One> {
                 };
                 if set_statement {
                     let s = scan(st, Mode::Write, false);
-                    One::new(K::Write, s.pins)
+                    One::scanned(K::Write, &s)
                 } else {
                     let s = scan(st, Mode::Set, false);
-                    One::new(K::Set, s.pins)
+                    One::scanned(K::Set, &s)
                 }
             }
             Kw::Use => {
@@ -412,8 +447,12 @@ fn classify_one(st: &mut Stmt<'_, '_>) -> Option<One> {
             }
             Kw::Insert | Kw::Update | Kw::Delete | Kw::Replace | Kw::Do | Kw::Call | Kw::Load => {
                 let s = scan(st, Mode::Write, false);
-                One::new(K::Write, s.pins)
+                One::scanned(K::Write, &s)
             }
+            Kw::Kill => One {
+                kill: true,
+                ..One::new(K::Write, false)
+            },
             _ => One::new(K::Write, false),
         };
         return Some(one);
@@ -523,6 +562,8 @@ struct Scan {
     pins: bool,
     /// A `WITH` whose main statement writes.
     write: bool,
+    /// Calls `CONNECTION_ID()`.
+    connection_id: bool,
 }
 
 /// Reads the rest of a statement and applies the rules that can fire
@@ -571,6 +612,7 @@ fn scan(st: &mut Stmt<'_, '_>, mode: Mode, with: bool) -> Scan {
                         s.primary = true;
                         s.pins = true;
                     }
+                    Call::ConnectionId => s.connection_id = true,
                     _ => {}
                 }
                 depth = depth.saturating_add(1);
@@ -651,6 +693,8 @@ enum Call {
     Primary,
     /// Takes or queries a named lock held by the connection: primary and pinned.
     Lock,
+    /// `CONNECTION_ID()`: answered with the session's id.
+    ConnectionId,
 }
 
 /// The words the classifier cares about. Everything else is `Other`.
@@ -686,6 +730,7 @@ enum Kw {
     In,
     Insert,
     Into,
+    Kill,
     Load,
     Lock,
     Next,
@@ -717,6 +762,7 @@ enum Kw {
     With,
     Xa,
     // Functions.
+    ConnectionId,
     FoundRows,
     GetLock,
     IsFreeLock,
@@ -750,6 +796,7 @@ impl Kw {
             | Kw::ReleaseAllLocks
             | Kw::IsUsedLock
             | Kw::IsFreeLock => Call::Lock,
+            Kw::ConnectionId => Call::ConnectionId,
             _ => Call::None,
         }
     }
@@ -818,6 +865,7 @@ const KW4: KwTable = &[
     kw(b"DROP", Kw::Drop),
     kw(b"HELP", Kw::Help),
     kw(b"INTO", Kw::Into),
+    kw(b"KILL", Kw::Kill),
     kw(b"LOAD", Kw::Load),
     kw(b"LOCK", Kw::Lock),
     kw(b"NEXT", Kw::Next),
@@ -880,6 +928,7 @@ const KW12: KwTable = &[
     kw(b"IS_USED_LOCK", Kw::IsUsedLock),
     kw(b"RELEASE_LOCK", Kw::ReleaseLock),
 ];
+const KW13: KwTable = &[kw(b"CONNECTION_ID", Kw::ConnectionId)];
 const KW14: KwTable = &[kw(b"LAST_INSERT_ID", Kw::LastInsertId)];
 const KW15: KwTable = &[
     kw(b"MASTER_POS_WAIT", Kw::MasterPosWait),
@@ -904,7 +953,7 @@ const BY_LEN: [KwTable; 20] = [
     KW10,
     KW11,
     KW12,
-    &[],
+    KW13,
     KW14,
     KW15,
     KW16,
@@ -1664,5 +1713,21 @@ mod tests {
         assert_eq!(keyword(b"last_insert_iD"), Kw::LastInsertId);
         assert_eq!(keyword(b"LAST_INSERT_IX"), Kw::Other);
         assert_eq!(keyword(b"SQL_CALC_FOUND_ROWz"), Kw::Other);
+    }
+
+    #[test]
+    fn kill_and_connection_id_are_flagged() {
+        let c = classify(b"KILL QUERY 42");
+        assert!(c.kill && c.kind == Write);
+        assert!(classify(b"SELECT 1; KILL 42").kill);
+        assert!(!classify(b"SELECT 'KILL 42'").kill);
+        assert!(classify(b"SELECT CONNECTION_ID()").connection_id);
+        assert!(classify(b"INSERT INTO t VALUES (CONNECTION_ID())").connection_id);
+        assert!(classify(b"SET @a = CONNECTION_ID()").connection_id);
+        assert!(!classify(b"SELECT connection_id FROM t").connection_id);
+        assert!(!classify(b"SELECT 'CONNECTION_ID()'").connection_id);
+        // A routine's body runs later, on the server: not rewritten.
+        assert!(!classify(b"CREATE PROCEDURE p() SELECT CONNECTION_ID()").connection_id);
+        assert_eq!(classify(b"SELECT CONNECTION_ID()").kind, Read);
     }
 }

@@ -4,7 +4,8 @@
 //! pure function of that, the session's state and the topology snapshot.
 //! [`lex`] is the one SQL lexer under [`classify`], [`digest`] (statement
 //! digests) and [`set`] (`SET` parsing); [`rules`] are the operator's
-//! routing rules.
+//! routing rules; [`kill`] reads `KILL` statements, which the session
+//! answers itself.
 //!
 //! The rules, in order:
 //! 1. A `rwproxy:primary` hint, or any statement that is not a plain read,
@@ -27,6 +28,7 @@
 
 pub mod classify;
 pub mod digest;
+pub mod kill;
 pub mod lex;
 pub mod rules;
 pub mod set;

@@ -9,6 +9,7 @@
 //! there, so a read served by a replica sees what the client set.
 
 mod execute;
+mod kill;
 mod sha2_login;
 mod state;
 mod stmt;
@@ -22,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::accounts::{ClientAddr, Lookup};
-use crate::app::{SessionInfo, Shared};
+use crate::app::{SessionControl, SessionInfo, Shared};
 use crate::backend::{BackendConn, BackendError, Credential, Pools, Want};
 use crate::config::{Balance, ClientCompression, Config, Consistency, PoolMode};
 use crate::gtid::GtidPos;
@@ -37,6 +38,7 @@ use crate::protocol::stream::ClientTransport;
 use crate::protocol::{ClientError, ok_payload};
 use crate::router::classify::{self, Classified, StatementKind, TxOpen};
 use crate::router::digest;
+use crate::router::kill::KillScope;
 use crate::router::rules::{self, Subject, Verdict};
 use crate::router::{self, Policy, ReadNeeds, Route, SessionView, Unavailable};
 use crate::topology::{ServerStats, Snapshot};
@@ -99,6 +101,9 @@ enum ExecError {
     /// rwproxy refuses the statement itself.
     #[error("{}", .0.message)]
     Refused(ClientError),
+    /// `KILL CONNECTION` of this session arrived: end it (see `kill`).
+    #[error("connection killed")]
+    Killed,
 }
 
 impl ExecError {
@@ -133,6 +138,7 @@ impl ExecError {
                 ClientError::lost_backend(server, &source.to_string())
             }
             ExecError::Refused(e) => e.clone(),
+            ExecError::Killed => ClientError::new(1927, b"70100", "Connection was killed"),
             ExecError::Client(e) => ClientError::new(1105, b"HY000", e.to_string()),
         }
     }
@@ -201,6 +207,8 @@ enum End {
     Disconnected,
     #[error("server shutting down")]
     Shutdown,
+    #[error("killed by KILL")]
+    Killed,
     #[error("client idle timeout")]
     IdleTimeout,
     #[error("client read timeout (stalled mid-packet)")]
@@ -231,7 +239,7 @@ enum Flow {
 /// or a Unix socket's stream (one copy of the session code each, so the
 /// per-statement path never asks which).
 pub async fn serve<S: ClientTransport>(shared: Arc<Shared>, stream: S, peer: ClientAddr) {
-    let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    let conn_id = new_conn_id(&shared);
     let span = info_span!("session", conn_id, %peer, user = tracing::field::Empty);
     // The span is entered only for the handshake. Entering it on every poll
     // of the command loop cost ~5 % of rwproxy's instructions per statement
@@ -294,6 +302,7 @@ pub async fn serve<S: ClientTransport>(shared: Arc<Shared>, stream: S, peer: Cli
                     peer,
                     since: std::time::SystemTime::now(),
                     schema: session.state.schema.clone(),
+                    control: session.control.clone(),
                 },
             );
         }
@@ -314,6 +323,23 @@ pub async fn serve<S: ClientTransport>(shared: Arc<Shared>, stream: S, peer: Cli
             secs = started.elapsed().as_secs_f64(),
             "session closed"
         );
+    }
+}
+
+/// A session id for the handshake: unique among the sessions alive (ids
+/// still registered are skipped when the counter wraps; 0 is never used,
+/// drivers read it as "no id").
+fn new_conn_id(shared: &Shared) -> u32 {
+    loop {
+        let id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let taken = shared
+            .sessions
+            .lock()
+            .map(|m| m.contains_key(&id))
+            .unwrap_or(false);
+        if id != 0 && !taken {
+            return id;
+        }
     }
 }
 
@@ -521,6 +547,8 @@ async fn handshake<S: ClientTransport>(
         span: tracing::Span::current(),
         sticky: false,
         home: crate::workers::home(),
+        conn_id,
+        control: SessionControl::default(),
     };
     session.state.schema = hello.db.clone();
     // A schema given at login is checked on the primary now, so that a
@@ -759,6 +787,10 @@ pub struct Session<S> {
     sticky: bool,
     /// The session thread this session lives on (its pools' key part).
     home: u16,
+    /// The id the client got in the handshake (`CONNECTION_ID()`, `KILL`).
+    conn_id: u32,
+    /// How other sessions' `KILL` reaches this one (see `kill`).
+    control: SessionControl,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
@@ -789,6 +821,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Reads and runs commands until the client leaves or fails.
     async fn command_loop(&mut self) -> End {
         let shutdown = self.shared.shutdown.clone();
+        let killed = self.control.killed.clone();
         loop {
             let idle = self.cfg.client_idle_timeout_ms;
             let idle_limit = async {
@@ -805,6 +838,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 r = self.client.wait_readable() => r,
                 _ = shutdown.cancelled(), if !self.in_any_trans() => {
                     return End::Shutdown;
+                }
+                _ = killed.cancelled() => {
+                    return End::Killed;
                 }
                 _ = idle_limit => {
                     return End::IdleTimeout;
@@ -855,6 +891,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let r = Box::pin(self.dispatch(&mut payload)).await;
             self.release_idle();
             self.account_bytes();
+            if killed.is_cancelled() {
+                return End::Killed;
+            }
             match r {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Close) => return End::Quit,
@@ -891,11 +930,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 // Normalized (literals as `?`), never the raw text: string
                 // literals carry passwords (`IDENTIFIED BY '…'`) and user data.
                 debug!(parent: &self.span, statement = %digest::Redacted(sql), kind = ?c.kind, "query");
-                match c.reads_socket.then(|| hide_socket(payload)).flatten() {
+                if c.kill {
+                    // `KILL QUERY ID n` names the server's query ids: an
+                    // ordinary statement for the primary.
+                    match crate::router::kill::parse(sql) {
+                        crate::router::kill::Kill::QueryId => {}
+                        k => return self.on_kill_statement(k).await,
+                    }
+                }
+                let hidden = c.reads_socket.then(|| hide_socket(payload)).flatten();
+                let own_id = c
+                    .connection_id
+                    .then(|| {
+                        let p = hidden.as_deref().unwrap_or(payload);
+                        crate::router::lex::replace_connection_id(p, self.conn_id)
+                    })
+                    .flatten();
+                match own_id.or(hidden) {
                     Some(rewritten) => self.on_query(&rewritten, c).await,
                     None => self.on_query(payload, c).await,
                 }
             }
+            Command::ProcessKill(id) => return self.on_process_kill(id).await,
             Command::InitDb(db) => {
                 let db = String::from_utf8_lossy(db).into_owned();
                 self.on_init_db(payload, db).await
@@ -941,6 +997,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         match r {
             Ok(()) => Ok(Flow::Continue),
             Err(ExecError::Client(e)) => Err(End::Client(e)),
+            Err(ExecError::Killed) => Err(End::Killed),
             Err(e @ ExecError::Backend { started: true, .. }) => {
                 self.shared.metrics.error(ErrorKind::BackendLost);
                 warn!(parent: &self.span, error = %e, "backend failed mid-response; closing client");
@@ -1571,6 +1628,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .and_then(|s| s.columns.as_ref());
         let (mark, sent_before) = (self.client.queued(), self.client.bytes_out);
         let timeout = self.cfg.backend_read_timeout();
+        // KILL from another session during this exchange (see `kill`).
+        let mut kill_rx = self.control.kill_query.subscribe();
+        let thread = self.conns[pos].conn.hello().connection_id;
         let held = &mut self.conns[pos];
         let cut = held.conn.cut_token();
         let (client, server) = (&mut self.client, &held.server);
@@ -1625,7 +1685,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             };
             Ok::<_, ForwardError>((summary, ex))
         };
-        let result = match crate::backend::guard::guarded(exchange, &cut, timeout).await {
+        let guarded = async {
+            let mut guarded =
+                std::pin::pin!(crate::backend::guard::guarded(exchange, &cut, timeout));
+            tokio::select! {
+                r = &mut guarded => Some(r),
+                Ok(()) = kill_rx.changed() => match kill::SideKill::new(
+                    &self.shared,
+                    &self.cred,
+                    server,
+                    thread,
+                    (self.caps, self.ext, self.collation, self.home),
+                ) {
+                    // KILL CONNECTION: the answer is abandoned (the client's
+                    // connection closes) and the backend thread ended.
+                    Some(side) if self.control.killed.is_cancelled() => {
+                        side.run(KillScope::Connection).await;
+                        None
+                    }
+                    // KILL QUERY: the server interrupts the statement; its
+                    // answer (ERR 1317, or the result if it was done
+                    // first) is relayed as usual. The connection is given
+                    // back only after the side KILL returned.
+                    Some(side) => {
+                        let (r, ()) = tokio::join!(&mut guarded, side.run(KillScope::Query));
+                        Some(r)
+                    }
+                    None => Some(guarded.await),
+                },
+            }
+        };
+        let Some(guarded) = guarded.await else {
+            if self.client.bytes_out == sent_before {
+                self.client.truncate_queued(mark);
+            }
+            self.remove_conn(pos);
+            return Err(ExecError::Killed);
+        };
+        let result = match guarded {
             Ok(r) => r,
             Err(why) => {
                 // Cut (timeout or demotion): nothing of a half response may
