@@ -64,6 +64,12 @@ pub struct Classified {
     /// A statement of the text is a `KILL`: never forwarded with its
     /// number, which is one of rwproxy's session ids (see `router::kill`).
     pub kill: bool,
+    /// The text reads the diagnostics of the previous statement (`SHOW
+    /// WARNINGS|ERRORS`, `SHOW COUNT(*) WARNINGS|ERRORS`, `GET
+    /// DIAGNOSTICS`, `@@warning_count`, `@@error_count`, `ROW_COUNT()`,
+    /// `FOUND_ROWS()`, `LAST_INSERT_ID()`): only the connection that ran
+    /// that statement can answer.
+    pub diagnostics: bool,
 }
 
 impl Classified {
@@ -81,6 +87,7 @@ impl Classified {
             reads_socket: false,
             connection_id: false,
             kill: false,
+            diagnostics: false,
         }
     }
 
@@ -135,6 +142,7 @@ pub fn classify(sql: &[u8]) -> Classified {
     let mut use_target = None;
     let mut connection_id = false;
     let mut kill = false;
+    let mut diagnostics = false;
     loop {
         let mut st = Stmt {
             lx: &mut lx,
@@ -158,6 +166,7 @@ pub fn classify(sql: &[u8]) -> Classified {
             pins |= one.pins;
             connection_id |= one.connection_id;
             kill |= one.kill;
+            diagnostics |= one.diagnostics;
             changes_session |= matches!(one.kind, StatementKind::Set | StatementKind::Use);
             if rank(one.kind) > rank(strongest) {
                 strongest = one.kind;
@@ -194,6 +203,7 @@ pub fn classify(sql: &[u8]) -> Classified {
         reads_socket: lx.socket,
         connection_id: connection_id && !lx.error,
         kill,
+        diagnostics: diagnostics && !lx.error,
     }
 }
 
@@ -241,6 +251,8 @@ struct One {
     connection_id: bool,
     /// A `KILL` statement.
     kill: bool,
+    /// Reads the previous statement's diagnostics.
+    diagnostics: bool,
 }
 
 impl One {
@@ -253,13 +265,19 @@ impl One {
             use_target: None,
             connection_id: false,
             kill: false,
+            diagnostics: false,
         }
     }
 
     /// [`One::new`] for a statement [`scan`] read.
     fn scanned(kind: StatementKind, s: &Scan) -> Self {
         One {
-            connection_id: s.connection_id,
+            // `IS_USED_LOCK(x) = CONNECTION_ID()` compares with the
+            // server's thread id: such a statement keeps the server's own
+            // `CONNECTION_ID()` (it runs on the one connection that holds
+            // the lock), so the comparison stays true.
+            connection_id: s.connection_id && !s.server_thread_ids,
+            diagnostics: s.diagnostics,
             ..One::new(kind, s.pins)
         }
     }
@@ -273,6 +291,7 @@ impl One {
             use_target: None,
             connection_id: false,
             kill: false,
+            diagnostics: false,
         }
     }
 
@@ -428,7 +447,34 @@ fn classify_one(st: &mut Stmt<'_, '_>) -> Option<One> {
                     ..One::new(K::Use, false)
                 }
             }
-            Kw::Show | Kw::Help => One::new(K::ReadPrimary, false),
+            Kw::Show => {
+                // SHOW WARNINGS | ERRORS | COUNT(*) WARNINGS | ERRORS
+                let next = st.next();
+                One {
+                    diagnostics: next.is_some_and(|t| {
+                        t.is_word("WARNINGS") || t.is_word("ERRORS") || t.is_word("COUNT")
+                    }),
+                    ..One::new(K::ReadPrimary, false)
+                }
+            }
+            Kw::Help => One::new(K::ReadPrimary, false),
+            // GET [CURRENT | STACKED] DIAGNOSTICS …: assigns variables
+            // (user variables pin, as any assignment by a query).
+            Kw::Get => {
+                let mut t = st.next();
+                if t.is_some_and(|t| t.is_word("CURRENT") || t.is_word("STACKED")) {
+                    t = st.next();
+                }
+                if t.is_some_and(|t| t.is_word("DIAGNOSTICS")) {
+                    let s = scan(st, Mode::Write, false);
+                    One {
+                        diagnostics: true,
+                        ..One::new(K::ReadPrimary, s.pins || s.assigns_user_var)
+                    }
+                } else {
+                    One::new(K::Write, false)
+                }
+            }
             Kw::Create => {
                 let mut next = st.next_kw();
                 if next == Kw::Or {
@@ -564,6 +610,12 @@ struct Scan {
     write: bool,
     /// Calls `CONNECTION_ID()`.
     connection_id: bool,
+    /// Reads the previous statement's diagnostics.
+    diagnostics: bool,
+    /// Names a user variable (`@x`): in `GET DIAGNOSTICS`, its target.
+    assigns_user_var: bool,
+    /// Calls `IS_USED_LOCK()`, which answers a server thread id.
+    server_thread_ids: bool,
 }
 
 /// Reads the rest of a statement and applies the rules that can fire
@@ -615,6 +667,12 @@ fn scan(st: &mut Stmt<'_, '_>, mode: Mode, with: bool) -> Scan {
                     Call::ConnectionId => s.connection_id = true,
                     _ => {}
                 }
+                if prev == Kw::IsUsedLock {
+                    s.server_thread_ids = true;
+                }
+                if prev.reads_diagnostics() {
+                    s.diagnostics = true;
+                }
                 depth = depth.saturating_add(1);
             }
             TokenKind::Punct(b')') => depth = depth.saturating_sub(1),
@@ -622,7 +680,11 @@ fn scan(st: &mut Stmt<'_, '_>, mode: Mode, with: bool) -> Scan {
                 s.primary = true;
                 s.pins = true;
             }
-            TokenKind::SysVar if read && is_primary_sysvar(t.text) => s.primary = true,
+            TokenKind::SysVar if read && is_primary_sysvar(t.text) => {
+                s.primary = true;
+                s.diagnostics |= is_diagnostics_sysvar(t.text);
+            }
+            TokenKind::UserVar => s.assigns_user_var = true,
             TokenKind::Word if read => {
                 match kw {
                     Kw::Update | Kw::Share if prev == Kw::For => s.primary = true,
@@ -684,6 +746,16 @@ fn is_primary_sysvar(text: &[u8]) -> bool {
     NAMES.iter().any(|n| name.eq_ignore_ascii_case(n))
 }
 
+/// `@@warning_count`, `@@error_count` (any scope prefix).
+fn is_diagnostics_sysvar(text: &[u8]) -> bool {
+    let name = text.get(2..).unwrap_or_default();
+    let name = match name.iter().rposition(|&b| b == b'.') {
+        Some(dot) => &name[dot + 1..],
+        None => name,
+    };
+    name.eq_ignore_ascii_case(b"warning_count") || name.eq_ignore_ascii_case(b"error_count")
+}
+
 /// What calling a function (`NAME(`) means for routing.
 #[derive(PartialEq, Eq)]
 enum Call {
@@ -725,6 +797,7 @@ enum Kw {
     Extended,
     For,
     Format,
+    Get,
     Handler,
     Help,
     In,
@@ -780,6 +853,12 @@ enum Kw {
 }
 
 impl Kw {
+    /// `FOUND_ROWS`, `ROW_COUNT`, `LAST_INSERT_ID`: called, they read the
+    /// previous statement's results.
+    fn reads_diagnostics(self) -> bool {
+        matches!(self, Kw::FoundRows | Kw::RowCount | Kw::LastInsertId)
+    }
+
     fn call_effect(self) -> Call {
         match self {
             Kw::LastInsertId
@@ -855,6 +934,7 @@ const KW2: KwTable = &[
 ];
 const KW3: KwTable = &[
     kw(b"FOR", Kw::For),
+    kw(b"GET", Kw::Get),
     kw(b"NOT", Kw::Not),
     kw(b"SET", Kw::Set),
     kw(b"USE", Kw::Use),
@@ -1729,5 +1809,6 @@ mod tests {
         // A routine's body runs later, on the server: not rewritten.
         assert!(!classify(b"CREATE PROCEDURE p() SELECT CONNECTION_ID()").connection_id);
         assert_eq!(classify(b"SELECT CONNECTION_ID()").kind, Read);
+        assert!(!classify(b"SELECT IS_USED_LOCK('l') = CONNECTION_ID()").connection_id);
     }
 }

@@ -549,6 +549,9 @@ async fn handshake<S: ClientTransport>(
         home: crate::workers::home(),
         conn_id,
         control: SessionControl::default(),
+        last_ran: None,
+        keep_last: None,
+        gtid_pending: None,
     };
     session.state.schema = hello.db.clone();
     // A schema given at login is checked on the primary now, so that a
@@ -791,6 +794,17 @@ pub struct Session<S> {
     conn_id: u32,
     /// How other sessions' `KILL` reaches this one (see `kill`).
     control: SessionControl,
+    /// The server whose connection ran the session's last statement: the
+    /// one that holds its diagnostics (see `Session::diagnostics_bound`).
+    last_ran: Option<Arc<str>>,
+    /// Sharing pool modes: the last statement left diagnostics worth
+    /// reading (warnings, an error, affected rows…) on this server's
+    /// connection, so it stays with the session through the next command.
+    keep_last: Option<Arc<str>>,
+    /// A write committed on this (primary) server's connection and its
+    /// GTID is still to be read there (see `resolve_pending_gtid`); the
+    /// connection is kept until then.
+    gtid_pending: Option<Arc<str>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
@@ -1143,7 +1157,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             payload,
             expect: Expect::Query,
         };
-        let r = self.execute(&routed, None, work).await;
+        let bound = self.diagnostics_bound(&routed);
+        let r = self.execute(&routed, bound.as_ref(), work).await;
         if let Some(d) = digest {
             let outcome = r.as_ref().ok().map(|ran| (ran.on_primary, &ran.summary));
             self.account_digest(d, &self.digest_text, (started, Instant::now()), outcome);
@@ -1402,6 +1417,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             // transaction's COMMIT costs no extra query).
             return;
         }
+        // Asked before the next statement routing decides on, not now: a
+        // query here would replace the statement's diagnostics
+        // (`ROW_COUNT()`, `FOUND_ROWS()`) the client may read next.
+        self.gtid_pending = Some(name.clone());
+        // Sharing pool modes: only a connection kept for its diagnostics
+        // waits; any other is given back now, so its GTID is read now.
+        if self.cfg.pool_mode != PoolMode::Session && self.keep_last.as_ref() != Some(name) {
+            self.resolve_pending_gtid().await;
+        }
+    }
+
+    /// Reads the `@@last_gtid` of the write [`Session::track_write`] left
+    /// pending, on the primary connection that ran it. Called before a
+    /// statement routing decides on; a statement that reads the write's
+    /// diagnostics runs first (it is bound to that connection).
+    pub(super) async fn resolve_pending_gtid(&mut self) {
+        let Some(name) = self.gtid_pending.take() else {
+            return;
+        };
+        let Some(held) = self.conns.iter_mut().find(|h| h.server == name) else {
+            self.last_write = Some(GtidPos::unknown());
+            return;
+        };
         match held.conn.query_value("SELECT @@last_gtid").await {
             Ok(Some(g)) if !g.is_empty() => {
                 self.last_write = Some(GtidPos::parse(&g));
@@ -1818,6 +1856,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     fn release_idle(&mut self) {
         let mode = self.cfg.pool_mode;
         let sticky = std::mem::take(&mut self.sticky);
+        let keep_last = self.keep_last.take();
         if mode == PoolMode::Session || self.conns.is_empty() {
             return;
         }
@@ -1832,7 +1871,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .replica_tx
                 .as_ref()
                 .is_some_and(|t| t.server == held.server);
-            if (held.primary && keep_primary) || replica_tx || self.stmts.busy_on(&held.server) {
+            if (held.primary && keep_primary)
+                || replica_tx
+                || self.stmts.busy_on(&held.server)
+                || keep_last.as_ref() == Some(&held.server)
+                || self.gtid_pending.as_ref() == Some(&held.server)
+            {
                 i += 1;
                 continue;
             }
@@ -1870,6 +1914,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if !clean && let Some(h) = self.conns.iter_mut().find(|h| &h.server == server) {
             h.conn.mark_dirty();
         }
+    }
+
+    /// Where a statement reading the previous statement's diagnostics
+    /// (`SHOW WARNINGS`, `@@warning_count`, `GET DIAGNOSTICS`,
+    /// `ROW_COUNT()`, `FOUND_ROWS()`, `LAST_INSERT_ID()`…) must run: on the
+    /// connection that ran that statement, which the session still holds
+    /// (session pool mode: always; sharing modes: when that statement left
+    /// something to read, see `keep_last`). Only a text that writes
+    /// nothing follows it there, and not against a routing hint; otherwise
+    /// (or with no such connection) routing decides as usual.
+    fn diagnostics_bound(&self, c: &Classified) -> Option<Arc<str>> {
+        if !c.diagnostics
+            || c.hint.is_some()
+            || !matches!(c.kind, StatementKind::Read | StatementKind::ReadPrimary)
+        {
+            return None;
+        }
+        let last = self.last_ran.as_ref()?;
+        self.conns
+            .iter()
+            .any(|h| &h.server == last)
+            .then(|| last.clone())
+    }
+
+    /// After a statement ran on `server`: that connection holds its
+    /// diagnostics now. In the sharing pool modes it is kept through the
+    /// next command when they are worth reading: warnings or an error (SHOW
+    /// WARNINGS, `@@error_count`, GET DIAGNOSTICS), or anything but a plain
+    /// read (affected rows, `LAST_INSERT_ID()`, `FOUND_ROWS()` after
+    /// `SQL_CALC_FOUND_ROWS`). After a plain read without warnings the
+    /// connection goes back to the pool as before; a diagnostics statement
+    /// then runs where routing sends it.
+    pub(super) fn ran_on(&mut self, server: &Arc<str>, c: &Classified, summary: &Summary) {
+        if self.last_ran.as_ref() != Some(server) {
+            self.last_ran = Some(server.clone());
+        }
+        let worth = summary.warnings > 0
+            || summary.error.is_some()
+            || matches!(c.kind, StatementKind::Write | StatementKind::ReadPrimary)
+            || c.diagnostics;
+        self.keep_last = worth.then(|| server.clone());
     }
 
     /// COM_RESET_CONNECTION: back to a fresh session of the same user.
