@@ -80,6 +80,44 @@ pub struct SessionInfo {
     pub peer: ClientAddr,
     pub since: std::time::SystemTime,
     pub schema: Option<String>,
+    /// How `KILL` from another session reaches this one.
+    pub control: SessionControl,
+}
+
+/// The handles `KILL [QUERY | CONNECTION] id` (and `COM_PROCESS_KILL`)
+/// from any session use to reach session `id`. The killer only signals;
+/// the killed session stops its own backend work (see
+/// `session::kill`), so a backend thread id never leaves the session that
+/// owns the connection and no other connection can ever be hit.
+#[derive(Debug, Clone)]
+pub struct SessionControl {
+    /// Bumped by every KILL: the statement the session runs now (if any)
+    /// is stopped on whichever server runs it.
+    pub kill_query: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Cancelled by `KILL [CONNECTION]`: the session ends.
+    pub killed: CancellationToken,
+}
+
+impl Default for SessionControl {
+    fn default() -> Self {
+        SessionControl {
+            kill_query: Arc::new(tokio::sync::watch::Sender::new(0)),
+            killed: CancellationToken::new(),
+        }
+    }
+}
+
+impl SessionControl {
+    /// `KILL QUERY`: stop the running statement.
+    pub fn kill_query(&self) {
+        self.kill_query.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// `KILL [CONNECTION]`: end the session (and its running statement).
+    pub fn kill_connection(&self) {
+        self.killed.cancel();
+        self.kill_query();
+    }
 }
 
 /// Why RELOAD left the configuration as it was.

@@ -9,6 +9,7 @@ pub mod code {
     pub const COM_QUERY: u8 = 0x03;
     pub const COM_FIELD_LIST: u8 = 0x04;
     pub const COM_STATISTICS: u8 = 0x09;
+    pub const COM_PROCESS_KILL: u8 = 0x0c;
     pub const COM_PING: u8 = 0x0e;
     pub const COM_CHANGE_USER: u8 = 0x11;
     pub const COM_STMT_PREPARE: u8 = 0x16;
@@ -51,6 +52,8 @@ pub enum Command<'a> {
     },
     ResetConnection,
     SetOption(u16),
+    /// `COM_PROCESS_KILL`: `KILL CONNECTION id`.
+    ProcessKill(u32),
     /// Anything else: answered with ERR 1047.
     Unsupported(u8),
 }
@@ -87,6 +90,7 @@ pub fn decode(payload: &[u8]) -> Result<Command<'_>, MalformedCommand> {
         COM_FIELD_LIST => Command::FieldList,
         COM_STATISTICS => Command::Statistics,
         COM_PING => Command::Ping,
+        COM_PROCESS_KILL => Command::ProcessKill(stmt_id(payload).ok_or(bad)?),
         COM_CHANGE_USER => Command::ChangeUser(rest),
         COM_STMT_PREPARE => Command::StmtPrepare(rest),
         COM_STMT_EXECUTE => {
@@ -200,6 +204,11 @@ mod tests {
         assert!(decode(b"\x1b\x01").is_err());
         assert_eq!(decode(b"\x1b\x01\x00"), Ok(Command::SetOption(1)));
         assert_eq!(decode(b"\x20"), Ok(Command::Unsupported(0x20)));
+        assert_eq!(
+            decode(b"\x0c\x2a\x00\x00\x00"),
+            Ok(Command::ProcessKill(42))
+        );
+        assert!(decode(b"\x0c\x2a\x00").is_err());
         assert_eq!(
             decode(b"\x19\x05\x00\x00\x00"),
             Ok(Command::StmtClose { stmt_id: 5 })

@@ -56,6 +56,20 @@ pub struct Classified {
     pub use_target: Option<Span>,
     /// The text reads `@@socket` (see `session::hide_socket`).
     pub reads_socket: bool,
+    /// The text calls `CONNECTION_ID()` in a statement whose expressions
+    /// the server evaluates now (`SELECT`, `INSERT`, `UPDATE`, `DELETE`,
+    /// `SET`, `DO`, `CALL` arguments…): the session answers it with its
+    /// own id (see `lex::replace_connection_id`).
+    pub connection_id: bool,
+    /// A statement of the text is a `KILL`: never forwarded with its
+    /// number, which is one of rwproxy's session ids (see `router::kill`).
+    pub kill: bool,
+    /// The text reads the diagnostics of the previous statement (`SHOW
+    /// WARNINGS|ERRORS`, `SHOW COUNT(*) WARNINGS|ERRORS`, `GET
+    /// DIAGNOSTICS`, `@@warning_count`, `@@error_count`, `ROW_COUNT()`,
+    /// `FOUND_ROWS()`, `LAST_INSERT_ID()`): only the connection that ran
+    /// that statement can answer.
+    pub diagnostics: bool,
 }
 
 impl Classified {
@@ -71,6 +85,9 @@ impl Classified {
             begins: false,
             use_target: None,
             reads_socket: false,
+            connection_id: false,
+            kill: false,
+            diagnostics: false,
         }
     }
 
@@ -123,6 +140,9 @@ pub fn classify(sql: &[u8]) -> Classified {
     let mut tx = TxOpen::None;
     let mut begins = false;
     let mut use_target = None;
+    let mut connection_id = false;
+    let mut kill = false;
+    let mut diagnostics = false;
     loop {
         let mut st = Stmt {
             lx: &mut lx,
@@ -144,6 +164,9 @@ pub fn classify(sql: &[u8]) -> Classified {
                 use_target = one.use_target;
             }
             pins |= one.pins;
+            connection_id |= one.connection_id;
+            kill |= one.kill;
+            diagnostics |= one.diagnostics;
             changes_session |= matches!(one.kind, StatementKind::Set | StatementKind::Use);
             if rank(one.kind) > rank(strongest) {
                 strongest = one.kind;
@@ -178,6 +201,9 @@ pub fn classify(sql: &[u8]) -> Classified {
             None
         },
         reads_socket: lx.socket,
+        connection_id: connection_id && !lx.error,
+        kill,
+        diagnostics: diagnostics && !lx.error,
     }
 }
 
@@ -221,6 +247,12 @@ struct One {
     begins: bool,
     /// The name after `USE`, when it stands alone.
     use_target: Option<Span>,
+    /// Calls `CONNECTION_ID()` (see [`Classified::connection_id`]).
+    connection_id: bool,
+    /// A `KILL` statement.
+    kill: bool,
+    /// Reads the previous statement's diagnostics.
+    diagnostics: bool,
 }
 
 impl One {
@@ -231,6 +263,22 @@ impl One {
             tx: TxOpen::None,
             begins: false,
             use_target: None,
+            connection_id: false,
+            kill: false,
+            diagnostics: false,
+        }
+    }
+
+    /// [`One::new`] for a statement [`scan`] read.
+    fn scanned(kind: StatementKind, s: &Scan) -> Self {
+        One {
+            // `IS_USED_LOCK(x) = CONNECTION_ID()` compares with the
+            // server's thread id: such a statement keeps the server's own
+            // `CONNECTION_ID()` (it runs on the one connection that holds
+            // the lock), so the comparison stays true.
+            connection_id: s.connection_id && !s.server_thread_ids,
+            diagnostics: s.diagnostics,
+            ..One::new(kind, s.pins)
         }
     }
 
@@ -241,6 +289,9 @@ impl One {
             tx,
             begins: true,
             use_target: None,
+            connection_id: false,
+            kill: false,
+            diagnostics: false,
         }
     }
 
@@ -324,7 +375,10 @@ fn classify_one(st: &mut Stmt<'_, '_>) -> Option<One> {
                 } else {
                     K::Read
                 };
-                One::new(kind, s.pins || explain_into)
+                One {
+                    pins: s.pins || explain_into,
+                    ..One::scanned(kind, &s)
+                }
             }
             Kw::Explain | Kw::Describe | Kw::Desc | Kw::Analyze if !explained => {
                 explained = true;
@@ -375,10 +429,10 @@ fn classify_one(st: &mut Stmt<'_, '_>) -> Option<One> {
                 };
                 if set_statement {
                     let s = scan(st, Mode::Write, false);
-                    One::new(K::Write, s.pins)
+                    One::scanned(K::Write, &s)
                 } else {
                     let s = scan(st, Mode::Set, false);
-                    One::new(K::Set, s.pins)
+                    One::scanned(K::Set, &s)
                 }
             }
             Kw::Use => {
@@ -393,7 +447,34 @@ fn classify_one(st: &mut Stmt<'_, '_>) -> Option<One> {
                     ..One::new(K::Use, false)
                 }
             }
-            Kw::Show | Kw::Help => One::new(K::ReadPrimary, false),
+            Kw::Show => {
+                // SHOW WARNINGS | ERRORS | COUNT(*) WARNINGS | ERRORS
+                let next = st.next();
+                One {
+                    diagnostics: next.is_some_and(|t| {
+                        t.is_word("WARNINGS") || t.is_word("ERRORS") || t.is_word("COUNT")
+                    }),
+                    ..One::new(K::ReadPrimary, false)
+                }
+            }
+            Kw::Help => One::new(K::ReadPrimary, false),
+            // GET [CURRENT | STACKED] DIAGNOSTICS …: assigns variables
+            // (user variables pin, as any assignment by a query).
+            Kw::Get => {
+                let mut t = st.next();
+                if t.is_some_and(|t| t.is_word("CURRENT") || t.is_word("STACKED")) {
+                    t = st.next();
+                }
+                if t.is_some_and(|t| t.is_word("DIAGNOSTICS")) {
+                    let s = scan(st, Mode::Write, false);
+                    One {
+                        diagnostics: true,
+                        ..One::new(K::ReadPrimary, s.pins || s.assigns_user_var)
+                    }
+                } else {
+                    One::new(K::Write, false)
+                }
+            }
             Kw::Create => {
                 let mut next = st.next_kw();
                 if next == Kw::Or {
@@ -412,8 +493,12 @@ fn classify_one(st: &mut Stmt<'_, '_>) -> Option<One> {
             }
             Kw::Insert | Kw::Update | Kw::Delete | Kw::Replace | Kw::Do | Kw::Call | Kw::Load => {
                 let s = scan(st, Mode::Write, false);
-                One::new(K::Write, s.pins)
+                One::scanned(K::Write, &s)
             }
+            Kw::Kill => One {
+                kill: true,
+                ..One::new(K::Write, false)
+            },
             _ => One::new(K::Write, false),
         };
         return Some(one);
@@ -523,6 +608,14 @@ struct Scan {
     pins: bool,
     /// A `WITH` whose main statement writes.
     write: bool,
+    /// Calls `CONNECTION_ID()`.
+    connection_id: bool,
+    /// Reads the previous statement's diagnostics.
+    diagnostics: bool,
+    /// Names a user variable (`@x`): in `GET DIAGNOSTICS`, its target.
+    assigns_user_var: bool,
+    /// Calls `IS_USED_LOCK()`, which answers a server thread id.
+    server_thread_ids: bool,
 }
 
 /// Reads the rest of a statement and applies the rules that can fire
@@ -571,7 +664,14 @@ fn scan(st: &mut Stmt<'_, '_>, mode: Mode, with: bool) -> Scan {
                         s.primary = true;
                         s.pins = true;
                     }
+                    Call::ConnectionId => s.connection_id = true,
                     _ => {}
+                }
+                if prev == Kw::IsUsedLock {
+                    s.server_thread_ids = true;
+                }
+                if prev.reads_diagnostics() {
+                    s.diagnostics = true;
                 }
                 depth = depth.saturating_add(1);
             }
@@ -580,7 +680,11 @@ fn scan(st: &mut Stmt<'_, '_>, mode: Mode, with: bool) -> Scan {
                 s.primary = true;
                 s.pins = true;
             }
-            TokenKind::SysVar if read && is_primary_sysvar(t.text) => s.primary = true,
+            TokenKind::SysVar if read && is_primary_sysvar(t.text) => {
+                s.primary = true;
+                s.diagnostics |= is_diagnostics_sysvar(t.text);
+            }
+            TokenKind::UserVar => s.assigns_user_var = true,
             TokenKind::Word if read => {
                 match kw {
                     Kw::Update | Kw::Share if prev == Kw::For => s.primary = true,
@@ -642,6 +746,16 @@ fn is_primary_sysvar(text: &[u8]) -> bool {
     NAMES.iter().any(|n| name.eq_ignore_ascii_case(n))
 }
 
+/// `@@warning_count`, `@@error_count` (any scope prefix).
+fn is_diagnostics_sysvar(text: &[u8]) -> bool {
+    let name = text.get(2..).unwrap_or_default();
+    let name = match name.iter().rposition(|&b| b == b'.') {
+        Some(dot) => &name[dot + 1..],
+        None => name,
+    };
+    name.eq_ignore_ascii_case(b"warning_count") || name.eq_ignore_ascii_case(b"error_count")
+}
+
 /// What calling a function (`NAME(`) means for routing.
 #[derive(PartialEq, Eq)]
 enum Call {
@@ -651,6 +765,8 @@ enum Call {
     Primary,
     /// Takes or queries a named lock held by the connection: primary and pinned.
     Lock,
+    /// `CONNECTION_ID()`: answered with the session's id.
+    ConnectionId,
 }
 
 /// The words the classifier cares about. Everything else is `Other`.
@@ -681,11 +797,13 @@ enum Kw {
     Extended,
     For,
     Format,
+    Get,
     Handler,
     Help,
     In,
     Insert,
     Into,
+    Kill,
     Load,
     Lock,
     Next,
@@ -717,6 +835,7 @@ enum Kw {
     With,
     Xa,
     // Functions.
+    ConnectionId,
     FoundRows,
     GetLock,
     IsFreeLock,
@@ -734,6 +853,12 @@ enum Kw {
 }
 
 impl Kw {
+    /// `FOUND_ROWS`, `ROW_COUNT`, `LAST_INSERT_ID`: called, they read the
+    /// previous statement's results.
+    fn reads_diagnostics(self) -> bool {
+        matches!(self, Kw::FoundRows | Kw::RowCount | Kw::LastInsertId)
+    }
+
     fn call_effect(self) -> Call {
         match self {
             Kw::LastInsertId
@@ -750,6 +875,7 @@ impl Kw {
             | Kw::ReleaseAllLocks
             | Kw::IsUsedLock
             | Kw::IsFreeLock => Call::Lock,
+            Kw::ConnectionId => Call::ConnectionId,
             _ => Call::None,
         }
     }
@@ -808,6 +934,7 @@ const KW2: KwTable = &[
 ];
 const KW3: KwTable = &[
     kw(b"FOR", Kw::For),
+    kw(b"GET", Kw::Get),
     kw(b"NOT", Kw::Not),
     kw(b"SET", Kw::Set),
     kw(b"USE", Kw::Use),
@@ -818,6 +945,7 @@ const KW4: KwTable = &[
     kw(b"DROP", Kw::Drop),
     kw(b"HELP", Kw::Help),
     kw(b"INTO", Kw::Into),
+    kw(b"KILL", Kw::Kill),
     kw(b"LOAD", Kw::Load),
     kw(b"LOCK", Kw::Lock),
     kw(b"NEXT", Kw::Next),
@@ -880,6 +1008,7 @@ const KW12: KwTable = &[
     kw(b"IS_USED_LOCK", Kw::IsUsedLock),
     kw(b"RELEASE_LOCK", Kw::ReleaseLock),
 ];
+const KW13: KwTable = &[kw(b"CONNECTION_ID", Kw::ConnectionId)];
 const KW14: KwTable = &[kw(b"LAST_INSERT_ID", Kw::LastInsertId)];
 const KW15: KwTable = &[
     kw(b"MASTER_POS_WAIT", Kw::MasterPosWait),
@@ -904,7 +1033,7 @@ const BY_LEN: [KwTable; 20] = [
     KW10,
     KW11,
     KW12,
-    &[],
+    KW13,
     KW14,
     KW15,
     KW16,
@@ -1664,5 +1793,22 @@ mod tests {
         assert_eq!(keyword(b"last_insert_iD"), Kw::LastInsertId);
         assert_eq!(keyword(b"LAST_INSERT_IX"), Kw::Other);
         assert_eq!(keyword(b"SQL_CALC_FOUND_ROWz"), Kw::Other);
+    }
+
+    #[test]
+    fn kill_and_connection_id_are_flagged() {
+        let c = classify(b"KILL QUERY 42");
+        assert!(c.kill && c.kind == Write);
+        assert!(classify(b"SELECT 1; KILL 42").kill);
+        assert!(!classify(b"SELECT 'KILL 42'").kill);
+        assert!(classify(b"SELECT CONNECTION_ID()").connection_id);
+        assert!(classify(b"INSERT INTO t VALUES (CONNECTION_ID())").connection_id);
+        assert!(classify(b"SET @a = CONNECTION_ID()").connection_id);
+        assert!(!classify(b"SELECT connection_id FROM t").connection_id);
+        assert!(!classify(b"SELECT 'CONNECTION_ID()'").connection_id);
+        // A routine's body runs later, on the server: not rewritten.
+        assert!(!classify(b"CREATE PROCEDURE p() SELECT CONNECTION_ID()").connection_id);
+        assert_eq!(classify(b"SELECT CONNECTION_ID()").kind, Read);
+        assert!(!classify(b"SELECT IS_USED_LOCK('l') = CONNECTION_ID()").connection_id);
     }
 }

@@ -709,6 +709,126 @@ pub fn replace_socket_var(payload: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// `payload` (a COM_QUERY: command byte, then SQL) with every call of
+/// `CONNECTION_ID()` (as code, not inside a string or comment, not a
+/// function of another schema `db.connection_id()`) replaced by `id`, the
+/// session's own id; `None` if there is none or the text does not lex.
+///
+/// Why a rewrite: the server that runs the statement would answer with its
+/// own thread id, which is never the id the client got in rwproxy's
+/// handshake (and the statement may run on any server). Substituting the
+/// literal keeps the statement where routing sends it and is right inside
+/// any expression (`WHERE owner = CONNECTION_ID()`, `INSERT … VALUES
+/// (CONNECTION_ID())`). A call that stands alone as an item of a select
+/// list gets its text as an alias, so the column keeps the name the server
+/// gives it (`CONNECTION_ID()`); inside a larger expression the column is
+/// named after the rewritten text. The classifier only asks for this in
+/// statements the server evaluates now, never in the body of a stored
+/// routine, view or trigger (there the server's own id is what runs).
+pub fn replace_connection_id(payload: &[u8], id: u32) -> Option<Vec<u8>> {
+    /// Parenthesis depths followed for select lists; deeper calls get no alias.
+    const DEPTHS: usize = 32;
+    let (&cmd, sql) = payload.split_first()?;
+    let mut lx = Lexer::new(sql);
+    let mut out = Vec::new();
+    let mut last = 0;
+    let literal = id.to_string();
+    // Per parenthesis depth: inside a select list there.
+    let mut select_list = [false; DEPTHS];
+    let mut depth = 0usize;
+    // The token before the current one: (kind, text).
+    let mut prev: Option<Token<'_>> = None;
+    while let Some(t) = lx.next_token() {
+        match t.kind {
+            TokenKind::Punct(b'(') => {
+                depth += 1;
+                if let Some(s) = select_list.get_mut(depth) {
+                    *s = false;
+                }
+            }
+            TokenKind::Punct(b')') => depth = depth.saturating_sub(1),
+            TokenKind::Punct(b';') => select_list = [false; DEPTHS],
+            TokenKind::Word => {
+                if let Some(s) = select_list.get_mut(depth) {
+                    if t.is_word("SELECT") {
+                        *s = true;
+                    } else if ENDS_SELECT_LIST.iter().any(|w| t.is_word(w)) {
+                        *s = false;
+                    }
+                }
+            }
+            _ => {}
+        }
+        let call = t.kind == TokenKind::Word
+            && t.text.eq_ignore_ascii_case(b"CONNECTION_ID")
+            && !prev.is_some_and(|p| p.is_punct(b'.'));
+        if !call {
+            prev = Some(t);
+            continue;
+        }
+        let after = lx.mark();
+        let (Some(open), Some(close)) = (lx.next_token(), lx.next_token()) else {
+            break;
+        };
+        if !open.is_punct(b'(') || !close.is_punct(b')') {
+            lx.rewind(after);
+            prev = Some(t);
+            continue;
+        }
+        let text = &sql[t.start..close.end()];
+        let after_call = lx.mark();
+        let next = lx.next_token();
+        lx.rewind(after_call);
+        let item_starts = prev.is_some_and(|p| {
+            p.is_punct(b',') || p.is_word("SELECT") || p.is_word("DISTINCT") || p.is_word("ALL")
+        });
+        let item_ends = next.is_none_or(|n| {
+            n.is_punct(b',')
+                || n.is_punct(b')')
+                || n.is_punct(b';')
+                || ENDS_SELECT_LIST.iter().any(|w| n.is_word(w))
+        });
+        let alias = select_list.get(depth).copied().unwrap_or(false)
+            && item_starts
+            && item_ends
+            && !text.contains(&b'`');
+        if out.is_empty() {
+            out.reserve(payload.len() + 32);
+            out.push(cmd);
+        }
+        out.extend_from_slice(&sql[last..t.start]);
+        out.extend_from_slice(literal.as_bytes());
+        if alias {
+            out.extend_from_slice(b" AS `");
+            out.extend_from_slice(text);
+            out.push(b'`');
+        }
+        last = close.end();
+        prev = Some(close);
+    }
+    if out.is_empty() || lx.error {
+        return None;
+    }
+    out.extend_from_slice(&sql[last..]);
+    Some(out)
+}
+
+/// Words that end a select list (at the depth they appear).
+const ENDS_SELECT_LIST: [&str; 12] = [
+    "FROM",
+    "INTO",
+    "WHERE",
+    "GROUP",
+    "HAVING",
+    "ORDER",
+    "LIMIT",
+    "UNION",
+    "EXCEPT",
+    "INTERSECT",
+    "WINDOW",
+    "FOR",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -895,5 +1015,41 @@ mod tests {
         assert_eq!(ident_name(b"app"), "app");
         assert_eq!(ident_name(b"`my db`"), "my db");
         assert_eq!(ident_name(b"`a``b`"), "a`b");
+    }
+
+    #[test]
+    fn connection_id_is_replaced_where_it_is_code() {
+        let r = |sql: &[u8]| {
+            replace_connection_id(sql, 42).map(|v| String::from_utf8_lossy(&v).into_owned())
+        };
+        assert_eq!(
+            r(b"\x03SELECT CONNECTION_ID()").as_deref(),
+            Some("\x03SELECT 42 AS `CONNECTION_ID()`")
+        );
+        assert_eq!(
+            r(b"\x03select 1, connection_id() from t").as_deref(),
+            Some("\x03select 1, 42 AS `connection_id()` from t")
+        );
+        assert_eq!(
+            r(b"\x03SELECT CONNECTION_ID() AS id").as_deref(),
+            Some("\x03SELECT 42 AS id")
+        );
+        assert_eq!(
+            r(b"\x03SELECT f(1, CONNECTION_ID(), 2)").as_deref(),
+            Some("\x03SELECT f(1, 42, 2)")
+        );
+        assert_eq!(
+            r(b"\x03UPDATE t SET a = 1 WHERE o IN (2, CONNECTION_ID())").as_deref(),
+            Some("\x03UPDATE t SET a = 1 WHERE o IN (2, 42)")
+        );
+        assert_eq!(
+            r(b"\x03SELECT (SELECT CONNECTION_ID()), CONNECTION_ID()+1").as_deref(),
+            Some("\x03SELECT (SELECT 42 AS `CONNECTION_ID()`), 42+1")
+        );
+        assert_eq!(r(b"\x03SELECT 'CONNECTION_ID()'"), None);
+        assert_eq!(r(b"\x03SELECT 1 /* CONNECTION_ID() */"), None);
+        assert_eq!(r(b"\x03SELECT db.CONNECTION_ID()"), None);
+        assert_eq!(r(b"\x03SELECT connection_id FROM t"), None);
+        assert_eq!(r(b"\x03SELECT CONNECTION_ID(), 'unterminated"), None);
     }
 }

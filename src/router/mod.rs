@@ -5,7 +5,8 @@
 //! [`lex`] is the one SQL lexer under [`classify`], [`digest`] (statement
 //! digests) and [`set`] (`SET` parsing); [`rules`] are the operator's
 //! routing rules; [`server_wide`] spots statements whose effect reaches
-//! pooled connections (`SET GLOBAL`, account changes).
+//! pooled connections (`SET GLOBAL`, account changes); [`kill`] reads
+//! `KILL` statements, which the session answers itself.
 //!
 //! The rules, in order:
 //! 1. A `rwproxy:primary` hint, or any statement that is not a plain read,
@@ -28,6 +29,7 @@
 
 pub mod classify;
 pub mod digest;
+pub mod kill;
 pub mod lex;
 pub mod rules;
 pub mod server_wide;

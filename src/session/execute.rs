@@ -98,6 +98,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let mut last_err: Option<ExecError> = None;
         let mut failover_wait = FailoverWait::default();
         let mut held_by_switchover = false;
+        if bound.is_none() {
+            self.resolve_pending_gtid().await;
+        }
         loop {
             let snap = self.shared.topology.load();
             let (idx, label) = match self.pick(c, bound, &snap, &tried, true).await {
@@ -164,6 +167,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             match r {
                 Ok(summary) => {
                     if statement {
+                        self.ran_on(&server, c, &summary);
                         self.shared.metrics.statement(label, started.elapsed());
                         if summary.error.is_some() {
                             self.shared.metrics.error(ErrorKind::ServerError);

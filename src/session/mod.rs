@@ -9,6 +9,7 @@
 //! there, so a read served by a replica sees what the client set.
 
 mod execute;
+mod kill;
 mod lifecycle;
 mod sha2_login;
 mod state;
@@ -23,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::accounts::{ClientAddr, Lookup};
-use crate::app::{SessionInfo, Shared};
+use crate::app::{SessionControl, SessionInfo, Shared};
 use crate::backend::{BackendConn, BackendError, Credential, Pools, Want};
 use crate::config::{Balance, ClientCompression, Config, Consistency, PoolMode};
 use crate::gtid::GtidPos;
@@ -38,6 +39,7 @@ use crate::protocol::stream::ClientTransport;
 use crate::protocol::{ClientError, ok_payload};
 use crate::router::classify::{self, Classified, StatementKind, TxOpen};
 use crate::router::digest;
+use crate::router::kill::KillScope;
 use crate::router::rules::{self, Subject, Verdict};
 use crate::router::{self, Policy, ReadNeeds, Route, SessionView, Unavailable};
 use crate::topology::{ServerStats, Snapshot};
@@ -100,6 +102,9 @@ enum ExecError {
     /// rwproxy refuses the statement itself.
     #[error("{}", .0.message)]
     Refused(ClientError),
+    /// `KILL CONNECTION` of this session arrived: end it (see `kill`).
+    #[error("connection killed")]
+    Killed,
 }
 
 impl ExecError {
@@ -134,6 +139,7 @@ impl ExecError {
                 ClientError::lost_backend(server, &source.to_string())
             }
             ExecError::Refused(e) => e.clone(),
+            ExecError::Killed => ClientError::new(1927, b"70100", "Connection was killed"),
             ExecError::Client(e) => ClientError::new(1105, b"HY000", e.to_string()),
         }
     }
@@ -202,6 +208,8 @@ enum End {
     Disconnected,
     #[error("server shutting down")]
     Shutdown,
+    #[error("killed by KILL")]
+    Killed,
     #[error("client idle timeout")]
     IdleTimeout,
     #[error("client read timeout (stalled mid-packet)")]
@@ -239,7 +247,7 @@ enum Flow {
 /// or a Unix socket's stream (one copy of the session code each, so the
 /// per-statement path never asks which).
 pub async fn serve<S: ClientTransport>(shared: Arc<Shared>, stream: S, peer: ClientAddr) {
-    let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    let conn_id = new_conn_id(&shared);
     let span = info_span!("session", conn_id, %peer, user = tracing::field::Empty);
     // The span is entered only for the handshake. Entering it on every poll
     // of the command loop cost ~5 % of rwproxy's instructions per statement
@@ -302,6 +310,7 @@ pub async fn serve<S: ClientTransport>(shared: Arc<Shared>, stream: S, peer: Cli
                     peer,
                     since: std::time::SystemTime::now(),
                     schema: session.state.schema.clone(),
+                    control: session.control.clone(),
                 },
             );
         }
@@ -322,6 +331,23 @@ pub async fn serve<S: ClientTransport>(shared: Arc<Shared>, stream: S, peer: Cli
             secs = started.elapsed().as_secs_f64(),
             "session closed"
         );
+    }
+}
+
+/// A session id for the handshake: unique among the sessions alive (ids
+/// still registered are skipped when the counter wraps; 0 is never used,
+/// drivers read it as "no id").
+fn new_conn_id(shared: &Shared) -> u32 {
+    loop {
+        let id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let taken = shared
+            .sessions
+            .lock()
+            .map(|m| m.contains_key(&id))
+            .unwrap_or(false);
+        if id != 0 && !taken {
+            return id;
+        }
     }
 }
 
@@ -530,6 +556,11 @@ async fn handshake<S: ClientTransport>(
         sticky: false,
         home: crate::workers::home(),
         closing: false,
+        conn_id,
+        control: SessionControl::default(),
+        last_ran: None,
+        keep_last: None,
+        gtid_pending: None,
     };
     session.state.schema = hello.db.clone();
     // A schema given at login is checked on the primary now, so that a
@@ -771,6 +802,21 @@ pub struct Session<S> {
     /// A backend connection the session depended on died: the client's
     /// connection closes after the current command (`lifecycle`).
     closing: bool,
+    /// The id the client got in the handshake (`CONNECTION_ID()`, `KILL`).
+    conn_id: u32,
+    /// How other sessions' `KILL` reaches this one (see `kill`).
+    control: SessionControl,
+    /// The server whose connection ran the session's last statement: the
+    /// one that holds its diagnostics (see `Session::diagnostics_bound`).
+    last_ran: Option<Arc<str>>,
+    /// Sharing pool modes: the last statement left diagnostics worth
+    /// reading (warnings, an error, affected rows…) on this server's
+    /// connection, so it stays with the session through the next command.
+    keep_last: Option<Arc<str>>,
+    /// A write committed on this (primary) server's connection and its
+    /// GTID is still to be read there (see `resolve_pending_gtid`); the
+    /// connection is kept until then.
+    gtid_pending: Option<Arc<str>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
@@ -801,6 +847,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Reads and runs commands until the client leaves or fails.
     async fn command_loop(&mut self) -> End {
         let shutdown = self.shared.shutdown.clone();
+        let killed = self.control.killed.clone();
         loop {
             let idle = self.cfg.client_idle_timeout_ms;
             let wait_timeout = self.client_wait_timeout();
@@ -819,6 +866,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 r = self.client.wait_readable() => r,
                 _ = shutdown.cancelled(), if !self.in_any_trans() => {
                     return End::Shutdown;
+                }
+                _ = killed.cancelled() => {
+                    return End::Killed;
                 }
                 _ = idle_limit => {
                     // As the server does at `wait_timeout` (MariaDB 10.11:
@@ -874,6 +924,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let r = Box::pin(self.dispatch(&mut payload)).await;
             self.release_idle();
             self.account_bytes();
+            if killed.is_cancelled() {
+                return End::Killed;
+            }
             match r {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Close) => return End::Quit,
@@ -910,11 +963,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 // Normalized (literals as `?`), never the raw text: string
                 // literals carry passwords (`IDENTIFIED BY '…'`) and user data.
                 debug!(parent: &self.span, statement = %digest::Redacted(sql), kind = ?c.kind, "query");
-                match c.reads_socket.then(|| hide_socket(payload)).flatten() {
+                if c.kill {
+                    // `KILL QUERY ID n` names the server's query ids: an
+                    // ordinary statement for the primary.
+                    match crate::router::kill::parse(sql) {
+                        crate::router::kill::Kill::QueryId => {}
+                        k => return self.on_kill_statement(k).await,
+                    }
+                }
+                let hidden = c.reads_socket.then(|| hide_socket(payload)).flatten();
+                let own_id = c
+                    .connection_id
+                    .then(|| {
+                        let p = hidden.as_deref().unwrap_or(payload);
+                        crate::router::lex::replace_connection_id(p, self.conn_id)
+                    })
+                    .flatten();
+                match own_id.or(hidden) {
                     Some(rewritten) => self.on_query(&rewritten, c).await,
                     None => self.on_query(payload, c).await,
                 }
             }
+            Command::ProcessKill(id) => return self.on_process_kill(id).await,
             Command::InitDb(db) => {
                 let db = String::from_utf8_lossy(db).into_owned();
                 self.on_init_db(payload, db).await
@@ -964,6 +1034,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             Ok(()) => Ok(Flow::Continue),
             Err(ExecError::Client(e)) => Err(End::Client(e)),
+            Err(ExecError::Killed) => Err(End::Killed),
             // The server's own path: the client finds its connection
             // closed (2013) and reconnects, knowing its state is gone.
             Err(_) if self.closing => Err(End::StateLost),
@@ -1113,6 +1184,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             payload,
             expect: Expect::Query,
         };
+        let bound = bound.or_else(|| self.diagnostics_bound(&routed));
         let r = self.execute(&routed, bound.as_ref(), work).await;
         if let Some(d) = digest {
             let outcome = r.as_ref().ok().map(|ran| (ran.on_primary, &ran.summary));
@@ -1391,6 +1463,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             // transaction's COMMIT costs no extra query).
             return;
         }
+        // Asked before the next statement routing decides on, not now: a
+        // query here would replace the statement's diagnostics
+        // (`ROW_COUNT()`, `FOUND_ROWS()`) the client may read next.
+        self.gtid_pending = Some(name.clone());
+        // Sharing pool modes: only a connection kept for its diagnostics
+        // waits; any other is given back now, so its GTID is read now.
+        if self.cfg.pool_mode != PoolMode::Session && self.keep_last.as_ref() != Some(name) {
+            self.resolve_pending_gtid().await;
+        }
+    }
+
+    /// Reads the `@@last_gtid` of the write [`Session::track_write`] left
+    /// pending, on the primary connection that ran it. Called before a
+    /// statement routing decides on; a statement that reads the write's
+    /// diagnostics runs first (it is bound to that connection).
+    pub(super) async fn resolve_pending_gtid(&mut self) {
+        let Some(name) = self.gtid_pending.take() else {
+            return;
+        };
+        let Some(held) = self.conns.iter_mut().find(|h| h.server == name) else {
+            self.last_write = Some(GtidPos::unknown());
+            return;
+        };
         let sql = held.conn.flavor().last_gtid_sql();
         match held.conn.query_value(sql).await {
             Ok(Some(g)) if !g.is_empty() => {
@@ -1622,6 +1717,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .and_then(|s| s.columns.as_ref());
         let (mark, sent_before) = (self.client.queued(), self.client.bytes_out);
         let timeout = self.cfg.backend_read_timeout();
+        // KILL from another session during this exchange (see `kill`).
+        let mut kill_rx = self.control.kill_query.subscribe();
+        let thread = self.conns[pos].conn.hello().connection_id;
         let held = &mut self.conns[pos];
         let cut = held.conn.cut_token();
         let (client, server) = (&mut self.client, &held.server);
@@ -1677,7 +1775,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok::<_, ForwardError>((summary, ex))
         };
         let mut was_cut = false;
-        let result = match crate::backend::guard::guarded(exchange, &cut, timeout).await {
+        let guarded = async {
+            let mut guarded =
+                std::pin::pin!(crate::backend::guard::guarded(exchange, &cut, timeout));
+            tokio::select! {
+                r = &mut guarded => Some(r),
+                Ok(()) = kill_rx.changed() => match kill::SideKill::new(
+                    &self.shared,
+                    &self.cred,
+                    server,
+                    thread,
+                    (self.caps, self.ext, self.collation, self.home),
+                ) {
+                    // KILL CONNECTION: the answer is abandoned (the client's
+                    // connection closes) and the backend thread ended.
+                    Some(side) if self.control.killed.is_cancelled() => {
+                        side.run(KillScope::Connection).await;
+                        None
+                    }
+                    // KILL QUERY: the server interrupts the statement; its
+                    // answer (ERR 1317, or the result if it was done
+                    // first) is relayed as usual. The connection is given
+                    // back only after the side KILL returned.
+                    Some(side) => {
+                        let (r, ()) = tokio::join!(&mut guarded, side.run(KillScope::Query));
+                        Some(r)
+                    }
+                    None => Some(guarded.await),
+                },
+            }
+        };
+        let Some(guarded) = guarded.await else {
+            if self.client.bytes_out == sent_before {
+                self.client.truncate_queued(mark);
+            }
+            self.remove_conn(pos);
+            return Err(ExecError::Killed);
+        };
+        let result = match guarded {
             Ok(r) => r,
             Err(why) => {
                 was_cut = true;
@@ -1787,6 +1922,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     fn release_idle(&mut self) {
         let mode = self.cfg.pool_mode;
         let sticky = std::mem::take(&mut self.sticky);
+        let keep_last = self.keep_last.take();
         if mode == PoolMode::Session || self.conns.is_empty() {
             return;
         }
@@ -1801,7 +1937,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 .replica_tx
                 .as_ref()
                 .is_some_and(|t| t.server == held.server);
-            if (held.primary && keep_primary) || replica_tx || self.stmts.busy_on(&held.server) {
+            if (held.primary && keep_primary)
+                || replica_tx
+                || self.stmts.busy_on(&held.server)
+                || keep_last.as_ref() == Some(&held.server)
+                || self.gtid_pending.as_ref() == Some(&held.server)
+            {
                 i += 1;
                 continue;
             }
@@ -1839,6 +1980,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         if !clean && let Some(h) = self.conns.iter_mut().find(|h| &h.server == server) {
             h.conn.mark_dirty();
         }
+    }
+
+    /// Where a statement reading the previous statement's diagnostics
+    /// (`SHOW WARNINGS`, `@@warning_count`, `GET DIAGNOSTICS`,
+    /// `ROW_COUNT()`, `FOUND_ROWS()`, `LAST_INSERT_ID()`…) must run: on the
+    /// connection that ran that statement, which the session still holds
+    /// (session pool mode: always; sharing modes: when that statement left
+    /// something to read, see `keep_last`). Only a text that writes
+    /// nothing follows it there, and not against a routing hint; otherwise
+    /// (or with no such connection) routing decides as usual.
+    fn diagnostics_bound(&self, c: &Classified) -> Option<Arc<str>> {
+        if !c.diagnostics
+            || c.hint.is_some()
+            || !matches!(c.kind, StatementKind::Read | StatementKind::ReadPrimary)
+        {
+            return None;
+        }
+        let last = self.last_ran.as_ref()?;
+        self.conns
+            .iter()
+            .any(|h| &h.server == last)
+            .then(|| last.clone())
+    }
+
+    /// After a statement ran on `server`: that connection holds its
+    /// diagnostics now. In the sharing pool modes it is kept through the
+    /// next command when they are worth reading: warnings or an error (SHOW
+    /// WARNINGS, `@@error_count`, GET DIAGNOSTICS), or anything but a plain
+    /// read (affected rows, `LAST_INSERT_ID()`, `FOUND_ROWS()` after
+    /// `SQL_CALC_FOUND_ROWS`). After a plain read without warnings the
+    /// connection goes back to the pool as before; a diagnostics statement
+    /// then runs where routing sends it.
+    pub(super) fn ran_on(&mut self, server: &Arc<str>, c: &Classified, summary: &Summary) {
+        if self.last_ran.as_ref() != Some(server) {
+            self.last_ran = Some(server.clone());
+        }
+        let worth = summary.warnings > 0
+            || summary.error.is_some()
+            || matches!(c.kind, StatementKind::Write | StatementKind::ReadPrimary)
+            || c.diagnostics;
+        self.keep_last = worth.then(|| server.clone());
     }
 
     /// COM_RESET_CONNECTION: back to a fresh session of the same user.

@@ -30,6 +30,9 @@ impl State {
     /// (the session must then stay on the connection that ran it).
     pub fn record_set(&mut self, sql: &[u8]) -> bool {
         match parse_set(sql) {
+            // Profiling lists the statements one connection ran (`SHOW
+            // PROFILES`): the session stays on the primary's connection.
+            SetEffect::Session(items) if items.iter().any(|i| i.key == "profiling") => true,
             SetEffect::Session(items) => {
                 let mut changed = false;
                 for item in items {

@@ -133,6 +133,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     ) -> Result<(), ExecError> {
         let class = classify::classify(&sql);
         debug!(parent: &self.span, statement = %crate::router::digest::Redacted(&sql), kind = ?class.kind, "prepare");
+        if class.kill {
+            // Its `?` would be a thread id of whichever server runs it.
+            return Err(ExecError::Refused(ClientError::new(
+                1295,
+                b"HY000",
+                "rwproxy: KILL is not supported in the prepared statement protocol; send it as a query",
+            )));
+        }
+        // `CONNECTION_ID()` is this session's id on every server that runs
+        // the statement (see `lex::replace_connection_id`).
+        let rewritten = class
+            .connection_id
+            .then(|| crate::router::lex::replace_connection_id(payload, self.conn_id))
+            .flatten();
+        let (payload, sql) = match &rewritten {
+            Some(p) => (p.as_slice(), p.get(1..).unwrap_or_default().to_vec()),
+            None => (payload, sql),
+        };
         // Rules are matched once, at prepare: a denied statement is never
         // prepared anywhere (its executions then fail as unknown ids).
         let forced = match self.apply_rules(&sql, class, None) {
