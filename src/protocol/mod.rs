@@ -110,6 +110,11 @@ impl ClientError {
         Self::new(1047, b"08S01", format!("Unknown command {code:#04x}"))
     }
 
+    /// 1835 / HY000 (ER_MALFORMED_PACKET): a command rwproxy cannot decode.
+    pub fn malformed_packet() -> Self {
+        Self::new(1835, b"HY000", "Malformed communication packet")
+    }
+
     /// 1153 / 08S01.
     pub fn packet_too_large() -> Self {
         Self::new(

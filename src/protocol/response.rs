@@ -227,13 +227,7 @@ where
     B: AsyncRead + AsyncWrite + Unpin,
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut fw = Forwarder {
-        caps,
-        summary: Summary::default(),
-        flushed: false,
-        shift: 0,
-        read_only_tx,
-    };
+    let mut fw = Forwarder::new(caps, read_only_tx);
     let deprecate_eof = caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
     let mark = client.as_ref().map_or(0, |c| c.queued());
     let r = fw
@@ -282,6 +276,16 @@ struct Forwarder {
 }
 
 impl Forwarder {
+    fn new(caps: CapabilityFlags, read_only_tx: ReadOnlyTx) -> Self {
+        Forwarder {
+            caps,
+            summary: Summary::default(),
+            flushed: false,
+            shift: 0,
+            read_only_tx,
+        }
+    }
+
     async fn next<B: AsyncRead + AsyncWrite + Unpin>(
         &self,
         backend: &mut PacketStream<B>,
@@ -802,13 +806,7 @@ where
     B: AsyncRead + AsyncWrite + Unpin,
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut fw = Forwarder {
-        caps,
-        summary: Summary::default(),
-        flushed: false,
-        shift: 0,
-        read_only_tx: ReadOnlyTx::No,
-    };
+    let mut fw = Forwarder::new(caps, ReadOnlyTx::No);
     let mut first = fw.next(backend).await?;
     if first.first() == Some(0xff) {
         fw.out(client, &first).await?;
@@ -855,13 +853,7 @@ pub async fn read_single_value<B>(
 where
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let fw = Forwarder {
-        caps,
-        summary: Summary::default(),
-        flushed: false,
-        shift: 0,
-        read_only_tx: ReadOnlyTx::No,
-    };
+    let fw = Forwarder::new(caps, ReadOnlyTx::No);
     let first = fw.next(backend).await?;
     match first.first() {
         Some(0xff) => return Err(ForwardError::Malformed("internal query failed")),

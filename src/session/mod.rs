@@ -504,7 +504,7 @@ async fn handshake<S: ClientTransport>(
             seq = next;
             Ok(cred)
         }
-        None => verify(shared, &hello.user, peer, tls, &scramble, &reply).await,
+        None => verify(shared, &hello.user, peer, tls, (&scramble, &reply)).await,
     };
     let stage1 = match verified {
         Ok(c) => c,
@@ -644,8 +644,7 @@ async fn verify(
     user: &str,
     client: ClientAddr,
     tls: bool,
-    scramble: &[u8],
-    reply: &[u8],
+    (scramble, reply): (&[u8], &[u8]),
 ) -> Result<Credential, ClientError> {
     let denied = || ClientError::access_denied(user, &client.host(), !reply.is_empty());
     let first = verify_once(shared, user, client, tls, scramble, reply, denied).await;
@@ -941,12 +940,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(c) => c,
             Err(e) => {
                 warn!(parent: &self.span, error = %e, "malformed command");
-                self.send_err(&ClientError::new(
-                    1835,
-                    b"HY000",
-                    "Malformed communication packet",
-                ))
-                .await;
+                self.send_err(&ClientError::malformed_packet()).await;
                 return Ok(Flow::Continue);
             }
         };
@@ -1224,25 +1218,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     async fn on_init_db(&mut self, payload: &[u8], db: String) -> Result<(), ExecError> {
-        let ran = self
-            .command(StatementKind::Use, payload, Expect::Simple)
-            .await?;
-        if ran.summary.error.is_none() {
-            self.schema_selected(&ran.server, db);
+        if let Some(server) = self.session_command(StatementKind::Use, payload).await? {
+            self.schema_selected(&server, db);
         }
         Ok(())
     }
 
     async fn on_set_option(&mut self, payload: &[u8], opt: u16) -> Result<(), ExecError> {
-        let ran = self
-            .command(StatementKind::Set, payload, Expect::Simple)
-            .await?;
-        if ran.summary.error.is_none() {
+        if let Some(server) = self.session_command(StatementKind::Set, payload).await? {
             let before = self.state.fp;
             self.state.record_set_option(opt);
-            self.state_applied(&ran.server, before);
+            self.state_applied(&server, before);
         }
         Ok(())
+    }
+
+    /// A command that changes session state (`COM_INIT_DB`,
+    /// `COM_SET_OPTION`): the server that accepted it, `None` if it
+    /// answered with an error.
+    async fn session_command(
+        &mut self,
+        kind: StatementKind,
+        payload: &[u8],
+    ) -> Result<Option<Arc<str>>, ExecError> {
+        let ran = self.command(kind, payload, Expect::Simple).await?;
+        Ok(ran.summary.error.is_none().then_some(ran.server))
     }
 
     /// Runs a command that is not a statement text (`COM_INIT_DB`,
@@ -2038,12 +2038,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     async fn on_change_user(&mut self, rest: &[u8]) -> Result<Flow, End> {
         let Some(cu) = handshake::parse_change_user(rest) else {
-            self.send_err(&ClientError::new(
-                1835,
-                b"HY000",
-                "Malformed communication packet",
-            ))
-            .await;
+            self.send_err(&ClientError::malformed_packet()).await;
             return Ok(Flow::Continue);
         };
         let mut seq = 1u8;
@@ -2066,8 +2061,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             &cu.user,
             self.peer,
             self.client_tls,
-            &scramble,
-            &reply,
+            (&scramble, &reply),
         )
         .await
         {
