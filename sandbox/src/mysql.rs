@@ -379,6 +379,7 @@ fn start_one(sb: &MysqlSandbox, i: usize) -> Result<(), SandboxError> {
             return Err(fail(format!("mysqld --initialize-insecure: {st}")));
         }
     }
+    remove_stale_socket_lock(&sb.socket(i));
     // --daemonize returns once the server accepts connections (or failed).
     let st = in_root(&sb.chroot, &["mysqld", &defaults, "--daemonize"])
         .stdout(Stdio::null())
@@ -395,6 +396,23 @@ fn start_one(sb: &MysqlSandbox, i: usize) -> Result<(), SandboxError> {
         thread::sleep(Duration::from_millis(100));
     }
     Ok(())
+}
+
+/// Removes `<socket>.lock` left by a server that is gone. mysqld refuses to
+/// start while the pid written there answers `kill(pid, 0)`, which a zombie
+/// does: in containers whose pid 1 does not reap orphans, a server killed
+/// with SIGKILL stays one, and its restart failed with "Another process
+/// with pid … is using unix socket file". A zombie holds no socket.
+fn remove_stale_socket_lock(socket: &std::path::Path) {
+    let mut lock = socket.as_os_str().to_owned();
+    lock.push(".lock");
+    let lock = PathBuf::from(lock);
+    let pid = std::fs::read_to_string(&lock)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok());
+    if pid.is_some_and(|pid| !crate::process::process_alive(pid)) {
+        let _ = std::fs::remove_file(&lock);
+    }
 }
 
 /// Starts server `i` again (after a test stopped or killed it) without
