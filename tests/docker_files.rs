@@ -59,12 +59,18 @@ fn compose_references_existing_files_and_config_parses() {
         readme[from..to].to_string()
     };
     let mut want = statements(&block("-- MariaDB\n", "-- MySQL"));
-    want.extend(statements(&block("-- both, with heartbeat = true\n", "```")));
+    want.extend(statements(&block(
+        "-- both, with heartbeat = true\n",
+        "```",
+    )));
     let mut got = statements(&initdb);
     want.sort();
     got.sort();
     assert!(want.len() >= 3, "README grants not found: {want:?}");
-    assert_eq!(got, want, "docker/initdb monitor grants vs README (MariaDB)");
+    assert_eq!(
+        got, want,
+        "docker/initdb monitor grants vs README (MariaDB)"
+    );
 
     match Command::new("docker-compose")
         .arg("-f")
