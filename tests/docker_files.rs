@@ -33,6 +33,45 @@ fn compose_references_existing_files_and_config_parses() {
     );
     rwproxy::config::Config::load(&root.join("docker/rwproxy.toml")).expect("docker/rwproxy.toml");
 
+    // The monitor account of the compose primary has exactly the README's
+    // minimal MariaDB grants (the statements of its "-- MariaDB" block plus
+    // the heartbeat one), no more: compared statement by statement.
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let initdb = std::fs::read_to_string(root.join("docker/initdb/10-accounts.sql"))
+        .expect("10-accounts.sql");
+    let statements = |text: &str| -> Vec<String> {
+        text.split(';')
+            .map(|s| {
+                s.lines()
+                    .filter(|l| !l.trim_start().starts_with("--"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .filter(|s| s.starts_with("GRANT") && s.contains("rwproxy_monitor"))
+            .collect()
+    };
+    let block = |start: &str, end: &str| -> String {
+        let from = readme.find(start).expect("README grants block") + start.len();
+        let to = from + readme[from..].find(end).expect("README grants block end");
+        readme[from..to].to_string()
+    };
+    let mut want = statements(&block("-- MariaDB\n", "-- MySQL"));
+    want.extend(statements(&block(
+        "-- both, with heartbeat = true\n",
+        "```",
+    )));
+    let mut got = statements(&initdb);
+    want.sort();
+    got.sort();
+    assert!(want.len() >= 3, "README grants not found: {want:?}");
+    assert_eq!(
+        got, want,
+        "docker/initdb monitor grants vs README (MariaDB)"
+    );
+
     match Command::new("docker-compose")
         .arg("-f")
         .arg(root.join("docker/compose.yml"))

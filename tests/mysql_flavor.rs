@@ -6,6 +6,16 @@
 //! 1. monitor: roles, MySQL GTID sets, lag from `Seconds_Behind_Source`;
 //! 2. routing with server counters: reads (text and prepared) on the
 //!    replicas, writes on the primary;
+//!    2b. real clients: PyMySQL (text) and mysql-connector-python with
+//!    server-side prepared statements: rows right, reads on the replicas,
+//!    writes on the primary;
+//!    2c. sysbench `oltp_read_write` with prepared statements (libmariadb,
+//!    caching_sha2 over plaintext + RSA): in transactions all on the
+//!    primary, with `--skip-trx` reads on the replicas; no error that the
+//!    primary's InnoDB did not count as its own deadlock;
+//!    2d. lag-bounded routing: a replica 3 s behind (`SOURCE_DELAY`,
+//!    heartbeat lag, `max_replica_lag_ms = 1500`) serves no read, shows
+//!    its lag in `/status` and `SHOW SERVERS`, and serves again after;
 //! 3. read-your-writes: 0 stale reads in 1,000 write→read cycles with a
 //!    1 s `SOURCE_DELAY` on both replicas (eventual consistency shows
 //!    stale reads in the same cycles, so the check can fail); then causal
@@ -170,6 +180,110 @@ async fn stale_reads(proxy: &common::Proxy, cycles: u32, base: u32) -> u32 {
     stale
 }
 
+/// Runs a program (killed after `limit`); returns (exit code, stdout, stderr).
+async fn run_tool(cmd: &mut tokio::process::Command, limit: Duration) -> (i32, String, String) {
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let out = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{cmd:?} did not finish within {limit:?}"))
+        .expect("wait");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The project's Python tools (mysql-connector-python), from
+/// scripts/install-deps.sh.
+fn tools_python() -> std::path::PathBuf {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-tools/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/install-deps.sh",
+        p.display()
+    );
+    p
+}
+
+/// PyMySQL (client-side parameters: text protocol) and
+/// mysql-connector-python with `cursor(prepared=True)` (server-side
+/// prepared statements), logging in as `app` over plaintext (caching_sha2
+/// full authentication with rwproxy's RSA key). `argv`: port, phase
+/// (`write` or `read`), first id, count. Prints `rows <n> <sum>` after
+/// reads, `done` at the end.
+const PYMYSQL_RW: &str = r#"
+import sys, pymysql
+port, phase, first, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+c = pymysql.connect(host="127.0.0.1", port=port, user="app", password="app",
+                    database="app", autocommit=True)
+cur = c.cursor()
+if phase == "write":
+    for i in range(first, first + n):
+        cur.execute("INSERT INTO app.cl (id, v) VALUES (%s, %s)", (i, "py%d" % i))
+else:
+    got, total = 0, 0
+    for i in range(first, first + n):
+        cur.execute("SELECT v FROM app.cl WHERE id = %s", (i,))
+        row = cur.fetchone()
+        if row is not None and row[0] == "py%d" % i:
+            got += 1
+            total += i
+    print("rows", got, total)
+c.close()
+print("done")
+"#;
+
+const CONNECTOR_RW: &str = r#"
+import sys, mysql.connector
+port, phase, first, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+c = mysql.connector.connect(host="127.0.0.1", port=port, user="app", password="app",
+                            database="app", autocommit=True, use_pure=True,
+                            ssl_disabled=True)
+cur = c.cursor(prepared=True)
+if phase == "write":
+    for i in range(first, first + n):
+        cur.execute("INSERT INTO app.cl (id, v) VALUES (?, ?)", (i, "cn%d" % i))
+else:
+    got, total = 0, 0
+    for i in range(first, first + n):
+        cur.execute("SELECT v FROM app.cl WHERE id = ?", (i,))
+        row = cur.fetchone()
+        if row is not None and row[0] == "cn%d" % i:
+            got += 1
+            total += i
+    print("rows", got, total)
+c.close()
+print("done")
+"#;
+
+/// The digest of the clients' text read (PyMySQL inlines its parameters).
+const CLIENT_READ_DIGEST: &str = "SELECT `v` FROM `app` . `cl` WHERE `id` = ?";
+
+/// Deadlocks InnoDB detected on `port` (`lock_deadlocks`, on by default).
+async fn deadlocks(port: u16) -> u64 {
+    scalar(
+        port,
+        "SELECT CAST(`COUNT` AS CHAR) FROM information_schema.INNODB_METRICS WHERE NAME = 'lock_deadlocks'",
+    )
+    .await
+    .and_then(|v| v.parse().ok())
+    .expect("lock_deadlocks metric")
+}
+
+/// Parses "    <label>:   <n>" from sysbench's report.
+fn sysbench_count(out: &str, label: &str) -> Option<u64> {
+    out.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with(label))
+        .and_then(|l| l[label.len()..].split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
 fn kill9(sb: &MysqlSandbox, i: usize) {
     let pid = sb.running_pid(i).expect("server runs");
     let st = std::process::Command::new("kill")
@@ -322,6 +436,326 @@ async fn mysql_replication_dialect_end_to_end() {
     );
     assert_eq!(dep, 0, "prepared reads ran on the primary");
     assert!(dip >= 50, "writes on the primary: +{dip}");
+
+    // 2b. Real clients, as on MariaDB (tests/core_clients.rs): PyMySQL
+    // (text protocol) and mysql-connector-python with server-side prepared
+    // statements (`cursor(prepared=True)`) log in as `app` (caching_sha2,
+    // plaintext + RSA), write 100 rows, then read them back on a fresh
+    // connection: rows right, reads on the replicas, writes on the primary.
+    root_exec(p, "CREATE TABLE app.cl (id INT PRIMARY KEY, v VARCHAR(20))").await;
+    caught_up(p, &[r1, r2]).await;
+    let pport = proxy.addr.port();
+    let t = Instant::now();
+    for (name, interp, script, first, prepared) in [
+        (
+            "PyMySQL",
+            std::path::PathBuf::from("/usr/bin/python3"),
+            PYMYSQL_RW,
+            10_000u64,
+            false,
+        ),
+        (
+            "mysql-connector (prepared)",
+            tools_python(),
+            CONNECTOR_RW,
+            20_000,
+            true,
+        ),
+    ] {
+        let n = 100u64;
+        let client = |phase: &str| {
+            let mut c = tokio::process::Command::new(&interp);
+            c.args(["-c", script])
+                .arg(pport.to_string())
+                .arg(phase)
+                .arg(first.to_string())
+                .arg(n.to_string());
+            c
+        };
+        let (ip, ep) = (
+            count(p, "Com_insert").await,
+            count(p, "Com_stmt_execute").await,
+        );
+        let (code, out, err) = run_tool(&mut client("write"), Duration::from_secs(60)).await;
+        assert!(
+            code == 0 && out.contains("done"),
+            "{name} write: {out}{err}"
+        );
+        let (dip, dep) = (
+            d(ip, count(p, "Com_insert").await),
+            d(ep, count(p, "Com_stmt_execute").await),
+        );
+        caught_up(p, &[r1, r2]).await;
+        let in_range = format!(
+            "SELECT CAST(COUNT(*) AS CHAR) FROM app.cl WHERE id BETWEEN {first} AND {}",
+            first + n - 1
+        );
+        for port in [p, r1, r2] {
+            assert_eq!(
+                scalar(port, &in_range).await.as_deref(),
+                Some(n.to_string().as_str()),
+                "{name}: rows on {port}"
+            );
+        }
+        let ports3 = [p, r1, r2];
+        let mut texts = Vec::new();
+        let mut execs = Vec::new();
+        for &port in &ports3 {
+            texts.push(digest_count(port, CLIENT_READ_DIGEST).await);
+            execs.push(count(port, "Com_stmt_execute").await);
+        }
+        let (code, out, err) = run_tool(&mut client("read"), Duration::from_secs(60)).await;
+        assert!(code == 0 && out.contains("done"), "{name} read: {out}{err}");
+        let mut dt = Vec::new();
+        let mut dx = Vec::new();
+        for (i, &port) in ports3.iter().enumerate() {
+            dt.push(d(texts[i], digest_count(port, CLIENT_READ_DIGEST).await));
+            dx.push(d(execs[i], count(port, "Com_stmt_execute").await));
+        }
+        println!(
+            "{name}: writes: primary Com_insert +{dip}, Com_stmt_execute +{dep}; reads (primary, replica1, replica2): text {dt:?}, Com_stmt_execute {dx:?}"
+        );
+        let sum: u64 = (first..first + n).sum();
+        assert!(
+            out.contains(&format!("rows {n} {sum}")),
+            "{name}: every row read back right: {out}"
+        );
+        // Reads counted where they ran: by their digest (text) or
+        // Com_stmt_execute (prepared), none on the primary, both
+        // replicas serving.
+        let reads = if prepared { &dx } else { &dt };
+        assert_eq!(reads[0], 0, "{name}: reads ran on the primary");
+        assert!(
+            reads[1] + reads[2] >= n && reads[1] >= n / 5 && reads[2] >= n / 5,
+            "{name}: reads spread over the replicas: {reads:?}"
+        );
+        if prepared {
+            assert!(dep >= n, "{name}: prepared writes on the primary: +{dep}");
+            assert_eq!(dt, [0, 0, 0], "{name}: the reads were prepared");
+        } else {
+            assert!(dip >= n, "{name}: writes on the primary: +{dip}");
+            assert_eq!(dx[1] + dx[2], 0, "{name}: the reads were text");
+        }
+    }
+    println!("clients: {:.1} s", t.elapsed().as_secs_f64());
+
+    // 2c. sysbench oltp_read_write (libmariadb's caching_sha2 plugin,
+    // plaintext + RSA) with server-side prepared statements: first in
+    // transactions (all on the primary, as a transaction must be), then
+    // with --skip-trx (autocommit: reads on the replicas, writes on the
+    // primary; without its DELETE+INSERT pairs, which collide on the same
+    // id across threads outside transactions: ERR 1062 on any server).
+    // No error but the primary's own deadlocks.
+    let t = Instant::now();
+    // The autocommit run goes through a proxy with consistency =
+    // "eventual": under the default "session", a read that follows the
+    // session's own write (nearly every read here) rightly goes to the
+    // primary until a replica has that write.
+    let mut eventual = base_config(&dir);
+    eventual.consistency = Consistency::Eventual;
+    let ev = start_proxy(eventual).await;
+    let sysbench = |port: u16, test: &str, cmd: &str| {
+        let mut c = tokio::process::Command::new("sysbench");
+        c.arg(test)
+            .arg("--mysql-host=127.0.0.1")
+            .arg(format!("--mysql-port={port}"))
+            .args(["--mysql-user=app", "--mysql-password=app", "--mysql-db=app"])
+            .args(["--tables=4", "--table-size=5000", "--db-ps-mode=auto"])
+            .arg(cmd);
+        c
+    };
+    let limit = Duration::from_secs(60);
+    let (code, out, err) =
+        run_tool(&mut sysbench(pport, "oltp_read_write", "prepare"), limit).await;
+    assert_eq!(code, 0, "sysbench prepare: {out}{err}");
+    caught_up(p, &[r1, r2]).await;
+    for (label, in_trx, port, extra) in [
+        (
+            "in transactions",
+            true,
+            pport,
+            vec!["--time=4", "--threads=4"],
+        ),
+        (
+            "autocommit (--skip-trx, eventual)",
+            false,
+            ev.addr.port(),
+            vec![
+                "--time=3",
+                "--threads=4",
+                "--skip-trx=on",
+                "--delete_inserts=0",
+            ],
+        ),
+    ] {
+        let mut before = Vec::new();
+        for port in [p, r1, r2] {
+            before.push(count(port, "Com_stmt_execute").await);
+        }
+        let deadlocks0 = deadlocks(p).await;
+        let mut cmd = sysbench(port, "oltp_read_write", "run");
+        cmd.args(&extra);
+        let (code, out, err) = run_tool(&mut cmd, limit).await;
+        let mut executed = Vec::new();
+        for (port, b) in [p, r1, r2].into_iter().zip(before) {
+            executed.push(d(b, count(port, "Com_stmt_execute").await));
+        }
+        let dead = d(deadlocks0, deadlocks(p).await);
+        let num = |l: &str| sysbench_count(&out, l).unwrap_or(0);
+        let (tx, reads, writes) = (num("transactions:"), num("read:"), num("write:"));
+        println!(
+            "sysbench oltp_read_write {label}: {tx} transactions, {reads} reads, {writes} writes, ignored errors {:?} (InnoDB deadlocks on the primary +{dead}), reconnects {:?}; Com_stmt_execute (primary, replica1, replica2) {executed:?}",
+            sysbench_count(&out, "ignored errors:"),
+            sysbench_count(&out, "reconnects:")
+        );
+        assert!(
+            code == 0 && !out.contains("FATAL") && !err.contains("FATAL"),
+            "sysbench {label}: {out}{err}"
+        );
+        assert!(tx > 0 && reads > 0 && writes > 0, "sysbench {label}: {out}");
+        // sysbench retries (and counts as "ignored") only deadlocks and lock
+        // wait timeouts; each one must be a deadlock the primary's InnoDB
+        // counted itself, i.e. none came from rwproxy.
+        let ignored = sysbench_count(&out, "ignored errors:").unwrap_or(u64::MAX);
+        assert!(
+            ignored <= dead,
+            "{ignored} ignored errors, {dead} InnoDB deadlocks: {out}"
+        );
+        assert_eq!(sysbench_count(&out, "reconnects:"), Some(0), "{out}");
+        // Every write ran on the primary (the replicas are super_read_only,
+        // so a write sent there would have failed the run).
+        assert!(executed[0] >= writes, "writes on the primary: {executed:?}");
+        if !in_trx {
+            assert!(
+                executed[1] + executed[2] >= reads * 9 / 10
+                    && executed[1] >= reads / 5
+                    && executed[2] >= reads / 5,
+                "autocommit reads on the replicas: {executed:?} of {reads} reads"
+            );
+        } else {
+            assert_eq!(
+                executed[1] + executed[2],
+                0,
+                "statements of transactions ran on replicas"
+            );
+        }
+    }
+    let (code, out, err) =
+        run_tool(&mut sysbench(pport, "oltp_read_write", "cleanup"), limit).await;
+    assert_eq!(code, 0, "sysbench cleanup: {out}{err}");
+    drop(ev);
+    println!("sysbench: {:.1} s", t.elapsed().as_secs_f64());
+
+    // 2d. Lag-bounded routing: replica1 applies 3 s late (SOURCE_DELAY);
+    // with heartbeat lag and max_replica_lag_ms = 1500 it serves no reads
+    // while it lags (its digest counter does not move), the lag shows in
+    // /status and SHOW SERVERS, and it takes its share again once it
+    // catches up.
+    // This proxy writes the heartbeat, which only the leader does: the
+    // first one steps aside until the switchover scenario.
+    drop(proxy);
+    let t = Instant::now();
+    let mut lagged = base_config(&dir);
+    lagged.heartbeat = true;
+    lagged.monitor_interval_ms = 200;
+    lagged.max_replica_lag_ms = 1500;
+    lagged.consistency = Consistency::Eventual;
+    let lp = start_proxy(lagged).await;
+    common::wait_leader(&lp).await;
+    let lag_of = |s: &serde_json::Value, r: &str| common::server(s, r)["lag_seconds"].as_f64();
+    wait_until(
+        Duration::from_secs(10),
+        "heartbeat lag on both replicas",
+        || async {
+            let s = common::status(&lp).await;
+            ["replica1", "replica2"].iter().all(|r| {
+                lag_of(&s, r).is_some_and(|l| l < 1.0) && common::server(&s, r)["readable"] == true
+            })
+        },
+    )
+    .await;
+    set_delay(r1, 3).await;
+    wait_until(Duration::from_secs(15), "replica1 seen lagging", || async {
+        let s = common::status(&lp).await;
+        common::server(&s, "replica1")["readable"] == false
+            && lag_of(&s, "replica1").is_some_and(|l| l > 1.5)
+    })
+    .await;
+    let servers = admin(&lp, "SHOW SERVERS").await.expect("SHOW SERVERS");
+    let lag_ms = |name: &str| -> Option<f64> {
+        servers
+            .iter()
+            .find(|r| r[0] == name)
+            .and_then(|r| r[7].parse().ok())
+    };
+    let s = common::status(&lp).await;
+    println!(
+        "lagging replica1: /status lag {:?} s, SHOW SERVERS lag_ms {:?} (replica2: {:?} s, {:?} ms)",
+        lag_of(&s, "replica1"),
+        lag_ms("replica1"),
+        lag_of(&s, "replica2"),
+        lag_ms("replica2")
+    );
+    assert!(
+        lag_ms("replica1").is_some_and(|l| l > 1500.0),
+        "{servers:?}"
+    );
+    assert!(
+        lag_ms("replica2").is_some_and(|l| l < 1500.0),
+        "{servers:?}"
+    );
+    let reads_through = |n: u32| {
+        let opts = lp.app_opts();
+        async move {
+            let mut c = mysql_async::Conn::new(opts).await.expect("connect");
+            for _ in 0..n {
+                let v: Option<i64> = c
+                    .query_first("SELECT v FROM app.t WHERE id = 1")
+                    .await
+                    .expect("read");
+                assert_eq!(v, Some(1));
+            }
+            let _ = c.disconnect().await;
+        }
+    };
+    let digests = || async {
+        [
+            digest_count(p, READ_DIGEST).await,
+            digest_count(r1, READ_DIGEST).await,
+            digest_count(r2, READ_DIGEST).await,
+        ]
+    };
+    let b = digests().await;
+    reads_through(200).await;
+    let a = digests().await;
+    let during = [d(b[0], a[0]), d(b[1], a[1]), d(b[2], a[2])];
+    let still_lagging = common::server(&common::status(&lp).await, "replica1")["readable"] == false;
+    set_delay(r1, 0).await;
+    wait_until(
+        Duration::from_secs(15),
+        "replica1 readable again",
+        || async { common::server(&common::status(&lp).await, "replica1")["readable"] == true },
+    )
+    .await;
+    let b = digests().await;
+    reads_through(200).await;
+    let a = digests().await;
+    let after = [d(b[0], a[0]), d(b[1], a[1]), d(b[2], a[2])];
+    println!(
+        "200 reads while replica1 lags (primary, replica1, replica2): {during:?}; 200 after it caught up: {after:?} ({:.1} s)",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(still_lagging, "replica1 caught up during the reads");
+    assert_eq!(during, [0, 0, 200], "reads while replica1 lags");
+    assert_eq!(after[0], 0, "reads on the primary");
+    assert!(
+        after[1] >= 50 && after[1] + after[2] == 200,
+        "replica1 takes its share again: {after:?}"
+    );
+    drop(lp);
+    caught_up(p, &[r1, r2]).await;
+    let proxy = start_proxy(base_config(&dir)).await;
+    common::wait_leader(&proxy).await;
 
     // 3. Read-your-writes with 1 s of lag on both replicas.
     set_delay(r1, 1).await;
