@@ -242,6 +242,66 @@ async fn new_sessions_see_a_set_global_made_through_rwproxy() {
     assert_eq!(through, vec![Some(9); 3], "new sessions saw the old global");
 }
 
+/// A pooled connection reset for the next session keeps its schema
+/// selected, but MariaDB's `COM_RESET_CONNECTION` sets
+/// `character_set_database`/`collation_database` to the server's globals,
+/// not to that schema's: a new session logged into a latin1 schema then
+/// read its files as utf8mb4 (`LOAD DATA INFILE`, main.outfile_loaddata
+/// through rwproxy: 1366). Directly, a login into the schema shows its
+/// character set; so must every server a session through rwproxy uses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_connection_shows_the_schemas_character_set() {
+    let _serial = SERIAL.lock().await;
+    let sb = sandbox::shared();
+    let primary = sb.servers[0].port;
+    common::root_exec(
+        primary,
+        "CREATE DATABASE IF NOT EXISTS pl_latin1 DEFAULT CHARACTER SET latin1 COLLATE latin1_swedish_ci",
+    )
+    .await;
+    sandbox::wait_replicas_caught_up(sb).await;
+    let proxy = common::start_proxy(config(|c| c.pool_max_idle = 1)).await;
+    const DB_VARS: &str = "SELECT @@port, @@character_set_database, @@collation_database";
+    let mut direct = Conn::new(
+        mysql_async::OptsBuilder::from_opts(sandbox::root_opts(primary)).db_name(Some("pl_latin1")),
+    )
+    .await
+    .expect("direct");
+    let want: (u16, String, String) = direct
+        .query_first(DB_VARS)
+        .await
+        .expect("direct")
+        .expect("row");
+    drop(direct);
+    let through = || proxy.opts("root", "root", Some("pl_latin1"));
+    for round in 0..3 {
+        // Leaves unreplayable state on every server it used: its
+        // connections are reset when it ends.
+        let mut a = Conn::new(through()).await.expect("connect");
+        for hint in ["primary", "replica", "replica", "replica"] {
+            a.query_drop(format!("/* rwproxy:{hint} */ SELECT @q := 5"))
+                .await
+                .expect("session a");
+        }
+        drop(a);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut b = Conn::new(through()).await.expect("connect");
+        for hint in ["primary", "replica", "replica", "replica"] {
+            let got: (u16, String, String) = b
+                .query_first(format!("/* rwproxy:{hint} */ {DB_VARS}"))
+                .await
+                .expect("probe")
+                .expect("row");
+            assert_eq!(
+                (got.1.as_str(), got.2.as_str()),
+                (want.1.as_str(), want.2.as_str()),
+                "round {round}: server {} shows the server's default instead of the schema's",
+                got.0
+            );
+        }
+    }
+}
+
 /// The primary's backend thread ids of `user` (from the server's own
 /// process list).
 async fn threads_of(port: u16, user: &str) -> Vec<u64> {

@@ -187,6 +187,14 @@ pub struct BackendConn {
     hello: ServerHello,
     /// Schema currently selected on the server side, as far as rwproxy knows.
     schema: Option<String>,
+    /// Set by a reset, cleared when the schema is selected again: MariaDB's
+    /// `COM_RESET_CONNECTION` keeps the schema but sets
+    /// `character_set_database`/`collation_database` to the server's
+    /// globals instead of that schema's (a fresh login into it, or
+    /// `COM_INIT_DB`, shows the schema's). `LOAD DATA INFILE` reads files in
+    /// that character set, so the next borrower selects the schema again
+    /// (see [`BackendConn::has_schema`]).
+    schema_vars_stale: bool,
     /// Fingerprint of the replayable session state applied here (0 = the
     /// server's defaults, as after a reset).
     state_fp: u64,
@@ -314,6 +322,7 @@ impl BackendConn {
                 key: key.clone(),
                 hello,
                 schema: db.map(str::to_string),
+                schema_vars_stale: false,
                 state_fp: 0,
                 stmt_cache: StmtCache::default(),
                 sent_columns: Default::default(),
@@ -381,6 +390,13 @@ impl BackendConn {
     /// Records that `db` is now the selected schema here.
     pub fn set_schema(&mut self, db: String) {
         self.schema = Some(db);
+        self.schema_vars_stale = false;
+    }
+
+    /// Whether `db` is selected here with the session variables a login
+    /// into it gives (false after a reset: see `schema_vars_stale`).
+    pub fn has_schema(&self, db: &str) -> bool {
+        !self.schema_vars_stale && self.schema.as_deref() == Some(db)
     }
 
     /// A client statement left state here that only a reset clears.
@@ -473,6 +489,7 @@ impl BackendConn {
             self.tracks_gtid = false;
             self.dirty = false;
             self.server_wait_timeout = None;
+            self.schema_vars_stale = self.schema.is_some();
         }
         Ok(r)
     }

@@ -96,7 +96,7 @@ impl State {
             return Err(refused(e));
         }
         if let Some(db) = &self.schema
-            && conn.schema() != Some(db.as_str())
+            && !conn.has_schema(db)
         {
             if let Some(e) = conn.simple(code::COM_INIT_DB, db.as_bytes()).await? {
                 return Err(refused(e));
