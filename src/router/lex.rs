@@ -681,32 +681,19 @@ fn parse_max_lag(s: &[u8]) -> Option<Duration> {
 
 /// `payload` (a COM_QUERY: command byte, then SQL) with every `@@socket`
 /// system variable (as code, not inside a string or comment) replaced by
-/// `NULL`; `None` if there is none or the text does not lex.
+/// `NULL`; `None` if there is none or the text does not lex. A `@@socket`
+/// that stands alone as an item of a select list gets its text as an
+/// alias, so the column keeps the name the server gives it (`@@socket`),
+/// as [`replace_connection_id`] does.
 pub fn replace_socket_var(payload: &[u8]) -> Option<Vec<u8>> {
-    let (&cmd, sql) = payload.split_first()?;
-    let mut lx = Lexer::new(sql);
-    let mut out = Vec::new();
-    let mut last = 0;
-    while let Some(t) = lx.next_token() {
+    let sql = payload.get(1..)?;
+    rewrite_items(payload, b"NULL", |_, t, _| {
         // `@@@socket` (a syntax error) is left alone as it was.
-        if t.kind == TokenKind::SysVar
+        let hit = t.kind == TokenKind::SysVar
             && t.text.eq_ignore_ascii_case(b"@@socket")
-            && (t.start == 0 || sql[t.start - 1] != b'@')
-        {
-            if out.is_empty() {
-                out.reserve(payload.len() + 16);
-                out.push(cmd);
-            }
-            out.extend_from_slice(&sql[last..t.start]);
-            out.extend_from_slice(b"NULL");
-            last = t.end();
-        }
-    }
-    if out.is_empty() || lx.error {
-        return None;
-    }
-    out.extend_from_slice(&sql[last..]);
-    Some(out)
+            && (t.start == 0 || sql[t.start - 1] != b'@');
+        hit.then(|| t.end())
+    })
 }
 
 /// `payload` (a COM_QUERY: command byte, then SQL) with every call of
@@ -726,13 +713,46 @@ pub fn replace_socket_var(payload: &[u8]) -> Option<Vec<u8>> {
 /// statements the server evaluates now, never in the body of a stored
 /// routine, view or trigger (there the server's own id is what runs).
 pub fn replace_connection_id(payload: &[u8], id: u32) -> Option<Vec<u8>> {
+    let literal = id.to_string();
+    rewrite_items(payload, literal.as_bytes(), |lx, t, prev| {
+        let call = t.kind == TokenKind::Word
+            && t.text.eq_ignore_ascii_case(b"CONNECTION_ID")
+            && !prev.is_some_and(|p| p.is_punct(b'.'));
+        if !call {
+            return None;
+        }
+        let after = lx.mark();
+        match (lx.next_token(), lx.next_token()) {
+            (Some(open), Some(close)) if open.is_punct(b'(') && close.is_punct(b')') => {
+                Some(close.end())
+            }
+            _ => {
+                lx.rewind(after);
+                None
+            }
+        }
+    })
+}
+
+/// Replaces each expression `find` recognises in a COM_QUERY `payload` by
+/// `literal`; `None` if there is none or the text does not lex. `find`
+/// gets the lexer (positioned after the token), the token and the token
+/// before it, and returns where the expression ends (the lexer then
+/// stands there). An expression that stands alone as an item of a select
+/// list gets its own text as an alias, so the column keeps the name the
+/// server would give it; inside a larger expression the column is named
+/// after the rewritten text.
+fn rewrite_items<'a>(
+    payload: &'a [u8],
+    literal: &[u8],
+    mut find: impl FnMut(&mut Lexer<'a>, Token<'a>, Option<Token<'a>>) -> Option<usize>,
+) -> Option<Vec<u8>> {
     /// Parenthesis depths followed for select lists; deeper calls get no alias.
     const DEPTHS: usize = 32;
     let (&cmd, sql) = payload.split_first()?;
     let mut lx = Lexer::new(sql);
     let mut out = Vec::new();
     let mut last = 0;
-    let literal = id.to_string();
     // Per parenthesis depth: inside a select list there.
     let mut select_list = [false; DEPTHS];
     let mut depth = 0usize;
@@ -759,26 +779,14 @@ pub fn replace_connection_id(payload: &[u8], id: u32) -> Option<Vec<u8>> {
             }
             _ => {}
         }
-        let call = t.kind == TokenKind::Word
-            && t.text.eq_ignore_ascii_case(b"CONNECTION_ID")
-            && !prev.is_some_and(|p| p.is_punct(b'.'));
-        if !call {
+        let Some(end) = find(&mut lx, t, prev) else {
             prev = Some(t);
             continue;
-        }
-        let after = lx.mark();
-        let (Some(open), Some(close)) = (lx.next_token(), lx.next_token()) else {
-            break;
         };
-        if !open.is_punct(b'(') || !close.is_punct(b')') {
-            lx.rewind(after);
-            prev = Some(t);
-            continue;
-        }
-        let text = &sql[t.start..close.end()];
-        let after_call = lx.mark();
+        let text = &sql[t.start..end];
+        let after_item = lx.mark();
         let next = lx.next_token();
-        lx.rewind(after_call);
+        lx.rewind(after_item);
         let item_starts = prev.is_some_and(|p| {
             p.is_punct(b',') || p.is_word("SELECT") || p.is_word("DISTINCT") || p.is_word("ALL")
         });
@@ -797,14 +805,14 @@ pub fn replace_connection_id(payload: &[u8], id: u32) -> Option<Vec<u8>> {
             out.push(cmd);
         }
         out.extend_from_slice(&sql[last..t.start]);
-        out.extend_from_slice(literal.as_bytes());
+        out.extend_from_slice(literal);
         if alias {
             out.extend_from_slice(b" AS `");
             out.extend_from_slice(text);
             out.push(b'`');
         }
-        last = close.end();
-        prev = Some(close);
+        last = end;
+        prev = Some(t);
     }
     if out.is_empty() || lx.error {
         return None;
@@ -992,13 +1000,13 @@ mod tests {
             |sql: &[u8]| replace_socket_var(sql).map(|v| String::from_utf8_lossy(&v).into_owned());
         assert_eq!(
             r(b"\x03SELECT @@max_allowed_packet,@@socket").as_deref(),
-            Some("\x03SELECT @@max_allowed_packet,NULL")
+            Some("\x03SELECT @@max_allowed_packet,NULL AS `@@socket`")
         );
         // The old scan gave up on any quote in the text; strings are
         // tokens now, so only a `@@socket` inside one is left alone.
         assert_eq!(
             r(b"\x03SELECT @@socket, 'x'").as_deref(),
-            Some("\x03SELECT NULL, 'x'")
+            Some("\x03SELECT NULL AS `@@socket`, 'x'")
         );
         assert_eq!(r(b"\x03SELECT '@@socket'"), None);
         assert_eq!(r(b"\x03SELECT 1 /* @@socket */"), None);

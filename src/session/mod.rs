@@ -355,7 +355,8 @@ fn new_conn_id(shared: &Shared) -> u32 {
 /// server looks local, silently reconnect to that Unix socket — straight to
 /// a backend, bypassing rwproxy. A proxy's backends' sockets are never the
 /// client's to use, so `@@socket` is answered as NULL (the request is
-/// rewritten; the answer is still the server's own bytes). Returns the
+/// rewritten; the answer is still the server's own bytes), in a column
+/// still named `@@socket` when it stands alone in the select list. Returns the
 /// rewritten payload, or `None` when the statement does not read it
 /// (`Classified::reads_socket` says so without looking at the text
 /// again). Only code is rewritten, never a string or comment.
@@ -1015,9 +1016,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             Command::StmtReset { stmt_id } => self.on_stmt_reset(payload, stmt_id).await,
             Command::StmtFetch { stmt_id } => self.on_fetch(payload, stmt_id).await,
+            Command::Admin(a) => self.on_admin(payload, a).await,
             Command::Unsupported(c) => {
                 info!(parent: &self.span, command = c, "unsupported command");
-                self.send_err(&ClientError::unknown_command(c)).await;
+                self.send_err(&ClientError::unknown_command()).await;
                 Ok(())
             }
         };
@@ -1243,6 +1245,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     ) -> Result<Option<Arc<str>>, ExecError> {
         let ran = self.command(kind, payload, Expect::Simple).await?;
         Ok(ran.summary.error.is_none().then_some(ran.server))
+    }
+
+    /// A server administration command: forwarded unchanged to the
+    /// primary, whose answer (and privilege checks) the client gets.
+    /// `COM_REFRESH` and `COM_SHUTDOWN` act on the server like the `FLUSH`
+    /// and `SHUTDOWN` statements (writes: a `FLUSH` is binary-logged);
+    /// `COM_DEBUG` and `COM_PROCESS_INFO` read the primary's own state.
+    async fn on_admin(&mut self, payload: &[u8], a: command::Admin) -> Result<(), ExecError> {
+        use command::Admin;
+        let (kind, expect) = match a {
+            Admin::Refresh | Admin::Shutdown => (StatementKind::Write, Expect::Simple),
+            Admin::Debug => (StatementKind::ReadPrimary, Expect::Simple),
+            Admin::ProcessInfo => (StatementKind::ReadPrimary, Expect::Query),
+        };
+        self.command(kind, payload, expect).await.map(|_| ())
     }
 
     /// Runs a command that is not a statement text (`COM_INIT_DB`,
@@ -2189,11 +2206,15 @@ mod tests {
     fn socket_is_hidden_from_drivers() {
         assert_eq!(
             hide_socket(b"\x03SELECT @@max_allowed_packet,@@wait_timeout,@@socket").as_deref(),
-            Some(&b"\x03SELECT @@max_allowed_packet,@@wait_timeout,NULL"[..])
+            Some(&b"\x03SELECT @@max_allowed_packet,@@wait_timeout,NULL AS `@@socket`"[..])
         );
         assert_eq!(
             hide_socket(b"\x03SELECT @@SOCKET").as_deref(),
-            Some(&b"\x03SELECT NULL"[..])
+            Some(&b"\x03SELECT NULL AS `@@SOCKET`"[..])
+        );
+        assert_eq!(
+            hide_socket(b"\x03SELECT @@socket AS s, @@socket IS NULL").as_deref(),
+            Some(&b"\x03SELECT NULL AS s, NULL IS NULL"[..])
         );
         assert_eq!(hide_socket(b"\x03SELECT @@socket_x, @@sockets"), None);
         assert_eq!(hide_socket(b"\x03SELECT 1"), None);
