@@ -402,6 +402,21 @@ impl Accounts {
         }
     }
 
+    /// The client's host as the servers name it in their messages (ERR
+    /// 1045 `'u'@'host'`): with name resolution on (`skip_name_resolve =
+    /// OFF`), a loopback TCP client resolves to `localhost`; otherwise the
+    /// address. (A server resolving other addresses would print their DNS
+    /// names; rwproxy does no reverse lookups and prints the address.)
+    pub fn host_name(&self, client: &ClientAddr) -> String {
+        let resolve = !self
+            .skip_name_resolve
+            .load(std::sync::atomic::Ordering::Relaxed);
+        match client {
+            ClientAddr::Tcp(a) if resolve && a.ip().is_loopback() => "localhost".to_string(),
+            other => other.host(),
+        }
+    }
+
     fn find(&self, user: &str, client: ClientAddr) -> Lookup {
         let cache = self.cache.load();
         let resolve = !self

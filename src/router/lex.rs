@@ -227,6 +227,9 @@ pub(crate) struct Lexer<'a> {
     pub(crate) max_lag: Option<Duration>,
     /// `@@socket` was seen (as code: not in a string or comment).
     pub(crate) socket: bool,
+    /// A session-tracking variable (`@@session_track_system_variables`,
+    /// `@@session_track_gtids`, with or without a scope) was seen.
+    pub(crate) tracking: bool,
     /// Comments are read for hints (off for readers that skip them).
     hints: bool,
 }
@@ -241,6 +244,7 @@ impl<'a> Lexer<'a> {
             hint: None,
             max_lag: None,
             socket: false,
+            tracking: false,
             hints: true,
         }
     }
@@ -523,6 +527,10 @@ impl<'a> Lexer<'a> {
                 if i == start + 8 && src[start + 2..i].eq_ignore_ascii_case(b"socket") {
                     self.socket = true;
                 }
+                // Length first: names of 19 or more bytes are rare.
+                if i >= start + 21 && tracking_var(&src[start + 2..i]).is_some() {
+                    self.tracking = true;
+                }
                 self.token(TokenKind::SysVar, start, i)
             }
             Some(&q @ (b'\'' | b'"' | b'`')) => {
@@ -694,6 +702,65 @@ pub fn replace_socket_var(payload: &[u8]) -> Option<Vec<u8>> {
             && (t.start == 0 || sql[t.start - 1] != b'@');
         hit.then(|| t.end())
     })
+}
+
+/// The session-tracking variables rwproxy sets on backend connections for
+/// its own use (read-your-writes), and the global variable whose value a
+/// client that never set them sees.
+const TRACKING_VARS: [(&[u8], &[u8]); 2] = [
+    (
+        b"session_track_system_variables",
+        b"@@GLOBAL.session_track_system_variables",
+    ),
+    (b"session_track_gtids", b"@@GLOBAL.session_track_gtids"),
+];
+
+/// For a system variable's name as written after `@@` (`x`,
+/// `session.x`, `local.x`; not `global.x`): the global variable to read in
+/// its place when it is one of [`TRACKING_VARS`].
+fn tracking_var(name: &[u8]) -> Option<&'static [u8]> {
+    let bare = match name.iter().position(|&b| b == b'.') {
+        Some(dot)
+            if name[..dot].eq_ignore_ascii_case(b"session")
+                || name[..dot].eq_ignore_ascii_case(b"local") =>
+        {
+            &name[dot + 1..]
+        }
+        Some(_) => return None,
+        None => name,
+    };
+    TRACKING_VARS
+        .iter()
+        .find(|(n, _)| bare.eq_ignore_ascii_case(n))
+        .map(|(_, global)| *global)
+}
+
+/// `payload` (a COM_QUERY: command byte, then SQL) with every read of a
+/// session-tracking variable (`@@session_track_system_variables`,
+/// `@@session_track_gtids`, as code) replaced by the global variable's,
+/// with the original text as alias where it stands alone in a select list;
+/// `None` if there is none or the text does not lex.
+///
+/// Why: rwproxy adds `last_gtid` (MariaDB) or `OWN_GTID` (MySQL) to the
+/// session tracking of its primary connections, for read-your-writes. A
+/// client that never set these variables itself has the global value as
+/// its own (sessions start with it, `COM_RESET_CONNECTION` restores it),
+/// and that is what it must see. Only asked for statements that are not
+/// `SET` (an assignment target is never rewritten; a client that sets
+/// them manages its own tracking and rwproxy adds none).
+pub fn replace_tracking_vars(payload: &[u8]) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    for (_, global) in TRACKING_VARS {
+        let input = out.as_deref().unwrap_or(payload);
+        let r = rewrite_items(input, global, |_, t, _| {
+            (t.kind == TokenKind::SysVar && tracking_var(&t.text[2..]) == Some(global))
+                .then(|| t.end())
+        });
+        if r.is_some() {
+            out = r;
+        }
+    }
+    out
 }
 
 /// `payload` (a COM_QUERY: command byte, then SQL) with every call of
@@ -1016,6 +1083,26 @@ mod tests {
         );
         assert_eq!(r(b"\x03SELECT @@socket, 'unterminated"), None);
         assert_eq!(r(b""), None);
+    }
+
+    #[test]
+    fn tracking_variables_read_the_global_value() {
+        let r = |sql: &[u8]| {
+            replace_tracking_vars(sql).map(|v| String::from_utf8_lossy(&v).into_owned())
+        };
+        assert_eq!(
+            r(b"\x03SELECT @@session_track_system_variables").as_deref(),
+            Some("\x03SELECT @@GLOBAL.session_track_system_variables AS `@@session_track_system_variables`")
+        );
+        assert_eq!(
+            r(b"\x03SELECT @@SESSION.session_track_gtids x, @@session_track_system_variables = ''").as_deref(),
+            Some("\x03SELECT @@GLOBAL.session_track_gtids x, @@GLOBAL.session_track_system_variables = ''")
+        );
+        assert_eq!(r(b"\x03SELECT @@global.session_track_gtids"), None);
+        assert_eq!(r(b"\x03SELECT 'session_track_gtids', @@session_track_schema"), None);
+        let mut lx = Lexer::new(b"SELECT @@local.session_track_gtids");
+        while lx.next_token().is_some() {}
+        assert!(lx.tracking);
     }
 
     #[test]

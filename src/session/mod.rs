@@ -647,7 +647,8 @@ async fn verify(
     tls: bool,
     (scramble, reply): (&[u8], &[u8]),
 ) -> Result<Credential, ClientError> {
-    let denied = || ClientError::access_denied(user, &client.host(), !reply.is_empty());
+    let host = shared.accounts.host_name(&client);
+    let denied = || ClientError::access_denied(user, &host, !reply.is_empty());
     let first = verify_once(shared, user, client, tls, scramble, reply, denied).await;
     match first {
         // The password may have changed since accounts were last read:
@@ -966,7 +967,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         k => return self.on_kill_statement(k).await,
                     }
                 }
-                let hidden = c.reads_socket.then(|| hide_socket(payload)).flatten();
+                let mut hidden = c.reads_socket.then(|| hide_socket(payload)).flatten();
+                if c.reads_tracking
+                    && c.kind != StatementKind::Set
+                    && self.adds_tracking()
+                    && let Some(r) = crate::router::lex::replace_tracking_vars(
+                        hidden.as_deref().unwrap_or(payload),
+                    )
+                {
+                    hidden = Some(r);
+                }
                 let own_id = c
                     .connection_id
                     .then(|| {
@@ -1687,10 +1697,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // Read-your-writes on a connection whose client negotiated session
         // tracking: let the server report `last_gtid` in its OK packets
         // (once per backend connection) instead of asking after each commit.
-        if self.cfg.consistency == Consistency::Session
-            && snap.primary == Some(idx)
-            && self.caps.contains(CapabilityFlags::CLIENT_SESSION_TRACK)
-        {
+        // A client that set the tracking variables itself keeps exactly its
+        // own setting (its SET, replayed, replaced rwproxy's addition).
+        if self.state.own_tracking {
+            self.conns[pos].conn.forget_gtid_tracking();
+        } else if snap.primary == Some(idx) && self.adds_tracking() {
             self.conns[pos].conn.track_gtid().await;
         }
         if let Err(source) = self.state.sync(&mut self.conns[pos].conn).await {
@@ -1701,6 +1712,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Err(ExecError::Acquire { server, source });
         }
         Ok(pos)
+    }
+
+    /// Whether rwproxy adds its own session tracking (`last_gtid` /
+    /// `OWN_GTID`) to the session's primary connections, which the client
+    /// must then not see: in its OK packets ([`response::Hide`]) nor in
+    /// `@@session_track_system_variables` (`lex::replace_tracking_vars`).
+    fn adds_tracking(&self) -> bool {
+        self.cfg.consistency == Consistency::Session
+            && self.caps.contains(CapabilityFlags::CLIENT_SESSION_TRACK)
+            && !self.state.own_tracking
     }
 
     /// Sends a command on held connection `pos` and forwards its answer to
@@ -1737,6 +1758,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // KILL from another session during this exchange (see `kill`).
         let mut kill_rx = self.control.kill_query.subscribe();
         let thread = self.conns[pos].conn.hello().connection_id;
+        let hide = if self.conns[pos].conn.tracks_gtid() {
+            response::Hide::tracking_of(self.conns[pos].conn.flavor())
+        } else {
+            response::Hide::Nothing
+        };
         let held = &mut self.conns[pos];
         let cut = held.conn.cut_token();
         let (client, server) = (&mut self.client, &held.server);
@@ -1768,7 +1794,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 )
                 .await?
             } else {
-                response::forward(stream, Some(&mut *client), expect, caps, meta).await?
+                response::forward_hiding(stream, Some(&mut *client), expect, caps, meta, hide)
+                    .await?
             };
             // A read-only transaction's COMMIT the replica refused: end it
             // with ROLLBACK (same effect: nothing was written) and forward
