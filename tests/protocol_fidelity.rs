@@ -196,9 +196,16 @@ async fn admin_commands_reach_the_primary() {
     let sb = sandbox::shared();
     let proxy = common::start_proxy(common::sandbox_config(sb)).await;
     let primary = sb.servers[0].port;
-    let debug_dumps =
-        || std::fs::read_to_string(&sb.servers[0].log).map_or(0, |t| t.matches("Status information").count());
-    for args in [&["refresh"][..], &["flush-hosts"], &["flush-status"], &["debug"]] {
+    let debug_dumps = || {
+        std::fs::read_to_string(&sb.servers[0].log)
+            .map_or(0, |t| t.matches("Status information").count())
+    };
+    for args in [
+        &["refresh"][..],
+        &["flush-hosts"],
+        &["flush-status"],
+        &["debug"],
+    ] {
         let direct = admin(primary, args).await;
         let flush_before = sandbox::global_status(primary, "Com_flush").await;
         let dumps_before = debug_dumps();
@@ -207,9 +214,11 @@ async fn admin_commands_reach_the_primary() {
         assert_eq!(direct.0, 0, "{args:?}: {direct:?}");
         if args[0] == "debug" {
             // The server writes its status to the error log.
-            common::wait_until(Duration::from_secs(10), "COM_DEBUG's dump in the primary's log", || async {
-                debug_dumps() > dumps_before
-            })
+            common::wait_until(
+                Duration::from_secs(10),
+                "COM_DEBUG's dump in the primary's log",
+                || async { debug_dumps() > dumps_before },
+            )
             .await;
         } else if args[0] != "flush-status" {
             assert!(
@@ -299,7 +308,10 @@ async fn non_repeatable_sets_pin_the_session() {
                 .await
                 .expect("insert");
             ids.push(c.last_insert_id().expect("id") as i64 - base);
-            let _: Option<i64> = c.query_first("SELECT COUNT(*) FROM app.seq_t").await.expect("read");
+            let _: Option<i64> = c
+                .query_first("SELECT COUNT(*) FROM app.seq_t")
+                .await
+                .expect("read");
         }
         c.disconnect().await.expect("disconnect");
         (seq, ids)

@@ -309,7 +309,16 @@ where
     B: AsyncRead + AsyncWrite + Unpin,
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    forward_with(backend, client, expect, caps, meta, ReadOnlyTx::No, Hide::Nothing).await
+    forward_with(
+        backend,
+        client,
+        expect,
+        caps,
+        meta,
+        ReadOnlyTx::No,
+        Hide::Nothing,
+    )
+    .await
 }
 
 /// [`forward`] for a client's command on a connection where rwproxy
@@ -1115,7 +1124,11 @@ mod strip_tests {
         let long = "x".repeat(300);
         let mut p = ok(
             changed,
-            &[var("autocommit", "ON"), var("last_gtid", &long), (2, b"1".to_vec())],
+            &[
+                var("autocommit", "ON"),
+                var("last_gtid", &long),
+                (2, b"1".to_vec()),
+            ],
         );
         let n = strip_session_state(&mut p, Hide::LastGtid).expect("stripped");
         assert_eq!(
@@ -1127,7 +1140,10 @@ mod strip_tests {
         let before = p.clone();
         assert_eq!(strip_session_state(&mut p, Hide::LastGtid), None);
         assert_eq!(p, before);
-        let mut p = ok(changed, &[(3, b"\x00\x03abc".to_vec()), (1, b"\x02db".to_vec())]);
+        let mut p = ok(
+            changed,
+            &[(3, b"\x00\x03abc".to_vec()), (1, b"\x02db".to_vec())],
+        );
         let n = strip_session_state(&mut p, Hide::Gtids).expect("stripped");
         assert_eq!(&p[..n], &ok(changed, &[(1, b"\x02db".to_vec())])[..]);
         // Truncated or garbage: left alone, never a panic.

@@ -1092,14 +1092,19 @@ mod tests {
         };
         assert_eq!(
             r(b"\x03SELECT @@session_track_system_variables").as_deref(),
-            Some("\x03SELECT @@GLOBAL.session_track_system_variables AS `@@session_track_system_variables`")
+            Some(
+                "\x03SELECT @@GLOBAL.session_track_system_variables AS `@@session_track_system_variables`"
+            )
         );
         assert_eq!(
             r(b"\x03SELECT @@SESSION.session_track_gtids x, @@session_track_system_variables = ''").as_deref(),
             Some("\x03SELECT @@GLOBAL.session_track_gtids x, @@GLOBAL.session_track_system_variables = ''")
         );
         assert_eq!(r(b"\x03SELECT @@global.session_track_gtids"), None);
-        assert_eq!(r(b"\x03SELECT 'session_track_gtids', @@session_track_schema"), None);
+        assert_eq!(
+            r(b"\x03SELECT 'session_track_gtids', @@session_track_schema"),
+            None
+        );
         let mut lx = Lexer::new(b"SELECT @@local.session_track_gtids");
         while lx.next_token().is_some() {}
         assert!(lx.tracking);
