@@ -155,6 +155,14 @@ impl From<SocketAddr> for ClientAddr {
     }
 }
 
+/// See [`Accounts::host_name`]; `resolve` is `skip_name_resolve = OFF`.
+fn server_host_name(client: &ClientAddr, resolve: bool) -> String {
+    match client {
+        ClientAddr::Tcp(a) if resolve && a.ip().is_loopback() => "localhost".to_string(),
+        other => other.host(),
+    }
+}
+
 /// Whether a client matches a MySQL host pattern. `resolve` mirrors the
 /// server's `skip_name_resolve = OFF`: only then does a TCP client from a
 /// loopback address count as `localhost` (with name resolution off, the
@@ -400,6 +408,18 @@ impl Accounts {
             }
             found => found,
         }
+    }
+
+    /// The client's host as the servers name it in their messages (ERR
+    /// 1045 `'u'@'host'`): with name resolution on (`skip_name_resolve =
+    /// OFF`), a loopback TCP client resolves to `localhost`; otherwise the
+    /// address. (A server resolving other addresses would print their DNS
+    /// names; rwproxy does no reverse lookups and prints the address.)
+    pub fn host_name(&self, client: &ClientAddr) -> String {
+        let resolve = !self
+            .skip_name_resolve
+            .load(std::sync::atomic::Ordering::Relaxed);
+        server_host_name(client, resolve)
     }
 
     fn find(&self, user: &str, client: ClientAddr) -> Lookup {
@@ -675,6 +695,12 @@ mod tests {
     #[test]
     fn socket_clients_are_localhost() {
         let sock = ClientAddr::Local;
+        let lo = ClientAddr::Tcp("127.0.0.1:5000".parse().expect("addr"));
+        let lan = ClientAddr::Tcp("10.1.2.3:5000".parse().expect("addr"));
+        assert_eq!(server_host_name(&lo, false), "127.0.0.1");
+        assert_eq!(server_host_name(&lo, true), "localhost");
+        assert_eq!(server_host_name(&lan, true), "10.1.2.3");
+        assert_eq!(server_host_name(&sock, false), "localhost");
         for resolve in [false, true] {
             assert!(host_matches("localhost", &sock, resolve));
             assert!(host_matches("LOCALHOST", &sock, resolve));

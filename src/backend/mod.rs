@@ -455,6 +455,12 @@ impl BackendConn {
         self.tracks_gtid
     }
 
+    /// The client's own setting of the tracking variables replaced
+    /// rwproxy's on this connection: `last_gtid` is no longer reported.
+    pub fn forget_gtid_tracking(&mut self) {
+        self.tracks_gtid = false;
+    }
+
     /// The connection's statement cache (sharing pool modes).
     pub fn stmt_cache(&mut self) -> &mut StmtCache {
         &mut self.stmt_cache

@@ -8,7 +8,11 @@ pub mod code {
     pub const COM_INIT_DB: u8 = 0x02;
     pub const COM_QUERY: u8 = 0x03;
     pub const COM_FIELD_LIST: u8 = 0x04;
+    pub const COM_REFRESH: u8 = 0x07;
+    pub const COM_SHUTDOWN: u8 = 0x08;
     pub const COM_STATISTICS: u8 = 0x09;
+    pub const COM_PROCESS_INFO: u8 = 0x0a;
+    pub const COM_DEBUG: u8 = 0x0d;
     pub const COM_PROCESS_KILL: u8 = 0x0c;
     pub const COM_PING: u8 = 0x0e;
     pub const COM_CHANGE_USER: u8 = 0x11;
@@ -54,8 +58,32 @@ pub enum Command<'a> {
     SetOption(u16),
     /// `COM_PROCESS_KILL`: `KILL CONNECTION id`.
     ProcessKill(u32),
-    /// Anything else: answered with ERR 1047.
+    /// A server administration command, forwarded as is to the primary.
+    Admin(Admin),
+    /// Anything else: answered with ERR 1047, as the server answers a
+    /// command it does not know.
     Unsupported(u8),
+}
+
+/// The server administration commands the server itself answers (MariaDB
+/// 10.11 and 11.x; MySQL 8.4 knows the same). Every other code the server
+/// knows is either handled by rwproxy (the rest of [`Command`]) or belongs
+/// to replication (`COM_BINLOG_DUMP`, `COM_REGISTER_SLAVE`: a replica must
+/// connect to its primary, not through a proxy) or to bulk execution
+/// (`COM_STMT_BULK_EXECUTE`, whose capability rwproxy does not offer);
+/// those, and the codes the server itself does not know (`COM_SLEEP`,
+/// `COM_CONNECT`, `COM_TIME`, `COM_DELAYED_INSERT`, `COM_TABLE_DUMP`, …:
+/// ERR 1047), get the server's own "Unknown command".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admin {
+    /// `COM_REFRESH` (`mariadb-admin refresh`, `flush-hosts`, …): OK or ERR.
+    Refresh,
+    /// `COM_SHUTDOWN`: EOF (then the server stops) or ERR.
+    Shutdown,
+    /// `COM_PROCESS_INFO` (`SHOW PROCESSLIST`): a result set or ERR.
+    ProcessInfo,
+    /// `COM_DEBUG` (`mariadb-admin debug`): EOF or ERR.
+    Debug,
 }
 
 /// A command packet too short for its command.
@@ -89,6 +117,10 @@ pub fn decode(payload: &[u8]) -> Result<Command<'_>, MalformedCommand> {
         COM_QUERY => Command::Query(rest),
         COM_FIELD_LIST => Command::FieldList,
         COM_STATISTICS => Command::Statistics,
+        COM_REFRESH => Command::Admin(Admin::Refresh),
+        COM_SHUTDOWN => Command::Admin(Admin::Shutdown),
+        COM_PROCESS_INFO => Command::Admin(Admin::ProcessInfo),
+        COM_DEBUG => Command::Admin(Admin::Debug),
         COM_PING => Command::Ping,
         COM_PROCESS_KILL => Command::ProcessKill(stmt_id(payload).ok_or(bad)?),
         COM_CHANGE_USER => Command::ChangeUser(rest),
@@ -204,6 +236,9 @@ mod tests {
         assert!(decode(b"\x1b\x01").is_err());
         assert_eq!(decode(b"\x1b\x01\x00"), Ok(Command::SetOption(1)));
         assert_eq!(decode(b"\x20"), Ok(Command::Unsupported(0x20)));
+        assert_eq!(decode(b"\x07\x04"), Ok(Command::Admin(Admin::Refresh)));
+        assert_eq!(decode(b"\x0d"), Ok(Command::Admin(Admin::Debug)));
+        assert_eq!(decode(b"\x12"), Ok(Command::Unsupported(0x12)));
         assert_eq!(
             decode(b"\x0c\x2a\x00\x00\x00"),
             Ok(Command::ProcessKill(42))

@@ -50,13 +50,24 @@ pub fn supported_capabilities() -> CapabilityFlags {
         | CapabilityFlags::CLIENT_DEPRECATE_EOF
 }
 
-/// MariaDB extended capabilities rwproxy can carry: only the metadata
-/// cache (a prepared statement's result columns are not sent again with
-/// every execution while they stay the same), which rwproxy understands and
+/// MariaDB extended capabilities rwproxy can carry: the metadata cache (a
+/// prepared statement's result columns are not sent again with every
+/// execution while they stay the same), which rwproxy understands and
 /// keeps consistent across the servers a statement runs on (see
-/// `session::stmt`). Bulk execute and progress reports are masked off.
+/// `session::stmt`), and extended metadata (a column definition names the
+/// data type behind a plain one: `format=json`, `type=point`).
+///
+/// Extended metadata is requested on a backend connection only when the
+/// client asked for it, never always-then-stripped: column definitions are
+/// forwarded as the server's bytes, so the server must write them in the
+/// format the client negotiated, and stripping would mean re-encoding every
+/// column definition of every result. The pool key holds these
+/// capabilities ([`crate::backend::Pools::key`]), so connections with and
+/// without it are never mixed up. Bulk execute and progress reports are
+/// masked off.
 pub fn supported_ext() -> MariadbCapabilities {
     MariadbCapabilities::MARIADB_CLIENT_CACHE_METADATA
+        | MariadbCapabilities::MARIADB_CLIENT_EXTENDED_METADATA
 }
 
 /// The capabilities that change the shape of packets on a connection. A
@@ -105,9 +116,10 @@ impl ClientError {
         )
     }
 
-    /// 1047 / 08S01: a command rwproxy does not forward.
-    pub fn unknown_command(code: u8) -> Self {
-        Self::new(1047, b"08S01", format!("Unknown command {code:#04x}"))
+    /// 1047 / 08S01 (ER_UNKNOWN_COM_ERROR): a command rwproxy does not
+    /// forward, in the server's own words (which do not name the code).
+    pub fn unknown_command() -> Self {
+        Self::new(1047, b"08S01", "Unknown command")
     }
 
     /// 1835 / HY000 (ER_MALFORMED_PACKET): a command rwproxy cannot decode.

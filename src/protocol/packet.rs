@@ -73,6 +73,15 @@ impl Frame {
     pub fn first(&self) -> Option<u8> {
         self.bytes.get(4).copied()
     }
+    /// Shortens the payload to `len` bytes (after an in-place rewrite that
+    /// made it shorter) and updates the frame header's length.
+    pub fn truncate_payload(&mut self, len: usize) {
+        if len < self.payload().len() {
+            self.bytes.truncate(4 + len);
+            let n = len as u32;
+            self.bytes[..3].copy_from_slice(&[n as u8, (n >> 8) as u8, (n >> 16) as u8]);
+        }
+    }
 }
 
 /// A logical packet whose payload may have spanned several frames.

@@ -104,6 +104,144 @@ impl MetaCache<'_> {
     };
 }
 
+/// Session-state information a server reports in OK packets that the
+/// client did not ask for and must not see: rwproxy's own read-your-writes
+/// tracking on a backend connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hide {
+    /// Forward OK packets as they are.
+    Nothing,
+    /// MariaDB: the tracked system variable `last_gtid`.
+    LastGtid,
+    /// MySQL: the GTIDs entry (`session_track_gtids = OWN_GTID`).
+    Gtids,
+}
+
+impl Hide {
+    /// What rwproxy's own tracking on a server of `flavor` adds.
+    pub fn tracking_of(flavor: crate::dialect::Flavor) -> Hide {
+        match flavor {
+            crate::dialect::Flavor::MariaDb => Hide::LastGtid,
+            crate::dialect::Flavor::MySql => Hide::Gtids,
+        }
+    }
+
+    /// Whether an entry (type, data) of the session-state information is
+    /// to be removed.
+    fn drops(self, kind: u8, data: &[u8]) -> bool {
+        /// Entry types (`enum_session_state_type`).
+        const SYSTEM_VARIABLES: u8 = 0;
+        const GTIDS: u8 = 3;
+        match self {
+            Hide::Nothing => false,
+            Hide::Gtids => kind == GTIDS,
+            Hide::LastGtid => {
+                kind == SYSTEM_VARIABLES
+                    && get_lenenc_int(data).is_some_and(|(n, k)| {
+                        usize::try_from(n)
+                            .ok()
+                            .and_then(|n| data.get(k..k.checked_add(n)?))
+                            == Some(b"last_gtid".as_slice())
+                    })
+            }
+        }
+    }
+}
+
+/// Removes the session-state entries `hide` names from an OK payload
+/// (header `0x00`, or `0xFE` for a terminator with `CLIENT_DEPRECATE_EOF`)
+/// in place; returns the new payload length, or `None` when nothing was
+/// removed (then not a byte changed). When no entry remains, the
+/// `SERVER_SESSION_STATE_CHANGED` flag is cleared and the block dropped
+/// (and an empty info string with it), as the server writes an OK that
+/// changed nothing the client tracks.
+/// Never allocates. A payload it cannot walk is left alone.
+fn strip_session_state(p: &mut [u8], hide: Hide) -> Option<usize> {
+    let flag = StatusFlags::SERVER_SESSION_STATE_CHANGED.bits();
+    let mut i = 1;
+    for _ in 0..2 {
+        i += get_lenenc_int(p.get(i..)?)?.1;
+    }
+    let status_at = i;
+    let status = u16::from_le_bytes([*p.get(i)?, *p.get(i + 1)?]);
+    if status & flag == 0 {
+        return None;
+    }
+    i += 4;
+    let (info, k) = get_lenenc_int(p.get(i..)?)?;
+    i = i.checked_add(k)?.checked_add(usize::try_from(info).ok()?)?;
+    let block = i;
+    let (total, k) = get_lenenc_int(p.get(i..)?)?;
+    let entries = block + k;
+    let end = entries.checked_add(usize::try_from(total).ok()?)?;
+    if end > p.len() {
+        return None;
+    }
+    // First pass: is anything to drop, and is every entry well formed?
+    let (mut j, mut any) = (entries, false);
+    while j < end {
+        let kind = p[j];
+        let (n, k) = get_lenenc_int(p.get(j + 1..end)?)?;
+        let data_at = j + 1 + k;
+        let next = data_at.checked_add(usize::try_from(n).ok()?)?;
+        any |= hide.drops(kind, p.get(data_at..next.min(end))?);
+        if next > end {
+            return None;
+        }
+        j = next;
+    }
+    if !any {
+        return None;
+    }
+    // Second pass: move the kept entries down, in order.
+    let (mut j, mut w) = (entries, entries);
+    while j < end {
+        let kind = p[j];
+        let (n, k) = get_lenenc_int(&p[j + 1..end])?;
+        let data_at = j + 1 + k;
+        let next = data_at + n as usize;
+        if !hide.drops(kind, &p[data_at..next]) {
+            p.copy_within(j..next, w);
+            w += next - j;
+        }
+        j = next;
+    }
+    let kept = w - entries;
+    if kept == 0 {
+        let cleared = status & !flag;
+        p[status_at..status_at + 2].copy_from_slice(&cleared.to_le_bytes());
+        // The server writes the info string only when it is not empty or
+        // session state follows.
+        return Some(if info == 0 { status_at + 4 } else { block });
+    }
+    // The new length fits in no more bytes than the old one.
+    let mut head = [0u8; 9];
+    let hk = lenenc_into(&mut head, kept as u64);
+    p.copy_within(entries..entries + kept, block + hk);
+    p[block..block + hk].copy_from_slice(&head[..hk]);
+    Some(block + hk + kept)
+}
+
+/// Writes `v` as a length-encoded integer into `buf`; returns its length.
+fn lenenc_into(buf: &mut [u8; 9], v: u64) -> usize {
+    if v < 251 {
+        buf[0] = v as u8;
+        1
+    } else if v < 1 << 16 {
+        buf[0] = 0xfc;
+        buf[1..3].copy_from_slice(&(v as u16).to_le_bytes());
+        3
+    } else if v < 1 << 24 {
+        buf[0] = 0xfd;
+        buf[1..4].copy_from_slice(&(v as u32).to_le_bytes()[..3]);
+        4
+    } else {
+        buf[0] = 0xfe;
+        buf[1..9].copy_from_slice(&v.to_le_bytes());
+        9
+    }
+}
+
 /// Whether two sets of column definitions are the same.
 /// MySQL's `SESSION_TRACK_GTIDS` data (`session_track_gtids = OWN_GTID`):
 /// an encoding specification byte (0: the GTID set as text) and then the
@@ -171,7 +309,34 @@ where
     B: AsyncRead + AsyncWrite + Unpin,
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    forward_with(backend, client, expect, caps, meta, ReadOnlyTx::No).await
+    forward_with(
+        backend,
+        client,
+        expect,
+        caps,
+        meta,
+        ReadOnlyTx::No,
+        Hide::Nothing,
+    )
+    .await
+}
+
+/// [`forward`] for a client's command on a connection where rwproxy
+/// tracks session state of its own: OK packets lose the entries `hide`
+/// names (the summary still reports them).
+pub async fn forward_hiding<B, C>(
+    backend: &mut PacketStream<B>,
+    client: Option<&mut PacketStream<C>>,
+    expect: Expect,
+    caps: CapabilityFlags,
+    meta: MetaCache<'_>,
+    hide: Hide,
+) -> Result<Summary, ForwardError>
+where
+    B: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    forward_with(backend, client, expect, caps, meta, ReadOnlyTx::No, hide).await
 }
 
 /// [`forward`], for a statement inside a read-only transaction that runs
@@ -203,7 +368,7 @@ where
     } else {
         ReadOnlyTx::Statement
     };
-    forward_with(backend, client, expect, caps, meta, mode).await
+    forward_with(backend, client, expect, caps, meta, mode, Hide::Nothing).await
 }
 
 /// Whether (and how) the statement forwarded runs inside a read-only
@@ -222,12 +387,14 @@ async fn forward_with<B, C>(
     caps: CapabilityFlags,
     meta: MetaCache<'_>,
     read_only_tx: ReadOnlyTx,
+    hide: Hide,
 ) -> Result<Summary, ForwardError>
 where
     B: AsyncRead + AsyncWrite + Unpin,
     C: AsyncRead + AsyncWrite + Unpin,
 {
     let mut fw = Forwarder::new(caps, read_only_tx);
+    fw.hide = hide;
     let deprecate_eof = caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF);
     let mark = client.as_ref().map_or(0, |c| c.queued());
     let r = fw
@@ -273,6 +440,8 @@ struct Forwarder {
     /// The statement runs inside a read-only transaction on a replica (see
     /// [`forward_read_only_tx`]).
     read_only_tx: ReadOnlyTx,
+    /// Session-state entries OK packets lose on their way to the client.
+    hide: Hide,
 }
 
 impl Forwarder {
@@ -283,6 +452,22 @@ impl Forwarder {
             flushed: false,
             shift: 0,
             read_only_tx,
+            hide: Hide::Nothing,
+        }
+    }
+
+    /// Removes from an OK packet (already recorded) what the client must
+    /// not see ([`Hide`]). Costs a comparison when there is nothing to
+    /// hide, and a walk of the header when the OK changed no session state.
+    fn hide_in(&self, f: &mut Frame, terminator: bool) {
+        if self.hide == Hide::Nothing
+            || f.continues()
+            || (terminator && !self.caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF))
+        {
+            return;
+        }
+        if let Some(n) = strip_session_state(f.payload_mut(), self.hide) {
+            f.truncate_payload(n);
         }
     }
 
@@ -467,22 +652,25 @@ impl Forwarder {
                 return self.rest_of_packet(backend, client, f).await;
             }
             Expect::Simple => {
-                let f = self.next(backend).await?;
-                self.out(client, &f).await?;
+                let mut f = self.next(backend).await?;
                 match f.first() {
                     Some(0x00) => {
                         self.record_ok(&f, false)?;
+                        self.hide_in(&mut f, false);
                     }
                     Some(0xfe) => {
                         self.record_ok(&f, true)?;
+                        self.hide_in(&mut f, true);
                     }
                     Some(0xff) => self.record_err(&f),
                     _ => {
+                        self.out(client, &f).await?;
                         return Err(ForwardError::Malformed(
                             "unexpected reply to a simple command",
                         ));
                     }
                 }
+                self.out(client, &f).await?;
                 return Ok(());
             }
             Expect::Fetch | Expect::FieldList => {
@@ -493,11 +681,12 @@ impl Forwarder {
         // The statement's cached columns concern its first result set only.
         let mut stmt_meta = (expect == Expect::Execute).then_some(meta);
         loop {
-            let f = self.next(backend).await?;
+            let mut f = self.next(backend).await?;
             let more = match f.first() {
                 Some(0x00) => {
-                    self.out(client, &f).await?;
                     let st = self.record_ok(&f, false)?;
+                    self.hide_in(&mut f, false);
+                    self.out(client, &f).await?;
                     st.contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS)
                 }
                 Some(0xff) => {
@@ -505,8 +694,9 @@ impl Forwarder {
                     false
                 }
                 Some(0xfe) => {
-                    self.out(client, &f).await?;
                     let st = self.record_ok(&f, true)?;
+                    self.hide_in(&mut f, true);
+                    self.out(client, &f).await?;
                     st.contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS)
                 }
                 Some(0xfb) if expect == Expect::Query => {
@@ -706,12 +896,14 @@ impl Forwarder {
                 self.flush_if_full(client).await?;
                 continue;
             }
-            let f = self.next(backend).await?;
-            self.out(client, &f).await?;
+            let mut f = self.next(backend).await?;
             if Self::is_terminator(&f) {
                 let st = self.record_ok(&f, true)?;
+                self.hide_in(&mut f, true);
+                self.out(client, &f).await?;
                 return Ok(st.contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS));
             }
+            self.out(client, &f).await?;
             if f.first() == Some(0xff) {
                 self.record_err(&f);
                 return Ok(false);
@@ -887,6 +1079,80 @@ where
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod strip_tests {
+    use super::*;
+
+    /// An OK with session-state entries (type, data).
+    fn ok(status: u16, entries: &[(u8, Vec<u8>)]) -> Vec<u8> {
+        let mut block = Vec::new();
+        for (t, d) in entries {
+            block.push(*t);
+            crate::protocol::put_lenenc_int(&mut block, d.len() as u64);
+            block.extend_from_slice(d);
+        }
+        let mut p = vec![0x00, 1, 0];
+        p.extend_from_slice(&status.to_le_bytes());
+        p.extend_from_slice(&[0, 0]);
+        if !entries.is_empty() {
+            p.push(0); // info: empty
+            crate::protocol::put_lenenc_int(&mut p, block.len() as u64);
+            p.extend_from_slice(&block);
+        }
+        p
+    }
+
+    fn var(name: &str, value: &str) -> (u8, Vec<u8>) {
+        let mut d = Vec::new();
+        for x in [name, value] {
+            crate::protocol::put_lenenc_int(&mut d, x.len() as u64);
+            d.extend_from_slice(x.as_bytes());
+        }
+        (0, d)
+    }
+
+    #[test]
+    fn last_gtid_is_removed_and_the_rest_kept() {
+        let changed = 0x4002;
+        let mut p = ok(changed, &[var("last_gtid", "0-1-42")]);
+        let n = strip_session_state(&mut p, Hide::LastGtid).expect("stripped");
+        assert_eq!(&p[..n], &ok(0x0002, &[])[..]);
+
+        let long = "x".repeat(300);
+        let mut p = ok(
+            changed,
+            &[
+                var("autocommit", "ON"),
+                var("last_gtid", &long),
+                (2, b"1".to_vec()),
+            ],
+        );
+        let n = strip_session_state(&mut p, Hide::LastGtid).expect("stripped");
+        assert_eq!(
+            &p[..n],
+            &ok(changed, &[var("autocommit", "ON"), (2, b"1".to_vec())])[..]
+        );
+
+        let mut p = ok(changed, &[var("autocommit", "ON")]);
+        let before = p.clone();
+        assert_eq!(strip_session_state(&mut p, Hide::LastGtid), None);
+        assert_eq!(p, before);
+        let mut p = ok(
+            changed,
+            &[(3, b"\x00\x03abc".to_vec()), (1, b"\x02db".to_vec())],
+        );
+        let n = strip_session_state(&mut p, Hide::Gtids).expect("stripped");
+        assert_eq!(&p[..n], &ok(changed, &[(1, b"\x02db".to_vec())])[..]);
+        // Truncated or garbage: left alone, never a panic.
+        for cut in 0..before.len() {
+            let mut q = before[..cut].to_vec();
+            let _ = strip_session_state(&mut q, Hide::LastGtid);
+        }
+        let mut q = vec![0x00, 0, 0, 0x00, 0x40, 0, 0, 0, 0xfe, 0xff];
+        assert_eq!(strip_session_state(&mut q, Hide::LastGtid), None);
     }
 }
 

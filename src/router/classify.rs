@@ -56,6 +56,9 @@ pub struct Classified {
     pub use_target: Option<Span>,
     /// The text reads `@@socket` (see `session::hide_socket`).
     pub reads_socket: bool,
+    /// The text reads a session-tracking variable (see
+    /// `lex::replace_tracking_vars`).
+    pub reads_tracking: bool,
     /// The text calls `CONNECTION_ID()` in a statement whose expressions
     /// the server evaluates now (`SELECT`, `INSERT`, `UPDATE`, `DELETE`,
     /// `SET`, `DO`, `CALL` arguments…): the session answers it with its
@@ -85,6 +88,7 @@ impl Classified {
             begins: false,
             use_target: None,
             reads_socket: false,
+            reads_tracking: false,
             connection_id: false,
             kill: false,
             diagnostics: false,
@@ -201,6 +205,7 @@ pub fn classify(sql: &[u8]) -> Classified {
             None
         },
         reads_socket: lx.socket,
+        reads_tracking: lx.tracking,
         connection_id: connection_id && !lx.error,
         kill,
         diagnostics: diagnostics && !lx.error,

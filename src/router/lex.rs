@@ -227,6 +227,9 @@ pub(crate) struct Lexer<'a> {
     pub(crate) max_lag: Option<Duration>,
     /// `@@socket` was seen (as code: not in a string or comment).
     pub(crate) socket: bool,
+    /// A session-tracking variable (`@@session_track_system_variables`,
+    /// `@@session_track_gtids`, with or without a scope) was seen.
+    pub(crate) tracking: bool,
     /// Comments are read for hints (off for readers that skip them).
     hints: bool,
 }
@@ -241,6 +244,7 @@ impl<'a> Lexer<'a> {
             hint: None,
             max_lag: None,
             socket: false,
+            tracking: false,
             hints: true,
         }
     }
@@ -523,6 +527,10 @@ impl<'a> Lexer<'a> {
                 if i == start + 8 && src[start + 2..i].eq_ignore_ascii_case(b"socket") {
                     self.socket = true;
                 }
+                // Length first: names of 19 or more bytes are rare.
+                if i >= start + 21 && tracking_var(&src[start + 2..i]).is_some() {
+                    self.tracking = true;
+                }
                 self.token(TokenKind::SysVar, start, i)
             }
             Some(&q @ (b'\'' | b'"' | b'`')) => {
@@ -681,32 +689,78 @@ fn parse_max_lag(s: &[u8]) -> Option<Duration> {
 
 /// `payload` (a COM_QUERY: command byte, then SQL) with every `@@socket`
 /// system variable (as code, not inside a string or comment) replaced by
-/// `NULL`; `None` if there is none or the text does not lex.
+/// `NULL`; `None` if there is none or the text does not lex. A `@@socket`
+/// that stands alone as an item of a select list gets its text as an
+/// alias, so the column keeps the name the server gives it (`@@socket`),
+/// as [`replace_connection_id`] does.
 pub fn replace_socket_var(payload: &[u8]) -> Option<Vec<u8>> {
-    let (&cmd, sql) = payload.split_first()?;
-    let mut lx = Lexer::new(sql);
-    let mut out = Vec::new();
-    let mut last = 0;
-    while let Some(t) = lx.next_token() {
+    let sql = payload.get(1..)?;
+    rewrite_items(payload, b"NULL", |_, t, _| {
         // `@@@socket` (a syntax error) is left alone as it was.
-        if t.kind == TokenKind::SysVar
+        let hit = t.kind == TokenKind::SysVar
             && t.text.eq_ignore_ascii_case(b"@@socket")
-            && (t.start == 0 || sql[t.start - 1] != b'@')
+            && (t.start == 0 || sql[t.start - 1] != b'@');
+        hit.then(|| t.end())
+    })
+}
+
+/// The session-tracking variables rwproxy sets on backend connections for
+/// its own use (read-your-writes), and the global variable whose value a
+/// client that never set them sees.
+const TRACKING_VARS: [(&[u8], &[u8]); 2] = [
+    (
+        b"session_track_system_variables",
+        b"@@GLOBAL.session_track_system_variables",
+    ),
+    (b"session_track_gtids", b"@@GLOBAL.session_track_gtids"),
+];
+
+/// For a system variable's name as written after `@@` (`x`,
+/// `session.x`, `local.x`; not `global.x`): the global variable to read in
+/// its place when it is one of [`TRACKING_VARS`].
+fn tracking_var(name: &[u8]) -> Option<&'static [u8]> {
+    let bare = match name.iter().position(|&b| b == b'.') {
+        Some(dot)
+            if name[..dot].eq_ignore_ascii_case(b"session")
+                || name[..dot].eq_ignore_ascii_case(b"local") =>
         {
-            if out.is_empty() {
-                out.reserve(payload.len() + 16);
-                out.push(cmd);
-            }
-            out.extend_from_slice(&sql[last..t.start]);
-            out.extend_from_slice(b"NULL");
-            last = t.end();
+            &name[dot + 1..]
+        }
+        Some(_) => return None,
+        None => name,
+    };
+    TRACKING_VARS
+        .iter()
+        .find(|(n, _)| bare.eq_ignore_ascii_case(n))
+        .map(|(_, global)| *global)
+}
+
+/// `payload` (a COM_QUERY: command byte, then SQL) with every read of a
+/// session-tracking variable (`@@session_track_system_variables`,
+/// `@@session_track_gtids`, as code) replaced by the global variable's,
+/// with the original text as alias where it stands alone in a select list;
+/// `None` if there is none or the text does not lex.
+///
+/// Why: rwproxy adds `last_gtid` (MariaDB) or `OWN_GTID` (MySQL) to the
+/// session tracking of its primary connections, for read-your-writes. A
+/// client that never set these variables itself has the global value as
+/// its own (sessions start with it, `COM_RESET_CONNECTION` restores it),
+/// and that is what it must see. Only asked for statements that are not
+/// `SET` (an assignment target is never rewritten; a client that sets
+/// them manages its own tracking and rwproxy adds none).
+pub fn replace_tracking_vars(payload: &[u8]) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    for (_, global) in TRACKING_VARS {
+        let input = out.as_deref().unwrap_or(payload);
+        let r = rewrite_items(input, global, |_, t, _| {
+            (t.kind == TokenKind::SysVar && tracking_var(&t.text[2..]) == Some(global))
+                .then(|| t.end())
+        });
+        if r.is_some() {
+            out = r;
         }
     }
-    if out.is_empty() || lx.error {
-        return None;
-    }
-    out.extend_from_slice(&sql[last..]);
-    Some(out)
+    out
 }
 
 /// `payload` (a COM_QUERY: command byte, then SQL) with every call of
@@ -726,13 +780,46 @@ pub fn replace_socket_var(payload: &[u8]) -> Option<Vec<u8>> {
 /// statements the server evaluates now, never in the body of a stored
 /// routine, view or trigger (there the server's own id is what runs).
 pub fn replace_connection_id(payload: &[u8], id: u32) -> Option<Vec<u8>> {
+    let literal = id.to_string();
+    rewrite_items(payload, literal.as_bytes(), |lx, t, prev| {
+        let call = t.kind == TokenKind::Word
+            && t.text.eq_ignore_ascii_case(b"CONNECTION_ID")
+            && !prev.is_some_and(|p| p.is_punct(b'.'));
+        if !call {
+            return None;
+        }
+        let after = lx.mark();
+        match (lx.next_token(), lx.next_token()) {
+            (Some(open), Some(close)) if open.is_punct(b'(') && close.is_punct(b')') => {
+                Some(close.end())
+            }
+            _ => {
+                lx.rewind(after);
+                None
+            }
+        }
+    })
+}
+
+/// Replaces each expression `find` recognises in a COM_QUERY `payload` by
+/// `literal`; `None` if there is none or the text does not lex. `find`
+/// gets the lexer (positioned after the token), the token and the token
+/// before it, and returns where the expression ends (the lexer then
+/// stands there). An expression that stands alone as an item of a select
+/// list gets its own text as an alias, so the column keeps the name the
+/// server would give it; inside a larger expression the column is named
+/// after the rewritten text.
+fn rewrite_items<'a>(
+    payload: &'a [u8],
+    literal: &[u8],
+    mut find: impl FnMut(&mut Lexer<'a>, Token<'a>, Option<Token<'a>>) -> Option<usize>,
+) -> Option<Vec<u8>> {
     /// Parenthesis depths followed for select lists; deeper calls get no alias.
     const DEPTHS: usize = 32;
     let (&cmd, sql) = payload.split_first()?;
     let mut lx = Lexer::new(sql);
     let mut out = Vec::new();
     let mut last = 0;
-    let literal = id.to_string();
     // Per parenthesis depth: inside a select list there.
     let mut select_list = [false; DEPTHS];
     let mut depth = 0usize;
@@ -759,26 +846,14 @@ pub fn replace_connection_id(payload: &[u8], id: u32) -> Option<Vec<u8>> {
             }
             _ => {}
         }
-        let call = t.kind == TokenKind::Word
-            && t.text.eq_ignore_ascii_case(b"CONNECTION_ID")
-            && !prev.is_some_and(|p| p.is_punct(b'.'));
-        if !call {
+        let Some(end) = find(&mut lx, t, prev) else {
             prev = Some(t);
             continue;
-        }
-        let after = lx.mark();
-        let (Some(open), Some(close)) = (lx.next_token(), lx.next_token()) else {
-            break;
         };
-        if !open.is_punct(b'(') || !close.is_punct(b')') {
-            lx.rewind(after);
-            prev = Some(t);
-            continue;
-        }
-        let text = &sql[t.start..close.end()];
-        let after_call = lx.mark();
+        let text = &sql[t.start..end];
+        let after_item = lx.mark();
         let next = lx.next_token();
-        lx.rewind(after_call);
+        lx.rewind(after_item);
         let item_starts = prev.is_some_and(|p| {
             p.is_punct(b',') || p.is_word("SELECT") || p.is_word("DISTINCT") || p.is_word("ALL")
         });
@@ -797,14 +872,14 @@ pub fn replace_connection_id(payload: &[u8], id: u32) -> Option<Vec<u8>> {
             out.push(cmd);
         }
         out.extend_from_slice(&sql[last..t.start]);
-        out.extend_from_slice(literal.as_bytes());
+        out.extend_from_slice(literal);
         if alias {
             out.extend_from_slice(b" AS `");
             out.extend_from_slice(text);
             out.push(b'`');
         }
-        last = close.end();
-        prev = Some(close);
+        last = end;
+        prev = Some(t);
     }
     if out.is_empty() || lx.error {
         return None;
@@ -992,13 +1067,13 @@ mod tests {
             |sql: &[u8]| replace_socket_var(sql).map(|v| String::from_utf8_lossy(&v).into_owned());
         assert_eq!(
             r(b"\x03SELECT @@max_allowed_packet,@@socket").as_deref(),
-            Some("\x03SELECT @@max_allowed_packet,NULL")
+            Some("\x03SELECT @@max_allowed_packet,NULL AS `@@socket`")
         );
         // The old scan gave up on any quote in the text; strings are
         // tokens now, so only a `@@socket` inside one is left alone.
         assert_eq!(
             r(b"\x03SELECT @@socket, 'x'").as_deref(),
-            Some("\x03SELECT NULL, 'x'")
+            Some("\x03SELECT NULL AS `@@socket`, 'x'")
         );
         assert_eq!(r(b"\x03SELECT '@@socket'"), None);
         assert_eq!(r(b"\x03SELECT 1 /* @@socket */"), None);
@@ -1008,6 +1083,31 @@ mod tests {
         );
         assert_eq!(r(b"\x03SELECT @@socket, 'unterminated"), None);
         assert_eq!(r(b""), None);
+    }
+
+    #[test]
+    fn tracking_variables_read_the_global_value() {
+        let r = |sql: &[u8]| {
+            replace_tracking_vars(sql).map(|v| String::from_utf8_lossy(&v).into_owned())
+        };
+        assert_eq!(
+            r(b"\x03SELECT @@session_track_system_variables").as_deref(),
+            Some(
+                "\x03SELECT @@GLOBAL.session_track_system_variables AS `@@session_track_system_variables`"
+            )
+        );
+        assert_eq!(
+            r(b"\x03SELECT @@SESSION.session_track_gtids x, @@session_track_system_variables = ''").as_deref(),
+            Some("\x03SELECT @@GLOBAL.session_track_gtids x, @@GLOBAL.session_track_system_variables = ''")
+        );
+        assert_eq!(r(b"\x03SELECT @@global.session_track_gtids"), None);
+        assert_eq!(
+            r(b"\x03SELECT 'session_track_gtids', @@session_track_schema"),
+            None
+        );
+        let mut lx = Lexer::new(b"SELECT @@local.session_track_gtids");
+        while lx.next_token().is_some() {}
+        assert!(lx.tracking);
     }
 
     #[test]

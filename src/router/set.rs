@@ -96,6 +96,31 @@ pub fn read_only_value(item: &SetItem) -> Option<bool> {
     Some(value == "1" || value.eq_ignore_ascii_case("ON") || value.eq_ignore_ascii_case("TRUE"))
 }
 
+/// Session variables whose assignment cannot be replayed on another
+/// connection, even with a literal value: the value is consumed or moved
+/// on by what runs next, so setting it again later changes results.
+/// `rand_seed1`/`rand_seed2` seed the next `RAND()` sequence (replayed,
+/// the sequence would start over on every connection the session uses);
+/// `insert_id` and `gtid_seq_no` apply to the next insert / transaction
+/// only; `last_insert_id` (and its synonym `identity`) is overwritten by
+/// the session's next insert; `pseudo_thread_id` belongs to binary-log
+/// replay, which must run on one connection. A `SET` of one of these pins
+/// the session to the connection that ran it.
+///
+/// `timestamp` is not listed: `SET timestamp = N` freezes `NOW()` at N
+/// until it is set back to `DEFAULT`, so replaying the same literal gives
+/// every connection the same frozen clock, as directly; and `SET timestamp
+/// = DEFAULT` replays as the server's own clock.
+const NOT_REPEATABLE: [&[u8]; 7] = [
+    b"rand_seed1",
+    b"rand_seed2",
+    b"insert_id",
+    b"last_insert_id",
+    b"identity",
+    b"gtid_seq_no",
+    b"pseudo_thread_id",
+];
+
 /// Where an assignment lands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scope {
@@ -391,6 +416,9 @@ impl<'a> Parser<'a> {
         }
         let value = self.value(false)?;
         let lower = name.to_ascii_lowercase();
+        if NOT_REPEATABLE.contains(&lower.as_slice()) {
+            return Err(Unreplayable);
+        }
         let key = match lower.as_slice() {
             b"tx_isolation" => b"transaction_isolation".as_slice(),
             b"tx_read_only" => b"transaction_read_only".as_slice(),
@@ -781,6 +809,12 @@ mod tests {
                 Unreplayable,
             ),
             ("SET cache.key_buffer_size = 1", Unreplayable),
+            ("SET rand_seed1 = 1, rand_seed2 = 2", Unreplayable),
+            ("SET @@session.insert_id = 5", Unreplayable),
+            ("SET SESSION last_insert_id = 5", Unreplayable),
+            ("SET gtid_seq_no = 9, sql_mode = ''", Unreplayable),
+            ("SET @@pseudo_thread_id = 3", Unreplayable),
+            ("SET GLOBAL insert_id = 5", NotSession),
         ];
         let mut failures = Vec::new();
         for (sql, want) in &cases {

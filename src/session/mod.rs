@@ -355,7 +355,8 @@ fn new_conn_id(shared: &Shared) -> u32 {
 /// server looks local, silently reconnect to that Unix socket — straight to
 /// a backend, bypassing rwproxy. A proxy's backends' sockets are never the
 /// client's to use, so `@@socket` is answered as NULL (the request is
-/// rewritten; the answer is still the server's own bytes). Returns the
+/// rewritten; the answer is still the server's own bytes), in a column
+/// still named `@@socket` when it stands alone in the select list. Returns the
 /// rewritten payload, or `None` when the statement does not read it
 /// (`Classified::reads_socket` says so without looking at the text
 /// again). Only code is rewritten, never a string or comment.
@@ -646,7 +647,8 @@ async fn verify(
     tls: bool,
     (scramble, reply): (&[u8], &[u8]),
 ) -> Result<Credential, ClientError> {
-    let denied = || ClientError::access_denied(user, &client.host(), !reply.is_empty());
+    let host = shared.accounts.host_name(&client);
+    let denied = || ClientError::access_denied(user, &host, !reply.is_empty());
     let first = verify_once(shared, user, client, tls, scramble, reply, denied).await;
     match first {
         // The password may have changed since accounts were last read:
@@ -965,7 +967,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         k => return self.on_kill_statement(k).await,
                     }
                 }
-                let hidden = c.reads_socket.then(|| hide_socket(payload)).flatten();
+                let mut hidden = c.reads_socket.then(|| hide_socket(payload)).flatten();
+                if c.reads_tracking
+                    && c.kind != StatementKind::Set
+                    && self.adds_tracking()
+                    && let Some(r) = crate::router::lex::replace_tracking_vars(
+                        hidden.as_deref().unwrap_or(payload),
+                    )
+                {
+                    hidden = Some(r);
+                }
                 let own_id = c
                     .connection_id
                     .then(|| {
@@ -1015,9 +1026,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
             Command::StmtReset { stmt_id } => self.on_stmt_reset(payload, stmt_id).await,
             Command::StmtFetch { stmt_id } => self.on_fetch(payload, stmt_id).await,
+            Command::Admin(a) => self.on_admin(payload, a).await,
             Command::Unsupported(c) => {
                 info!(parent: &self.span, command = c, "unsupported command");
-                self.send_err(&ClientError::unknown_command(c)).await;
+                self.send_err(&ClientError::unknown_command()).await;
                 Ok(())
             }
         };
@@ -1243,6 +1255,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     ) -> Result<Option<Arc<str>>, ExecError> {
         let ran = self.command(kind, payload, Expect::Simple).await?;
         Ok(ran.summary.error.is_none().then_some(ran.server))
+    }
+
+    /// A server administration command: forwarded unchanged to the
+    /// primary, whose answer (and privilege checks) the client gets.
+    /// `COM_REFRESH` and `COM_SHUTDOWN` act on the server like the `FLUSH`
+    /// and `SHUTDOWN` statements (writes: a `FLUSH` is binary-logged);
+    /// `COM_DEBUG` and `COM_PROCESS_INFO` read the primary's own state.
+    async fn on_admin(&mut self, payload: &[u8], a: command::Admin) -> Result<(), ExecError> {
+        use command::Admin;
+        let (kind, expect) = match a {
+            Admin::Refresh | Admin::Shutdown => (StatementKind::Write, Expect::Simple),
+            Admin::Debug => (StatementKind::ReadPrimary, Expect::Simple),
+            Admin::ProcessInfo => (StatementKind::ReadPrimary, Expect::Query),
+        };
+        self.command(kind, payload, expect).await.map(|_| ())
     }
 
     /// Runs a command that is not a statement text (`COM_INIT_DB`,
@@ -1670,10 +1697,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // Read-your-writes on a connection whose client negotiated session
         // tracking: let the server report `last_gtid` in its OK packets
         // (once per backend connection) instead of asking after each commit.
-        if self.cfg.consistency == Consistency::Session
-            && snap.primary == Some(idx)
-            && self.caps.contains(CapabilityFlags::CLIENT_SESSION_TRACK)
-        {
+        // A client that set the tracking variables itself keeps exactly its
+        // own setting (its SET, replayed, replaced rwproxy's addition).
+        if self.state.own_tracking {
+            self.conns[pos].conn.forget_gtid_tracking();
+        } else if snap.primary == Some(idx) && self.adds_tracking() {
             self.conns[pos].conn.track_gtid().await;
         }
         if let Err(source) = self.state.sync(&mut self.conns[pos].conn).await {
@@ -1684,6 +1712,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             return Err(ExecError::Acquire { server, source });
         }
         Ok(pos)
+    }
+
+    /// Whether rwproxy adds its own session tracking (`last_gtid` /
+    /// `OWN_GTID`) to the session's primary connections, which the client
+    /// must then not see: in its OK packets ([`response::Hide`]) nor in
+    /// `@@session_track_system_variables` (`lex::replace_tracking_vars`).
+    fn adds_tracking(&self) -> bool {
+        self.cfg.consistency == Consistency::Session
+            && self.caps.contains(CapabilityFlags::CLIENT_SESSION_TRACK)
+            && !self.state.own_tracking
     }
 
     /// Sends a command on held connection `pos` and forwards its answer to
@@ -1720,6 +1758,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // KILL from another session during this exchange (see `kill`).
         let mut kill_rx = self.control.kill_query.subscribe();
         let thread = self.conns[pos].conn.hello().connection_id;
+        let hide = if self.conns[pos].conn.tracks_gtid() {
+            response::Hide::tracking_of(self.conns[pos].conn.flavor())
+        } else {
+            response::Hide::Nothing
+        };
         let held = &mut self.conns[pos];
         let cut = held.conn.cut_token();
         let (client, server) = (&mut self.client, &held.server);
@@ -1751,7 +1794,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 )
                 .await?
             } else {
-                response::forward(stream, Some(&mut *client), expect, caps, meta).await?
+                response::forward_hiding(stream, Some(&mut *client), expect, caps, meta, hide)
+                    .await?
             };
             // A read-only transaction's COMMIT the replica refused: end it
             // with ROLLBACK (same effect: nothing was written) and forward
@@ -2189,11 +2233,15 @@ mod tests {
     fn socket_is_hidden_from_drivers() {
         assert_eq!(
             hide_socket(b"\x03SELECT @@max_allowed_packet,@@wait_timeout,@@socket").as_deref(),
-            Some(&b"\x03SELECT @@max_allowed_packet,@@wait_timeout,NULL"[..])
+            Some(&b"\x03SELECT @@max_allowed_packet,@@wait_timeout,NULL AS `@@socket`"[..])
         );
         assert_eq!(
             hide_socket(b"\x03SELECT @@SOCKET").as_deref(),
-            Some(&b"\x03SELECT NULL"[..])
+            Some(&b"\x03SELECT NULL AS `@@SOCKET`"[..])
+        );
+        assert_eq!(
+            hide_socket(b"\x03SELECT @@socket AS s, @@socket IS NULL").as_deref(),
+            Some(&b"\x03SELECT NULL AS s, NULL IS NULL"[..])
         );
         assert_eq!(hide_socket(b"\x03SELECT @@socket_x, @@sockets"), None);
         assert_eq!(hide_socket(b"\x03SELECT 1"), None);

@@ -75,7 +75,7 @@ pub(super) async fn try_login<S: ClientTransport>(
     let asked_sha2 = hello.plugin.as_deref() == Some(PLUGIN);
     let secure = S::LOCAL || client.get_ref().is_tls();
     let denied = |seq: u8, using: bool| Sha2LoginError::Refused {
-        err: ClientError::access_denied(&hello.user, &peer.host(), using),
+        err: ClientError::access_denied(&hello.user, &shared.accounts.host_name(&peer), using),
         seq,
     };
     if cfg.auth == AuthMode::Config {
@@ -254,7 +254,7 @@ async fn full_auth<S: ClientTransport>(
     secure: bool,
 ) -> Result<(Sha2Secret, u8), Sha2LoginError> {
     let denied = |seq: u8| Sha2LoginError::Refused {
-        err: ClientError::access_denied(user, &peer.host(), true),
+        err: ClientError::access_denied(user, &shared.accounts.host_name(&peer), true),
         seq,
     };
     more_data(client, seq, &[PERFORM_FULL_AUTH]).await?;

@@ -23,12 +23,26 @@ pub struct State {
     /// TRANSACTION READ ONLY`, `tx_read_only` / `transaction_read_only` set
     /// to 1): they may run on a replica.
     pub read_only: bool,
+    /// The client set a session-tracking variable itself
+    /// (`session_track_system_variables`, `session_track_gtids`): rwproxy
+    /// then adds no tracking of its own, so the client's setting is the
+    /// server's exactly (read-your-writes asks for the GTID instead).
+    pub own_tracking: bool,
 }
 
 impl State {
     /// Records a successful SET. Returns `true` if it could not be recorded
     /// (the session must then stay on the connection that ran it).
     pub fn record_set(&mut self, sql: &[u8]) -> bool {
+        // Any mention will do (`SET @x = @@session_track_gtids` too): SETs
+        // are rare, and erring this way only costs a GTID query per write.
+        if !self.own_tracking
+            && sql
+                .windows(b"session_track_".len())
+                .any(|w| w.eq_ignore_ascii_case(b"session_track_"))
+        {
+            self.own_tracking = true;
+        }
         match parse_set(sql) {
             // Profiling lists the statements one connection ran (`SHOW
             // PROFILES`): the session stays on the primary's connection.
