@@ -124,8 +124,11 @@ async fn lagging_replica_stops_getting_reads_and_comes_back() {
         b1 - a1,
         b2 - a2
     );
-    // The monitor's own SELECT (2 per second) is all replica1 may see.
-    assert!(b1 - a1 <= 8, "replica1 still served reads: +{}", b1 - a1);
+    // The monitor's own SELECTs are all replica1 may see: 2 per poll (the
+    // state row and the heartbeat), 4 polls in 2 s at 500 ms, 5 or 6 when
+    // a loaded machine delays one poll into the window. A replica that
+    // still served reads would get a share of the ≥ 100 reads below.
+    assert!(b1 - a1 <= 12, "replica1 still served reads: +{}", b1 - a1);
     assert!(
         b2 - a2 >= 100,
         "replica2 should take the reads: +{}",
