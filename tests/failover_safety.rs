@@ -566,4 +566,24 @@ async fn mysql_frozen_primary_with_semi_sync_fails_over_and_loses_no_acknowledge
         "no replica follows the new primary {}",
         survival.primary
     );
+    // Semi-sync follows the primary role: on the new primary the source
+    // side is on, on every server following it off (else its applier
+    // waits for acknowledgements nobody sends — which `all_there` above
+    // also catches on a rejoined old primary). (The old primary itself may
+    // stay out: its commits frozen mid-wait for an acknowledgement hold
+    // `SET GLOBAL super_read_only = 1` back, so rwproxy keeps it out of
+    // routing and retries the fence.)
+    let following = survival.replicas.iter().map(|(n, _)| n.as_str());
+    for name in std::iter::once(survival.primary.as_str()).chain(following) {
+        let i = (0..sb.len())
+            .find(|&i| sb.name(i) == name)
+            .expect("a server");
+        let on = flavor::scalar(sb.port(i), "SELECT @@GLOBAL.rpl_semi_sync_source_enabled").await;
+        let want = if name == survival.primary { "1" } else { "0" };
+        assert_eq!(
+            on.as_deref(),
+            Some(want),
+            "rpl_semi_sync_source_enabled on {name}"
+        );
+    }
 }
