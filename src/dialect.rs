@@ -182,6 +182,25 @@ impl Flavor {
         "SET GLOBAL read_only = 0"
     }
 
+    /// The semi-synchronous replication switches, `(replica side, source
+    /// side)`: MariaDB's built-in `rpl_semi_sync_slave_enabled` /
+    /// `rpl_semi_sync_master_enabled`; MySQL's `semisync_replica` /
+    /// `semisync_source` plugins (the only ones MySQL 9 ships; 8.4's
+    /// default names) call them `rpl_semi_sync_replica_enabled` /
+    /// `rpl_semi_sync_source_enabled`.
+    pub fn semi_sync_vars(self) -> (&'static str, &'static str) {
+        match self {
+            Flavor::MariaDb => (
+                "rpl_semi_sync_slave_enabled",
+                "rpl_semi_sync_master_enabled",
+            ),
+            Flavor::MySql => (
+                "rpl_semi_sync_replica_enabled",
+                "rpl_semi_sync_source_enabled",
+            ),
+        }
+    }
+
     pub fn stop_replica_sql(self) -> &'static str {
         match self {
             Flavor::MariaDb => "STOP SLAVE",

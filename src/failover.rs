@@ -686,7 +686,7 @@ impl Failover {
                 });
             }
         }
-        take_semi_sync_master(&mut cand_conn).await;
+        take_semi_sync_master(&mut cand_conn, cand_flavor).await;
         steps.done("candidate writable");
 
         // 6 (before 5, so writes resume as early as possible): publish and reopen.
@@ -715,7 +715,7 @@ impl Failover {
         // 5. Repoint the others. A failure is reported in the step's name
         // (the promotion itself is done; the operator repoints by hand).
         let cfg = self.cfg();
-        drop_semi_sync_master(&mut old_conn).await;
+        drop_semi_sync_master(&mut old_conn, old_flavor).await;
         let mut failed: Vec<String> = Vec::new();
         if let Err((sql, e)) =
             make_replica(&mut old_conn, old_flavor, &cfg, &f, &cand_view.addr, true).await
@@ -957,7 +957,7 @@ impl Failover {
                 }
                 continue;
             }
-            take_semi_sync_master(c).await;
+            take_semi_sync_master(c, *flavor).await;
             for sql in [
                 flavor.stop_replica_sql(),
                 flavor.reset_replica_sql(),
@@ -1155,7 +1155,7 @@ impl Failover {
                     crate::monitor::derive_primary(snap);
                 });
             } else if rejoin && let Some(f) = &cfg.failover {
-                drop_semi_sync_master(&mut c).await;
+                drop_semi_sync_master(&mut c, flavor).await;
                 match make_replica(&mut c, flavor, &cfg, f, &p.addr, true).await {
                     Ok(()) => {
                         info!(server = %name, primary = %p.name, "old primary rejoined as replica")
@@ -1239,16 +1239,14 @@ impl Failover {
 /// `rpl_semi_sync_master_wait_no_slave = ON` a replica's SQL thread would
 /// wait for an acknowledgement nobody sends. Best effort (servers without
 /// semi-sync are left alone).
-async fn take_semi_sync_master(c: &mut Conn) {
-    let slave: Option<Option<i64>> = c
-        .query_first("SELECT @@GLOBAL.rpl_semi_sync_slave_enabled")
+async fn take_semi_sync_master(c: &mut Conn, flavor: Flavor) {
+    let (replica_var, source_var) = flavor.semi_sync_vars();
+    let replica: Option<Option<i64>> = c
+        .query_first(format!("SELECT @@GLOBAL.{replica_var}"))
         .await
         .ok();
-    if slave == Some(Some(1)) {
-        match c
-            .query_drop("SET GLOBAL rpl_semi_sync_master_enabled = 1")
-            .await
-        {
+    if replica == Some(Some(1)) {
+        match c.query_drop(format!("SET GLOBAL {source_var} = 1")).await {
             Ok(()) => info!("semi-sync primary side enabled on the promoted server"),
             Err(e) => warn!(error = %e, "could not enable semi-sync on the promoted server"),
         }
@@ -1256,16 +1254,19 @@ async fn take_semi_sync_master(c: &mut Conn) {
 }
 
 /// The other half of [`take_semi_sync_master`], for a server that becomes
-/// a replica.
-async fn drop_semi_sync_master(c: &mut Conn) {
-    let master: Option<Option<i64>> = c
-        .query_first("SELECT @@GLOBAL.rpl_semi_sync_master_enabled")
+/// a replica. On MySQL as on MariaDB a replica left with the source side on
+/// (and `wait_no_replica`) stalls its applier waiting for acknowledgements
+/// nobody sends (tests/failover_safety.rs
+/// `mysql_frozen_primary_with_semi_sync_…`: the rejoined old primary
+/// applied nothing).
+async fn drop_semi_sync_master(c: &mut Conn, flavor: Flavor) {
+    let (_, source_var) = flavor.semi_sync_vars();
+    let source: Option<Option<i64>> = c
+        .query_first(format!("SELECT @@GLOBAL.{source_var}"))
         .await
         .ok();
-    if master == Some(Some(1)) {
-        let _ = c
-            .query_drop("SET GLOBAL rpl_semi_sync_master_enabled = 0")
-            .await;
+    if source == Some(Some(1)) {
+        let _ = c.query_drop(format!("SET GLOBAL {source_var} = 0")).await;
     }
 }
 

@@ -11,19 +11,19 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::faults::{self, Outcome, Writers};
+use common::flavor::{self, Topology};
 use common::relay::{Fault, FaultRelay};
-use common::sandbox::{self, OwnedSandbox};
+use common::sandbox;
 use common::{Proxy, admin, http_get, root_exec, start_proxy, wait_until};
 use rwproxy::config::Config;
-use rwproxy_sandbox::Sandbox;
 
 /// Short timings so the file runs in a few minutes: a 200 ms monitor, a
 /// primary down after 2 failed checks, failover after 3, and replicas'
 /// evidence valid for 2 s (the sandbox sets a 0.5 s heartbeat).
 const FAILURE_TIMEOUT_MS: u64 = 2000;
 
-fn config(sb: &Sandbox, primary_via: Option<SocketAddr>, read_timeout_ms: u64) -> Config {
-    let mut c = common::with_admin(common::sandbox_config(sb));
+fn config(sb: &dyn Topology, primary_via: Option<SocketAddr>, read_timeout_ms: u64) -> Config {
+    let mut c = common::with_admin(sb.proxy_config());
     c.monitor_interval_ms = 200;
     c.down_after = 2;
     c.connect_timeout_ms = 500;
@@ -41,13 +41,9 @@ fn config(sb: &Sandbox, primary_via: Option<SocketAddr>, read_timeout_ms: u64) -
     c
 }
 
-async fn prepare(sb: &OwnedSandbox) {
-    root_exec(
-        sb.servers[0].port,
-        "CREATE TABLE app.ack (id BIGINT PRIMARY KEY)",
-    )
-    .await;
-    sandbox::wait_replicas_caught_up(sb).await;
+async fn prepare(sb: &dyn Topology) {
+    root_exec(sb.port(0), "CREATE TABLE app.ack (id BIGINT PRIMARY KEY)").await;
+    flavor::wait_caught_up(sb).await;
 }
 
 async fn metric(proxy: &Proxy, name: &str) -> f64 {
@@ -80,16 +76,10 @@ struct PartitionRun {
 /// Writers through rwproxy, then `fault` on the relay between rwproxy and
 /// the primary for `FAILURE_TIMEOUT_MS` + 3 s (well past when the old rule
 /// promoted), then heal. The replicas keep replicating directly.
-async fn partition(fault: Fault, verify: bool) -> PartitionRun {
-    let sb = sandbox::fresh(2);
-    prepare(&sb).await;
-    let relay = FaultRelay::start(
-        format!("127.0.0.1:{}", sb.servers[0].port)
-            .parse()
-            .expect("addr"),
-    )
-    .await;
-    let mut cfg = config(&sb, Some(relay.addr), 1500);
+async fn partition(sb: &dyn Topology, fault: Fault, verify: bool) -> PartitionRun {
+    prepare(sb).await;
+    let relay = FaultRelay::start(format!("127.0.0.1:{}", sb.port(0)).parse().expect("addr")).await;
+    let mut cfg = config(sb, Some(relay.addr), 1500);
     if let Some(f) = cfg.failover.as_mut() {
         f.verify_primary_failure = verify;
     }
@@ -102,7 +92,7 @@ async fn partition(fault: Fault, verify: bool) -> PartitionRun {
     let cut = Instant::now();
     relay.set(fault);
     tokio::time::sleep(Duration::from_millis(FAILURE_TIMEOUT_MS + 3000)).await;
-    let writable_during = faults::writable_primaries(&sb).await;
+    let writable_during = faults::writable_primaries(sb).await;
     let failovers = metric(&proxy, "rwproxy_failovers_total").await;
     let unreachable_metric = metric(&proxy, "rwproxy_primary_unreachable").await;
     let health = http_get(&proxy, "/health").await;
@@ -137,7 +127,7 @@ async fn partition(fault: Fault, verify: bool) -> PartitionRun {
     let primary = published_primary(&proxy)
         .await
         .unwrap_or_else(|| "primary".into());
-    let survival = faults::survival(&sb, &primary, &acked).await;
+    let survival = faults::survival(sb, &primary, &acked).await;
     PartitionRun {
         writable_during,
         failovers,
@@ -200,13 +190,13 @@ fn assert_partition_safe(run: &PartitionRun, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn proxy_only_partition_blackhole_promotes_nothing_and_loses_nothing() {
-    let run = partition(Fault::Blackhole, true).await;
+    let run = partition(&sandbox::fresh(2), Fault::Blackhole, true).await;
     assert_partition_safe(&run, "blackhole");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn proxy_only_partition_refused_promotes_nothing_and_loses_nothing() {
-    let run = partition(Fault::Refuse, true).await;
+    let run = partition(&sandbox::fresh(2), Fault::Refuse, true).await;
     assert_partition_safe(&run, "refuse");
 }
 
@@ -216,7 +206,7 @@ async fn proxy_only_partition_refused_promotes_nothing_and_loses_nothing() {
 /// the partition tests above would fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn partition_without_replica_check_splits_the_brain() {
-    let run = partition(Fault::Blackhole, false).await;
+    let run = partition(&sandbox::fresh(2), Fault::Blackhole, false).await;
     println!(
         "replica check off: writable during the cut {:?}, failovers {}",
         run.writable_during, run.failovers
@@ -233,7 +223,7 @@ async fn partition_without_replica_check_splits_the_brain() {
 /// the old primary's connections can stop a late acknowledgement.
 /// Returns (outcomes, survival, when the new primary was seen published,
 /// when the old primary resumed).
-async fn frozen_primary(sb: &OwnedSandbox) -> (Vec<Outcome>, faults::Survival, Instant, Instant) {
+async fn frozen_primary(sb: &dyn Topology) -> (Vec<Outcome>, faults::Survival, Instant, Instant) {
     prepare(sb).await;
     let proxy = start_proxy(config(sb, None, 0)).await;
     let writers = Writers::start(proxy.app_opts(), 4, 0);
@@ -318,10 +308,9 @@ async fn frozen_primary_async_counts_loss_and_no_late_acknowledgement() {
 
 /// Kills the primary under writers; returns the time from SIGKILL to the
 /// first write acknowledged on the new primary.
-async fn killed_primary(verify: bool) -> Duration {
-    let sb = sandbox::fresh(2);
-    prepare(&sb).await;
-    let mut cfg = config(&sb, None, 0);
+async fn killed_primary(sb: &dyn Topology, verify: bool) -> Duration {
+    prepare(sb).await;
+    let mut cfg = config(sb, None, 0);
     if let Some(f) = cfg.failover.as_mut() {
         f.verify_primary_failure = verify;
     }
@@ -332,7 +321,7 @@ async fn killed_primary(verify: bool) -> Duration {
     })
     .await;
     let killed = Instant::now();
-    rwproxy_sandbox::kill_server(&sb, 0).expect("SIGKILL primary");
+    sb.kill(0);
     // Writes sent from now on cannot have reached the killed server.
     let dead = Instant::now();
     wait_until(
@@ -362,7 +351,7 @@ async fn killed_primary(verify: bool) -> Duration {
     };
     let outcomes = writers.finish().await;
     let primary = published_primary(&proxy).await.expect("a primary");
-    let survival = faults::survival(&sb, &primary, &faults::acked(&outcomes)).await;
+    let survival = faults::survival(sb, &primary, &faults::acked(&outcomes)).await;
     println!(
         "SIGKILL (replica check {}): first write on the new primary {first_ack:?} after the kill; lost (async) {}",
         if verify { "on" } else { "off" },
@@ -373,9 +362,9 @@ async fn killed_primary(verify: bool) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_primary_fails_over_within_the_failure_timeout_plus_two_seconds() {
-    let with_check = killed_primary(true).await;
+    let with_check = killed_primary(&sandbox::fresh(2), true).await;
     // For the record: the old rule (rwproxy's link alone), same set-up.
-    let without = killed_primary(false).await;
+    let without = killed_primary(&sandbox::fresh(2), false).await;
     println!(
         "SIGKILL → first write on the new primary: {with_check:?} with the replica check, {without:?} without"
     );
@@ -393,12 +382,7 @@ async fn killed_primary_fails_over_within_the_failure_timeout_plus_two_seconds()
 async fn two_instances_one_partitioned_never_two_primaries() {
     let sb = sandbox::fresh(2);
     prepare(&sb).await;
-    let relay = FaultRelay::start(
-        format!("127.0.0.1:{}", sb.servers[0].port)
-            .parse()
-            .expect("addr"),
-    )
-    .await;
+    let relay = FaultRelay::start(format!("127.0.0.1:{}", sb.port(0)).parse().expect("addr")).await;
     let a = start_proxy(config(&sb, Some(relay.addr), 1500)).await;
     let b = start_proxy(config(&sb, None, 1500)).await;
     let wa = Writers::start(a.app_opts(), 2, 0);
@@ -526,4 +510,80 @@ async fn exactly_one_leader_and_the_other_takes_over() {
     )
     .await;
     println!("leadership moved {took:?} after the leader stopped");
+}
+
+// The same fault injection on MySQL 9.7 (issue 15, item 4): the bodies
+// above, run against the MySQL sandbox (`sandbox up --flavor mysql`), each
+// test on its own topology. Judged as on MariaDB by the servers: rows on
+// the final primary and on each replica following it, which servers are
+// writable and not replicating (`SHOW REPLICA STATUS`).
+
+async fn mysql_sandbox() -> flavor::OwnedMysql {
+    tokio::task::spawn_blocking(|| flavor::fresh_mysql(2))
+        .await
+        .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mysql_killed_primary_fails_over_within_the_failure_timeout_plus_two_seconds() {
+    let sb = mysql_sandbox().await;
+    let took = killed_primary(&sb, true).await;
+    let bound = Duration::from_millis(FAILURE_TIMEOUT_MS + 2000);
+    println!("MySQL: SIGKILL → first write on the new primary: {took:?}");
+    assert!(took < bound, "failover took {took:?}, more than {bound:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mysql_proxy_only_partition_blackhole_promotes_nothing_and_loses_nothing() {
+    let sb = mysql_sandbox().await;
+    let run = partition(&sb, Fault::Blackhole, true).await;
+    assert_partition_safe(&run, "MySQL blackhole");
+}
+
+/// MySQL's own semi-sync plugins (`rpl_semi_sync_source`, `AFTER_SYNC`,
+/// no timeout in practice): the frozen primary acknowledged nothing that
+/// no replica had, so nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mysql_frozen_primary_with_semi_sync_fails_over_and_loses_no_acknowledged_write() {
+    let sb = flavor::fresh_mysql_semi_sync(2).await;
+    let (outcomes, survival, _, _) = frozen_primary(&sb).await;
+    println!(
+        "MySQL semi-sync: {} acked, lost {}, replicas following the new primary {:?}",
+        faults::acked(&outcomes).len(),
+        survival.lost(),
+        survival
+            .replicas
+            .iter()
+            .map(|(n, m)| (n.as_str(), m.len()))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        survival.all_there(),
+        "acknowledged writes lost: {survival:?}"
+    );
+    assert!(
+        !survival.replicas.is_empty(),
+        "no replica follows the new primary {}",
+        survival.primary
+    );
+    // Semi-sync follows the primary role: on the new primary the source
+    // side is on, on every server following it off (else its applier
+    // waits for acknowledgements nobody sends — which `all_there` above
+    // also catches on a rejoined old primary). (The old primary itself may
+    // stay out: its commits frozen mid-wait for an acknowledgement hold
+    // `SET GLOBAL super_read_only = 1` back, so rwproxy keeps it out of
+    // routing and retries the fence.)
+    let following = survival.replicas.iter().map(|(n, _)| n.as_str());
+    for name in std::iter::once(survival.primary.as_str()).chain(following) {
+        let i = (0..sb.len())
+            .find(|&i| sb.name(i) == name)
+            .expect("a server");
+        let on = flavor::scalar(sb.port(i), "SELECT @@GLOBAL.rpl_semi_sync_source_enabled").await;
+        let want = if name == survival.primary { "1" } else { "0" };
+        assert_eq!(
+            on.as_deref(),
+            Some(want),
+            "rpl_semi_sync_source_enabled on {name}"
+        );
+    }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::flavor::{self, Topology};
 use common::sandbox::{self, global_status};
 use common::{root_exec, start_proxy, wait_until};
 use mysql_async::prelude::*;
@@ -33,21 +34,29 @@ async fn heal() {
 }
 
 fn config() -> Config {
-    let mut c = common::sandbox_config(sandbox::shared());
+    config_of(sandbox::shared())
+}
+
+fn config_of(t: &dyn Topology) -> Config {
+    let mut c = t.proxy_config();
     c.monitor_interval_ms = 500;
     c.consistency = Consistency::Eventual;
     c
 }
 
 async fn setup_table() {
-    let (p, _, _) = ports();
+    setup_table_on(sandbox::shared()).await
+}
+
+async fn setup_table_on(t: &dyn Topology) {
+    let p = t.port(0);
     root_exec(
         p,
         "CREATE TABLE IF NOT EXISTS app.lagt (id INT PRIMARY KEY, v INT)",
     )
     .await;
     root_exec(p, "INSERT IGNORE INTO app.lagt VALUES (1, 1)").await;
-    sandbox::wait_replicas_caught_up(sandbox::shared()).await;
+    flavor::wait_caught_up(t).await;
 }
 
 /// Runs plain reads from `clients` connections until `stop`.
@@ -159,16 +168,24 @@ async fn no_usable_replica_falls_back_or_errors() {
     let _g = SERIAL.lock().await;
     heal().await;
     setup_table().await;
-    let (p, r1, r2) = ports();
-    let proxy = start_proxy(config()).await;
-    let mut cfg = config();
+    no_usable_replica(sandbox::shared()).await;
+}
+
+/// Both replicas' SQL threads stopped: reads fall back to the primary
+/// (its `Com_select` counts them), or, with `replica_fallback = "error"`,
+/// fail with 1429 while writes still work.
+async fn no_usable_replica(t: &dyn Topology) {
+    let (p, r1, r2) = (t.port(0), t.port(1), t.port(2));
+    let (stop_sql, start_sql) = (t.flavor().stop_sql_thread(), t.flavor().start_sql_thread());
+    let proxy = start_proxy(config_of(t)).await;
+    let mut cfg = config_of(t);
     cfg.replica_fallback = ReplicaFallback::Error;
     let strict = start_proxy(cfg).await;
     // Connect while replicas are fine: drivers run reads of their own on
     // connect, which `replica_fallback = "error"` would refuse later.
     let mut strict_conn = strict.app_conn().await;
-    root_exec(r1, "STOP SLAVE SQL_THREAD").await;
-    root_exec(r2, "STOP SLAVE SQL_THREAD").await;
+    root_exec(r1, stop_sql).await;
+    root_exec(r2, stop_sql).await;
     wait_until(Duration::from_secs(5), "both replicas unusable", || async {
         let s = common::status(&proxy).await;
         common::server(&s, "replica1")["readable"] == false
@@ -217,8 +234,8 @@ async fn no_usable_replica_falls_back_or_errors() {
         .await
         .expect("write");
 
-    root_exec(r1, "START SLAVE SQL_THREAD").await;
-    root_exec(r2, "START SLAVE SQL_THREAD").await;
+    root_exec(r1, start_sql).await;
+    root_exec(r2, start_sql).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,16 +243,22 @@ async fn replica_killed_under_load_then_restarted() {
     let _g = SERIAL.lock().await;
     heal().await;
     setup_table().await;
-    let sb = sandbox::shared();
-    let (_, r1, r2) = ports();
-    let proxy = start_proxy(config()).await;
+    replica_killed(sandbox::shared()).await;
+}
+
+/// 16 readers; replica1 SIGKILLed after 3 s: it is marked down within 1 s,
+/// reads keep flowing (few client-visible errors), and once restarted it
+/// serves reads again (its own `Com_select`).
+async fn replica_killed(sb: &dyn Topology) {
+    let (r1, r2) = (sb.port(1), sb.port(2));
+    let proxy = start_proxy(config_of(sb)).await;
     let stop = Arc::new(AtomicBool::new(false));
     let (errors, ok) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let tasks = readers(&proxy, 16, stop.clone(), errors.clone(), ok.clone());
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let killed = Instant::now();
-    rwproxy_sandbox::kill_server(sb, 1).expect("kill replica1");
+    sb.kill(1);
     let detect = wait_until(Duration::from_secs(5), "replica1 marked down", || async {
         let s = common::status(&proxy).await;
         common::server(&s, "replica1")["up"] == false
@@ -261,7 +284,7 @@ async fn replica_killed_under_load_then_restarted() {
         "marking replica1 down took {down_after:?} (polled for {detect:?})"
     );
 
-    rwproxy_sandbox::start_server(sb, 1).expect("restart replica1");
+    sb.restart(1);
     wait_until(
         Duration::from_secs(30),
         "replica1 readable again",
@@ -795,4 +818,26 @@ async fn causal_reads_wait_on_a_replica_and_never_read_stale() {
         "{metrics}"
     );
     heal().await;
+}
+
+/// The same fallback and replica-kill scenarios on MySQL 9.7 (issue 15,
+/// item 4), on one MySQL sandbox of this test's own (lag-bounded routing
+/// and read-your-writes on MySQL: tests/mysql_flavor.rs). The sandbox
+/// starts outside the lock; the scenarios take it like the others, so
+/// that no other test's timings share the machine with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_no_usable_replica_and_replica_killed_under_load() {
+    let sb = tokio::task::spawn_blocking(|| flavor::fresh_mysql(2))
+        .await
+        .expect("join");
+    let _g = SERIAL.lock().await;
+    let t = Instant::now();
+    setup_table_on(&sb).await;
+    no_usable_replica(&sb).await;
+    flavor::wait_caught_up(&sb).await;
+    replica_killed(&sb).await;
+    println!(
+        "MySQL: fallback and replica kill in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 }

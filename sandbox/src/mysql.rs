@@ -24,7 +24,11 @@
 //! stalls 8–10 s), `secure-file-priv` inside the sandbox, `gtid_mode=ON`,
 //! replicas `super_read_only`, replication with `SOURCE_AUTO_POSITION=1` and
 //! `GET_SOURCE_PUBLIC_KEY=1` (the `repl` account is caching_sha2_password
-//! and replication runs without TLS).
+//! and replication runs without TLS), and `SOURCE_HEARTBEAT_PERIOD=0.5` as
+//! on the MariaDB sandbox: the default (`replica_net_timeout / 2` = 30 s) is
+//! too rare for the replicas' evidence of a live primary, so a quiet primary
+//! cut off from rwproxy alone looked dead after `primary_failure_timeout`
+//! and a replica was promoted beside it.
 
 use std::fs;
 use std::io;
@@ -440,7 +444,8 @@ fn set_up_replication(sb: &MysqlSandbox) -> Result<(), SandboxError> {
                 &format!(
                     "CHANGE REPLICATION SOURCE TO SOURCE_HOST='127.0.0.1', SOURCE_PORT={pport}, \
                      SOURCE_USER='repl', SOURCE_PASSWORD='repl', SOURCE_AUTO_POSITION=1, \
-                     GET_SOURCE_PUBLIC_KEY=1, SOURCE_CONNECT_RETRY=1; START REPLICA;"
+                     GET_SOURCE_PUBLIC_KEY=1, SOURCE_CONNECT_RETRY=1, SOURCE_HEARTBEAT_PERIOD=0.5; \
+                     START REPLICA;"
                 ),
             )?;
         } else {

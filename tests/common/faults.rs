@@ -1,7 +1,8 @@
 //! Fault-injection helpers: writers that record every acknowledged id, a
 //! checker that every acknowledged id survived on the final primary and
 //! on each replica following it, and signals to the sandbox's own
-//! `mariadbd` processes (by the PID the sandbox recorded).
+//! `mariadbd` / `mysqld` processes (by the PID the sandbox recorded); for
+//! either flavor through [`Topology`].
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
@@ -10,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::*;
-use rwproxy_sandbox::Sandbox;
 
+use super::flavor::{Topology, role_of};
 use super::sandbox::root_opts;
 
 /// One write's outcome as its client saw it.
@@ -163,28 +164,12 @@ async fn ids_on(port: u16) -> BTreeSet<u64> {
     v.into_iter().collect()
 }
 
-/// `(read_only, replicating from port)` of a running server.
-pub async fn role_of(port: u16) -> Option<(bool, Option<u16>)> {
-    let mut c = tokio::time::timeout(
-        Duration::from_secs(3),
-        mysql_async::Conn::new(root_opts(port)),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    let ro: Option<u8> = c.query_first("SELECT @@GLOBAL.read_only").await.ok()?;
-    let rows: Vec<mysql_async::Row> = c.query("SHOW SLAVE STATUS").await.ok()?;
-    let source = rows.first().and_then(|r| r.get::<u16, _>("Master_Port"));
-    let _ = c.disconnect().await;
-    Some((ro == Some(1), source))
-}
-
 /// Servers (names) that are running, writable and not replicating.
-pub async fn writable_primaries(sb: &Sandbox) -> Vec<String> {
+pub async fn writable_primaries(sb: &dyn Topology) -> Vec<String> {
     let mut out = Vec::new();
-    for s in sb.servers.iter().filter(|s| s.running_pid().is_some()) {
-        if let Some((false, None)) = role_of(s.port).await {
-            out.push(s.name.clone());
+    for i in (0..sb.len()).filter(|&i| sb.running(i)) {
+        if let Some((false, None)) = role_of(sb.flavor(), sb.port(i)).await {
+            out.push(sb.name(i));
         }
     }
     out
@@ -193,29 +178,31 @@ pub async fn writable_primaries(sb: &Sandbox) -> Vec<String> {
 /// Checks that every acknowledged id is on the final primary (`primary`,
 /// as rwproxy publishes it) and on every running replica that follows it
 /// (waiting up to 30 s for them).
-pub async fn survival(sb: &Sandbox, primary: &str, acked: &BTreeSet<u64>) -> Survival {
-    let primary = sb
-        .servers
-        .iter()
-        .find(|s| s.name == primary)
+pub async fn survival(sb: &dyn Topology, primary: &str, acked: &BTreeSet<u64>) -> Survival {
+    let p = (0..sb.len())
+        .find(|&i| sb.name(i) == primary)
         .unwrap_or_else(|| panic!("no server {primary}"));
     let missing_on_primary: BTreeSet<u64> = acked
-        .difference(&ids_on(primary.port).await)
+        .difference(&ids_on(sb.port(p)).await)
         .copied()
         .collect();
     let mut replicas = Vec::new();
-    for s in sb.servers.iter().filter(|s| s.running_pid().is_some()) {
-        if s.name == primary.name {
+    for i in (0..sb.len()).filter(|&i| sb.running(i)) {
+        if i == p {
             continue;
         }
-        if role_of(s.port).await.and_then(|(_, src)| src) != Some(primary.port) {
+        if role_of(sb.flavor(), sb.port(i))
+            .await
+            .and_then(|(_, src)| src)
+            != Some(sb.port(p))
+        {
             continue;
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         let expected: BTreeSet<u64> = acked.difference(&missing_on_primary).copied().collect();
         let missing = loop {
             let m: BTreeSet<u64> = expected
-                .difference(&ids_on(s.port).await)
+                .difference(&ids_on(sb.port(i)).await)
                 .copied()
                 .collect();
             if m.is_empty() || Instant::now() > deadline {
@@ -223,26 +210,18 @@ pub async fn survival(sb: &Sandbox, primary: &str, acked: &BTreeSet<u64>) -> Sur
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
-        replicas.push((s.name.clone(), missing));
+        replicas.push((sb.name(i), missing));
     }
     Survival {
-        primary: primary.name.clone(),
+        primary: primary.to_string(),
         missing_on_primary,
         replicas,
     }
 }
 
 /// Sends signal `sig` ("STOP", "CONT") to server `index` of the sandbox
-/// — its own `mariadbd`, by the PID in its pid file. (SIGKILL: use
-/// `rwproxy_sandbox::kill_server`, which also waits for the exit.)
-pub fn signal(sb: &Sandbox, index: usize, sig: &str) {
-    let pid = sb.servers[index]
-        .running_pid()
-        .unwrap_or_else(|| panic!("{} is not running", sb.servers[index].name));
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{sig} {pid} failed");
+/// — its own `mariadbd` / `mysqld`, by the PID the sandbox recorded.
+/// (SIGKILL: [`Topology::kill`], which also waits for the exit.)
+pub fn signal(sb: &dyn Topology, index: usize, sig: &str) {
+    sb.signal(index, sig)
 }

@@ -5,6 +5,7 @@
 
 pub mod child;
 pub mod faults;
+pub mod flavor;
 pub mod raw;
 pub mod relay;
 pub mod sandbox;
