@@ -112,12 +112,20 @@ impl PrimaryPos {
         // this line wakes `changed()` below.
         let mut rx = self.inner.done.subscribe();
         let need = {
-            let s = self.inner.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let s = self
+                .inner
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             s.started + 1
         };
         loop {
             {
-                let mut s = self.inner.state.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut s = self
+                    .inner
+                    .state
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 let last = rx.borrow_and_update().clone();
                 if last.seq >= need {
                     return last.pos;

@@ -48,7 +48,11 @@ fn config(consistency: Consistency, causal_wait_ms: u64) -> Config {
 
 async fn fresh_table() {
     let (p, _, _) = ports();
-    root_exec(p, "CREATE TABLE IF NOT EXISTS app.glob (id INT PRIMARY KEY)").await;
+    root_exec(
+        p,
+        "CREATE TABLE IF NOT EXISTS app.glob (id INT PRIMARY KEY)",
+    )
+    .await;
     root_exec(p, "DELETE FROM app.glob").await;
     sandbox::wait_replicas_caught_up(sandbox::shared()).await;
 }
@@ -177,7 +181,10 @@ async fn global_read_waits_for_a_replica_only_when_needed() {
         after[0] - before[0],
         (after[1] - before[1]) + (after[2] - before[2])
     );
-    assert_eq!(waited, 0, "no read should wait when the replicas are current");
+    assert_eq!(
+        waited, 0,
+        "no read should wait when the replicas are current"
+    );
     assert_eq!(after[0] - before[0], 0, "no read should go to the primary");
     assert_eq!((after[1] - before[1]) + (after[2] - before[2]), 40);
 
@@ -198,7 +205,10 @@ async fn global_read_waits_for_a_replica_only_when_needed() {
                 .query_first(format!("SELECT id FROM app.glob WHERE id = {id}"))
                 .await
                 .expect("direct select");
-            assert_eq!(seen, None, "replica on port {r} must be behind for this check");
+            assert_eq!(
+                seen, None,
+                "replica on port {r} must be behind for this check"
+            );
             let _ = direct.disconnect().await;
         }
         let waits = replica_status("Master_gtid_wait_count").await;
