@@ -108,6 +108,17 @@ impl PrimaryPos {
     /// The primary's executed position, read after this call began.
     /// `None` when it could not be read (no primary, error, timeout).
     pub async fn fetch(&self) -> Option<Arc<GtidPos>> {
+        self.fetch_by(|inner| async move { query(&inner).await })
+            .await
+    }
+
+    /// [`PrimaryPos::fetch`] with the query given (`read` makes the fetch
+    /// this caller starts, if it starts one; tests pass their own).
+    async fn fetch_by<F, Fut>(&self, read: F) -> Option<Arc<GtidPos>>
+    where
+        F: Fn(Arc<Inner>) -> Fut,
+        Fut: Future<Output = Result<GtidPos, FetchError>> + Send + 'static,
+    {
         // Subscribed before looking at the state: a fetch finishing after
         // this line wakes `changed()` below.
         let mut rx = self.inner.done.subscribe();
@@ -134,7 +145,8 @@ impl PrimaryPos {
                     s.running = true;
                     s.started += 1;
                     let seq = s.started;
-                    tokio::spawn(run(self.inner.clone(), seq));
+                    let query = read(self.inner.clone());
+                    tokio::spawn(run(self.inner.clone(), seq, query));
                 }
             }
             if rx.changed().await.is_err() {
@@ -146,9 +158,13 @@ impl PrimaryPos {
 
 /// One fetch, numbered `seq`: publishes its result and lets the next
 /// fetch start.
-async fn run(inner: Arc<Inner>, seq: u64) {
+async fn run(
+    inner: Arc<Inner>,
+    seq: u64,
+    query: impl Future<Output = Result<GtidPos, FetchError>>,
+) {
     let limit = inner.config.load().connect_timeout();
-    let pos = match tokio::time::timeout(limit, query(&inner)).await {
+    let pos = match tokio::time::timeout(limit, query).await {
         Ok(Ok(p)) => Some(Arc::new(p)),
         Ok(Err(e)) => {
             debug!(error = %e, "global read: primary position not read");
@@ -216,5 +232,83 @@ async fn query(inner: &Inner) -> Result<GtidPos, FetchError> {
             *link = None;
             Err(FetchError::Server { addr, source })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    fn fetcher() -> PrimaryPos {
+        let config = Config::parse(
+            r#"
+[monitor]
+user = "m"
+[[servers]]
+name = "p"
+host = "127.0.0.1"
+port = 1
+role = "primary"
+"#,
+        )
+        .expect("config");
+        let topology = Arc::new(Topology::new(crate::topology::Snapshot::from_config(
+            &config,
+        )));
+        PrimaryPos::new(Arc::new(ArcSwap::from_pointee(config)), topology)
+    }
+
+    /// A query that reads "the primary's position" (`committed`) when it
+    /// starts, then takes 100 ms to answer; counts the queries run.
+    fn slow_read(
+        committed: Arc<AtomicU64>,
+        queries: Arc<AtomicU64>,
+    ) -> impl Fn(Arc<Inner>) -> std::pin::Pin<Box<dyn Future<Output = Result<GtidPos, FetchError>> + Send>>
+    {
+        move |_| {
+            let (committed, queries) = (committed.clone(), queries.clone());
+            Box::pin(async move {
+                queries.fetch_add(1, Ordering::SeqCst);
+                let seen = committed.load(Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok(GtidPos::parse(&format!("0-1-{seen}")))
+            })
+        }
+    }
+
+    /// A read that arrives while a fetch runs must not take that fetch's
+    /// answer (it may predate a commit acknowledged before the read
+    /// arrived); reads that arrive together share the next fetch.
+    #[tokio::test]
+    async fn a_read_never_joins_a_fetch_that_started_before_it() {
+        let pos = Arc::new(fetcher());
+        let committed = Arc::new(AtomicU64::new(1));
+        let queries = Arc::new(AtomicU64::new(0));
+        let first = {
+            let (pos, read) = (pos.clone(), slow_read(committed.clone(), queries.clone()));
+            tokio::spawn(async move { pos.fetch_by(read).await })
+        };
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // A commit is acknowledged while the first fetch runs; then three
+        // reads arrive.
+        committed.store(2, Ordering::SeqCst);
+        let mut later = Vec::new();
+        for _ in 0..3 {
+            let (pos, read) = (pos.clone(), slow_read(committed.clone(), queries.clone()));
+            later.push(tokio::spawn(async move { pos.fetch_by(read).await }));
+        }
+        let first = first.await.expect("first").expect("position");
+        assert_eq!(*first, GtidPos::parse("0-1-1"));
+        for r in later {
+            let got = r.await.expect("read").expect("position");
+            assert_eq!(*got, GtidPos::parse("0-1-2"), "must see the commit");
+        }
+        assert_eq!(
+            queries.load(Ordering::SeqCst),
+            2,
+            "the three later reads share one fetch"
+        );
     }
 }
