@@ -260,13 +260,14 @@ role = "primary"
         PrimaryPos::new(Arc::new(ArcSwap::from_pointee(config)), topology)
     }
 
+    type Reading = std::pin::Pin<Box<dyn Future<Output = Result<GtidPos, FetchError>> + Send>>;
+
     /// A query that reads "the primary's position" (`committed`) when it
     /// starts, then takes 100 ms to answer; counts the queries run.
     fn slow_read(
         committed: Arc<AtomicU64>,
         queries: Arc<AtomicU64>,
-    ) -> impl Fn(Arc<Inner>) -> std::pin::Pin<Box<dyn Future<Output = Result<GtidPos, FetchError>> + Send>>
-    {
+    ) -> impl Fn(Arc<Inner>) -> Reading {
         move |_| {
             let (committed, queries) = (committed.clone(), queries.clone());
             Box::pin(async move {
