@@ -70,6 +70,9 @@ pub struct Shared {
     pub rules: ArcSwap<RuleSet>,
     /// The running monitor and its cancellation token (RELOAD restarts it).
     pub monitor: tokio::sync::Mutex<Option<(CancellationToken, crate::monitor::Monitor)>>,
+    /// The primary's executed position for `consistency = "global"` reads
+    /// (single flight; idle and lock-free for the other modes).
+    pub primary_pos: crate::primary_pos::PrimaryPos,
 }
 
 /// What the admin port shows about a session.
@@ -205,6 +208,7 @@ pub async fn build_shared(
     ));
     let rules = RuleSet::compile(&config.rules)?;
     let config = Arc::new(ArcSwap::from_pointee(config));
+    let primary_pos = crate::primary_pos::PrimaryPos::new(config.clone(), topology.clone());
     let failover =
         Arc::new(Failover::new(config.clone(), topology.clone()).with_pools(pools.clone()));
     let accounts =
@@ -221,6 +225,7 @@ pub async fn build_shared(
         config,
         config_path,
         monitor: Default::default(),
+        primary_pos,
         failover,
         sessions: Default::default(),
         metrics: Default::default(),

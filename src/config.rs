@@ -82,6 +82,11 @@ pub enum Consistency {
     /// A session never reads data older than its own last write.
     #[default]
     Session,
+    /// A read sees every transaction the primary had committed when the
+    /// read arrived, whoever wrote it (see `primary_pos` and
+    /// `Session::global_read`). Costs a query on the primary per read
+    /// (shared by concurrent reads) and, when the replica is behind, a wait.
+    Global,
 }
 
 /// How a replica is chosen for a read.
@@ -536,11 +541,13 @@ pub struct Config {
     /// catches a stalled IO thread) instead of `Seconds_Behind_Master`.
     #[serde(default)]
     pub heartbeat: bool,
-    /// `session` (read your own writes) or `eventual`.
+    /// `session` (read your own writes), `eventual`, or `global` (every
+    /// commit acknowledged before the read arrived).
     #[serde(default)]
     pub consistency: Consistency,
     /// How long a read may wait for a replica to catch up with the
-    /// session's last write before going to the primary (0 = never wait).
+    /// session's last write (`global`: the primary's position when the read
+    /// arrived) before going to the primary (0 = never wait).
     #[serde(default)]
     pub causal_wait_ms: u64,
     /// Replica selection.

@@ -16,6 +16,8 @@
 //! - [`monitor`]: polls every server and publishes what it sees.
 //! - [`accounts`]: the servers' accounts, for logins checked by rwproxy.
 //! - [`failover`]: switchover, automatic failover, fencing, the write gate.
+//! - [`primary_pos`]: the primary's executed GTID position, fetched once
+//!   for all the `consistency = "global"` reads that arrive together.
 //! - [`app`]: what every part shares (`Shared`), built from a
 //!   configuration; RELOAD.
 //! - [`workers`]: the session threads.
@@ -41,6 +43,7 @@ pub mod failover;
 pub mod gtid;
 pub mod metrics;
 pub mod monitor;
+pub mod primary_pos;
 pub mod protocol;
 pub mod router;
 pub mod server;

@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::warn;
 
 use super::{ExecError, FailoverWait, Session, unavailable};
+use crate::config::Consistency;
 use crate::metrics::{ErrorKind, RouteLabel};
 use crate::protocol::command;
 use crate::protocol::response::{Expect, ForwardError, Summary};
@@ -238,7 +239,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let mut route = router::route(c, self.view_in(snap), snap, self.policy(), &needs, ticket);
         if causal {
-            route = self.causal(route, c, snap, tried, ticket).await;
+            route = if self.cfg.consistency == Consistency::Global {
+                self.global_read(route, c, snap, tried, ticket).await
+            } else {
+                self.causal(route, c, snap, tried, ticket).await
+            };
         }
         match route {
             Route::Primary(i) => Ok((i, RouteLabel::Primary)),

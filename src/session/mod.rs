@@ -9,6 +9,7 @@
 //! there, so a read served by a replica sees what the client set.
 
 mod execute;
+mod global;
 mod kill;
 mod lifecycle;
 mod sha2_login;
@@ -1381,7 +1382,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     ) -> Route {
         match route {
             Route::Fallback(p) if self.cfg.causal_wait_ms > 0 => {
-                match self.causal_replica(c, snap, exclude, ticket).await {
+                let Some(gtid) = self.last_write.as_ref().filter(|g| !g.is_unknown()) else {
+                    return route;
+                };
+                let gtid = gtid.to_string();
+                match self.causal_replica(&gtid, c, snap, exclude, ticket).await {
                     Some(r) => Route::Replica(r),
                     None => Route::Fallback(p),
                 }
@@ -1390,18 +1395,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
-    async fn causal_replica(
+    /// Asks the replica the balancer would pick for `c` to wait until it
+    /// has applied `gtid` (bounded by `causal_wait_ms`); that replica if it
+    /// did. Also the wait of `consistency = "global"` (see `global.rs`).
+    pub(super) async fn causal_replica(
         &mut self,
+        gtid: &str,
         c: &Classified,
         snap: &Snapshot,
         exclude: &[usize],
         ticket: u64,
     ) -> Option<usize> {
-        let gtid = self
-            .last_write
-            .as_ref()
-            .filter(|g| !g.is_unknown())?
-            .to_string();
         let secs = self.cfg.causal_wait_ms as f64 / 1000.0;
         let needs = ReadNeeds {
             max_lag: None,
@@ -1413,7 +1417,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             Ok(pos) => {
                 // In the replica's own dialect (`MASTER_GTID_WAIT` /
                 // `WAIT_FOR_EXECUTED_GTID_SET`; both answer 0 once applied).
-                let sql = self.conns[pos].conn.flavor().gtid_wait_sql(&gtid, secs);
+                let sql = self.conns[pos].conn.flavor().gtid_wait_sql(gtid, secs);
                 match self.conns[pos].conn.query_value(&sql).await {
                     Ok(v) => v.as_deref() == Some("0"),
                     Err(e) => {
