@@ -15,6 +15,8 @@
 //! - [`backend`]: authenticated server connections and their pools.
 //! - [`monitor`]: polls every server and publishes what it sees.
 //! - [`accounts`]: the servers' accounts, for logins checked by rwproxy.
+//! - [`catalog`]: the primary's stored functions that only read (a read
+//!   calling only those may run on a replica).
 //! - [`failover`]: switchover, automatic failover, fencing, the write gate.
 //! - [`app`]: what every part shares (`Shared`), built from a
 //!   configuration; RELOAD.
@@ -35,6 +37,7 @@ pub mod accounts;
 pub mod admin;
 pub mod app;
 pub mod backend;
+pub mod catalog;
 pub mod config;
 pub mod dialect;
 pub mod failover;

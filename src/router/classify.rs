@@ -311,6 +311,11 @@ impl One {
         }
     }
 
+    /// The same, pinning the session.
+    fn pinning(self) -> Self {
+        One { pins: true, ..self }
+    }
+
     /// A transaction statement that opens one (`BEGIN …`, `XA …`).
     fn begins() -> Self {
         One {
@@ -507,7 +512,17 @@ fn classify_one(st: &mut Stmt<'_, '_>) -> Option<One> {
             Kw::Lock | Kw::Unlock | Kw::Prepare | Kw::Execute | Kw::Deallocate | Kw::Handler => {
                 One::new(K::Write, true)
             }
-            Kw::Insert | Kw::Update | Kw::Delete | Kw::Replace | Kw::Do | Kw::Call | Kw::Load => {
+            // CALL: what the procedure leaves in the connection (user
+            // variables, temporary tables, locks, prepared statements) is
+            // invisible here, so the session stays on the primary
+            // connection that ran it from then on. MaxScale's default
+            // routes CALL to the primary but does not follow that state
+            // (its `strict_sp_calls = true` is this rule).
+            Kw::Call => {
+                let s = scan(st, Mode::Write, false);
+                One::scanned(K::Write, &s).pinning()
+            }
+            Kw::Insert | Kw::Update | Kw::Delete | Kw::Replace | Kw::Do | Kw::Load => {
                 let s = scan(st, Mode::Write, false);
                 One::scanned(K::Write, &s)
             }
@@ -914,6 +929,33 @@ pub fn stored_functions(sql: &[u8]) -> Vec<(Option<String>, String)> {
         p1 = Some(t);
     }
     out
+}
+
+/// The schema a `DROP {DATABASE | SCHEMA} [IF EXISTS] name` drops (one
+/// statement; backticks removed). Asked only after a write succeeded.
+pub fn dropped_schema(sql: &[u8]) -> Option<String> {
+    let mut lx = Lexer::new(sql);
+    if lx.next_token()?.keyword() != Kw::Drop {
+        return None;
+    }
+    let what = lx.next_token()?;
+    if !(what.is_word("DATABASE") || what.is_word("SCHEMA")) {
+        return None;
+    }
+    let mut name = lx.next_token()?;
+    if name.is_word("IF") {
+        lx.next_token().filter(|t| t.is_word("EXISTS"))?;
+        name = lx.next_token()?;
+    }
+    if !matches!(name.kind, TokenKind::Word | TokenKind::QuotedIdent) {
+        return None;
+    }
+    match lx.next_token() {
+        None => {}
+        Some(t) if t.is_punct(b';') && lx.next_token().is_none() => {}
+        Some(_) => return None,
+    }
+    (!lx.error).then(|| super::lex::ident_name(name.text))
 }
 
 /// `@@warning_count`, `@@error_count` (any scope prefix).
@@ -1325,7 +1367,7 @@ mod tests {
         ("TABLE t1", Read, false, None),
         ("REPLACE INTO t VALUES (1)", Write, false, None),
         ("LOAD DATA INFILE '/tmp/x' INTO TABLE t", Write, false, None),
-        ("CALL p(1, 2)", Write, false, None),
+        ("CALL p(1, 2)", Write, true, None),
         ("CREATE TABLE t (a int)", Write, false, None),
         ("ALTER TABLE t ADD COLUMN b int", Write, false, None),
         ("DROP TABLE t", Write, false, None),
@@ -2091,11 +2133,22 @@ mod server_state_tests {
         );
     }
 
-    /// `CALL` goes to the primary and does not pin by itself (MaxScale's
-    /// rule; the session pins after it, see `session`).
     #[test]
-    fn call_is_a_write() {
-        let c = classify(b"CALL p(1)");
-        assert_eq!((c.kind, c.pins_session), (Write, false));
+    fn dropped_schemas_are_read() {
+        let d = |sql: &str| dropped_schema(sql.as_bytes());
+        assert_eq!(d("DROP DATABASE d"), Some("d".into()));
+        assert_eq!(d("drop schema if exists `a b`;"), Some("a b".into()));
+        assert_eq!(d("DROP TABLE d"), None);
+        assert_eq!(d("DROP DATABASE d; SELECT 1"), None);
+        assert_eq!(d("SELECT 1"), None);
+    }
+
+    /// `CALL` goes to the primary and pins the session there.
+    #[test]
+    fn call_pins() {
+        for sql in ["CALL p(1)", "call app.p", "CALL p(); SELECT 1"] {
+            let c = classify(sql.as_bytes());
+            assert_eq!((c.kind, c.pins_session), (Write, true), "{sql}");
+        }
     }
 }

@@ -11,6 +11,7 @@
 mod execute;
 mod kill;
 mod lifecycle;
+mod routing;
 mod sha2_login;
 mod state;
 mod stmt;
@@ -953,7 +954,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Ok(())
             }
             Command::Query(sql) => {
-                let c = classify::classify(sql);
+                let c = self.route_stored_functions(sql, classify::classify(sql));
                 // Normalized (literals as `?`), never the raw text: string
                 // literals carry passwords (`IDENTIFIED BY '…'`) and user data.
                 debug!(parent: &self.span, statement = %digest::Redacted(sql), kind = ?c.kind, "query");
@@ -1173,6 +1174,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return Err(ExecError::Refused(denied));
             }
         };
+        let function_ddl = self.before_write(sql, &c);
         let started = Instant::now();
         let work = Work::Command {
             payload,
@@ -1205,7 +1207,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         self.schema_selected(&route_idx, db);
                     }
                 }
-                _ => {}
+                _ => self.after_write(sql, &c, function_ddl, &route_idx),
             }
         }
         if let Some(schema) = summary.schema {
@@ -1262,9 +1264,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// The session's schema is now `db`, and the connection to `server`
     /// (which ran the statement) has it selected.
+    /// An empty name (the server's schema tracking after the current schema
+    /// was dropped) means no schema.
     fn schema_selected(&mut self, server: &Arc<str>, db: String) {
+        let held = self.conns.iter_mut().find(|h| &h.server == server);
+        if db.is_empty() {
+            self.state.schema = None;
+            if let Some(h) = held {
+                h.conn.clear_schema();
+            }
+            return;
+        }
         self.state.schema = Some(db.clone());
-        if let Some(h) = self.conns.iter_mut().find(|h| &h.server == server) {
+        if let Some(h) = held {
             h.conn.set_schema(db);
         }
     }
