@@ -1642,7 +1642,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Returns the position in `self.conns` of a ready connection to
     /// server `idx`, borrowing one and replaying state as needed.
+    ///
+    /// The session's schema may have been dropped by another client: a
+    /// connection with another schema selected cannot run the statement
+    /// (it would read that schema's tables), so it is dropped and one with
+    /// no schema selected is taken instead (see `State::sync`).
     async fn acquire(&mut self, snap: &Snapshot, idx: usize) -> Result<usize, ExecError> {
+        match self.acquire_with(snap, idx, false).await {
+            Err(ExecError::Acquire { source, .. })
+                if self.state.schema.is_some()
+                    && source
+                        .server_refusal()
+                        .is_some_and(|e| e.code == crate::backend::UNKNOWN_DATABASE) =>
+            {
+                self.acquire_with(snap, idx, true).await
+            }
+            r => r,
+        }
+    }
+
+    /// [`Self::acquire`]; `no_schema` asks the pool for a connection
+    /// without a schema selected.
+    async fn acquire_with(
+        &mut self,
+        snap: &Snapshot,
+        idx: usize,
+        no_schema: bool,
+    ) -> Result<usize, ExecError> {
         let server = &snap.servers[idx];
         let held = self.conns.iter().position(|h| h.server == server.name);
         let pos = match held {
@@ -1658,7 +1684,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 );
                 let want = Want {
                     state_fp: self.state.fp,
-                    schema: self.state.schema.as_deref(),
+                    schema: self.state.schema.as_deref().filter(|_| !no_schema),
                 };
                 let conn = self
                     .shared

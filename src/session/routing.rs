@@ -45,9 +45,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// function DDL, and a `DROP DATABASE` of the current schema leaves the
     /// session without one, as the server leaves its connection (`SELECT
     /// DATABASE()` is NULL, and no other connection replays the schema).
-    /// `server` ran the statement; the session's other connections keep the
-    /// dropped schema selected on their servers, as they would directly,
-    /// and are not told otherwise.
+    /// `server` ran the statement. The session's other connections still
+    /// have a schema selected (the dropped one, replicated away under them,
+    /// or the one the pool handed them with), which no statement can unset:
+    /// they go back to the pool (which gives them only to sessions that
+    /// select a schema), unless their prepared statements keep them.
     pub(super) fn after_write(
         &mut self,
         sql: &[u8],
@@ -63,8 +65,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             && self.state.schema.as_deref() == Some(dropped.as_str())
         {
             self.state.schema = None;
-            if let Some(h) = self.conns.iter_mut().find(|h| &h.server == server) {
-                h.conn.clear_schema();
+            let mut i = 0;
+            while i < self.conns.len() {
+                let h = &mut self.conns[i];
+                if &h.server == server {
+                    h.conn.clear_schema();
+                } else if h.conn.schema().is_some()
+                    && !h.primary
+                    && !self.stmts.busy_on(&h.server)
+                    && self
+                        .replica_tx
+                        .as_ref()
+                        .is_none_or(|t| t.server != h.server)
+                {
+                    let held = self.conns.swap_remove(i);
+                    self.stmts.forget_server(&held.server);
+                    self.shared.pools.give_back(held.into_conn());
+                    continue;
+                }
+                i += 1;
             }
         }
     }
