@@ -910,18 +910,18 @@ pub fn stored_functions(sql: &[u8]) -> Vec<(Option<String>, String)> {
     let (mut p3, mut p2, mut p1): (Option<Token<'_>>, Option<Token<'_>>, Option<Token<'_>>) =
         (None, None, None);
     while let Some(t) = lx.next_token() {
-        if t.is_punct(b'(') {
-            if let Some(name) = p1 {
-                let qualified = p2.is_some_and(|d| d.is_punct(b'.'));
-                if is_stored_call(name, name.keyword(), qualified) {
-                    let schema = if qualified {
-                        p3.filter(|q| matches!(q.kind, TokenKind::Word | TokenKind::QuotedIdent))
-                            .map(|q| super::lex::ident_name(q.text))
-                    } else {
-                        None
-                    };
-                    out.push((schema, super::lex::ident_name(name.text)));
-                }
+        if t.is_punct(b'(')
+            && let Some(name) = p1
+        {
+            let qualified = p2.is_some_and(|d| d.is_punct(b'.'));
+            if is_stored_call(name, name.keyword(), qualified) {
+                let schema = if qualified {
+                    p3.filter(|q| matches!(q.kind, TokenKind::Word | TokenKind::QuotedIdent))
+                        .map(|q| super::lex::ident_name(q.text))
+                } else {
+                    None
+                };
+                out.push((schema, super::lex::ident_name(name.text)));
             }
         }
         p3 = p2;
