@@ -22,16 +22,59 @@
 //! keywords, and only in reads.
 
 /// Whether `word` is a built-in function or keyword (ASCII case ignored).
+/// Binary search over [`KEYS`] (integer comparisons), then the few names
+/// sharing the first 8 bytes are compared in full: measured, a search over
+/// the names themselves cost a typical statement corpus ~20 %.
 pub(crate) fn is_builtin(word: &[u8]) -> bool {
-    if word.len() > MAX_LEN {
+    if word.is_empty() || word.len() > MAX_LEN {
         return false;
     }
     let mut buf = [0u8; MAX_LEN];
     let upper = &mut buf[..word.len()];
     upper.copy_from_slice(word);
     upper.make_ascii_uppercase();
-    BUILTIN.binary_search(&&*upper).is_ok()
+    let k = key(upper);
+    let Ok(hit) = KEYS.binary_search(&k) else {
+        return false;
+    };
+    let mut i = hit;
+    while i > 0 && KEYS[i - 1] == k {
+        i -= 1;
+    }
+    while i < KEYS.len() && KEYS[i] == k {
+        if BUILTIN[i] == &*upper {
+            return true;
+        }
+        i += 1;
+    }
+    false
 }
+
+/// The first 8 bytes of an upper-case name, big-endian and zero-padded:
+/// ordered as the names are (bytes ≥ 0x20 sort after the padding).
+const fn key(name: &[u8]) -> u64 {
+    let mut v = 0u64;
+    let mut i = 0;
+    while i < 8 {
+        v <<= 8;
+        if i < name.len() {
+            v |= name[i] as u64;
+        }
+        i += 1;
+    }
+    v
+}
+
+/// [`key`] of every [`BUILTIN`] name, in the same (sorted) order.
+static KEYS: [u64; BUILTIN.len()] = {
+    let mut out = [0u64; BUILTIN.len()];
+    let mut i = 0;
+    while i < BUILTIN.len() {
+        out[i] = key(BUILTIN[i]);
+        i += 1;
+    }
+    out
+};
 
 /// The longest name in [`BUILTIN`] (checked by a test).
 const MAX_LEN: usize = 40;
