@@ -68,6 +68,9 @@ pub struct Shared {
     /// a firewall rule added in an emergency must reach long-lived pooled
     /// connections too.
     pub rules: ArcSwap<RuleSet>,
+    /// The stored functions known to only read (refreshed on demand by
+    /// its own service, see [`crate::catalog`]).
+    pub catalog: Arc<crate::catalog::Catalog>,
     /// The running monitor and its cancellation token (RELOAD restarts it).
     pub monitor: tokio::sync::Mutex<Option<(CancellationToken, crate::monitor::Monitor)>>,
     /// The primary's executed position for `consistency = "global"` reads
@@ -220,8 +223,13 @@ pub async fn build_shared(
             warn!(error = %e, "could not load server accounts at start-up");
         }
     }
+    let catalog = Arc::new(crate::catalog::Catalog::new(
+        config.clone(),
+        topology.clone(),
+    ));
     Ok(Arc::new(Shared {
         accounts,
+        catalog,
         config,
         config_path,
         monitor: Default::default(),

@@ -550,6 +550,13 @@ pub struct Config {
     /// arrived) before going to the primary (0 = never wait).
     #[serde(default)]
     pub causal_wait_ms: u64,
+    /// Stored functions known not to write, besides those the primary's
+    /// catalogue declares `NO SQL` or `READS SQL DATA`: a read calling
+    /// only such functions may run on a replica. `"db.f"` names one
+    /// function, `"f"` a function of that name in any schema (names ignore
+    /// case, schemas do not). Reloadable; applies to new sessions.
+    #[serde(default)]
+    pub read_only_functions: Vec<String>,
     /// Replica selection.
     #[serde(default)]
     pub balance: Balance,

@@ -15,6 +15,8 @@
 //! - [`backend`]: authenticated server connections and their pools.
 //! - [`monitor`]: polls every server and publishes what it sees.
 //! - [`accounts`]: the servers' accounts, for logins checked by rwproxy.
+//! - [`catalog`]: the primary's stored functions that only read (a read
+//!   calling only those may run on a replica).
 //! - [`failover`]: switchover, automatic failover, fencing, the write gate.
 //! - [`primary_pos`]: the primary's executed GTID position, fetched once
 //!   for all the `consistency = "global"` reads that arrive together.
@@ -37,6 +39,7 @@ pub mod accounts;
 pub mod admin;
 pub mod app;
 pub mod backend;
+pub mod catalog;
 pub mod config;
 pub mod dialect;
 pub mod failover;

@@ -315,6 +315,8 @@ async fn run_with(
     services.spawn("failover", &shutdown, |stop| f.watch(stop));
     let a = shared.accounts.clone();
     services.spawn("accounts", &shutdown, |stop| a.refresher(stop));
+    let cat = shared.catalog.clone();
+    services.spawn("catalog", &shutdown, |stop| cat.refresher(stop));
     if let Some(l) = listeners.admin {
         services.spawn_until("admin", &shutdown, crate::admin::serve(l, shared.clone()));
     }

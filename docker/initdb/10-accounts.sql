@@ -8,4 +8,5 @@ CREATE USER IF NOT EXISTS 'rwproxy_monitor'@'%' IDENTIFIED BY 'monitor';
 GRANT SLAVE MONITOR, READ_ONLY ADMIN, REPLICATION SLAVE ADMIN, RELOAD,
       REPLICATION MASTER ADMIN ON *.* TO 'rwproxy_monitor'@'%';
 GRANT SELECT ON mysql.global_priv TO 'rwproxy_monitor'@'%';
+GRANT SELECT ON mysql.proc TO 'rwproxy_monitor'@'%';
 GRANT CREATE, INSERT, UPDATE, DELETE, SELECT ON rwproxy.* TO 'rwproxy_monitor'@'%';

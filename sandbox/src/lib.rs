@@ -1078,12 +1078,15 @@ pub(crate) use common_accounts_sql;
 /// `mysql.global_priv` (accounts), `READ_ONLY ADMIN` (fencing),
 /// `REPLICATION SLAVE ADMIN` (`STOP`/`START SLAVE`, `CHANGE MASTER`,
 /// `gtid_slave_pos`), `RELOAD` (`RESET SLAVE ALL`), `REPLICATION MASTER
-/// ADMIN` (semi-sync primary side after a promotion).
+/// ADMIN` (semi-sync primary side after a promotion), `SELECT` on
+/// `mysql.proc` (the stored functions' `SQL DATA ACCESS`, for routing reads
+/// that call them).
 const ACCOUNTS_SQL: &str = concat!(
     common_accounts_sql!(),
     "GRANT SLAVE MONITOR, READ_ONLY ADMIN, REPLICATION SLAVE ADMIN, RELOAD, \
 REPLICATION MASTER ADMIN ON *.* TO 'rwproxy_monitor'@'%';
-GRANT SELECT ON mysql.global_priv TO 'rwproxy_monitor'@'%';"
+GRANT SELECT ON mysql.global_priv TO 'rwproxy_monitor'@'%';
+GRANT SELECT ON mysql.proc TO 'rwproxy_monitor'@'%';"
 );
 
 fn set_up_replication(

@@ -60,13 +60,15 @@ const REPLICATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// (heartbeats), `SELECT` on `mysql.user` (accounts),
 /// `SYSTEM_VARIABLES_ADMIN` (`super_read_only`/`read_only`),
 /// `REPLICATION_SLAVE_ADMIN` (`STOP`/`START REPLICA`, `CHANGE REPLICATION
-/// SOURCE`), `RELOAD` (`RESET REPLICA ALL`).
+/// SOURCE`), `RELOAD` (`RESET REPLICA ALL`), `SHOW_ROUTINE` (stored
+/// functions' `SQL DATA ACCESS`).
 const ACCOUNTS_SQL: &str = concat!(
     super::common_accounts_sql!(),
     "GRANT REPLICATION CLIENT, SYSTEM_VARIABLES_ADMIN, REPLICATION_SLAVE_ADMIN, RELOAD \
 ON *.* TO 'rwproxy_monitor'@'%';
 GRANT SELECT ON mysql.user TO 'rwproxy_monitor'@'%';
-GRANT SELECT ON performance_schema.replication_connection_status TO 'rwproxy_monitor'@'%';"
+GRANT SELECT ON performance_schema.replication_connection_status TO 'rwproxy_monitor'@'%';
+GRANT SHOW_ROUTINE ON *.* TO 'rwproxy_monitor'@'%';"
 );
 
 /// What `DIR/mysql-sandbox.toml` records.

@@ -152,6 +152,9 @@ pub enum BackendError {
     Replay(ClientError),
 }
 
+/// ER_BAD_DB_ERROR: the schema does not exist (any more).
+pub const UNKNOWN_DATABASE: u16 = 1049;
+
 impl BackendError {
     /// The server's own refusal (e.g. 1045, 1049, 1044), when that is
     /// what happened: the client should see it verbatim.
@@ -397,6 +400,11 @@ impl BackendConn {
     /// into it gives (false after a reset: see `schema_vars_stale`).
     pub fn has_schema(&self, db: &str) -> bool {
         !self.schema_vars_stale && self.schema.as_deref() == Some(db)
+    }
+
+    /// Records that no schema is selected here (the current one was dropped).
+    pub fn clear_schema(&mut self) {
+        self.schema = None;
     }
 
     /// A client statement left state here that only a reset clears.
@@ -993,17 +1001,31 @@ impl Pools {
         }
         let tls = self.tls.load();
         let epoch = self.epoch.load(Ordering::Acquire);
-        let mut conn = BackendConn::connect(
-            addr,
-            key.clone(),
-            cred,
-            caps,
-            want.schema,
-            self.connect_timeout,
-            tls.for_server(&key.server),
-            tls.compression_for(&key.server),
-        )
-        .await?;
+        let connect = |schema| {
+            BackendConn::connect(
+                addr,
+                key.clone(),
+                cred,
+                caps,
+                schema,
+                self.connect_timeout,
+                tls.for_server(&key.server),
+                tls.compression_for(&key.server),
+            )
+        };
+        let mut conn = match connect(want.schema).await {
+            // The session's schema was dropped by someone else: directly,
+            // its connection keeps working for statements that need no
+            // schema, so this one logs in without (see `State::sync`).
+            Err(e)
+                if want.schema.is_some()
+                    && e.server_refusal()
+                        .is_some_and(|r| r.code == UNKNOWN_DATABASE) =>
+            {
+                connect(None).await?
+            }
+            r => r?,
+        };
         conn.permit = permit;
         conn.cut = self.cut_token(&key.server);
         conn.read_timeout = self.read_timeout;

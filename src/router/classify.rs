@@ -73,6 +73,13 @@ pub struct Classified {
     /// `FOUND_ROWS()`, `LAST_INSERT_ID()`): only the connection that ran
     /// that statement can answer.
     pub diagnostics: bool,
+    /// A read (kind [`StatementKind::Read`]) calls a function that is not
+    /// a built-in (`db.f(…)`, or `f(…)` with `f` not in
+    /// [`super::functions`]): a stored function, which may write. The
+    /// session sends it to the primary unless its catalogue or the
+    /// configured allow-list says every called function only reads (see
+    /// `crate::catalog`); [`stored_functions`] lists them.
+    pub calls_functions: bool,
 }
 
 impl Classified {
@@ -92,6 +99,7 @@ impl Classified {
             connection_id: false,
             kill: false,
             diagnostics: false,
+            calls_functions: false,
         }
     }
 
@@ -147,6 +155,7 @@ pub fn classify(sql: &[u8]) -> Classified {
     let mut connection_id = false;
     let mut kill = false;
     let mut diagnostics = false;
+    let mut calls_functions = false;
     loop {
         let mut st = Stmt {
             lx: &mut lx,
@@ -171,6 +180,7 @@ pub fn classify(sql: &[u8]) -> Classified {
             connection_id |= one.connection_id;
             kill |= one.kill;
             diagnostics |= one.diagnostics;
+            calls_functions |= one.calls_functions;
             changes_session |= matches!(one.kind, StatementKind::Set | StatementKind::Use);
             if rank(one.kind) > rank(strongest) {
                 strongest = one.kind;
@@ -209,6 +219,7 @@ pub fn classify(sql: &[u8]) -> Classified {
         connection_id: connection_id && !lx.error,
         kill,
         diagnostics: diagnostics && !lx.error,
+        calls_functions: calls_functions && kind == StatementKind::Read && !lx.error,
     }
 }
 
@@ -258,6 +269,8 @@ struct One {
     kill: bool,
     /// Reads the previous statement's diagnostics.
     diagnostics: bool,
+    /// A read that calls a stored function.
+    calls_functions: bool,
 }
 
 impl One {
@@ -271,6 +284,7 @@ impl One {
             connection_id: false,
             kill: false,
             diagnostics: false,
+            calls_functions: false,
         }
     }
 
@@ -283,6 +297,7 @@ impl One {
             // the lock), so the comparison stays true.
             connection_id: s.connection_id && !s.server_thread_ids,
             diagnostics: s.diagnostics,
+            calls_functions: s.calls_functions,
             ..One::new(kind, s.pins)
         }
     }
@@ -297,7 +312,13 @@ impl One {
             connection_id: false,
             kill: false,
             diagnostics: false,
+            calls_functions: false,
         }
+    }
+
+    /// The same, pinning the session.
+    fn pinning(self) -> Self {
+        One { pins: true, ..self }
     }
 
     /// A transaction statement that opens one (`BEGIN …`, `XA …`).
@@ -496,7 +517,17 @@ fn classify_one(st: &mut Stmt<'_, '_>) -> Option<One> {
             Kw::Lock | Kw::Unlock | Kw::Prepare | Kw::Execute | Kw::Deallocate | Kw::Handler => {
                 One::new(K::Write, true)
             }
-            Kw::Insert | Kw::Update | Kw::Delete | Kw::Replace | Kw::Do | Kw::Call | Kw::Load => {
+            // CALL: what the procedure leaves in the connection (user
+            // variables, temporary tables, locks, prepared statements) is
+            // invisible here, so the session stays on the primary
+            // connection that ran it from then on. MaxScale's default
+            // routes CALL to the primary but does not follow that state
+            // (its `strict_sp_calls = true` is this rule).
+            Kw::Call => {
+                let s = scan(st, Mode::Write, false);
+                One::scanned(K::Write, &s).pinning()
+            }
+            Kw::Insert | Kw::Update | Kw::Delete | Kw::Replace | Kw::Do | Kw::Load => {
                 let s = scan(st, Mode::Write, false);
                 One::scanned(K::Write, &s)
             }
@@ -621,6 +652,8 @@ struct Scan {
     assigns_user_var: bool,
     /// Calls `IS_USED_LOCK()`, which answers a server thread id.
     server_thread_ids: bool,
+    /// A read that calls a function that is not a built-in.
+    calls_functions: bool,
 }
 
 /// Reads the rest of a statement and applies the rules that can fire
@@ -641,6 +674,10 @@ fn scan(st: &mut Stmt<'_, '_>, mode: Mode, with: bool) -> Scan {
     let mut find_main = with;
     // WITH … REPLACE at depth 0: a write unless `(` follows (the function).
     let mut after_replace = false;
+    // The previous token, and whether a `.` came before it (`db.f(`).
+    let mut prev_tok: Option<Token<'_>> = None;
+    let mut prev_dot = false;
+    let mut dot = false;
     while let Some(t) = st.next() {
         let kw = match t.kind {
             TokenKind::Word => t.keyword(),
@@ -678,6 +715,9 @@ fn scan(st: &mut Stmt<'_, '_>, mode: Mode, with: bool) -> Scan {
                 if prev.reads_diagnostics() {
                     s.diagnostics = true;
                 }
+                if read && !s.calls_functions {
+                    s.calls_functions = prev_tok.is_some_and(|p| is_stored_call(p, prev, prev_dot));
+                }
                 depth = depth.saturating_add(1);
             }
             TokenKind::Punct(b')') => depth = depth.saturating_sub(1),
@@ -689,8 +729,15 @@ fn scan(st: &mut Stmt<'_, '_>, mode: Mode, with: bool) -> Scan {
                 s.primary = true;
                 s.diagnostics |= is_diagnostics_sysvar(t.text);
             }
+            TokenKind::SysVar if read && is_server_sysvar(t.text) => s.primary = true,
+            TokenKind::QuotedIdent if read && is_server_schema(ident_inner(t.text)) => {
+                s.primary = true
+            }
             TokenKind::UserVar => s.assigns_user_var = true,
             TokenKind::Word if read => {
+                if kw == Kw::Other && is_server_schema(t.text) {
+                    s.primary = true;
+                }
                 match kw {
                     Kw::Update | Kw::Share if prev == Kw::For => s.primary = true,
                     Kw::In if prev == Kw::Lock => s.primary = true,
@@ -722,6 +769,9 @@ fn scan(st: &mut Stmt<'_, '_>, mode: Mode, with: bool) -> Scan {
         }
         prev2 = prev;
         prev = kw;
+        prev_dot = dot;
+        dot = t.is_punct(b'.');
+        prev_tok = Some(t);
     }
     if after_into {
         s.pins = true;
@@ -749,6 +799,168 @@ fn is_primary_sysvar(text: &[u8]) -> bool {
         b"error_count",
     ];
     NAMES.iter().any(|n| name.eq_ignore_ascii_case(n))
+}
+
+/// Whether `word(` (the word `p`, of keyword `kw`, after a `.` if
+/// `qualified`) calls a stored function: `db.f(` always; `f(` when `f` is
+/// neither one of our keywords nor a built-in function or SQL keyword;
+/// `` `f`( `` (a quoted name is never a built-in).
+#[inline]
+fn is_stored_call(p: Token<'_>, kw: Kw, qualified: bool) -> bool {
+    match p.kind {
+        TokenKind::Word => qualified || (kw == Kw::Other && !super::functions::is_builtin(p.text)),
+        TokenKind::QuotedIdent => true,
+        _ => false,
+    }
+}
+
+/// The name inside `` `…` `` (the quotes cut off; doubled backticks kept,
+/// which no schema we look for has).
+fn ident_inner(text: &[u8]) -> &[u8] {
+    text.get(1..text.len().saturating_sub(1))
+        .unwrap_or_default()
+}
+
+/// The schemas whose tables describe the server that answers, not the
+/// replicated data: `information_schema` (its runtime tables —
+/// `PROCESSLIST`, `GLOBAL_STATUS`… — differ per server, and a catalogue
+/// read right after DDL must see the DDL, as ORMs introspect right after
+/// migrating), `performance_schema`, `mysql`, `sys`. A read naming one
+/// goes to the primary. A column or alias spelled like one of them is
+/// sent there too: safe, if not clever.
+#[inline]
+fn is_server_schema(name: &[u8]) -> bool {
+    match name.len() {
+        3 => name.eq_ignore_ascii_case(b"sys"),
+        5 => name.eq_ignore_ascii_case(b"mysql"),
+        18 => {
+            name.eq_ignore_ascii_case(b"information_schema")
+                || name.eq_ignore_ascii_case(b"performance_schema")
+        }
+        _ => false,
+    }
+}
+
+/// A system variable whose value is the answering server's own: any
+/// `@@global.x` (globals differ per server: `SET GLOBAL` through rwproxy
+/// reaches only the primary), and a bare `@@x` naming per-server state
+/// (paths, identity, replication and GTID positions, `read_only`).
+/// `@@session.x`/`@@local.x` and other bare names read the session's value,
+/// which rwproxy replays on every connection the session uses, so they
+/// stay readable anywhere: drivers' connect-time reads (`SELECT
+/// @@max_allowed_packet`, `@@version_comment`, `@@tx_isolation`…) keep
+/// going to replicas.
+///
+/// Why not every bare `@@x`: that sends every driver's connect-time
+/// queries to the primary, and rwproxy's own tests identify the server
+/// that ran a read by `@@port`. `@@port` therefore stays readable anywhere
+/// (a client knows the port it connected to: rwproxy's); `@@global.port`
+/// goes to the primary.
+fn is_server_sysvar(text: &[u8]) -> bool {
+    let name = text.get(2..).unwrap_or_default();
+    if let Some(dot) = name.iter().position(|&b| b == b'.') {
+        return name[..dot].eq_ignore_ascii_case(b"global");
+    }
+    const NAMES: &[&[u8]] = &[
+        b"basedir",
+        b"character_sets_dir",
+        b"datadir",
+        b"general_log_file",
+        b"gtid_binlog_pos",
+        b"gtid_binlog_state",
+        b"gtid_current_pos",
+        b"gtid_executed",
+        b"gtid_purged",
+        b"gtid_slave_pos",
+        b"hostname",
+        b"innodb_buffer_pool_filename",
+        b"innodb_data_home_dir",
+        b"innodb_log_group_home_dir",
+        b"innodb_read_only",
+        b"innodb_temp_data_file_path",
+        b"innodb_undo_directory",
+        b"lc_messages_dir",
+        b"log_bin",
+        b"log_bin_basename",
+        b"log_bin_index",
+        b"log_error",
+        b"pid_file",
+        b"plugin_dir",
+        b"read_only",
+        b"relay_log",
+        b"relay_log_basename",
+        b"relay_log_index",
+        b"report_host",
+        b"secure_file_priv",
+        b"server_id",
+        b"server_uid",
+        b"server_uuid",
+        b"slave_load_tmpdir",
+        b"slow_query_log_file",
+        b"super_read_only",
+        b"system_time_zone",
+        b"tmpdir",
+    ];
+    NAMES.iter().any(|n| name.eq_ignore_ascii_case(n))
+}
+
+/// The stored functions a text calls, as (schema as written, name), names
+/// unquoted: what [`Classified::calls_functions`] saw, for the session to
+/// look up in its catalogue. Asked only for a text so flagged, so it may
+/// allocate.
+pub fn stored_functions(sql: &[u8]) -> Vec<(Option<String>, String)> {
+    let mut lx = Lexer::new(sql);
+    let mut out = Vec::new();
+    // The last three tokens: qualifier, `.`, name.
+    let (mut p3, mut p2, mut p1): (Option<Token<'_>>, Option<Token<'_>>, Option<Token<'_>>) =
+        (None, None, None);
+    while let Some(t) = lx.next_token() {
+        if t.is_punct(b'(')
+            && let Some(name) = p1
+        {
+            let qualified = p2.is_some_and(|d| d.is_punct(b'.'));
+            if is_stored_call(name, name.keyword(), qualified) {
+                let schema = if qualified {
+                    p3.filter(|q| matches!(q.kind, TokenKind::Word | TokenKind::QuotedIdent))
+                        .map(|q| super::lex::ident_name(q.text))
+                } else {
+                    None
+                };
+                out.push((schema, super::lex::ident_name(name.text)));
+            }
+        }
+        p3 = p2;
+        p2 = p1;
+        p1 = Some(t);
+    }
+    out
+}
+
+/// The schema a `DROP {DATABASE | SCHEMA} [IF EXISTS] name` drops (one
+/// statement; backticks removed). Asked only after a write succeeded.
+pub fn dropped_schema(sql: &[u8]) -> Option<String> {
+    let mut lx = Lexer::new(sql);
+    if lx.next_token()?.keyword() != Kw::Drop {
+        return None;
+    }
+    let what = lx.next_token()?;
+    if !(what.is_word("DATABASE") || what.is_word("SCHEMA")) {
+        return None;
+    }
+    let mut name = lx.next_token()?;
+    if name.is_word("IF") {
+        lx.next_token().filter(|t| t.is_word("EXISTS"))?;
+        name = lx.next_token()?;
+    }
+    if !matches!(name.kind, TokenKind::Word | TokenKind::QuotedIdent) {
+        return None;
+    }
+    match lx.next_token() {
+        None => {}
+        Some(t) if t.is_punct(b';') && lx.next_token().is_none() => {}
+        Some(_) => return None,
+    }
+    (!lx.error).then(|| super::lex::ident_name(name.text))
 }
 
 /// `@@warning_count`, `@@error_count` (any scope prefix).
@@ -1160,7 +1372,7 @@ mod tests {
         ("TABLE t1", Read, false, None),
         ("REPLACE INTO t VALUES (1)", Write, false, None),
         ("LOAD DATA INFILE '/tmp/x' INTO TABLE t", Write, false, None),
-        ("CALL p(1, 2)", Write, false, None),
+        ("CALL p(1, 2)", Write, true, None),
         ("CREATE TABLE t (a int)", Write, false, None),
         ("ALTER TABLE t ADD COLUMN b int", Write, false, None),
         ("DROP TABLE t", Write, false, None),
@@ -1815,5 +2027,133 @@ mod tests {
         assert!(!classify(b"CREATE PROCEDURE p() SELECT CONNECTION_ID()").connection_id);
         assert_eq!(classify(b"SELECT CONNECTION_ID()").kind, Read);
         assert!(!classify(b"SELECT IS_USED_LOCK('l') = CONNECTION_ID()").connection_id);
+    }
+}
+
+#[cfg(test)]
+mod server_state_tests {
+    use super::*;
+    use StatementKind::*;
+
+    /// Reads of one server's own state: SQL in → kind out.
+    #[test]
+    fn server_state_reads_go_to_the_primary() {
+        for (sql, kind) in [
+            ("SELECT @@datadir", ReadPrimary),
+            ("select @@DataDir, 1", ReadPrimary),
+            ("SELECT @@hostname", ReadPrimary),
+            ("SELECT @@server_id", ReadPrimary),
+            ("SELECT @@global.sql_mode", ReadPrimary),
+            ("SELECT @@GLOBAL.port", ReadPrimary),
+            ("SELECT @@gtid_current_pos", ReadPrimary),
+            ("SELECT @@session.sql_mode", Read),
+            ("SELECT @@local.sql_mode", Read),
+            ("SELECT @@sql_mode", Read),
+            ("SELECT @@max_allowed_packet", Read),
+            ("select @@version_comment limit 1", Read),
+            ("SELECT @@port", Read),
+            ("SELECT * FROM information_schema.PROCESSLIST", ReadPrimary),
+            ("SELECT * FROM INFORMATION_SCHEMA.tables", ReadPrimary),
+            ("SELECT * FROM `information_schema`.`TABLES`", ReadPrimary),
+            ("SELECT * FROM performance_schema.threads", ReadPrimary),
+            ("SELECT user FROM mysql.user", ReadPrimary),
+            ("SELECT * FROM sys.session", ReadPrimary),
+            (
+                "SELECT a FROM t WHERE b IN (SELECT 1 FROM information_schema.ROUTINES)",
+                ReadPrimary,
+            ),
+            ("SELECT 'information_schema.x'", Read),
+            ("SELECT a FROM t /* mysql.user */", Read),
+            ("SHOW STATUS", ReadPrimary),
+            ("SHOW GLOBAL STATUS LIKE 'Com_select'", ReadPrimary),
+            ("SHOW VARIABLES LIKE 'datadir'", ReadPrimary),
+            ("SHOW PROCESSLIST", ReadPrimary),
+            ("SHOW FULL PROCESSLIST", ReadPrimary),
+            ("SHOW ENGINE INNODB STATUS", ReadPrimary),
+            ("SHOW ENGINES", ReadPrimary),
+            ("SET @@global.x = 1", Set),
+        ] {
+            assert_eq!(classify(sql.as_bytes()).kind, kind, "{sql}");
+        }
+    }
+
+    /// `word(` in a read: built-in or stored function?
+    #[test]
+    fn stored_function_calls_are_flagged() {
+        for (sql, calls) in [
+            ("SELECT f_log()", true),
+            ("SELECT app.f_log()", true),
+            ("SELECT `app`.`f_log`(1)", true),
+            ("SELECT `f_log`(1)", true),
+            ("SELECT a FROM t WHERE my_func(a) > 1", true),
+            ("SELECT db.concat('a')", true),
+            (
+                "SELECT CONCAT(a, 'x'), COUNT(*), SUM(k) FROM t GROUP BY a",
+                false,
+            ),
+            ("SELECT c FROM sbtest1 WHERE id=4242", false),
+            (
+                "SELECT a FROM t WHERE a IN (1,2) AND EXISTS (SELECT 1)",
+                false,
+            ),
+            (
+                "SELECT CAST(a AS DECIMAL(10,2)), CONVERT(b, CHAR(3)) FROM t",
+                false,
+            ),
+            (
+                "SELECT ROW_NUMBER() OVER (PARTITION BY a ORDER BY b) FROM t",
+                false,
+            ),
+            ("SELECT * FROM t USE INDEX (i) JOIN u USING (id)", false),
+            (
+                "SELECT * FROM JSON_TABLE('[1]', '$[*]' COLUMNS (x INT PATH '$')) AS jt",
+                false,
+            ),
+            ("SELECT ST_AsText(ST_GeomFromText('POINT(1 1)'))", false),
+            ("SELECT DATE(now()), IF(1, 2, 3), NEXTVAL(s)", false),
+            ("SELECT 'f_log()'", false),
+            // Not reads: already on the primary, never flagged.
+            ("INSERT INTO t VALUES (f_log())", false),
+            ("DO f_log()", false),
+            ("SELECT f_log() FOR UPDATE", false),
+        ] {
+            let c = classify(sql.as_bytes());
+            assert_eq!(c.calls_functions, calls, "{sql}");
+            if calls {
+                assert_eq!(c.kind, Read, "{sql}");
+            }
+        }
+    }
+
+    #[test]
+    fn stored_functions_are_listed_with_their_schema() {
+        let got = stored_functions(b"SELECT f(1), app.g(), `x y`.`h`(2), CONCAT('a'), t.c FROM t");
+        assert_eq!(
+            got,
+            vec![
+                (None, "f".to_string()),
+                (Some("app".to_string()), "g".to_string()),
+                (Some("x y".to_string()), "h".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn dropped_schemas_are_read() {
+        let d = |sql: &str| dropped_schema(sql.as_bytes());
+        assert_eq!(d("DROP DATABASE d"), Some("d".into()));
+        assert_eq!(d("drop schema if exists `a b`;"), Some("a b".into()));
+        assert_eq!(d("DROP TABLE d"), None);
+        assert_eq!(d("DROP DATABASE d; SELECT 1"), None);
+        assert_eq!(d("SELECT 1"), None);
+    }
+
+    /// `CALL` goes to the primary and pins the session there.
+    #[test]
+    fn call_pins() {
+        for sql in ["CALL p(1)", "call app.p", "CALL p(); SELECT 1"] {
+            let c = classify(sql.as_bytes());
+            assert_eq!((c.kind, c.pins_session), (Write, true), "{sql}");
+        }
     }
 }

@@ -29,6 +29,7 @@
 
 pub mod classify;
 pub mod digest;
+pub mod functions;
 pub mod kill;
 pub mod lex;
 pub mod rules;

@@ -12,6 +12,7 @@ mod execute;
 mod global;
 mod kill;
 mod lifecycle;
+mod routing;
 mod sha2_login;
 mod state;
 mod stmt;
@@ -956,7 +957,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 Ok(())
             }
             Command::Query(sql) => {
-                let c = classify::classify(sql);
+                let c = self.route_stored_functions(sql, classify::classify(sql));
                 // Normalized (literals as `?`), never the raw text: string
                 // literals carry passwords (`IDENTIFIED BY '…'`) and user data.
                 debug!(parent: &self.span, statement = %digest::Redacted(sql), kind = ?c.kind, "query");
@@ -1186,6 +1187,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 return Err(ExecError::Refused(denied));
             }
         };
+        let function_ddl = self.before_write(sql, &c);
         let started = Instant::now();
         let work = Work::Command {
             payload,
@@ -1218,7 +1220,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         self.schema_selected(&route_idx, db);
                     }
                 }
-                _ => {}
+                _ => self.after_write(sql, &c, function_ddl, &route_idx),
             }
         }
         if let Some(schema) = summary.schema {
@@ -1290,9 +1292,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// The session's schema is now `db`, and the connection to `server`
     /// (which ran the statement) has it selected.
+    /// An empty name (the server's schema tracking after the current schema
+    /// was dropped) means no schema.
     fn schema_selected(&mut self, server: &Arc<str>, db: String) {
+        let held = self.conns.iter_mut().find(|h| &h.server == server);
+        if db.is_empty() {
+            self.state.schema = None;
+            if let Some(h) = held {
+                h.conn.clear_schema();
+            }
+            return;
+        }
         self.state.schema = Some(db.clone());
-        if let Some(h) = self.conns.iter_mut().find(|h| &h.server == server) {
+        if let Some(h) = held {
             h.conn.set_schema(db);
         }
     }
@@ -1661,7 +1673,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     /// Returns the position in `self.conns` of a ready connection to
     /// server `idx`, borrowing one and replaying state as needed.
+    ///
+    /// The session's schema may have been dropped by another client: a
+    /// connection with another schema selected cannot run the statement
+    /// (it would read that schema's tables), so it is dropped and one with
+    /// no schema selected is taken instead (see `State::sync`).
     async fn acquire(&mut self, snap: &Snapshot, idx: usize) -> Result<usize, ExecError> {
+        match self.acquire_with(snap, idx, false).await {
+            Err(ExecError::Acquire { source, .. })
+                if self.state.schema.is_some()
+                    && source
+                        .server_refusal()
+                        .is_some_and(|e| e.code == crate::backend::UNKNOWN_DATABASE) =>
+            {
+                self.acquire_with(snap, idx, true).await
+            }
+            r => r,
+        }
+    }
+
+    /// [`Self::acquire`]; `no_schema` asks the pool for a connection
+    /// without a schema selected.
+    async fn acquire_with(
+        &mut self,
+        snap: &Snapshot,
+        idx: usize,
+        no_schema: bool,
+    ) -> Result<usize, ExecError> {
         let server = &snap.servers[idx];
         let held = self.conns.iter().position(|h| h.server == server.name);
         let pos = match held {
@@ -1677,7 +1715,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 );
                 let want = Want {
                     state_fp: self.state.fp,
-                    schema: self.state.schema.as_deref(),
+                    schema: self.state.schema.as_deref().filter(|_| !no_schema),
                 };
                 let conn = self
                     .shared

@@ -112,10 +112,18 @@ impl State {
         if let Some(db) = &self.schema
             && !conn.has_schema(db)
         {
-            if let Some(e) = conn.simple(code::COM_INIT_DB, db.as_bytes()).await? {
-                return Err(refused(e));
+            match conn.simple(code::COM_INIT_DB, db.as_bytes()).await? {
+                None => conn.set_schema(db.clone()),
+                // Dropped by another session: directly, this session's
+                // connection would keep it selected and go on running what
+                // needs no schema (`SELECT 1`); a connection with no schema
+                // selected does the same (what needs it gets 1046 instead
+                // of 1146). One with another schema selected must not run
+                // the statement there.
+                Some(e)
+                    if e.code == crate::backend::UNKNOWN_DATABASE && conn.schema().is_none() => {}
+                Some(e) => return Err(refused(e)),
             }
-            conn.set_schema(db.clone());
         }
         if conn.state_fp() == self.fp {
             return Ok(());

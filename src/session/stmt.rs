@@ -131,7 +131,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         payload: &[u8],
         sql: Vec<u8>,
     ) -> Result<(), ExecError> {
-        let class = classify::classify(&sql);
+        let class = self.route_stored_functions(&sql, classify::classify(&sql));
         debug!(parent: &self.span, statement = %crate::router::digest::Redacted(&sql), kind = ?class.kind, "prepare");
         if class.kill {
             // Its `?` would be a thread id of whichever server runs it.
