@@ -577,11 +577,22 @@ async fn handshake<S: ClientTransport>(
             .filter(|p| snap.servers[*p].up)
             .or_else(|| snap.servers.iter().position(|s| s.up && s.fenced.is_none()));
         let checked = match target {
-            Some(p) => session.acquire(&snap, p).await.map(|_| ()),
-            None => Ok(()),
+            Some(p) => session.acquire(&snap, p).await.map(Some),
+            None => Ok(None),
         };
-        if let Err(e) = checked {
-            let err = e.to_client();
+        // `acquire` lets a session go on without a schema another client
+        // dropped; a login naming one that does not exist fails, as directly.
+        let missing = |pos: usize| {
+            let db = hello.db.as_deref().unwrap_or_default();
+            (session.conns[pos].conn.schema() != Some(db))
+                .then(|| ClientError::new(1049, b"42000", format!("Unknown database '{db}'")))
+        };
+        let refused = match checked {
+            Ok(Some(pos)) => missing(pos),
+            Ok(None) => None,
+            Err(e) => Some(e.to_client()),
+        };
+        if let Some(err) = refused {
             session.client.queue_payload(seq, &err.to_payload());
             session.client.shutdown().await;
             session.release_all().await;
