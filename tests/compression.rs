@@ -198,8 +198,10 @@ async fn server_leg_compression_is_negotiated_with_every_server_and_carries_larg
     let mut c = proxy.app_conn().await;
     // The servers' own word: each connection rwproxy opened is compressed.
     let mut seen = std::collections::BTreeMap::new();
+    // `information_schema` reads go to the primary unless hinted (issue 16
+    // item 5): the hint sends the first one to the replicas.
     for sql in [
-        "SELECT @@port, VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'COMPRESSION'",
+        "/* rwproxy:replica */ SELECT @@port, VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'COMPRESSION'",
         "/* rwproxy:primary */ SELECT @@port, VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'COMPRESSION'",
     ] {
         for _ in 0..4 {
