@@ -289,6 +289,11 @@ impl SandboxServer {
             .unwrap_or_else(|| self.datadir.clone())
     }
 
+    /// The server's own `--tmpdir` (next to its pid file).
+    pub fn tmpdir(&self) -> PathBuf {
+        self.pid_file.with_file_name("tmp")
+    }
+
     /// The `--socket=` argument, also how a pid is recognised as ours.
     fn socket_arg(&self) -> String {
         format!("--socket={}", self.socket.display())
@@ -792,6 +797,11 @@ fn install_db_once(bins: &Binaries, server: &SandboxServer) -> Result<(), Sandbo
     // Passed through to the bootstrap server: create the redo log at the
     // size the servers run with, instead of the 96M default.
     cmd.arg("--innodb-log-file-size=32M");
+    // And its own tmpdir (see `server_args`: the bootstrap server too
+    // deletes `#sql*` files in its tmpdir).
+    let tmpdir = server.tmpdir();
+    fs::create_dir_all(&tmpdir).map_err(io_error("create", &tmpdir))?;
+    cmd.arg(format!("--tmpdir={}", tmpdir.display()));
     let status = cmd
         .stdin(Stdio::null())
         .stdout(out)
@@ -875,6 +885,11 @@ fn server_args(
         format!("--datadir={}", server.datadir.display()),
         server.socket_arg(),
         format!("--pid-file={}", server.pid_file.display()),
+        // A private tmpdir: mariadbd deletes every `#sql*` file in its
+        // tmpdir at start-up, so servers sharing /tmp removed each other's
+        // temporary tables whenever a test started a server (mtr tests
+        // then failed with "Error on delete of '/tmp/#sql-temptable-…'").
+        format!("--tmpdir={}", server.tmpdir().display()),
         format!("--port={}", server.port),
         "--bind-address=127.0.0.1".into(),
         format!("--log-error={}", server.log.display()),
@@ -955,6 +970,8 @@ fn spawn_server(
         .open(&server.log)
         .map_err(io_error("open", &server.log))?;
     let log2 = log.try_clone().map_err(io_error("open", &server.log))?;
+    let tmpdir = server.tmpdir();
+    fs::create_dir_all(&tmpdir).map_err(io_error("create", &tmpdir))?;
     let mut cmd = Command::new(&bins.mariadbd);
     cmd.args(server_args(
         server,
