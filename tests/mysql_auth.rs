@@ -157,7 +157,10 @@ async fn refused_within(opts: mysql_async::Opts, within: Duration) -> (u16, Stri
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Ok(_) => panic!("login still works after {within:?}"),
-            Err(e) => return server_code(&e).unwrap_or_else(|| panic!("not a server error: {e}")),
+            Err(e) => {
+                println!("REFUSED: {e}");
+                return server_code(&e).unwrap_or_else(|| panic!("not a server error: {e}"));
+            }
         }
     }
 }
