@@ -444,10 +444,10 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
                     (p, Some(secret)) if p == caching_sha2::PLUGIN.as_bytes() => {
                         secret.scramble(sw.plugin_data()).to_vec()
                     }
-                    // sha256_password: what MySQL switches to for an
-                    // account that does not exist (its plugin is drawn per
-                    // user name so that a login cannot tell), and the
-                    // plugin of old accounts. The password in clear over
+                    // sha256_password: what MySQL 9.7 sometimes switches
+                    // to for an account that does not exist (seen after
+                    // DROP USER, intermittently), and the plugin of old
+                    // accounts. The password in clear over
                     // TLS, else RSA-encrypted as for caching_sha2's full
                     // authentication, after asking for the key (`0x01`).
                     // The server then answers with its own 1045 or OK.
