@@ -38,6 +38,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::faults::{Writers, acked};
+use common::flavor::scalar;
 use common::sandbox::{free_ports, global_status, root_opts, temp_dir};
 use common::{admin, root_exec, start_proxy, wait_until};
 use mysql_async::prelude::*;
@@ -53,18 +54,6 @@ impl Drop for Down {
             eprintln!("sandbox down failed: {e}");
         }
     }
-}
-
-async fn scalar(port: u16, sql: &str) -> Option<String> {
-    let mut c = mysql_async::Conn::new(root_opts(port))
-        .await
-        .unwrap_or_else(|e| panic!("root connect to {port}: {e}"));
-    let v: Option<Option<String>> = c
-        .query_first(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql} on {port}: {e}"));
-    let _ = c.disconnect().await;
-    v.flatten()
 }
 
 /// `(Source_Port, Replica_IO_Running, Replica_SQL_Running)` of `port`.
