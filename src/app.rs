@@ -345,3 +345,37 @@ pub(crate) async fn reload_on_sighup(shared: Arc<Shared>) {
         }
     }
 }
+
+/// Closes pooled backend connections nobody has used for
+/// `pool_idle_timeout_ms` (read every round, so RELOAD changes it).
+///
+/// Why a short default (5 s) rather than pgbouncer's ten minutes: a MySQL
+/// login on a LAN costs about a millisecond (the server's thread cache makes
+/// it cheap), while every idle pooled connection is a server thread that
+/// shows in `Threads_connected` and `SHOW PROCESSLIST` and counts against
+/// `max_connections`. With a short timeout the servers' connection counts
+/// follow the clients within seconds, as they would without rwproxy:
+/// monitoring that watches them, and tests that wait for them (MariaDB's
+/// own `wait_until_count_sessions.inc`), see what they expect. Clients that
+/// connect and disconnect more often than that still reuse connections, and
+/// a steady load keeps its connections busy, never idle.
+pub async fn close_idle_pooled(shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        let unused = Duration::from_millis(shared.config.load().pool_idle_timeout_ms);
+        let tick = if unused.is_zero() {
+            Duration::from_secs(1)
+        } else {
+            (unused / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(tick) => {}
+        }
+        if !unused.is_zero() {
+            let n = shared.pools.close_unused(unused);
+            if n > 0 {
+                tracing::debug!(closed = n, "closed pooled connections nobody used");
+            }
+        }
+    }
+}

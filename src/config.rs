@@ -524,6 +524,11 @@ pub struct Config {
     /// connection killed by the server's `wait_timeout` is never handed out.
     #[serde(default = "default_pool_ping_after_ms")]
     pub pool_ping_after_ms: u64,
+    /// Idle pooled connections unused this long are closed (with
+    /// `COM_QUIT`); 0 = kept until `pool_max_idle` or the server's
+    /// `wait_timeout` ends them. See [`crate::app::close_idle_pooled`].
+    #[serde(default = "default_pool_idle_timeout_ms")]
+    pub pool_idle_timeout_ms: u64,
     /// How often the monitor polls each server.
     #[serde(default = "default_monitor_interval_ms")]
     pub monitor_interval_ms: u64,
@@ -701,6 +706,9 @@ fn default_pool_wait_timeout_ms() -> u64 {
 }
 fn default_pool_stmt_cache() -> usize {
     128
+}
+fn default_pool_idle_timeout_ms() -> u64 {
+    5_000
 }
 fn default_pool_ping_after_ms() -> u64 {
     10_000

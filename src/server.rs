@@ -317,6 +317,10 @@ async fn run_with(
     services.spawn("accounts", &shutdown, |stop| a.refresher(stop));
     let cat = shared.catalog.clone();
     services.spawn("catalog", &shutdown, |stop| cat.refresher(stop));
+    let sh = shared.clone();
+    services.spawn("pool-idle", &shutdown, |stop| {
+        app::close_idle_pooled(sh, stop)
+    });
     if let Some(l) = listeners.admin {
         services.spawn_until("admin", &shutdown, crate::admin::serve(l, shared.clone()));
     }

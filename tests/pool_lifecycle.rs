@@ -314,6 +314,76 @@ async fn threads_of(port: u16, user: &str) -> Vec<u64> {
         .expect("processlist")
 }
 
+/// Pooled connections nobody uses are closed after `pool_idle_timeout_ms`
+/// (default configuration: 5 s): the primary's process list is back to
+/// what the clients hold within seconds of their leaving, as it would be
+/// directly (MariaDB's own `wait_until_count_sessions.inc` waits for
+/// exactly that, at most 10 s). Counted by the server, for a user of its
+/// own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unused_pooled_connections_are_closed() {
+    let _serial = SERIAL.lock().await;
+    let primary = sandbox::shared().servers[0].port;
+    make_user("pl_idle", "SELECT ON *.*", "").await;
+    let proxy = common::start_proxy(config(|_| {})).await;
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let mut c = Conn::new(proxy.opts("pl_idle", "pw", None))
+            .await
+            .expect("connect");
+        c.query_drop("/* rwproxy:primary */ SELECT 1")
+            .await
+            .expect("select");
+        open.push(c);
+    }
+    for c in open {
+        c.disconnect().await.expect("disconnect");
+    }
+    let left = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pooled = threads_of(primary, "pl_idle").await.len();
+    assert_eq!(pooled, 4, "the sessions' connections were not pooled");
+    loop {
+        let now = threads_of(primary, "pl_idle").await;
+        if now.is_empty() {
+            break;
+        }
+        assert!(
+            left.elapsed() < Duration::from_secs(9),
+            "pooled connections still open {:?} after their clients left: {now:?}",
+            left.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let gone = left.elapsed();
+    assert!(
+        gone >= Duration::from_secs(4),
+        "closed after {gone:?}: before the idle timeout"
+    );
+    // Reuse within the timeout still works: a new session takes a pooled
+    // connection instead of opening one.
+    let mut c = Conn::new(proxy.opts("pl_idle", "pw", None))
+        .await
+        .expect("connect");
+    c.query_drop("/* rwproxy:primary */ SELECT 1")
+        .await
+        .expect("select");
+    let first = threads_of(primary, "pl_idle").await;
+    c.disconnect().await.expect("disconnect");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut c = Conn::new(proxy.opts("pl_idle", "pw", None))
+        .await
+        .expect("connect");
+    c.query_drop("/* rwproxy:primary */ SELECT 1")
+        .await
+        .expect("select");
+    assert_eq!(
+        threads_of(primary, "pl_idle").await,
+        first,
+        "a session within the idle timeout did not reuse the pooled connection"
+    );
+}
+
 /// A backend connection the server killed never goes back to the pool,
 /// and a session whose transaction lived on it is closed as the server
 /// would close it: its next statement fails and so does the one after (no

@@ -1125,6 +1125,24 @@ impl Pools {
         n
     }
 
+    /// Closes (with `COM_QUIT`) the idle connections that have sat unused
+    /// for `unused` or longer; returns how many.
+    pub fn close_unused(&self, unused: Duration) -> usize {
+        let now = Instant::now();
+        let gone: Vec<BackendConn> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let gone = idle
+                .values_mut()
+                .flat_map(|list| list.extract_if(.., |c| now.duration_since(c.last_used) >= unused))
+                .collect();
+            idle.retain(|_, list| !list.is_empty());
+            gone
+        };
+        let n = gone.len();
+        lifecycle::close_later(gone);
+        n
+    }
+
     /// Closes every idle connection with `COM_QUIT` (at shutdown, after the
     /// sessions drained).
     pub async fn close_all(&self) {
