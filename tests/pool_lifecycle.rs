@@ -237,9 +237,99 @@ async fn new_sessions_see_a_set_global_made_through_rwproxy() {
             .expect("divide");
         assert_eq!(q.as_deref(), Some("0.333333333"));
     }
-    common::root_exec(primary, "SET GLOBAL div_precision_increment = 4").await;
+    // Through rwproxy, which makes it on the replicas too, as the SET.
+    Conn::new(admin())
+        .await
+        .expect("connect")
+        .query_drop("SET GLOBAL div_precision_increment = 4")
+        .await
+        .expect("restore");
     assert_eq!(direct, Some(9));
     assert_eq!(through, vec![Some(9); 3], "new sessions saw the old global");
+}
+
+/// `SET GLOBAL` through rwproxy reaches the replicas, where a new
+/// session's reads land, before the client has its answer; the usual
+/// save-and-restore through a user variable keeps them equal; a variable
+/// that describes one server's own part (`auto_increment_increment`,
+/// `read_only`…) stays the primary's. Read on each server directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_global_reaches_the_replicas() {
+    let _serial = SERIAL.lock().await;
+    let sb = sandbox::shared();
+    let proxy = common::start_proxy(config(|_| {})).await;
+    common::wait_until(Duration::from_secs(10), "every server up", || async {
+        let s = common::status(&proxy).await;
+        sb.servers
+            .iter()
+            .all(|x| common::server(&s, &x.name)["up"] == serde_json::Value::Bool(true))
+    })
+    .await;
+    make_user("pl_admin", "ALL ON *.*", "").await;
+    let admin = || proxy.opts("pl_admin", "pw", Some("app"));
+    let globals = |name: &'static str| async move {
+        let mut v = Vec::new();
+        for s in &sb.servers {
+            let x: Option<i64> = root(s.port)
+                .await
+                .query_first(format!("SELECT @@global.{name}"))
+                .await
+                .expect("read global");
+            v.push(x.unwrap_or(-1));
+        }
+        v
+    };
+    let dpi = globals("div_precision_increment").await;
+    let mut c = Conn::new(admin()).await.expect("connect");
+    c.query_drop("SET @save = @@global.div_precision_increment")
+        .await
+        .expect("save");
+    c.query_drop("SET GLOBAL div_precision_increment = 9, auto_increment_increment = 3")
+        .await
+        .expect("set global");
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        let mut n = Conn::new(admin()).await.expect("connect");
+        let q: Option<(String, i64)> = n
+            .query_first("SELECT CAST(1/3 AS CHAR), @@port")
+            .await
+            .expect("divide");
+        answers.push(q.expect("a row"));
+    }
+    let set_dpi = globals("div_precision_increment").await;
+    let set_aii = globals("auto_increment_increment").await;
+    c.query_drop("SET GLOBAL div_precision_increment = @save, auto_increment_increment = 1")
+        .await
+        .expect("restore");
+    let restored = globals("div_precision_increment").await;
+    common::root_exec(
+        sb.servers[0].port,
+        "SET GLOBAL auto_increment_increment = 1",
+    )
+    .await;
+    let n = sb.servers.len();
+    assert_eq!(set_dpi, vec![9; n], "SET GLOBAL did not reach every server");
+    assert_eq!(set_aii[0], 3);
+    assert_eq!(
+        &set_aii[1..],
+        &vec![1; n - 1][..],
+        "a per-server variable was copied"
+    );
+    let replica_ports: Vec<i64> = sb.servers[1..].iter().map(|s| i64::from(s.port)).collect();
+    assert!(
+        answers.iter().any(|(_, port)| replica_ports.contains(port)),
+        "no read landed on a replica: {answers:?}"
+    );
+    for (q, port) in &answers {
+        assert_eq!(
+            q, "0.333333333",
+            "read on port {port} did not see the new global"
+        );
+    }
+    assert_eq!(
+        restored, dpi,
+        "the restore through @save did not reach every server"
+    );
 }
 
 /// A pooled connection reset for the next session keeps its schema

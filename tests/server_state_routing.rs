@@ -265,8 +265,8 @@ async fn reads_of_a_servers_own_state_are_the_primarys() {
             .expect("row");
         answers.push(row);
     }
-    direct
-        .query_drop(format!("SET GLOBAL div_precision_increment = {before}"))
+    // Through rwproxy, which makes it on the replicas too, as the SET.
+    c.query_drop(format!("SET GLOBAL div_precision_increment = {before}"))
         .await
         .expect("restore");
     assert!(

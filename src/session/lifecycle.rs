@@ -19,12 +19,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::info;
+use tracing::{debug, info};
 
 use super::Session;
 use crate::config::PoolMode;
 use crate::router::classify::{Classified, StatementKind};
-use crate::router::server_wide::{ServerWide, server_wide};
+use crate::router::server_wide::{ServerWide, global_assignments, server_wide};
 use crate::router::set::{SetEffect, parse_set};
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
@@ -81,6 +81,104 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
     }
 
+    /// Before a statement runs: `SET GLOBAL` is made on the replicas
+    /// ([`Self::globals_to_replicas`]), and an account statement closes the
+    /// idle connections (as after it, in [`Self::after_server_wide`]) so
+    /// that none logged in under the old account is handed to a session
+    /// that logs in as soon as the client has its answer.
+    pub(super) async fn before_server_wide(&mut self, c: &Classified, sql: &[u8]) {
+        if matches!(c.kind, StatementKind::Read | StatementKind::ReadPrimary) {
+            return;
+        }
+        match server_wide(sql) {
+            ServerWide::None => {}
+            ServerWide::Globals => self.globals_to_replicas(sql).await,
+            ServerWide::Accounts => {
+                self.shared.pools.discard_user(None);
+            }
+        }
+    }
+
+    /// `SET GLOBAL` made through rwproxy reaches the replicas too, before
+    /// the primary runs it (and so before the client has its answer): a
+    /// read that lands on a replica must see the global the client just set,
+    /// as it would directly (`max_allowed_packet`, `div_precision_increment`,
+    /// `session_track_system_variables` for new sessions…). The primary's
+    /// answer is the client's; a replica's refusal is logged, nothing more.
+    ///
+    /// Not copied: variables that describe one server's part in replication
+    /// (`read_only`, `gtid_*`, `server_id`… see
+    /// `server_wide::global_assignments`), values that only the session can
+    /// evaluate other than a user variable (`@saved` is read on the session's
+    /// primary connection first, so the usual save-and-restore pattern
+    /// keeps replicas equal), and statements inside a multi-statement text.
+    /// A replica that is down misses it: globals are not replayed.
+    async fn globals_to_replicas(&mut self, sql: &[u8]) {
+        let Some(assignments) = global_assignments(sql) else {
+            return;
+        };
+        let snap = self.shared.topology.load();
+        let Some(primary) = snap.primary.filter(|&i| snap.servers[i].up) else {
+            return;
+        };
+        let mut values = Vec::with_capacity(assignments.len());
+        for a in &assignments {
+            if a.constant {
+                values.push(String::from_utf8_lossy(a.value).into_owned());
+                continue;
+            }
+            let user_var = a.value.first() == Some(&b'@') && a.value.get(1) != Some(&b'@');
+            if !user_var || a.value.iter().any(|b| b.is_ascii_whitespace()) {
+                debug!(parent: &self.span, "SET GLOBAL with an expression: left to the primary");
+                return;
+            }
+            let Ok(pos) = self.acquire(&snap, primary).await else {
+                return;
+            };
+            let expr = format!("SELECT {}", String::from_utf8_lossy(a.value));
+            match self.conns[pos].conn.query_value(&expr).await {
+                Ok(v) => values.push(sql_literal(v)),
+                Err(e) => {
+                    info!(parent: &self.span, error = %e, "SET GLOBAL: could not read the user variable");
+                    self.server_ended_session(pos, 0);
+                    return;
+                }
+            }
+        }
+        let list: Vec<String> = assignments
+            .iter()
+            .zip(&values)
+            .map(|(a, v)| format!("`{}` = {v}", a.name.replace('`', "``")))
+            .collect();
+        let stmt = format!("SET GLOBAL {}", list.join(", "));
+        let replicas: Vec<usize> = (0..snap.servers.len())
+            .filter(|&i| {
+                let s = &snap.servers[i];
+                i != primary
+                    && s.up
+                    && s.fenced.is_none()
+                    && s.admin == crate::topology::AdminState::Online
+            })
+            .collect();
+        for idx in replicas {
+            let server = snap.servers[idx].name.clone();
+            let Ok(pos) = self.acquire(&snap, idx).await else {
+                info!(parent: &self.span, %server, "SET GLOBAL not made on a replica: no connection");
+                continue;
+            };
+            match self.conns[pos].conn.query_internal(&stmt).await {
+                Ok(None) => debug!(parent: &self.span, %server, "SET GLOBAL made on a replica"),
+                Ok(Some(e)) => {
+                    info!(parent: &self.span, %server, code = e.code, message = %e.message, "a replica refused SET GLOBAL")
+                }
+                Err(e) => {
+                    info!(parent: &self.span, %server, error = %e, "SET GLOBAL failed on a replica");
+                    self.server_ended_session(pos, 0);
+                }
+            }
+        }
+    }
+
     /// The client's own `wait_timeout`, which rwproxy enforces itself: in
     /// the sharing pool modes no server connection sits under an idle
     /// client, and in `session` mode the primary's connection timing out
@@ -127,5 +225,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             .find(usable)
             .or_else(|| snap.servers.iter().find(usable))
             .map(|s| s.name.clone())
+    }
+}
+
+/// A value read from the server as an SQL literal: numbers as written,
+/// NULL, else a string (as a hex literal when it holds a quote or a
+/// backslash, which `NO_BACKSLASH_ESCAPES` would read differently).
+fn sql_literal(v: Option<String>) -> String {
+    let Some(v) = v else {
+        return "NULL".to_string();
+    };
+    let numeric = !v.is_empty()
+        && v.parse::<f64>().is_ok()
+        && v.bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'));
+    if numeric {
+        v
+    } else if v.contains(['\\', '\'']) {
+        let hex: String = v.bytes().map(|b| format!("{b:02X}")).collect();
+        format!("X'{hex}'")
+    } else {
+        format!("'{v}'")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sql_literal;
+
+    #[test]
+    fn values_read_back_as_literals() {
+        assert_eq!(sql_literal(None), "NULL");
+        assert_eq!(sql_literal(Some("2048".into())), "2048");
+        assert_eq!(sql_literal(Some("-1.5e3".into())), "-1.5e3");
+        assert_eq!(sql_literal(Some("ON".into())), "'ON'");
+        assert_eq!(sql_literal(Some("".into())), "''");
+        assert_eq!(sql_literal(Some("inf".into())), "'inf'");
+        assert_eq!(sql_literal(Some("a'b".into())), "X'612762'");
     }
 }

@@ -1199,6 +1199,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             }
         };
         let function_ddl = self.before_write(sql, &c);
+        if bound.is_none() {
+            self.before_server_wide(&routed, sql).await;
+        }
         let started = Instant::now();
         let work = Work::Command {
             payload,
