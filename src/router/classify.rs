@@ -616,7 +616,7 @@ fn explain_target<'a>(st: &mut Stmt<'_, 'a>, analyze: bool, into: &mut bool) -> 
             Kw::Insert | Kw::Update | Kw::Delete | Kw::Replace => Target::Done(K::Write),
             // DESCRIBE tbl / EXPLAIN db.tbl col. A table named like one of
             // our keywords is sent to the primary: safe, if not clever.
-            Kw::Other if !analyze => Target::Done(K::Read),
+            Kw::Other | Kw::ServerSchema if !analyze => Target::Done(K::Read),
             _ if !analyze && t.kind == TokenKind::QuotedIdent => Target::Done(K::Read),
             _ => Target::Done(K::Write),
         };
@@ -674,12 +674,16 @@ fn scan(st: &mut Stmt<'_, '_>, mode: Mode, with: bool) -> Scan {
     let mut find_main = with;
     // WITH … REPLACE at depth 0: a write unless `(` follows (the function).
     let mut after_replace = false;
-    // The previous token, and whether a `.` came before it (`db.f(`).
-    let mut prev_tok: Option<Token<'_>> = None;
-    let mut prev_dot = false;
-    let mut dot = false;
+    // The text of the last word that is not one of ours (`Kw::Other`,
+    // `Kw::ServerSchema`),
+    // kept for `word(` (see [`stored_call`]): the only per-token cost of
+    // telling stored-function calls apart, and only in reads.
+    let mut name: &[u8] = &[];
     while let Some(t) = st.next() {
-        let kw = match t.kind {
+        // `Kw::Quoted` and `Kw::Dot` are set in their arms below, where the
+        // token kind is matched anyway: a second dispatch on it here cost
+        // every token a few instructions.
+        let mut kw = match t.kind {
             TokenKind::Word => t.keyword(),
             TokenKind::UserVar => Kw::AtVar,
             _ => Kw::NotWord,
@@ -716,11 +720,12 @@ fn scan(st: &mut Stmt<'_, '_>, mode: Mode, with: bool) -> Scan {
                     s.diagnostics = true;
                 }
                 if read && !s.calls_functions {
-                    s.calls_functions = prev_tok.is_some_and(|p| is_stored_call(p, prev, prev_dot));
+                    s.calls_functions = stored_call(prev, prev2, name);
                 }
                 depth = depth.saturating_add(1);
             }
             TokenKind::Punct(b')') => depth = depth.saturating_sub(1),
+            TokenKind::Punct(b'.') => kw = Kw::Dot,
             TokenKind::Assign if prev == Kw::AtVar && mode != Mode::Set => {
                 s.primary = true;
                 s.pins = true;
@@ -730,15 +735,20 @@ fn scan(st: &mut Stmt<'_, '_>, mode: Mode, with: bool) -> Scan {
                 s.diagnostics |= is_diagnostics_sysvar(t.text);
             }
             TokenKind::SysVar if read && is_server_sysvar(t.text) => s.primary = true,
-            TokenKind::QuotedIdent if read && is_server_schema(ident_inner(t.text)) => {
-                s.primary = true
+            TokenKind::QuotedIdent => {
+                kw = Kw::Quoted;
+                if read && is_server_schema(ident_inner(t.text)) {
+                    s.primary = true;
+                }
             }
             TokenKind::UserVar => s.assigns_user_var = true,
             TokenKind::Word if read => {
-                if kw == Kw::Other && is_server_schema(t.text) {
-                    s.primary = true;
-                }
                 match kw {
+                    Kw::Other => name = t.text,
+                    Kw::ServerSchema => {
+                        name = t.text;
+                        s.primary = true;
+                    }
                     Kw::Update | Kw::Share if prev == Kw::For => s.primary = true,
                     Kw::In if prev == Kw::Lock => s.primary = true,
                     // NEXT VALUE FOR seq / PREVIOUS VALUE FOR seq
@@ -769,9 +779,6 @@ fn scan(st: &mut Stmt<'_, '_>, mode: Mode, with: bool) -> Scan {
         }
         prev2 = prev;
         prev = kw;
-        prev_dot = dot;
-        dot = t.is_punct(b'.');
-        prev_tok = Some(t);
     }
     if after_into {
         s.pins = true;
@@ -808,9 +815,33 @@ fn is_primary_sysvar(text: &[u8]) -> bool {
 #[inline]
 fn is_stored_call(p: Token<'_>, kw: Kw, qualified: bool) -> bool {
     match p.kind {
-        TokenKind::Word => qualified || (kw == Kw::Other && !super::functions::is_builtin(p.text)),
+        TokenKind::Word => {
+            qualified
+                || (matches!(kw, Kw::Other | Kw::ServerSchema)
+                    && !super::functions::is_builtin(p.text))
+        }
         TokenKind::QuotedIdent => true,
         _ => false,
+    }
+}
+
+/// [`is_stored_call`] for [`scan`], from what it keeps anyway: the
+/// keywords of the two tokens before `(` (`prev` the name's, `prev2`
+/// [`Kw::Dot`] when qualified) and `name`, the text of the last
+/// [`Kw::Other`] or [`Kw::ServerSchema`] word (read only when `prev` is
+/// that word). Keeping the
+/// whole previous token and a `.` flag per token instead cost a point
+/// select ~10 % of its classification (valgrind, see
+/// benches/results/classify-server-state.md).
+#[inline]
+fn stored_call(prev: Kw, prev2: Kw, name: &[u8]) -> bool {
+    match prev {
+        Kw::Quoted => true,
+        Kw::Other | Kw::ServerSchema => prev2 == Kw::Dot || !super::functions::is_builtin(name),
+        // Not a word (`)`, `,`, a literal…).
+        Kw::NotWord | Kw::AtVar | Kw::Dot | Kw::End => false,
+        // One of our keywords: a call only as `db.word(`.
+        _ => prev2 == Kw::Dot,
     }
 }
 
@@ -828,17 +859,26 @@ fn ident_inner(text: &[u8]) -> &[u8] {
 /// migrating), `performance_schema`, `mysql`, `sys`. A read naming one
 /// goes to the primary. A column or alias spelled like one of them is
 /// sent there too: safe, if not clever.
-#[inline]
+///
+/// Unquoted words are told apart by their keyword ([`Kw::ServerSchema`]);
+/// this is asked for every quoted identifier in a read (ORMs quote every
+/// name), so the length (one bit test) and the first letter are tested
+/// first, and the names are looked up out of line.
+#[inline(always)]
 fn is_server_schema(name: &[u8]) -> bool {
-    match name.len() {
-        3 => name.eq_ignore_ascii_case(b"sys"),
-        5 => name.eq_ignore_ascii_case(b"mysql"),
-        18 => {
-            name.eq_ignore_ascii_case(b"information_schema")
-                || name.eq_ignore_ascii_case(b"performance_schema")
-        }
-        _ => false,
-    }
+    const LENGTHS: u32 = 1 << 3 | 1 << 5 | 1 << 18;
+    name.len() < 32
+        && LENGTHS & (1 << name.len()) != 0
+        && matches!(name[0] | 0x20, b's' | b'm' | b'i' | b'p')
+        && server_schema_named(name)
+}
+
+/// [`is_server_schema`] for a name of a possible length: the names are
+/// [`Kw::ServerSchema`] in the keyword tables, so that an unquoted word
+/// is told apart by the lookup every word gets anyway.
+#[inline(never)]
+fn server_schema_named(name: &[u8]) -> bool {
+    keyword(name) == Kw::ServerSchema
 }
 
 /// A system variable whose value is the answering server's own: any
@@ -995,6 +1035,15 @@ enum Kw {
     NotWord,
     /// A user variable (`@x`), for `@x :=`.
     AtVar,
+    /// A quoted identifier (`` `f` ``), for `` `f`( `` (only in [`scan`]).
+    Quoted,
+    /// The punctuation `.`, for `db.f(` (only in [`scan`]).
+    Dot,
+    /// A word naming a schema that describes the answering server
+    /// (`sys`, `mysql`, `information_schema`, `performance_schema`; see
+    /// [`is_server_schema`]). Otherwise a word like [`Kw::Other`]: every
+    /// rule that names `Other` names it too.
+    ServerSchema,
     /// End of the statement.
     End,
     Analyze,
@@ -1155,6 +1204,7 @@ const KW3: KwTable = &[
     kw(b"NOT", Kw::Not),
     kw(b"SET", Kw::Set),
     kw(b"USE", Kw::Use),
+    kw(b"SYS", Kw::ServerSchema),
 ];
 const KW4: KwTable = &[
     kw(b"CALL", Kw::Call),
@@ -1175,6 +1225,7 @@ const KW5: KwTable = &[
     kw(b"START", Kw::Start),
     kw(b"TABLE", Kw::Table),
     kw(b"VALUE", Kw::Value),
+    kw(b"MYSQL", Kw::ServerSchema),
 ];
 const KW6: KwTable = &[
     kw(b"SELECT", Kw::Select),
@@ -1233,6 +1284,10 @@ const KW15: KwTable = &[
 ];
 const KW16: KwTable = &[kw(b"MASTER_GTID_WAIT", Kw::MasterGtidWait)];
 const KW17: KwTable = &[kw(b"RELEASE_ALL_LOCKS", Kw::ReleaseAllLocks)];
+const KW18: KwTable = &[
+    kw(b"INFORMATION_SCHEMA", Kw::ServerSchema),
+    kw(b"PERFORMANCE_SCHEMA", Kw::ServerSchema),
+];
 const KW19: KwTable = &[kw(b"SQL_CALC_FOUND_ROWS", Kw::SqlCalcFoundRows)];
 
 /// Keyword tables indexed by word length.
@@ -1255,7 +1310,7 @@ const BY_LEN: [KwTable; 20] = [
     KW15,
     KW16,
     KW17,
-    &[],
+    KW18,
     KW19,
 ];
 
