@@ -17,64 +17,219 @@
 //! like a keyword (`comment()`); write `db.comment()` or add a
 //! `rwproxy:primary` hint.
 //!
-//! Lookup is a binary search over the sorted names (about ten comparisons),
-//! done only for a `word(` whose word is not one of the classifier's own
-//! keywords, and only in reads.
+//! Lookup is a hash table built at compile time ([`is_builtin`]: one
+//! probe, usually), done only for a `word(` whose word is not one of the
+//! classifier's own keywords, and only in reads.
 
 /// Whether `word` is a built-in function or keyword (ASCII case ignored).
-/// Binary search over [`KEYS`] (integer comparisons), then the few names
-/// sharing the first 8 bytes are compared in full: measured, a search over
-/// the names themselves cost a typical statement corpus ~20 %.
+///
+/// One probe, usually, into a hash table built at compile time, keyed by
+/// two integers: the upper-cased first 8 bytes, and the length with the
+/// upper-cased bytes after those (up to 7; for a longer name its last 7,
+/// and its middle is compared on a match). Asked for every `word(` in a
+/// read (`COUNT(`, `CONCAT(`, `WHERE (`…), so it is on the path of most
+/// reads: measured with valgrind (benches/results/classify-server-state.md),
+/// the binary search over the sorted names it replaces cost ~200
+/// instructions per call.
 pub(crate) fn is_builtin(word: &[u8]) -> bool {
     if word.is_empty() || word.len() > MAX_LEN {
         return false;
     }
-    let mut buf = [0u8; MAX_LEN];
-    let upper = &mut buf[..word.len()];
-    upper.copy_from_slice(word);
-    upper.make_ascii_uppercase();
-    let k = key(upper);
-    let Ok(hit) = KEYS.binary_search(&k) else {
+    let key = key(word);
+    let mut h = hash(key);
+    loop {
+        let slot = TABLE[h];
+        if slot == key {
+            return word.len() < 16 || middle_matches(word, h);
+        }
+        if slot.1 == 0 {
+            return false;
+        }
+        h = (h + 1) & (SLOTS - 1);
+    }
+}
+
+/// The bytes of a name of 16 or more that its key does not hold, for the
+/// name in slot `h`: compared out of line, so that the common lookup
+/// keeps its few registers. A long name's key is unique too (a test
+/// checks), so no other slot needs a look.
+#[cold]
+#[inline(never)]
+fn middle_matches(word: &[u8], h: usize) -> bool {
+    let name = BUILTIN[usize::from(NAME_AT[h])];
+    let mid = |n: &'static [u8]| n.get(8..n.len().saturating_sub(7)).unwrap_or_default();
+    word.get(8..word.len() - 7)
+        .is_some_and(|m| m.eq_ignore_ascii_case(mid(name)))
+}
+
+/// `n` ≤ 8 bytes of `b` from `at` (`at + n` ≤ `b.len()`), little-endian,
+/// zero-padded: one or two loads, no loop.
+#[inline(always)]
+const fn load(b: &[u8], at: usize, n: usize) -> u64 {
+    if n >= 8 {
+        u64::from_le_bytes([
+            b[at],
+            b[at + 1],
+            b[at + 2],
+            b[at + 3],
+            b[at + 4],
+            b[at + 5],
+            b[at + 6],
+            b[at + 7],
+        ])
+    } else if n >= 4 {
+        let lo = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as u64;
+        let e = at + n - 4;
+        let hi = u32::from_le_bytes([b[e], b[e + 1], b[e + 2], b[e + 3]]) as u64;
+        // The two halves overlap when n < 8: same bytes, same places.
+        lo | hi << (8 * (n - 4))
+    } else if n > 0 {
+        b[at] as u64 | (b[at + n / 2] as u64) << (8 * (n / 2)) | (b[at + n - 1] as u64) << (8 * (n - 1))
+    } else {
+        0
+    }
+}
+
+/// The 8 bytes of `v` in ASCII upper case (all at once; other bytes as
+/// they are), so that equal results mean `eq_ignore_ascii_case`.
+#[inline(always)]
+const fn upper(v: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    // The low 7 bits of each byte, plus a bias that carries into the
+    // byte's top bit (never further) when it is ≥ `a`, resp. > `z`.
+    let low = v & (ONES * 0x7f);
+    let from_a = low + ONES * (0x80 - b'a' as u64);
+    let past_z = low + ONES * (0x80 - b'z' as u64 - 1);
+    let lower = from_a & !past_z & !v & (ONES * 0x80);
+    v - (lower >> 2)
+}
+
+/// A name's key: its first 8 bytes upper-cased (zero-padded); its length
+/// in the top byte of the second, under the upper-cased bytes 9 to 15
+/// (zero-padded), or for a name of 16 or more its last 7. Up to 15 bytes
+/// the key is the name; the second half is never 0 (that marks an empty
+/// slot).
+#[inline(always)]
+const fn key(word: &[u8]) -> (u64, u64) {
+    let len = word.len();
+    let with_len = (len as u64) << 56;
+    if len <= 8 {
+        (upper(load(word, 0, len)), with_len)
+    } else if len < 16 {
+        (upper(load(word, 0, 8)), upper(load(word, 8, len - 8)) | with_len)
+    } else {
+        (upper(load(word, 0, 8)), upper(load(word, len - 7, 7)) | with_len)
+    }
+}
+
+/// Slots of [`TABLE`]: a power of two, under a third filled, so that a
+/// lookup (hit or miss) rarely probes more than one or two.
+const SLOTS: usize = 4096;
+
+#[inline(always)]
+const fn hash(key: (u64, u64)) -> usize {
+    let k = key.0 ^ key.1.rotate_left(29);
+    (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SLOTS.trailing_zeros())) as usize
+}
+
+/// The [`key`]s of the [`BUILTIN`] names, by open addressing (linear
+/// probing); `(0, 0)` is an empty slot.
+static TABLE: [(u64, u64); SLOTS] = build().0;
+
+/// For each slot of [`TABLE`], the index of its name in [`BUILTIN`].
+static NAME_AT: [u16; SLOTS] = build().1;
+
+/// Names that reads call most, inserted first so that each sits in the
+/// slot its hash names (a test checks): found at the first probe.
+const FIRST_PLACED: &[&[u8]] = &[
+    b"COUNT",
+    b"SUM",
+    b"MIN",
+    b"MAX",
+    b"AVG",
+    b"WHERE",
+    b"AND",
+    b"ON",
+    b"USING",
+    b"EXISTS",
+    b"CONCAT",
+    b"CONCAT_WS",
+    b"COALESCE",
+    b"IFNULL",
+    b"IF",
+    b"NULLIF",
+    b"NOW",
+    b"CURDATE",
+    b"DATE",
+    b"DATE_FORMAT",
+    b"DATE_ADD",
+    b"DATE_SUB",
+    b"UNIX_TIMESTAMP",
+    b"FROM_UNIXTIME",
+    b"LOWER",
+    b"UPPER",
+    b"LENGTH",
+    b"SUBSTRING",
+    b"TRIM",
+    b"ROUND",
+    b"CAST",
+    b"CONVERT",
+    b"GROUP_CONCAT",
+    b"JSON_EXTRACT",
+    b"JSON_UNQUOTE",
+    b"OVER",
+    b"ROW_NUMBER",
+    b"FIND_IN_SET",
+];
+
+const fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
         return false;
-    };
-    let mut i = hit;
-    while i > 0 && KEYS[i - 1] == k {
-        i -= 1;
     }
-    while i < KEYS.len() && KEYS[i] == k {
-        if BUILTIN[i] == &*upper {
-            return true;
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
         }
         i += 1;
     }
-    false
+    true
 }
 
-/// The first 8 bytes of an upper-case name, big-endian and zero-padded:
-/// ordered as the names are (bytes ≥ 0x20 sort after the padding).
-const fn key(name: &[u8]) -> u64 {
-    let mut v = 0u64;
-    let mut i = 0;
-    while i < 8 {
-        v <<= 8;
-        if i < name.len() {
-            v |= name[i] as u64;
+const fn build() -> ([(u64, u64); SLOTS], [u16; SLOTS]) {
+    let mut table = [(0u64, 0u64); SLOTS];
+    let mut name_at = [0u16; SLOTS];
+    let mut placed = [false; BUILTIN.len()];
+    // Pass 0: FIRST_PLACED (in its order); pass 1: every other name.
+    let mut pass = 0;
+    while pass < 2 {
+        let mut i = 0;
+        while i < BUILTIN.len() {
+            let wanted = if pass == 0 {
+                let mut j = 0;
+                while j < FIRST_PLACED.len() && !same(FIRST_PLACED[j], BUILTIN[i]) {
+                    j += 1;
+                }
+                j < FIRST_PLACED.len()
+            } else {
+                !placed[i]
+            };
+            if wanted {
+                let k = key(BUILTIN[i]);
+                let mut h = hash(k);
+                while table[h].1 != 0 {
+                    h = (h + 1) & (SLOTS - 1);
+                }
+                table[h] = k;
+                name_at[h] = i as u16;
+                placed[i] = true;
+            }
+            i += 1;
         }
-        i += 1;
+        pass += 1;
     }
-    v
+    (table, name_at)
 }
-
-/// [`key`] of every [`BUILTIN`] name, in the same (sorted) order.
-static KEYS: [u64; BUILTIN.len()] = {
-    let mut out = [0u64; BUILTIN.len()];
-    let mut i = 0;
-    while i < BUILTIN.len() {
-        out[i] = key(BUILTIN[i]);
-        i += 1;
-    }
-    out
-};
 
 /// The longest name in [`BUILTIN`] (checked by a test).
 const MAX_LEN: usize = 40;
@@ -1240,6 +1395,93 @@ mod tests {
                     .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'_')
             );
         }
+    }
+
+    /// The slow, obvious answer the table must give.
+    fn reference(word: &[u8]) -> bool {
+        BUILTIN.iter().any(|n| n.eq_ignore_ascii_case(word))
+    }
+
+    #[test]
+    fn upper_is_ascii_upper_case_for_every_byte_everywhere() {
+        for b in 0..=255u8 {
+            for pos in 0..8 {
+                let mut bytes = *b"a_Z9\x80\xffq`";
+                bytes[pos] = b;
+                let want = u64::from_le_bytes(bytes.map(|c| c.to_ascii_uppercase()));
+                assert_eq!(upper(u64::from_le_bytes(bytes)), want, "{b:#x} at {pos}");
+            }
+        }
+    }
+
+    #[test]
+    fn load_reads_exactly_the_bytes_asked_for() {
+        let src = b"0123456789abcdefXYZ";
+        for at in 0..src.len() {
+            for n in 0..=8.min(src.len() - at) {
+                let mut want = [0u8; 8];
+                want[..n].copy_from_slice(&src[at..at + n]);
+                assert_eq!(load(src, at, n), u64::from_le_bytes(want), "{at} {n}");
+            }
+        }
+    }
+
+    /// Every name, in any case, is found; every name changed by one byte,
+    /// cut short or extended is found only if that is a name too.
+    #[test]
+    fn lookup_agrees_with_a_linear_search() {
+        for name in BUILTIN {
+            assert!(is_builtin(name));
+            assert!(is_builtin(&name.to_ascii_lowercase()));
+            let mut mixed = name.to_vec();
+            mixed.iter_mut().step_by(2).for_each(|b| *b = b.to_ascii_lowercase());
+            assert!(is_builtin(&mixed));
+            let mut variants: Vec<Vec<u8>> = vec![
+                name[..name.len() - 1].to_vec(),
+                [name, &b"S"[..]].concat(),
+                [&b"X"[..], name].concat(),
+            ];
+            for i in 0..name.len() {
+                for b in [b'A', b'_', b'1', b'Z' + 1, 0xC1] {
+                    let mut v = name.to_vec();
+                    v[i] = b;
+                    variants.push(v);
+                }
+            }
+            for v in variants {
+                assert_eq!(is_builtin(&v), reference(&v), "{}", String::from_utf8_lossy(&v));
+            }
+        }
+    }
+
+    #[test]
+    fn names_placed_first_are_in_their_own_slot() {
+        for name in FIRST_PLACED {
+            assert!(BUILTIN.contains(name), "{}", String::from_utf8_lossy(name));
+            let h = hash(key(name));
+            assert_eq!(BUILTIN[usize::from(NAME_AT[h])], *name);
+        }
+    }
+
+    #[test]
+    fn probes_stay_short_and_keys_are_unique() {
+        let mut keys: Vec<(u64, u64)> = BUILTIN.iter().map(|n| key(n)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), BUILTIN.len(), "a key names one name");
+        let longest = BUILTIN
+            .iter()
+            .map(|name| {
+                let mut h = hash(key(name));
+                let mut probes = 1;
+                while BUILTIN[usize::from(NAME_AT[h])] != *name {
+                    h = (h + 1) & (SLOTS - 1);
+                    probes += 1;
+                }
+                probes
+            })
+            .max();
+        assert!(longest.is_some_and(|p| p <= 8), "{longest:?}");
     }
 
     #[test]
