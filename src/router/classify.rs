@@ -152,10 +152,7 @@ pub fn classify(sql: &[u8]) -> Classified {
     let mut tx = TxOpen::None;
     let mut begins = false;
     let mut use_target = None;
-    let mut connection_id = false;
-    let mut kill = false;
-    let mut diagnostics = false;
-    let mut calls_functions = false;
+    let mut seen = Seen::default();
     loop {
         let mut st = Stmt {
             lx: &mut lx,
@@ -177,10 +174,7 @@ pub fn classify(sql: &[u8]) -> Classified {
                 use_target = one.use_target;
             }
             pins |= one.pins;
-            connection_id |= one.connection_id;
-            kill |= one.kill;
-            diagnostics |= one.diagnostics;
-            calls_functions |= one.calls_functions;
+            seen.0 |= one.seen.0;
             changes_session |= matches!(one.kind, StatementKind::Set | StatementKind::Use);
             if rank(one.kind) > rank(strongest) {
                 strongest = one.kind;
@@ -216,10 +210,10 @@ pub fn classify(sql: &[u8]) -> Classified {
         },
         reads_socket: lx.socket,
         reads_tracking: lx.tracking,
-        connection_id: connection_id && !lx.error,
-        kill,
-        diagnostics: diagnostics && !lx.error,
-        calls_functions: calls_functions && kind == StatementKind::Read && !lx.error,
+        connection_id: seen.has(Seen::CONNECTION_ID) && !lx.error,
+        kill: seen.has(Seen::KILL),
+        diagnostics: seen.has(Seen::DIAGNOSTICS) && !lx.error,
+        calls_functions: seen.has(Seen::CALLS_FUNCTIONS) && kind == StatementKind::Read && !lx.error,
     }
 }
 
@@ -263,14 +257,39 @@ struct One {
     begins: bool,
     /// The name after `USE`, when it stands alone.
     use_target: Option<Span>,
+    /// What a batch reports if any of its statements does.
+    seen: Seen,
+}
+
+/// The flags of [`One`] that [`classify`] ORs over a batch, as bits: one
+/// `or` per statement. As four `bool`s they cost every classification
+/// ~15 instructions more (valgrind), most of them spills.
+#[derive(Clone, Copy, Default)]
+struct Seen(u8);
+
+impl Seen {
     /// Calls `CONNECTION_ID()` (see [`Classified::connection_id`]).
-    connection_id: bool,
+    const CONNECTION_ID: u8 = 1;
     /// A `KILL` statement.
-    kill: bool,
+    const KILL: u8 = 2;
     /// Reads the previous statement's diagnostics.
-    diagnostics: bool,
+    const DIAGNOSTICS: u8 = 4;
     /// A read that calls a stored function.
-    calls_functions: bool,
+    const CALLS_FUNCTIONS: u8 = 8;
+
+    /// These bits set.
+    fn of(bits: u8) -> Self {
+        Seen(bits)
+    }
+
+    /// The same, with `bit` set if `on`.
+    fn with(self, bit: u8, on: bool) -> Self {
+        Seen(self.0 | if on { bit } else { 0 })
+    }
+
+    fn has(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
 }
 
 impl One {
@@ -281,10 +300,7 @@ impl One {
             tx: TxOpen::None,
             begins: false,
             use_target: None,
-            connection_id: false,
-            kill: false,
-            diagnostics: false,
-            calls_functions: false,
+            seen: Seen::default(),
         }
     }
 
@@ -295,9 +311,10 @@ impl One {
             // server's thread id: such a statement keeps the server's own
             // `CONNECTION_ID()` (it runs on the one connection that holds
             // the lock), so the comparison stays true.
-            connection_id: s.connection_id && !s.server_thread_ids,
-            diagnostics: s.diagnostics,
-            calls_functions: s.calls_functions,
+            seen: Seen::default()
+                .with(Seen::CONNECTION_ID, s.connection_id && !s.server_thread_ids)
+                .with(Seen::DIAGNOSTICS, s.diagnostics)
+                .with(Seen::CALLS_FUNCTIONS, s.calls_functions),
             ..One::new(kind, s.pins)
         }
     }
@@ -309,10 +326,7 @@ impl One {
             tx,
             begins: true,
             use_target: None,
-            connection_id: false,
-            kill: false,
-            diagnostics: false,
-            calls_functions: false,
+            seen: Seen::default(),
         }
     }
 
@@ -477,9 +491,12 @@ fn classify_one(st: &mut Stmt<'_, '_>) -> Option<One> {
                 // SHOW WARNINGS | ERRORS | COUNT(*) WARNINGS | ERRORS
                 let next = st.next();
                 One {
-                    diagnostics: next.is_some_and(|t| {
-                        t.is_word("WARNINGS") || t.is_word("ERRORS") || t.is_word("COUNT")
-                    }),
+                    seen: Seen::default().with(
+                        Seen::DIAGNOSTICS,
+                        next.is_some_and(|t| {
+                            t.is_word("WARNINGS") || t.is_word("ERRORS") || t.is_word("COUNT")
+                        }),
+                    ),
                     ..One::new(K::ReadPrimary, false)
                 }
             }
@@ -494,7 +511,7 @@ fn classify_one(st: &mut Stmt<'_, '_>) -> Option<One> {
                 if t.is_some_and(|t| t.is_word("DIAGNOSTICS")) {
                     let s = scan(st, Mode::Write, false);
                     One {
-                        diagnostics: true,
+                        seen: Seen::of(Seen::DIAGNOSTICS),
                         ..One::new(K::ReadPrimary, s.pins || s.assigns_user_var)
                     }
                 } else {
@@ -532,7 +549,7 @@ fn classify_one(st: &mut Stmt<'_, '_>) -> Option<One> {
                 One::scanned(K::Write, &s)
             }
             Kw::Kill => One {
-                kill: true,
+                seen: Seen::of(Seen::KILL),
                 ..One::new(K::Write, false)
             },
             _ => One::new(K::Write, false),
@@ -703,6 +720,15 @@ fn scan(st: &mut Stmt<'_, '_>, mode: Mode, with: bool) -> Scan {
             }
         }
         match t.kind {
+            // `word(` with a word that is not ours (`COUNT(`, `WHERE (`)
+            // is the common case, and only the stored-function rule can
+            // apply to it: tested first.
+            TokenKind::Punct(b'(') if prev == Kw::Other => {
+                if read && !s.calls_functions {
+                    s.calls_functions = prev2 == Kw::Dot || !super::functions::is_builtin(name);
+                }
+                depth = depth.saturating_add(1);
+            }
             TokenKind::Punct(b'(') => {
                 match prev.call_effect() {
                     Call::Primary if read => s.primary = true,

@@ -36,15 +36,16 @@
 /// instructions per call.
 pub(crate) fn is_builtin(word: &[u8]) -> bool {
     debug_assert!(word.iter().all(|&b| super::lex::is_ident(b)));
-    if word.is_empty() || word.len() > MAX_LEN {
-        return false;
+    // 1 to 15 bytes: the key is the name.
+    if word.len().wrapping_sub(1) >= 15 {
+        return is_long_builtin(word);
     }
     let key = key(word);
     let mut h = hash(key);
     loop {
         let slot = TABLE[h];
         if slot == key {
-            return word.len() < 16 || middle_matches(word, h);
+            return true;
         }
         if slot.1 == 0 {
             return false;
@@ -53,17 +54,42 @@ pub(crate) fn is_builtin(word: &[u8]) -> bool {
     }
 }
 
-/// The bytes of a name of 16 or more that its key does not hold, for the
-/// name in slot `h`: compared out of line, so that the common lookup
-/// keeps its few registers. A long name's key is unique too (a test
-/// checks), so no other slot needs a look.
+/// The slot that holds `key`, if any (the loop of [`is_builtin`]).
+fn probe(key: (u64, u64)) -> Option<usize> {
+    let mut h = hash(key);
+    loop {
+        let slot = TABLE[h];
+        if slot == key {
+            return Some(h);
+        }
+        if slot.1 == 0 {
+            return None;
+        }
+        h = (h + 1) & (SLOTS - 1);
+    }
+}
+
+/// [`is_builtin`] for a word of 16 bytes or more (or none), whose key
+/// leaves out its middle: compared against the name in the slot, out of
+/// line so that the common lookup keeps its few registers. A long name's
+/// key is unique too (a test checks), so no other slot needs a look.
 #[cold]
 #[inline(never)]
-fn middle_matches(word: &[u8], h: usize) -> bool {
+fn is_long_builtin(word: &[u8]) -> bool {
+    if word.is_empty() || word.len() > MAX_LEN {
+        return false;
+    }
+    let Some(h) = probe(key(word)) else {
+        return false;
+    };
     let name = BUILTIN[usize::from(NAME_AT[h])];
-    let mid = |n: &'static [u8]| n.get(8..n.len().saturating_sub(7)).unwrap_or_default();
-    word.get(8..word.len() - 7)
-        .is_some_and(|m| m.eq_ignore_ascii_case(mid(name)))
+    middle(word).eq_ignore_ascii_case(middle(name))
+}
+
+/// The bytes of a name of 16 or more that its key does not hold.
+fn middle(name: &[u8]) -> &[u8] {
+    name.get(8..name.len().saturating_sub(7))
+        .unwrap_or_default()
 }
 
 /// `n` ≤ 8 bytes of `b` from `at` (`at + n` ≤ `b.len()`), little-endian,
@@ -117,7 +143,8 @@ const fn key(word: &[u8]) -> (u64, u64) {
     let with_len = (len as u64) << 56;
     // The top byte of the second half holds the length, unfolded.
     const LOW7: u64 = (1 << 56) - 1;
-    if len <= 8 {
+    // Most names have 4 to 8 bytes: tested first.
+    if len.wrapping_sub(4) <= 4 || len < 4 {
         (fold(load(word, 0, len)), with_len)
     } else if len < 16 {
         (fold(load(word, 0, 8)), fold(load(word, 8, len - 8)) & LOW7 | with_len)
