@@ -213,7 +213,9 @@ pub fn classify(sql: &[u8]) -> Classified {
         connection_id: seen.has(Seen::CONNECTION_ID) && !lx.error,
         kill: seen.has(Seen::KILL),
         diagnostics: seen.has(Seen::DIAGNOSTICS) && !lx.error,
-        calls_functions: seen.has(Seen::CALLS_FUNCTIONS) && kind == StatementKind::Read && !lx.error,
+        calls_functions: seen.has(Seen::CALLS_FUNCTIONS)
+            && kind == StatementKind::Read
+            && !lx.error,
     }
 }
 
@@ -692,7 +694,8 @@ fn scan(st: &mut Stmt<'_, '_>, mode: Mode, with: bool) -> Scan {
     // WITH … REPLACE at depth 0: a write unless `(` follows (the function).
     let mut after_replace = false;
     // The text of the last word that is not one of ours (`Kw::Other`,
-    // `Kw::ServerSchema`),
+    // `Kw::ServerSchema`) or quoted identifier (`Kw::Quoted`), kept for
+    // `word(` and `schema.`,
     // kept for `word(` (see [`stored_call`]): the only per-token cost of
     // telling stored-function calls apart, and only in reads.
     let mut name: &[u8] = &[];
@@ -751,7 +754,17 @@ fn scan(st: &mut Stmt<'_, '_>, mode: Mode, with: bool) -> Scan {
                 depth = depth.saturating_add(1);
             }
             TokenKind::Punct(b')') => depth = depth.saturating_sub(1),
-            TokenKind::Punct(b'.') => kw = Kw::Dot,
+            // `schema.`: a server schema qualifies what follows (see
+            // `is_server_schema`).
+            TokenKind::Punct(b'.') => {
+                if read
+                    && (prev == Kw::ServerSchema
+                        || prev == Kw::Quoted && quotes_server_schema(name))
+                {
+                    s.primary = true;
+                }
+                kw = Kw::Dot;
+            }
             TokenKind::Assign if prev == Kw::AtVar && mode != Mode::Set => {
                 s.primary = true;
                 s.pins = true;
@@ -763,9 +776,7 @@ fn scan(st: &mut Stmt<'_, '_>, mode: Mode, with: bool) -> Scan {
             TokenKind::SysVar if read && is_server_sysvar(t.text) => s.primary = true,
             TokenKind::QuotedIdent => {
                 kw = Kw::Quoted;
-                if read && quotes_server_schema(t.text) {
-                    s.primary = true;
-                }
+                name = t.text;
             }
             TokenKind::UserVar => s.assigns_user_var = true,
             // Most words are not ours: a plain test for them, not the
@@ -774,10 +785,7 @@ fn scan(st: &mut Stmt<'_, '_>, mode: Mode, with: bool) -> Scan {
             TokenKind::Word if read && kw == Kw::Other => name = t.text,
             TokenKind::Word if read => {
                 match kw {
-                    Kw::ServerSchema => {
-                        name = t.text;
-                        s.primary = true;
-                    }
+                    Kw::ServerSchema => name = t.text,
                     Kw::Update | Kw::Share if prev == Kw::For => s.primary = true,
                     Kw::In if prev == Kw::Lock => s.primary = true,
                     // NEXT VALUE FOR seq / PREVIOUS VALUE FOR seq
@@ -885,9 +893,13 @@ fn ident_inner(text: &[u8]) -> &[u8] {
 /// replicated data: `information_schema` (its runtime tables —
 /// `PROCESSLIST`, `GLOBAL_STATUS`… — differ per server, and a catalogue
 /// read right after DDL must see the DDL, as ORMs introspect right after
-/// migrating), `performance_schema`, `mysql`, `sys`. A read naming one
-/// goes to the primary. A column or alias spelled like one of them is
-/// sent there too: safe, if not clever.
+/// migrating), `performance_schema`, `mysql`, `sys`. A read that names
+/// one as a qualifier (`mysql.user`, `` `sys`.`x` ``, followed by `.`)
+/// goes to the primary. Only there does a name mean the schema: a column,
+/// alias or table of the current schema spelled like one of them
+/// (`SELECT sys FROM t`) is no server state, and looking at every
+/// identifier cost ORM statements (every name quoted) ~2 % of their
+/// classification.
 ///
 /// The names are [`Kw::ServerSchema`] in the keyword tables, so that an
 /// unquoted word is told apart by the lookup every word gets anyway;
@@ -898,8 +910,8 @@ fn is_server_schema(name: &[u8]) -> bool {
 }
 
 /// [`is_server_schema`] for a quoted identifier's text (backticks
-/// included). Asked for every quoted identifier in a read (ORMs quote
-/// every name), so `sys` and `mysql` are compared inline by their five
+/// included). Asked for every quoted qualifier in a read (ORMs quote
+/// every name: `` `users`.`id` ``), so `sys` and `mysql` are compared inline by their five
 /// or seven bytes (`| 0x20` turns exactly the two cases of a letter into
 /// the lower-case one) and only 20-byte texts are looked up out of line.
 #[inline(always)]
@@ -2152,6 +2164,24 @@ mod server_state_tests {
             ),
             ("SELECT 'information_schema.x'", Read),
             ("SELECT a FROM t /* mysql.user */", Read),
+            // A qualifier, however spelled; only a qualifier.
+            ("SELECT * FROM MySQL . user", ReadPrimary),
+            ("SELECT * FROM `MySQL`.`user`", ReadPrimary),
+            ("SELECT * FROM `sys` /* x */ .`session`", ReadPrimary),
+            ("SELECT sys.f()", ReadPrimary),
+            (
+                "SELECT a FROM t WHERE x IN (SELECT 1 FROM `performance_schema`.`threads`)",
+                ReadPrimary,
+            ),
+            ("SELECT sys, mysql FROM t AS information_schema", Read),
+            ("SELECT `sys` FROM `mysql`", Read),
+            (
+                "SELECT `users`.`id` FROM `users` WHERE `mysqlx`.`a` = 1",
+                Read,
+            ),
+            ("SELECT 1 FROM `information_schemas`.t", Read),
+            // Not read by a read: already on the primary.
+            ("INSERT INTO t SELECT * FROM mysql.user", Write),
             ("SHOW STATUS", ReadPrimary),
             ("SHOW GLOBAL STATUS LIKE 'Com_select'", ReadPrimary),
             ("SHOW VARIABLES LIKE 'datadir'", ReadPrimary),
@@ -2209,6 +2239,40 @@ mod server_state_tests {
             assert_eq!(c.calls_functions, calls, "{sql}");
             if calls {
                 assert_eq!(c.kind, Read, "{sql}");
+            }
+        }
+    }
+
+    /// The flag `scan` keeps per token and the list `stored_functions`
+    /// builds from whole tokens agree on every read.
+    #[test]
+    fn the_flag_agrees_with_the_list() {
+        for sql in [
+            "SELECT COUNT(*) FROM t WHERE (a = 1) AND b IN (1, 2)",
+            "SELECT f(1)",
+            "SELECT app.f(1)",
+            "SELECT `f`(1)",
+            "SELECT `app`.`concat`(1)",
+            "SELECT db.nextval(s)",
+            "SELECT nextval(s), lastval(s)",
+            "SELECT x.select(1)",
+            "SELECT sys(1), mysql(2)",
+            "SELECT mysql.f()",
+            "SELECT db . concat (1)",
+            "SELECT CONCAT (a, b), IFNULL(c, 0), DATE_FORMAT(d, '%Y')",
+            "SELECT a FROM t WHERE EXISTS (SELECT 1) AND NOT (a) OR (b)",
+            "SELECT CURRENT_TIMESTAMP(), JSON_ARRAY_APPEND(j, '$', 1)",
+            "SELECT JSON_ARRAY_APPENX(j)",
+            "SELECT @a := f(1)",
+            "SELECT 1 FROM t WHERE id = ? AND (`t`.`x` IS NULL)",
+        ] {
+            let c = classify(sql.as_bytes());
+            if c.kind == Read {
+                assert_eq!(
+                    c.calls_functions,
+                    !stored_functions(sql.as_bytes()).is_empty(),
+                    "{sql}"
+                );
             }
         }
     }

@@ -114,7 +114,9 @@ const fn load(b: &[u8], at: usize, n: usize) -> u64 {
         // The two halves overlap when n < 8: same bytes, same places.
         lo | hi << (8 * (n - 4))
     } else if n > 0 {
-        b[at] as u64 | (b[at + n / 2] as u64) << (8 * (n / 2)) | (b[at + n - 1] as u64) << (8 * (n - 1))
+        b[at] as u64
+            | (b[at + n / 2] as u64) << (8 * (n / 2))
+            | (b[at + n - 1] as u64) << (8 * (n - 1))
     } else {
         0
     }
@@ -147,9 +149,15 @@ const fn key(word: &[u8]) -> (u64, u64) {
     if len.wrapping_sub(4) <= 4 || len < 4 {
         (fold(load(word, 0, len)), with_len)
     } else if len < 16 {
-        (fold(load(word, 0, 8)), fold(load(word, 8, len - 8)) & LOW7 | with_len)
+        (
+            fold(load(word, 0, 8)),
+            fold(load(word, 8, len - 8)) & LOW7 | with_len,
+        )
     } else {
-        (fold(load(word, 0, 8)), fold(load(word, len - 7, 7)) & LOW7 | with_len)
+        (
+            fold(load(word, 0, 8)),
+            fold(load(word, len - 7, 7)) & LOW7 | with_len,
+        )
     }
 }
 
@@ -1473,7 +1481,10 @@ mod tests {
             assert!(is_builtin(name));
             assert!(is_builtin(&name.to_ascii_lowercase()));
             let mut mixed = name.to_vec();
-            mixed.iter_mut().step_by(2).for_each(|b| *b = b.to_ascii_lowercase());
+            mixed
+                .iter_mut()
+                .step_by(2)
+                .for_each(|b| *b = b.to_ascii_lowercase());
             assert!(is_builtin(&mixed));
             let mut variants: Vec<Vec<u8>> = vec![
                 name[..name.len() - 1].to_vec(),
@@ -1488,7 +1499,12 @@ mod tests {
                 }
             }
             for v in variants {
-                assert_eq!(is_builtin(&v), reference(&v), "{}", String::from_utf8_lossy(&v));
+                assert_eq!(
+                    is_builtin(&v),
+                    reference(&v),
+                    "{}",
+                    String::from_utf8_lossy(&v)
+                );
             }
         }
     }
