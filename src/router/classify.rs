@@ -694,10 +694,9 @@ fn scan(st: &mut Stmt<'_, '_>, mode: Mode, with: bool) -> Scan {
     // WITH … REPLACE at depth 0: a write unless `(` follows (the function).
     let mut after_replace = false;
     // The text of the last word that is not one of ours (`Kw::Other`,
-    // `Kw::ServerSchema`) or quoted identifier (`Kw::Quoted`), kept for
-    // `word(` and `schema.`,
-    // kept for `word(` (see [`stored_call`]): the only per-token cost of
-    // telling stored-function calls apart, and only in reads.
+    // `Kw::ServerSchema`) or quoted identifier (`Kw::Quoted`), for `word(`
+    // (see [`stored_call`]) and `schema.`: read only when `prev` says the
+    // token before is that name. The only per-token cost of both rules.
     let mut name: &[u8] = &[];
     while let Some(t) = st.next() {
         // `Kw::Quoted` and `Kw::Dot` are set in their arms below, where the
@@ -864,12 +863,10 @@ fn is_stored_call(p: Token<'_>, kw: Kw, qualified: bool) -> bool {
 
 /// [`is_stored_call`] for [`scan`], from what it keeps anyway: the
 /// keywords of the two tokens before `(` (`prev` the name's, `prev2`
-/// [`Kw::Dot`] when qualified) and `name`, the text of the last
-/// [`Kw::Other`] or [`Kw::ServerSchema`] word (read only when `prev` is
-/// that word). Keeping the
-/// whole previous token and a `.` flag per token instead cost a point
-/// select ~10 % of its classification (valgrind, see
-/// benches/results/classify-server-state.md).
+/// [`Kw::Dot`] when qualified) and `name`, the text of the name before
+/// `(` when `prev` is a word. Keeping the whole previous token and a `.`
+/// flag per token instead cost a point select ~10 % of its
+/// classification (valgrind, see benches/results/classify-server-state.md).
 #[inline]
 fn stored_call(prev: Kw, prev2: Kw, name: &[u8]) -> bool {
     match prev {
@@ -897,9 +894,9 @@ fn ident_inner(text: &[u8]) -> &[u8] {
 /// one as a qualifier (`mysql.user`, `` `sys`.`x` ``, followed by `.`)
 /// goes to the primary. Only there does a name mean the schema: a column,
 /// alias or table of the current schema spelled like one of them
-/// (`SELECT sys FROM t`) is no server state, and looking at every
-/// identifier cost ORM statements (every name quoted) ~2 % of their
-/// classification.
+/// (`SELECT sys FROM t`) is no server state. (Looking at every quoted
+/// name also cost ORM statements, which quote every name, more than
+/// looking at qualifiers.)
 ///
 /// The names are [`Kw::ServerSchema`] in the keyword tables, so that an
 /// unquoted word is told apart by the lookup every word gets anyway;
@@ -911,9 +908,10 @@ fn is_server_schema(name: &[u8]) -> bool {
 
 /// [`is_server_schema`] for a quoted identifier's text (backticks
 /// included). Asked for every quoted qualifier in a read (ORMs quote
-/// every name: `` `users`.`id` ``), so `sys` and `mysql` are compared inline by their five
-/// or seven bytes (`| 0x20` turns exactly the two cases of a letter into
-/// the lower-case one) and only 20-byte texts are looked up out of line.
+/// every name: `` `users`.`id` ``), so `sys` and `mysql` are compared
+/// inline by their five or seven bytes (`| 0x20` turns exactly the two
+/// cases of a letter into the lower-case one) and only 20-byte texts are
+/// looked up out of line.
 #[inline(always)]
 fn quotes_server_schema(text: &[u8]) -> bool {
     match *text {
