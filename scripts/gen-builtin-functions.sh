@@ -9,8 +9,8 @@
 #                                      the two lists above do not hold, loaded
 #                                      from the server's fill_help_tables.sql
 # plus EXTRA below: native functions that none of them names (ST_*, MBR*…).
-# The result is sorted, upper case and deduplicated: the classifier looks a
-# name up by binary search. A name missing here is only ever sent to the
+# The result is sorted, upper case and deduplicated (the classifier hashes
+# it into a table at compile time; sorted for review and diffs). A name missing here is only ever sent to the
 # primary (treated as a stored function), never wrongly to a replica, so a
 # table one release behind the servers is safe.
 #

@@ -152,10 +152,7 @@ pub fn classify(sql: &[u8]) -> Classified {
     let mut tx = TxOpen::None;
     let mut begins = false;
     let mut use_target = None;
-    let mut connection_id = false;
-    let mut kill = false;
-    let mut diagnostics = false;
-    let mut calls_functions = false;
+    let mut seen = Seen::default();
     loop {
         let mut st = Stmt {
             lx: &mut lx,
@@ -177,10 +174,7 @@ pub fn classify(sql: &[u8]) -> Classified {
                 use_target = one.use_target;
             }
             pins |= one.pins;
-            connection_id |= one.connection_id;
-            kill |= one.kill;
-            diagnostics |= one.diagnostics;
-            calls_functions |= one.calls_functions;
+            seen.0 |= one.seen.0;
             changes_session |= matches!(one.kind, StatementKind::Set | StatementKind::Use);
             if rank(one.kind) > rank(strongest) {
                 strongest = one.kind;
@@ -216,10 +210,12 @@ pub fn classify(sql: &[u8]) -> Classified {
         },
         reads_socket: lx.socket,
         reads_tracking: lx.tracking,
-        connection_id: connection_id && !lx.error,
-        kill,
-        diagnostics: diagnostics && !lx.error,
-        calls_functions: calls_functions && kind == StatementKind::Read && !lx.error,
+        connection_id: seen.has(Seen::CONNECTION_ID) && !lx.error,
+        kill: seen.has(Seen::KILL),
+        diagnostics: seen.has(Seen::DIAGNOSTICS) && !lx.error,
+        calls_functions: seen.has(Seen::CALLS_FUNCTIONS)
+            && kind == StatementKind::Read
+            && !lx.error,
     }
 }
 
@@ -263,14 +259,39 @@ struct One {
     begins: bool,
     /// The name after `USE`, when it stands alone.
     use_target: Option<Span>,
+    /// What a batch reports if any of its statements does.
+    seen: Seen,
+}
+
+/// The flags of [`One`] that [`classify`] ORs over a batch, as bits: one
+/// `or` per statement. As four `bool`s they cost every classification
+/// ~15 instructions more (valgrind), most of them spills.
+#[derive(Clone, Copy, Default)]
+struct Seen(u8);
+
+impl Seen {
     /// Calls `CONNECTION_ID()` (see [`Classified::connection_id`]).
-    connection_id: bool,
+    const CONNECTION_ID: u8 = 1;
     /// A `KILL` statement.
-    kill: bool,
+    const KILL: u8 = 2;
     /// Reads the previous statement's diagnostics.
-    diagnostics: bool,
+    const DIAGNOSTICS: u8 = 4;
     /// A read that calls a stored function.
-    calls_functions: bool,
+    const CALLS_FUNCTIONS: u8 = 8;
+
+    /// These bits set.
+    fn of(bits: u8) -> Self {
+        Seen(bits)
+    }
+
+    /// The same, with `bit` set if `on`.
+    fn with(self, bit: u8, on: bool) -> Self {
+        Seen(self.0 | if on { bit } else { 0 })
+    }
+
+    fn has(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
 }
 
 impl One {
@@ -281,10 +302,7 @@ impl One {
             tx: TxOpen::None,
             begins: false,
             use_target: None,
-            connection_id: false,
-            kill: false,
-            diagnostics: false,
-            calls_functions: false,
+            seen: Seen::default(),
         }
     }
 
@@ -295,9 +313,10 @@ impl One {
             // server's thread id: such a statement keeps the server's own
             // `CONNECTION_ID()` (it runs on the one connection that holds
             // the lock), so the comparison stays true.
-            connection_id: s.connection_id && !s.server_thread_ids,
-            diagnostics: s.diagnostics,
-            calls_functions: s.calls_functions,
+            seen: Seen::default()
+                .with(Seen::CONNECTION_ID, s.connection_id && !s.server_thread_ids)
+                .with(Seen::DIAGNOSTICS, s.diagnostics)
+                .with(Seen::CALLS_FUNCTIONS, s.calls_functions),
             ..One::new(kind, s.pins)
         }
     }
@@ -309,10 +328,7 @@ impl One {
             tx,
             begins: true,
             use_target: None,
-            connection_id: false,
-            kill: false,
-            diagnostics: false,
-            calls_functions: false,
+            seen: Seen::default(),
         }
     }
 
@@ -477,9 +493,12 @@ fn classify_one(st: &mut Stmt<'_, '_>) -> Option<One> {
                 // SHOW WARNINGS | ERRORS | COUNT(*) WARNINGS | ERRORS
                 let next = st.next();
                 One {
-                    diagnostics: next.is_some_and(|t| {
-                        t.is_word("WARNINGS") || t.is_word("ERRORS") || t.is_word("COUNT")
-                    }),
+                    seen: Seen::default().with(
+                        Seen::DIAGNOSTICS,
+                        next.is_some_and(|t| {
+                            t.is_word("WARNINGS") || t.is_word("ERRORS") || t.is_word("COUNT")
+                        }),
+                    ),
                     ..One::new(K::ReadPrimary, false)
                 }
             }
@@ -494,7 +513,7 @@ fn classify_one(st: &mut Stmt<'_, '_>) -> Option<One> {
                 if t.is_some_and(|t| t.is_word("DIAGNOSTICS")) {
                     let s = scan(st, Mode::Write, false);
                     One {
-                        diagnostics: true,
+                        seen: Seen::of(Seen::DIAGNOSTICS),
                         ..One::new(K::ReadPrimary, s.pins || s.assigns_user_var)
                     }
                 } else {
@@ -532,7 +551,7 @@ fn classify_one(st: &mut Stmt<'_, '_>) -> Option<One> {
                 One::scanned(K::Write, &s)
             }
             Kw::Kill => One {
-                kill: true,
+                seen: Seen::of(Seen::KILL),
                 ..One::new(K::Write, false)
             },
             _ => One::new(K::Write, false),
@@ -616,7 +635,7 @@ fn explain_target<'a>(st: &mut Stmt<'_, 'a>, analyze: bool, into: &mut bool) -> 
             Kw::Insert | Kw::Update | Kw::Delete | Kw::Replace => Target::Done(K::Write),
             // DESCRIBE tbl / EXPLAIN db.tbl col. A table named like one of
             // our keywords is sent to the primary: safe, if not clever.
-            Kw::Other if !analyze => Target::Done(K::Read),
+            Kw::Other | Kw::ServerSchema if !analyze => Target::Done(K::Read),
             _ if !analyze && t.kind == TokenKind::QuotedIdent => Target::Done(K::Read),
             _ => Target::Done(K::Write),
         };
@@ -674,12 +693,16 @@ fn scan(st: &mut Stmt<'_, '_>, mode: Mode, with: bool) -> Scan {
     let mut find_main = with;
     // WITH … REPLACE at depth 0: a write unless `(` follows (the function).
     let mut after_replace = false;
-    // The previous token, and whether a `.` came before it (`db.f(`).
-    let mut prev_tok: Option<Token<'_>> = None;
-    let mut prev_dot = false;
-    let mut dot = false;
+    // The text of the last word that is not one of ours (`Kw::Other`,
+    // `Kw::ServerSchema`) or quoted identifier (`Kw::Quoted`), for `word(`
+    // (see [`stored_call`]) and `schema.`: read only when `prev` says the
+    // token before is that name. The only per-token cost of both rules.
+    let mut name: &[u8] = &[];
     while let Some(t) = st.next() {
-        let kw = match t.kind {
+        // `Kw::Quoted` and `Kw::Dot` are set in their arms below, where the
+        // token kind is matched anyway: a second dispatch on it here cost
+        // every token a few instructions.
+        let mut kw = match t.kind {
             TokenKind::Word => t.keyword(),
             TokenKind::UserVar => Kw::AtVar,
             _ => Kw::NotWord,
@@ -699,6 +722,15 @@ fn scan(st: &mut Stmt<'_, '_>, mode: Mode, with: bool) -> Scan {
             }
         }
         match t.kind {
+            // `word(` with a word that is not ours (`COUNT(`, `WHERE (`)
+            // is the common case, and only the stored-function rule can
+            // apply to it: tested first.
+            TokenKind::Punct(b'(') if prev == Kw::Other => {
+                if read && !s.calls_functions {
+                    s.calls_functions = prev2 == Kw::Dot || !super::functions::is_builtin(name);
+                }
+                depth = depth.saturating_add(1);
+            }
             TokenKind::Punct(b'(') => {
                 match prev.call_effect() {
                     Call::Primary if read => s.primary = true,
@@ -716,11 +748,22 @@ fn scan(st: &mut Stmt<'_, '_>, mode: Mode, with: bool) -> Scan {
                     s.diagnostics = true;
                 }
                 if read && !s.calls_functions {
-                    s.calls_functions = prev_tok.is_some_and(|p| is_stored_call(p, prev, prev_dot));
+                    s.calls_functions = stored_call(prev, prev2, name);
                 }
                 depth = depth.saturating_add(1);
             }
             TokenKind::Punct(b')') => depth = depth.saturating_sub(1),
+            // `schema.`: a server schema qualifies what follows (see
+            // `is_server_schema`).
+            TokenKind::Punct(b'.') => {
+                if read
+                    && (prev == Kw::ServerSchema
+                        || prev == Kw::Quoted && quotes_server_schema(name))
+                {
+                    s.primary = true;
+                }
+                kw = Kw::Dot;
+            }
             TokenKind::Assign if prev == Kw::AtVar && mode != Mode::Set => {
                 s.primary = true;
                 s.pins = true;
@@ -730,15 +773,18 @@ fn scan(st: &mut Stmt<'_, '_>, mode: Mode, with: bool) -> Scan {
                 s.diagnostics |= is_diagnostics_sysvar(t.text);
             }
             TokenKind::SysVar if read && is_server_sysvar(t.text) => s.primary = true,
-            TokenKind::QuotedIdent if read && is_server_schema(ident_inner(t.text)) => {
-                s.primary = true
+            TokenKind::QuotedIdent => {
+                kw = Kw::Quoted;
+                name = t.text;
             }
             TokenKind::UserVar => s.assigns_user_var = true,
+            // Most words are not ours: a plain test for them, not the
+            // jump table over every keyword (measured: ~5 instructions a
+            // word).
+            TokenKind::Word if read && kw == Kw::Other => name = t.text,
             TokenKind::Word if read => {
-                if kw == Kw::Other && is_server_schema(t.text) {
-                    s.primary = true;
-                }
                 match kw {
+                    Kw::ServerSchema => name = t.text,
                     Kw::Update | Kw::Share if prev == Kw::For => s.primary = true,
                     Kw::In if prev == Kw::Lock => s.primary = true,
                     // NEXT VALUE FOR seq / PREVIOUS VALUE FOR seq
@@ -769,9 +815,6 @@ fn scan(st: &mut Stmt<'_, '_>, mode: Mode, with: bool) -> Scan {
         }
         prev2 = prev;
         prev = kw;
-        prev_dot = dot;
-        dot = t.is_punct(b'.');
-        prev_tok = Some(t);
     }
     if after_into {
         s.pins = true;
@@ -808,9 +851,31 @@ fn is_primary_sysvar(text: &[u8]) -> bool {
 #[inline]
 fn is_stored_call(p: Token<'_>, kw: Kw, qualified: bool) -> bool {
     match p.kind {
-        TokenKind::Word => qualified || (kw == Kw::Other && !super::functions::is_builtin(p.text)),
+        TokenKind::Word => {
+            qualified
+                || (matches!(kw, Kw::Other | Kw::ServerSchema)
+                    && !super::functions::is_builtin(p.text))
+        }
         TokenKind::QuotedIdent => true,
         _ => false,
+    }
+}
+
+/// [`is_stored_call`] for [`scan`], from what it keeps anyway: the
+/// keywords of the two tokens before `(` (`prev` the name's, `prev2`
+/// [`Kw::Dot`] when qualified) and `name`, the text of the name before
+/// `(` when `prev` is a word. Keeping the whole previous token and a `.`
+/// flag per token instead cost a point select ~10 % of its
+/// classification (valgrind, see benches/results/classify-server-state.md).
+#[inline]
+fn stored_call(prev: Kw, prev2: Kw, name: &[u8]) -> bool {
+    match prev {
+        Kw::Quoted => true,
+        Kw::Other | Kw::ServerSchema => prev2 == Kw::Dot || !super::functions::is_builtin(name),
+        // Not a word (`)`, `,`, a literal…).
+        Kw::NotWord | Kw::AtVar | Kw::Dot | Kw::End => false,
+        // One of our keywords: a call only as `db.word(`.
+        _ => prev2 == Kw::Dot,
     }
 }
 
@@ -825,19 +890,37 @@ fn ident_inner(text: &[u8]) -> &[u8] {
 /// replicated data: `information_schema` (its runtime tables —
 /// `PROCESSLIST`, `GLOBAL_STATUS`… — differ per server, and a catalogue
 /// read right after DDL must see the DDL, as ORMs introspect right after
-/// migrating), `performance_schema`, `mysql`, `sys`. A read naming one
-/// goes to the primary. A column or alias spelled like one of them is
-/// sent there too: safe, if not clever.
-#[inline]
+/// migrating), `performance_schema`, `mysql`, `sys`. A read that names
+/// one as a qualifier (`mysql.user`, `` `sys`.`x` ``, followed by `.`)
+/// goes to the primary. Only there does a name mean the schema: a column,
+/// alias or table of the current schema spelled like one of them
+/// (`SELECT sys FROM t`) is no server state. (Looking at every quoted
+/// name also cost ORM statements, which quote every name, more than
+/// looking at qualifiers.)
+///
+/// The names are [`Kw::ServerSchema`] in the keyword tables, so that an
+/// unquoted word is told apart by the lookup every word gets anyway;
+/// [`quotes_server_schema`] tells quoted ones.
+#[inline(never)]
 fn is_server_schema(name: &[u8]) -> bool {
-    match name.len() {
-        3 => name.eq_ignore_ascii_case(b"sys"),
-        5 => name.eq_ignore_ascii_case(b"mysql"),
-        18 => {
-            name.eq_ignore_ascii_case(b"information_schema")
-                || name.eq_ignore_ascii_case(b"performance_schema")
+    keyword(name) == Kw::ServerSchema
+}
+
+/// [`is_server_schema`] for a quoted identifier's text (backticks
+/// included). Asked for every quoted qualifier in a read (ORMs quote
+/// every name: `` `users`.`id` ``), so `sys` and `mysql` are compared
+/// inline by their five or seven bytes (`| 0x20` turns exactly the two
+/// cases of a letter into the lower-case one) and only 20-byte texts are
+/// looked up out of line.
+#[inline(always)]
+fn quotes_server_schema(text: &[u8]) -> bool {
+    match *text {
+        [_, a, b, c, _] => a | 0x20 == b's' && b | 0x20 == b'y' && c | 0x20 == b's',
+        [_, a, b, c, d, e, _] => {
+            u32::from_le_bytes([a, b, c, d]) | 0x2020_2020 == u32::from_le_bytes(*b"mysq")
+                && e | 0x20 == b'l'
         }
-        _ => false,
+        _ => text.len() == 20 && is_server_schema(ident_inner(text)),
     }
 }
 
@@ -995,6 +1078,15 @@ enum Kw {
     NotWord,
     /// A user variable (`@x`), for `@x :=`.
     AtVar,
+    /// A quoted identifier (`` `f` ``), for `` `f`( `` (only in [`scan`]).
+    Quoted,
+    /// The punctuation `.`, for `db.f(` (only in [`scan`]).
+    Dot,
+    /// A word naming a schema that describes the answering server
+    /// (`sys`, `mysql`, `information_schema`, `performance_schema`; see
+    /// [`is_server_schema`]). Otherwise a word like [`Kw::Other`]: every
+    /// rule that names `Other` names it too.
+    ServerSchema,
     /// End of the statement.
     End,
     Analyze,
@@ -1155,6 +1247,7 @@ const KW3: KwTable = &[
     kw(b"NOT", Kw::Not),
     kw(b"SET", Kw::Set),
     kw(b"USE", Kw::Use),
+    kw(b"SYS", Kw::ServerSchema),
 ];
 const KW4: KwTable = &[
     kw(b"CALL", Kw::Call),
@@ -1175,6 +1268,7 @@ const KW5: KwTable = &[
     kw(b"START", Kw::Start),
     kw(b"TABLE", Kw::Table),
     kw(b"VALUE", Kw::Value),
+    kw(b"MYSQL", Kw::ServerSchema),
 ];
 const KW6: KwTable = &[
     kw(b"SELECT", Kw::Select),
@@ -1233,6 +1327,10 @@ const KW15: KwTable = &[
 ];
 const KW16: KwTable = &[kw(b"MASTER_GTID_WAIT", Kw::MasterGtidWait)];
 const KW17: KwTable = &[kw(b"RELEASE_ALL_LOCKS", Kw::ReleaseAllLocks)];
+const KW18: KwTable = &[
+    kw(b"INFORMATION_SCHEMA", Kw::ServerSchema),
+    kw(b"PERFORMANCE_SCHEMA", Kw::ServerSchema),
+];
 const KW19: KwTable = &[kw(b"SQL_CALC_FOUND_ROWS", Kw::SqlCalcFoundRows)];
 
 /// Keyword tables indexed by word length.
@@ -1255,7 +1353,7 @@ const BY_LEN: [KwTable; 20] = [
     KW15,
     KW16,
     KW17,
-    &[],
+    KW18,
     KW19,
 ];
 
@@ -2064,6 +2162,24 @@ mod server_state_tests {
             ),
             ("SELECT 'information_schema.x'", Read),
             ("SELECT a FROM t /* mysql.user */", Read),
+            // A qualifier, however spelled; only a qualifier.
+            ("SELECT * FROM MySQL . user", ReadPrimary),
+            ("SELECT * FROM `MySQL`.`user`", ReadPrimary),
+            ("SELECT * FROM `sys` /* x */ .`session`", ReadPrimary),
+            ("SELECT sys.f()", ReadPrimary),
+            (
+                "SELECT a FROM t WHERE x IN (SELECT 1 FROM `performance_schema`.`threads`)",
+                ReadPrimary,
+            ),
+            ("SELECT sys, mysql FROM t AS information_schema", Read),
+            ("SELECT `sys` FROM `mysql`", Read),
+            (
+                "SELECT `users`.`id` FROM `users` WHERE `mysqlx`.`a` = 1",
+                Read,
+            ),
+            ("SELECT 1 FROM `information_schemas`.t", Read),
+            // Not read by a read: already on the primary.
+            ("INSERT INTO t SELECT * FROM mysql.user", Write),
             ("SHOW STATUS", ReadPrimary),
             ("SHOW GLOBAL STATUS LIKE 'Com_select'", ReadPrimary),
             ("SHOW VARIABLES LIKE 'datadir'", ReadPrimary),
@@ -2121,6 +2237,40 @@ mod server_state_tests {
             assert_eq!(c.calls_functions, calls, "{sql}");
             if calls {
                 assert_eq!(c.kind, Read, "{sql}");
+            }
+        }
+    }
+
+    /// The flag `scan` keeps per token and the list `stored_functions`
+    /// builds from whole tokens agree on every read.
+    #[test]
+    fn the_flag_agrees_with_the_list() {
+        for sql in [
+            "SELECT COUNT(*) FROM t WHERE (a = 1) AND b IN (1, 2)",
+            "SELECT f(1)",
+            "SELECT app.f(1)",
+            "SELECT `f`(1)",
+            "SELECT `app`.`concat`(1)",
+            "SELECT db.nextval(s)",
+            "SELECT nextval(s), lastval(s)",
+            "SELECT x.select(1)",
+            "SELECT sys(1), mysql(2)",
+            "SELECT mysql.f()",
+            "SELECT db . concat (1)",
+            "SELECT CONCAT (a, b), IFNULL(c, 0), DATE_FORMAT(d, '%Y')",
+            "SELECT a FROM t WHERE EXISTS (SELECT 1) AND NOT (a) OR (b)",
+            "SELECT CURRENT_TIMESTAMP(), JSON_ARRAY_APPEND(j, '$', 1)",
+            "SELECT JSON_ARRAY_APPENX(j)",
+            "SELECT @a := f(1)",
+            "SELECT 1 FROM t WHERE id = ? AND (`t`.`x` IS NULL)",
+        ] {
+            let c = classify(sql.as_bytes());
+            if c.kind == Read {
+                assert_eq!(
+                    c.calls_functions,
+                    !stored_functions(sql.as_bytes()).is_empty(),
+                    "{sql}"
+                );
             }
         }
     }

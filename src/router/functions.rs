@@ -17,64 +17,261 @@
 //! like a keyword (`comment()`); write `db.comment()` or add a
 //! `rwproxy:primary` hint.
 //!
-//! Lookup is a binary search over the sorted names (about ten comparisons),
-//! done only for a `word(` whose word is not one of the classifier's own
-//! keywords, and only in reads.
+//! Lookup is a hash table built at compile time ([`is_builtin`]: one
+//! probe, usually), done only for a `word(` whose word is not one of the
+//! classifier's own keywords, and only in reads.
 
-/// Whether `word` is a built-in function or keyword (ASCII case ignored).
-/// Binary search over [`KEYS`] (integer comparisons), then the few names
-/// sharing the first 8 bytes are compared in full: measured, a search over
-/// the names themselves cost a typical statement corpus ~20 %.
+/// Whether `word`, an unquoted identifier (the lexer's `Word` token: ASCII
+/// letters, digits, `_`, `$`, bytes ≥ 0x80), is a built-in function or
+/// keyword (ASCII case ignored).
+///
+/// One probe, usually, into a hash table built at compile time, keyed by
+/// two integers: the first 8 bytes, and the length with the bytes after
+/// those (up to 7; for a longer name its last 7, and its middle is
+/// compared on a match), case-folded as the keyword tables of
+/// `classify` are (see [`fold`]). Asked for every `word(` in a
+/// read (`COUNT(`, `CONCAT(`, `WHERE (`…), so it is on the path of most
+/// reads: measured with valgrind (benches/results/classify-server-state.md),
+/// a lookup costs ~40 instructions; the binary search over the sorted
+/// names it replaces cost ~180.
 pub(crate) fn is_builtin(word: &[u8]) -> bool {
+    debug_assert!(word.iter().all(|&b| super::lex::is_ident(b)));
+    // 1 to 15 bytes: the key is the name.
+    if word.len().wrapping_sub(1) >= 15 {
+        return is_long_builtin(word);
+    }
+    let key = key(word);
+    let mut h = hash(key);
+    loop {
+        let slot = TABLE[h];
+        if slot == key {
+            return true;
+        }
+        if slot.1 == 0 {
+            return false;
+        }
+        h = (h + 1) & (SLOTS - 1);
+    }
+}
+
+/// The slot that holds `key`, if any (the loop of [`is_builtin`]).
+fn probe(key: (u64, u64)) -> Option<usize> {
+    let mut h = hash(key);
+    loop {
+        let slot = TABLE[h];
+        if slot == key {
+            return Some(h);
+        }
+        if slot.1 == 0 {
+            return None;
+        }
+        h = (h + 1) & (SLOTS - 1);
+    }
+}
+
+/// [`is_builtin`] for a word of 16 bytes or more (or none), whose key
+/// leaves out its middle: compared against the name in the slot, out of
+/// line so that the common lookup keeps its few registers. A long name's
+/// key is unique too (a test checks), so no other slot needs a look.
+#[cold]
+#[inline(never)]
+fn is_long_builtin(word: &[u8]) -> bool {
     if word.is_empty() || word.len() > MAX_LEN {
         return false;
     }
-    let mut buf = [0u8; MAX_LEN];
-    let upper = &mut buf[..word.len()];
-    upper.copy_from_slice(word);
-    upper.make_ascii_uppercase();
-    let k = key(upper);
-    let Ok(hit) = KEYS.binary_search(&k) else {
+    let Some(h) = probe(key(word)) else {
         return false;
     };
-    let mut i = hit;
-    while i > 0 && KEYS[i - 1] == k {
-        i -= 1;
+    let name = BUILTIN[usize::from(NAME_AT[h])];
+    middle(word).eq_ignore_ascii_case(middle(name))
+}
+
+/// The bytes of a name of 16 or more that its key does not hold.
+fn middle(name: &[u8]) -> &[u8] {
+    name.get(8..name.len().saturating_sub(7))
+        .unwrap_or_default()
+}
+
+/// `n` ≤ 8 bytes of `b` from `at` (`at + n` ≤ `b.len()`), little-endian,
+/// zero-padded: one or two loads, no loop.
+#[inline(always)]
+const fn load(b: &[u8], at: usize, n: usize) -> u64 {
+    if n >= 8 {
+        u64::from_le_bytes([
+            b[at],
+            b[at + 1],
+            b[at + 2],
+            b[at + 3],
+            b[at + 4],
+            b[at + 5],
+            b[at + 6],
+            b[at + 7],
+        ])
+    } else if n >= 4 {
+        let lo = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as u64;
+        let e = at + n - 4;
+        let hi = u32::from_le_bytes([b[e], b[e + 1], b[e + 2], b[e + 3]]) as u64;
+        // The two halves overlap when n < 8: same bytes, same places.
+        lo | hi << (8 * (n - 4))
+    } else if n > 0 {
+        b[at] as u64
+            | (b[at + n / 2] as u64) << (8 * (n / 2))
+            | (b[at + n - 1] as u64) << (8 * (n - 1))
+    } else {
+        0
     }
-    while i < KEYS.len() && KEYS[i] == k {
-        if BUILTIN[i] == &*upper {
-            return true;
+}
+
+/// `v` (bytes of an identifier) with bit 5 of each byte set: a letter's
+/// two cases become one. For identifier bytes against our names (`A`–`Z`,
+/// `0`–`9`, `_`) that is exactly `eq_ignore_ascii_case`: besides a
+/// letter's other case, only non-identifier bytes fold onto a name's byte
+/// (0x10–0x19 onto digits, 0x7f onto `_`), and bytes ≥ 0x80 stay ≥ 0x80.
+/// One `or`, where an exact upper-casing of any byte cost ~12
+/// instructions a lookup.
+#[inline(always)]
+const fn fold(v: u64) -> u64 {
+    v | 0x2020_2020_2020_2020
+}
+
+/// A name's key: its first 8 bytes [`fold`]ed (zero-padded, the padding
+/// folded too); its length in the top byte of the second, under the
+/// folded bytes 9 to 15 (ditto), or for a name of 16 or more its last 7.
+/// Up to 15 bytes the key is the name (the length tells padding from
+/// bytes); the second half is never 0 (that marks an empty slot).
+#[inline(always)]
+const fn key(word: &[u8]) -> (u64, u64) {
+    let len = word.len();
+    let with_len = (len as u64) << 56;
+    // The top byte of the second half holds the length, unfolded.
+    const LOW7: u64 = (1 << 56) - 1;
+    if len <= 8 {
+        (fold(load(word, 0, len)), with_len)
+    } else if len < 16 {
+        (
+            fold(load(word, 0, 8)),
+            fold(load(word, 8, len - 8)) & LOW7 | with_len,
+        )
+    } else {
+        (
+            fold(load(word, 0, 8)),
+            fold(load(word, len - 7, 7)) & LOW7 | with_len,
+        )
+    }
+}
+
+/// Slots of [`TABLE`]: a power of two, under a third filled, so that a
+/// lookup (hit or miss) rarely probes more than one or two. The table
+/// takes 64 KiB (and [`NAME_AT`] 8 KiB) of read-only data.
+const SLOTS: usize = 4096;
+
+/// Multiply-shift over both halves of a [`key`]. The rotation was chosen
+/// (of 64) so that no two [`FIRST_PLACED`] names share a slot, and for
+/// the fewest probes over all names (1.16 on average, 5 at most).
+#[inline(always)]
+const fn hash(key: (u64, u64)) -> usize {
+    let k = key.0 ^ key.1.rotate_left(50);
+    (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SLOTS.trailing_zeros())) as usize
+}
+
+/// The [`key`]s of the [`BUILTIN`] names, by open addressing (linear
+/// probing); `(0, 0)` is an empty slot.
+static TABLE: [(u64, u64); SLOTS] = build().0;
+
+/// For each slot of [`TABLE`], the index of its name in [`BUILTIN`].
+static NAME_AT: [u16; SLOTS] = build().1;
+
+/// Names that reads call most, inserted first so that each sits in the
+/// slot its hash names (a test checks): found at the first probe.
+const FIRST_PLACED: &[&[u8]] = &[
+    b"COUNT",
+    b"SUM",
+    b"MIN",
+    b"MAX",
+    b"AVG",
+    b"WHERE",
+    b"AND",
+    b"ON",
+    b"USING",
+    b"EXISTS",
+    b"CONCAT",
+    b"CONCAT_WS",
+    b"COALESCE",
+    b"IFNULL",
+    b"IF",
+    b"NULLIF",
+    b"NOW",
+    b"CURDATE",
+    b"DATE",
+    b"DATE_FORMAT",
+    b"DATE_ADD",
+    b"DATE_SUB",
+    b"UNIX_TIMESTAMP",
+    b"FROM_UNIXTIME",
+    b"LOWER",
+    b"UPPER",
+    b"LENGTH",
+    b"SUBSTRING",
+    b"TRIM",
+    b"ROUND",
+    b"CAST",
+    b"CONVERT",
+    b"GROUP_CONCAT",
+    b"JSON_EXTRACT",
+    b"JSON_UNQUOTE",
+    b"OVER",
+    b"ROW_NUMBER",
+    b"FIND_IN_SET",
+];
+
+const fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
         }
         i += 1;
     }
-    false
+    true
 }
 
-/// The first 8 bytes of an upper-case name, big-endian and zero-padded:
-/// ordered as the names are (bytes ≥ 0x20 sort after the padding).
-const fn key(name: &[u8]) -> u64 {
-    let mut v = 0u64;
-    let mut i = 0;
-    while i < 8 {
-        v <<= 8;
-        if i < name.len() {
-            v |= name[i] as u64;
+const fn build() -> ([(u64, u64); SLOTS], [u16; SLOTS]) {
+    let mut table = [(0u64, 0u64); SLOTS];
+    let mut name_at = [0u16; SLOTS];
+    let mut placed = [false; BUILTIN.len()];
+    // Pass 0: FIRST_PLACED (in its order); pass 1: every other name.
+    let mut pass = 0;
+    while pass < 2 {
+        let mut i = 0;
+        while i < BUILTIN.len() {
+            let wanted = if pass == 0 {
+                let mut j = 0;
+                while j < FIRST_PLACED.len() && !same(FIRST_PLACED[j], BUILTIN[i]) {
+                    j += 1;
+                }
+                j < FIRST_PLACED.len()
+            } else {
+                !placed[i]
+            };
+            if wanted {
+                let k = key(BUILTIN[i]);
+                let mut h = hash(k);
+                while table[h].1 != 0 {
+                    h = (h + 1) & (SLOTS - 1);
+                }
+                table[h] = k;
+                name_at[h] = i as u16;
+                placed[i] = true;
+            }
+            i += 1;
         }
-        i += 1;
+        pass += 1;
     }
-    v
+    (table, name_at)
 }
-
-/// [`key`] of every [`BUILTIN`] name, in the same (sorted) order.
-static KEYS: [u64; BUILTIN.len()] = {
-    let mut out = [0u64; BUILTIN.len()];
-    let mut i = 0;
-    while i < BUILTIN.len() {
-        out[i] = key(BUILTIN[i]);
-        i += 1;
-    }
-    out
-};
 
 /// The longest name in [`BUILTIN`] (checked by a test).
 const MAX_LEN: usize = 40;
@@ -1240,6 +1437,106 @@ mod tests {
                     .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'_')
             );
         }
+    }
+
+    /// The slow, obvious answer the table must give.
+    fn reference(word: &[u8]) -> bool {
+        BUILTIN.iter().any(|n| n.eq_ignore_ascii_case(word))
+    }
+
+    /// An identifier byte folds like a byte of a name only if it is that
+    /// byte in either case.
+    #[test]
+    fn folding_identifier_bytes_ignores_ascii_case_only() {
+        let ident = (0..=255u8).filter(|&b| super::super::lex::is_ident(b));
+        let name_bytes: Vec<u8> = (b'A'..=b'Z').chain(b'0'..=b'9').chain([b'_']).collect();
+        for a in ident {
+            for &b in &name_bytes {
+                assert_eq!(
+                    fold(u64::from(a)) == fold(u64::from(b)),
+                    a.eq_ignore_ascii_case(&b),
+                    "{a:#x} {b:#x}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn load_reads_exactly_the_bytes_asked_for() {
+        let src = b"0123456789abcdefXYZ";
+        for at in 0..src.len() {
+            for n in 0..=8.min(src.len() - at) {
+                let mut want = [0u8; 8];
+                want[..n].copy_from_slice(&src[at..at + n]);
+                assert_eq!(load(src, at, n), u64::from_le_bytes(want), "{at} {n}");
+            }
+        }
+    }
+
+    /// Every name, in any case, is found; every name changed by one byte,
+    /// cut short or extended is found only if that is a name too.
+    #[test]
+    fn lookup_agrees_with_a_linear_search() {
+        for name in BUILTIN {
+            assert!(is_builtin(name));
+            assert!(is_builtin(&name.to_ascii_lowercase()));
+            let mut mixed = name.to_vec();
+            mixed
+                .iter_mut()
+                .step_by(2)
+                .for_each(|b| *b = b.to_ascii_lowercase());
+            assert!(is_builtin(&mixed));
+            let mut variants: Vec<Vec<u8>> = vec![
+                name[..name.len() - 1].to_vec(),
+                [name, &b"S"[..]].concat(),
+                [&b"X"[..], name].concat(),
+            ];
+            for i in 0..name.len() {
+                for b in [b'A', b'_', b'1', b'$', b'z', 0xC1, 0xFF] {
+                    let mut v = name.to_vec();
+                    v[i] = b;
+                    variants.push(v);
+                }
+            }
+            for v in variants {
+                assert_eq!(
+                    is_builtin(&v),
+                    reference(&v),
+                    "{}",
+                    String::from_utf8_lossy(&v)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn names_placed_first_are_in_their_own_slot() {
+        for name in FIRST_PLACED {
+            assert!(BUILTIN.contains(name), "{}", String::from_utf8_lossy(name));
+            let h = hash(key(name));
+            assert_eq!(BUILTIN[usize::from(NAME_AT[h])], *name);
+        }
+    }
+
+    #[test]
+    fn probes_stay_short_and_keys_are_unique() {
+        let mut keys: Vec<(u64, u64)> = BUILTIN.iter().map(|n| key(n)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), BUILTIN.len(), "a key names one name");
+        let longest = BUILTIN
+            .iter()
+            .map(|name| {
+                let mut h = hash(key(name));
+                let mut probes = 1;
+                while BUILTIN[usize::from(NAME_AT[h])] != *name {
+                    h = (h + 1) & (SLOTS - 1);
+                    probes += 1;
+                }
+                probes
+            })
+            .max();
+        assert!(longest.is_some_and(|p| p <= 8), "{longest:?}");
     }
 
     #[test]
