@@ -421,3 +421,55 @@ async fn a_backend_thread_with_the_same_number_is_never_hit() {
     let one: Option<i64> = other.query_first("SELECT 1").await.expect("direct alive");
     assert_eq!(one, Some(1));
 }
+
+/// A client that hangs up while its statement waits (a killed process, a
+/// driver's read timeout): the server ends the statement of a client that
+/// is gone, and so does rwproxy (it ends its backend connection), so a
+/// `GET_LOCK` wait does not outlive its client (MariaDB's `dirty_close`).
+/// The client is the `mariadb` CLI killed with SIGKILL; what runs is read
+/// from the primary's processlist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_hangs_up_ends_its_statement() {
+    let sb = sandbox::shared();
+    let proxy = common::start_proxy(common::sandbox_config(sb)).await;
+    let mut holder = Conn::new(app_direct(sb)).await.expect("holder");
+    for (who, port) in [("direct", sb.servers[0].port), ("proxy", proxy.addr.port())] {
+        let lock = format!("hangup_{who}");
+        let got: Option<i64> = holder
+            .query_first(format!("SELECT GET_LOCK('{lock}', 0)"))
+            .await
+            .expect("lock");
+        assert_eq!(got, Some(1));
+        let sql: &'static str = Box::leak(format!("SELECT GET_LOCK('{lock}', 3600)").into());
+        let mut child = tokio::process::Command::new("mariadb")
+            .args([
+                "-h127.0.0.1",
+                &format!("-P{port}"),
+                "-uapp",
+                "-papp",
+                "-e",
+                sql,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("mariadb client");
+        common::wait_until(Duration::from_secs(10), "the statement waits", || async {
+            running(sb, sql).await > 0
+        })
+        .await;
+        child.kill().await.expect("kill the client");
+        let took = common::wait_until(
+            Duration::from_secs(8),
+            &format!("{who}: the statement of a client that hung up ended"),
+            || async { running(sb, sql).await == 0 },
+        )
+        .await;
+        println!("{who}: statement gone {took:?} after the client hung up");
+        holder
+            .query_drop(format!("DO RELEASE_LOCK('{lock}')"))
+            .await
+            .expect("release");
+    }
+}

@@ -53,6 +53,43 @@ pub trait ClientTransport: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'stat
         rest: bytes::BytesMut,
         acceptor: tokio_rustls::TlsAcceptor,
     ) -> impl std::future::Future<Output = Result<Self, TlsUpgradeError>> + Send;
+    /// A probe on the client's socket (see [`HangupProbe`]); `None` if its
+    /// descriptor cannot be duplicated.
+    fn hangup_probe(&self) -> Option<HangupProbe>;
+}
+
+/// Tells whether a client has hung up, without reading from its
+/// connection: a duplicate of the socket's descriptor, peeked at. The
+/// session uses it while it waits on a server for a long statement (the
+/// stream itself is busy relaying): a client that closed its connection
+/// (a driver's read timeout, a killed process) gets its statement ended on
+/// the server, as the server itself ends the statement of a client that
+/// hung up — a `GET_LOCK` wait or an open transaction must not outlive
+/// the client. A duplicate because the stream is borrowed by the relay for
+/// the whole exchange; peeking reads nothing, so bytes a client pipelined
+/// stay for the session. A TLS client that sent `close_notify` before
+/// closing is seen only once those bytes are read (after the statement).
+pub struct HangupProbe(socket2::Socket);
+
+impl HangupProbe {
+    fn new(fd: std::os::fd::BorrowedFd<'_>) -> Option<HangupProbe> {
+        let owned = fd.try_clone_to_owned().ok()?;
+        Some(HangupProbe(socket2::Socket::from(owned)))
+    }
+
+    /// The client closed its end (EOF) or the connection failed. The
+    /// descriptor shares the stream's non-blocking mode, so this never
+    /// waits.
+    pub fn hung_up(&self) -> bool {
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match self.0.peek(&mut byte) {
+            Ok(n) => n == 0,
+            Err(e) => !matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ),
+        }
+    }
 }
 
 /// Why a client's TLS upgrade failed.
@@ -69,6 +106,14 @@ pub enum TlsUpgradeError {
 impl ClientTransport for ClientStream {
     const OFFERS_TLS: bool = true;
     const LOCAL: bool = false;
+
+    fn hangup_probe(&self) -> Option<HangupProbe> {
+        use std::os::fd::AsFd;
+        match self {
+            MaybeTls::Plain(s) => HangupProbe::new(s.as_fd()),
+            MaybeTls::Tls(s) => HangupProbe::new(s.get_ref().0.inner.as_fd()),
+        }
+    }
 
     fn is_tls(&self) -> bool {
         MaybeTls::is_tls(self)
@@ -93,6 +138,11 @@ impl ClientTransport for ClientStream {
 impl ClientTransport for tokio::net::UnixStream {
     const OFFERS_TLS: bool = false;
     const LOCAL: bool = true;
+
+    fn hangup_probe(&self) -> Option<HangupProbe> {
+        use std::os::fd::AsFd;
+        HangupProbe::new(self.as_fd())
+    }
 
     fn is_tls(&self) -> bool {
         false

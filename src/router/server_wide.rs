@@ -73,6 +73,10 @@ pub struct GlobalAssignment<'a> {
     /// expression (`@saved`, `@@global.x + 1`…) that only the session's
     /// primary connection can evaluate.
     pub constant: bool,
+    /// Not constant, but made only of numbers, user variables and
+    /// arithmetic (`512*1024`, `@saved`): reading it on the session's
+    /// primary connection (`SELECT …`) cannot fail or change anything.
+    pub evaluable: bool,
 }
 
 /// Variables that describe one server's own part in replication (its
@@ -160,8 +164,16 @@ pub fn global_assignments(sql: &[u8]) -> Option<Vec<GlobalAssignment<'_>>> {
             return None;
         }
         let (mut first, mut last, mut count, mut depth) = (None, None, 0usize, 0usize);
-        let mut more = false;
+        let (mut more, mut evaluable) = (false, true);
         while let Some(v) = lx.next_token() {
+            evaluable &= matches!(
+                v.kind,
+                TokenKind::Number
+                    | TokenKind::UserVar
+                    | TokenKind::Punct(
+                        b'+' | b'-' | b'*' | b'/' | b'%' | b'(' | b')' | b',' | b';'
+                    )
+            );
             match v.kind {
                 TokenKind::Punct(b'(') => depth += 1,
                 TokenKind::Punct(b')') => depth = depth.saturating_sub(1),
@@ -200,6 +212,7 @@ pub fn global_assignments(sql: &[u8]) -> Option<Vec<GlobalAssignment<'_>>> {
                 name,
                 value,
                 constant,
+                evaluable: evaluable && !constant,
             });
         }
         if !more {
@@ -256,7 +269,13 @@ mod tests {
                             "{}={}{}",
                             a.name,
                             String::from_utf8_lossy(a.value),
-                            if a.constant { "" } else { "?" }
+                            if a.constant {
+                                ""
+                            } else if a.evaluable {
+                                "?"
+                            } else {
+                                "!"
+                            }
                         )
                     })
                     .collect::<Vec<_>>()
@@ -282,7 +301,7 @@ mod tests {
             ),
             (
                 "SET GLOBAL x = CONCAT(@@global.x, ',a'), y = DEFAULT",
-                Some("x=CONCAT(@@global.x, ',a')? y=DEFAULT"),
+                Some("x=CONCAT(@@global.x, ',a')! y=DEFAULT"),
             ),
             (
                 "SET GLOBAL `Div_Precision_Increment` = 9",

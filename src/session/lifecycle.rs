@@ -108,10 +108,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     ///
     /// Not copied: variables that describe one server's part in replication
     /// (`read_only`, `gtid_*`, `server_id`… see
-    /// `server_wide::global_assignments`), values that only the session can
-    /// evaluate other than a user variable (`@saved` is read on the session's
-    /// primary connection first, so the usual save-and-restore pattern
-    /// keeps replicas equal), and statements inside a multi-statement text.
+    /// `server_wide::global_assignments`), values other than constants and
+    /// arithmetic on numbers and user variables (those are read on the
+    /// session's primary connection first, so the usual save-and-restore
+    /// through `@saved` keeps replicas equal; a function or `@@x` there is
+    /// left to the primary), and statements inside a multi-statement text.
     /// A replica that is down misses it: globals are not replayed.
     async fn globals_to_replicas(&mut self, sql: &[u8]) {
         let Some(assignments) = global_assignments(sql) else {
@@ -127,8 +128,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 values.push(String::from_utf8_lossy(a.value).into_owned());
                 continue;
             }
-            let user_var = a.value.first() == Some(&b'@') && a.value.get(1) != Some(&b'@');
-            if !user_var || a.value.iter().any(|b| b.is_ascii_whitespace()) {
+            if !a.evaluable {
                 debug!(parent: &self.span, "SET GLOBAL with an expression: left to the primary");
                 return;
             }
@@ -139,7 +139,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             match self.conns[pos].conn.query_value(&expr).await {
                 Ok(v) => values.push(sql_literal(v)),
                 Err(e) => {
-                    info!(parent: &self.span, error = %e, "SET GLOBAL: could not read the user variable");
+                    info!(parent: &self.span, error = %e, "SET GLOBAL: could not read the value");
                     self.server_ended_session(pos, 0);
                     return;
                 }

@@ -276,6 +276,7 @@ pub async fn serve<S: ClientTransport>(shared: Arc<Shared>, stream: S, peer: Cli
             }
         };
         span.record("user", &*session.cred.user);
+        session.hangup = session.client.get_ref().hangup_probe();
         let per_user = session.cfg.max_connections_per_user;
         if per_user > 0 {
             let open = shared
@@ -561,6 +562,7 @@ async fn handshake<S: ClientTransport>(
         closing: false,
         conn_id,
         control: SessionControl::default(),
+        hangup: None,
         last_ran: None,
         keep_last: None,
         gtid_pending: None,
@@ -820,6 +822,8 @@ pub struct Session<S> {
     conn_id: u32,
     /// How other sessions' `KILL` reaches this one (see `kill`).
     control: SessionControl,
+    /// Notices a client that hung up during a statement (`forward_on`).
+    hangup: Option<crate::protocol::stream::HangupProbe>,
     /// The server whose connection ran the session's last statement: the
     /// one that holds its diagnostics (see `Session::diagnostics_bound`).
     last_ran: Option<Arc<str>>,
@@ -1819,6 +1823,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         } else {
             response::Hide::Nothing
         };
+        let (hangup, span) = (self.hangup.as_ref(), &self.span);
         let held = &mut self.conns[pos];
         let cut = held.conn.cut_token();
         let (client, server) = (&mut self.client, &held.server);
@@ -1903,6 +1908,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     }
                     None => Some(guarded.await),
                 },
+                // The client hung up: its statement ends on the server, as
+                // the server ends a disconnected client's (see `HangupProbe`).
+                () = client_hung_up(hangup) => {
+                    info!(parent: span, server = %server, "client hung up during a statement: ending its backend connection");
+                    if let Some(side) = kill::SideKill::new(
+                        &self.shared,
+                        &self.cred,
+                        server,
+                        thread,
+                        (self.caps, self.ext, self.collation, self.home),
+                    ) {
+                        side.run(KillScope::Connection).await;
+                    }
+                    None
+                }
             }
         };
         let Some(guarded) = guarded.await else {
@@ -2251,6 +2271,21 @@ fn unavailable(why: Unavailable, snap: &Snapshot) -> ClientError {
             b"HY000",
             "rwproxy: no replica can serve this read (replica_fallback = \"error\")",
         ),
+    }
+}
+
+/// Resolves once `probe` sees that the client hung up; checked once a
+/// second, so a statement shorter than that never looks (only a timer is
+/// armed). Without a probe it never resolves.
+async fn client_hung_up(probe: Option<&crate::protocol::stream::HangupProbe>) {
+    let Some(probe) = probe else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if probe.hung_up() {
+            return;
+        }
     }
 }
 
