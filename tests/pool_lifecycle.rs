@@ -416,15 +416,18 @@ async fn unused_pooled_connections_are_closed() {
     let primary = sandbox::shared().servers[0].port;
     make_user("pl_idle", "SELECT ON *.*", "").await;
     let proxy = common::start_proxy(config(|_| {})).await;
-    let mut open = Vec::new();
-    for _ in 0..4 {
+    let session = || async {
         let mut c = Conn::new(proxy.opts("pl_idle", "pw", None))
             .await
             .expect("connect");
         c.query_drop("/* rwproxy:primary */ SELECT 1")
             .await
             .expect("select");
-        open.push(c);
+        c
+    };
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        open.push(session().await);
     }
     for c in open {
         c.disconnect().await.expect("disconnect");
@@ -452,21 +455,11 @@ async fn unused_pooled_connections_are_closed() {
     );
     // Reuse within the timeout still works: a new session takes a pooled
     // connection instead of opening one.
-    let mut c = Conn::new(proxy.opts("pl_idle", "pw", None))
-        .await
-        .expect("connect");
-    c.query_drop("/* rwproxy:primary */ SELECT 1")
-        .await
-        .expect("select");
+    let c = session().await;
     let first = threads_of(primary, "pl_idle").await;
     c.disconnect().await.expect("disconnect");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut c = Conn::new(proxy.opts("pl_idle", "pw", None))
-        .await
-        .expect("connect");
-    c.query_drop("/* rwproxy:primary */ SELECT 1")
-        .await
-        .expect("select");
+    let _c = session().await;
     assert_eq!(
         threads_of(primary, "pl_idle").await,
         first,
